@@ -1,0 +1,113 @@
+# lora — build, test and install. `make help` lists the targets.
+
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+DESTDIR  ?=
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes \
+            -Wmissing-prototypes -Wformat=2
+PKGS     := zlib yaml-0.1 openblas lapacke libcjson
+VERSION  := 0.1.0
+
+# The sanitizer build lives in its own directory so the two never mix.
+ifeq ($(SANITIZE),1)
+BUILD    ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+BUILD    ?= build
+SANFLAGS :=
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# pkg-config is only consulted when building, so `make deps` and `make help`
+# work on a machine that has none of the libraries yet.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -fopenmp -Ilib $(PKG_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -fopenmp
+LIBS       = $(PKG_LIBS) -lm
+
+LIB_SRC  := $(wildcard lib/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CMD_SRC  := $(wildcard cmd/lora-*.c)
+BINS     := $(CMD_SRC:cmd/%.c=$(BUILD)/bin/%)
+TEST_SRC := $(wildcard tests/unit/*.c tests/tools/*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+MANS     := $(wildcard man/*.1 man/*.5)
+
+# Debian packages the build and the suite need.
+DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev \
+            libcjson-dev bats bats-support bats-assert bats-file
+
+.PHONY: all check bench demo install uninstall clean deps help
+
+all: deps-ok $(BINS) $(TEST_BIN) ## build every binary into $(BUILD)/bin
+
+$(BUILD)/%.o: %.c $(wildcard lib/*.h) Makefile | deps-ok
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/liblora.a: $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/cmd/%.o $(BUILD)/liblora.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/liblora.a
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+check: all ## run the whole bats suite (SANITIZE=1: under ASan+UBSan)
+	$(Q)LORA_BUILD=$(abspath $(BUILD)) tests/run
+
+bench: all ## run the benchmarks; prints ratios against in-run baselines
+	$(Q)LORA_BUILD=$(abspath $(BUILD)) bench/run
+
+demo: all ## build everything and show a pipeline on a generated model
+	$(Q)LORA_BUILD=$(abspath $(BUILD)) tests/demo
+
+install: all ## install binaries, man pages and completions under DESTDIR/PREFIX
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 755 $(BINS) $(DESTDIR)$(BINDIR)
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
+	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5
+	install -m 644 $(wildcard completions/bash/*) $(DESTDIR)$(BASHCOMPDIR)
+	install -m 644 $(wildcard completions/zsh/*) $(DESTDIR)$(ZSHCOMPDIR)
+	install -m 644 $(wildcard completions/fish/*) $(DESTDIR)$(FISHCOMPDIR)
+
+uninstall: ## remove what install put in place
+	rm -f $(BINS:$(BUILD)/bin/%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man1/%,$(wildcard man/*.1))
+	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man5/%,$(wildcard man/*.5))
+	rm -f $(patsubst completions/bash/%,$(DESTDIR)$(BASHCOMPDIR)/%,$(wildcard completions/bash/*))
+	rm -f $(patsubst completions/zsh/%,$(DESTDIR)$(ZSHCOMPDIR)/%,$(wildcard completions/zsh/*))
+	rm -f $(patsubst completions/fish/%,$(DESTDIR)$(FISHCOMPDIR)/%,$(wildcard completions/fish/*))
+
+clean: ## remove build directories
+	rm -rf build build-san
+
+deps: ## install missing Debian packages (or print their names)
+	$(Q)tests/deps install $(DEB_PKGS)
+
+# Cheap check run before every build: only calls apt when something is missing.
+.PHONY: deps-ok
+deps-ok:
+	$(Q)tests/deps ensure $(DEB_PKGS)
+
+help: ## list targets
+	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'

@@ -1,0 +1,60 @@
+/* adapter: the in-memory LoRA adapter and its metadata.
+ *
+ * A layer adapts one linear module W (out x in): dW = s * B A with
+ * A (rank x in) and B (out x rank), both row-major f32 in memory whatever
+ * the storage dtype, and s = alpha / rank, or alpha / sqrt(rank) when the
+ * adapter uses rsLoRA. Every f16/bf16 value is exact in f32, so reading and
+ * writing at the same dtype is lossless. */
+#ifndef LORA_ADAPTER_H
+#define LORA_ADAPTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "tensor.h"
+
+typedef struct {
+	char *name;       /* module name, e.g. "model.layers.0.self_attn.q_proj" */
+	size_t out, in, rank;
+	double alpha;
+	float *A;         /* rank x in; NULL when only the header was read */
+	float *B;         /* out x rank */
+	/* Sizes recorded in a .lora file (0 for adapters built in memory). */
+	uint64_t zsize_A, zsize_B;
+	uint32_t crc_A, crc_B;
+} lora_layer;
+
+typedef struct {
+	lora_layer *layers;
+	size_t nlayers;
+	lora_dtype dtype;      /* storage dtype for A and B */
+	int rslora;
+	char *base_name;       /* base model identity, or NULL */
+	char *base_fingerprint;/* lora_model_fingerprint, or NULL */
+	char **targets;        /* target patterns the adapter was built for */
+	size_t ntargets;
+	char *provenance;      /* JSON object text, or NULL */
+	int version;           /* .lora format version it was read from */
+	uint64_t file_bytes;   /* bytes read from the .lora, header included */
+} lora_adapter;
+
+/* New empty adapter (zeroed). NULL on allocation failure. */
+lora_adapter *lora_adapter_new(void);
+void lora_adapter_free(lora_adapter *a);
+/* Append a layer; copies name; allocates zeroed A and B unless header_only.
+ * Returns the layer or NULL (e filled) on overflow or allocation failure. */
+lora_layer *lora_adapter_add(lora_adapter *a, const char *name, size_t out, size_t in,
+                             size_t rank, double alpha, int header_only, lora_err *e);
+/* Add a target pattern (copied). */
+int lora_adapter_add_target(lora_adapter *a, const char *target, lora_err *e);
+/* Scaling s of a layer: alpha/rank or alpha/sqrt(rank). */
+double lora_layer_scale(const lora_adapter *a, const lora_layer *l);
+/* Number of trainable parameters (sum of rank*(in+out)). */
+uint64_t lora_adapter_params(const lora_adapter *a);
+/* Bytes of A and B at the storage dtype, uncompressed. */
+uint64_t lora_adapter_raw_bytes(const lora_adapter *a);
+/* Layer by name, or NULL. */
+lora_layer *lora_adapter_find(const lora_adapter *a, const char *name);
+
+#endif

@@ -1,0 +1,31 @@
+/* err: the error value every lib/ function fills instead of printing.
+ *
+ * lib/ never prints and never exits: a function returns 0 on success or a
+ * negative LORA_E* code and writes one human-readable line into a caller-owned
+ * lora_err, naming the file and the object (tensor, key) at fault. */
+#ifndef LORA_ERR_H
+#define LORA_ERR_H
+
+enum {
+	LORA_OK = 0,
+	LORA_EIO = -1,     /* read/write/open failed (errno-level trouble) */
+	LORA_EFORMAT = -2, /* input is malformed, truncated or corrupt */
+	LORA_ENOMEM = -3,  /* allocation failed */
+	LORA_EINVAL = -4,  /* request cannot be satisfied (bad shapes, no match) */
+	LORA_EUSAGE = -5,  /* caller-facing usage problem (maps to exit 2) */
+};
+
+typedef struct {
+	int code;
+	char msg[1024];
+} lora_err;
+
+/* Fill e (may be NULL) with a printf-formatted message; return code. */
+int lora_err_set(lora_err *e, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Prefix an existing message: "<prefix>: <old message>"; return e->code. */
+int lora_err_prefix(lora_err *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#endif

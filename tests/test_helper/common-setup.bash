@@ -1,0 +1,31 @@
+# Loaded by every suite: assertion libraries, the build under test first on
+# PATH, a C locale, and a private HOME and TMPDIR per test.
+_common_setup() {
+	bats_load_library bats-support
+	bats_load_library bats-assert
+	bats_load_library bats-file
+	ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
+	: "${LORA_BUILD:=$ROOT/build}"
+	PATH="$LORA_BUILD/bin:$LORA_BUILD/tests/tools:$LORA_BUILD/tests/unit:$PATH"
+	export LC_ALL=C HOME="$BATS_TEST_TMPDIR" TMPDIR="$BATS_TEST_TMPDIR"
+	FIX="$ROOT/tests/fixtures"
+	cd "$BATS_TEST_TMPDIR" || return 1
+}
+
+# mkst FILE JSON [DATA-BYTES]: write a safetensors file with the given header
+# text (no padding) followed by DATA-BYTES zero bytes.
+mkst() {
+	local n=${#2}
+	printf "$(printf '\\%03o\\%03o\\%03o\\%03o\\000\\000\\000\\000' \
+		$((n & 255)) $((n >> 8 & 255)) $((n >> 16 & 255)) $((n >> 24 & 255)))" >"$1"
+	printf '%s' "$2" >>"$1"
+	head -c "${3:-0}" /dev/zero >>"$1"
+}
+
+# flipbyte FILE OFFSET: invert every bit of one byte in place.
+flipbyte() {
+	local b
+	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+	printf "$(printf '\\%03o' $((b ^ 255)))" |
+		dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bats
+# C unit tests of lib/: each program prints "ok N checks" or FAIL lines.
+
+setup() {
+	load test_helper/common-setup
+	_common_setup
+}
+
+@test "dtype conversions: f16/bf16 round trips and rounding rules" {
+	run test_tensor
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
+@test "safetensors reader and writer validate everything" {
+	run test_safetensors
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
+@test ".lora codec: round trips, corruption and truncation" {
+	run test_lorafile
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
+@test "linalg: low-rank singular values match the dense SVD" {
+	run test_linalg
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
+@test "cli option parser: bundles, --opt=v, --, operands" {
+	run test_cli -qf -o out --rank=3 -- -x
+	assert_success
+	assert_output "q f o=out r=3 operand=-x"
+}
