@@ -48,7 +48,7 @@ MANS     := $(wildcard man/*.1 man/*.5)
 
 # Debian packages the build and the suite need.
 DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev \
-            libcjson-dev bats bats-support bats-assert bats-file
+            libcjson-dev bats bats-support bats-assert bats-file jq
 
 .PHONY: all check bench demo install uninstall clean deps help
 

@@ -392,7 +392,8 @@ int main(int argc, char **argv)
 		unsigned char magic[8];
 		if (!f) {
 			rc = lora_err_set(&e, LORA_EIO, "%s: %s", path, strerror(errno));
-		} else if (fread(magic, 1, 8, f) == 8 && lora_file_is_lora(magic, 8)) {
+		} else if ((fread(magic, 1, 8, f) == 8 && lora_file_is_lora(magic, 8)) ||
+		           (strlen(path) > 5 && strcmp(path + strlen(path) - 5, ".lora") == 0)) {
 			rewind(f);
 			rc = show_lora(path, f, &s, &e);
 		} else {

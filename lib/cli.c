@@ -50,15 +50,20 @@ static void help(const lora_tool *t)
 	printf("\nExit status: 0 success, 1 runtime error, 2 usage error.\nSee %s(1).\n", t->name);
 }
 
+/* Tab-separated: short, long, metavar, values, help ("-" when empty). */
 static void list_options(const lora_tool *t)
 {
 	const lora_opt *tabs[] = {t->opts, common};
 	for (int k = 0; k < 2; k++)
 		for (const lora_opt *o = tabs[k]; o->id; o++) {
-			printf("%s%c --%s %s %s\n", o->shortopt ? "-" : "", o->shortopt ? o->shortopt : '_',
-			       o->longopt, o->arg ? o->arg : "_", o->values ? o->values : "_");
+			if (o->shortopt)
+				printf("-%c", o->shortopt);
+			else
+				printf("-");
+			printf("\t--%s\t%s\t%s\t%s\n", o->longopt, o->arg ? o->arg : "-",
+			       o->values ? o->values : "-", o->help);
 		}
-	printf("operands %s\n", t->operands ? t->operands : "_");
+	printf("operands\t%s\n", t->operands ? t->operands : "-");
 }
 
 void lora_cli_error(const lora_tool *t, const char *fmt, ...)
@@ -226,6 +231,9 @@ void lora_cli_signals(void)
 	int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
 	for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
 		signal(sigs[i], on_signal);
+	/* Past a file size limit, write(2) then fails with EFBIG and the error
+	 * path removes the temporary file, instead of the process dying. */
+	signal(SIGXFSZ, SIG_IGN);
 }
 
 int lora_cli_progress_ok(int quiet) { return !quiet && isatty(STDERR_FILENO); }

@@ -44,9 +44,10 @@ typedef struct {
 enum { LORA_OPT_OPERAND = -1, LORA_OPT_END = -2 };
 
 /* Start parsing. Also handles the options every tool has: -h/--help prints
- * the generated help and exits 0; --version exits 0; --list-options prints
- * one line per option ("-s --long ARG values") for completion scripts and
- * tests, and exits 0. */
+ * the generated help and exits 0; --version exits 0; the undocumented
+ * --list-options prints the table tab-separated (short, long, metavar,
+ * values, help; "-" when empty) for the completion generator and the tests,
+ * and exits 0. */
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv);
 /* Next option id (its value in c->arg), LORA_OPT_OPERAND (the operand in
  * c->arg; "-" is an operand), or LORA_OPT_END. Unknown options, missing

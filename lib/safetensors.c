@@ -521,7 +521,7 @@ static int valid_utf8(const char *s)
 static int check_specs(const char *path, const lora_stw_spec *specs, size_t n, const lora_st_meta *meta,
                        size_t nmeta, size_t *sizes, lora_err *e)
 {
-	const char **names = malloc((n > nmeta ? n : nmeta) * sizeof *names + 1);
+	const char **names = malloc(((n > nmeta ? n : nmeta) + 1) * sizeof *names);
 	size_t pos = 0;
 	int rc = 0;
 	if (!names)

@@ -1,5 +1,7 @@
 # Loaded by every suite: assertion libraries, the build under test first on
 # PATH, a C locale, and a private HOME and TMPDIR per test.
+bats_require_minimum_version 1.5.0
+
 _common_setup() {
 	bats_load_library bats-support
 	bats_load_library bats-assert

@@ -1,0 +1,57 @@
+/* mkadapter: write a .lora with a planted spectrum, for tests.
+ *
+ *   mkadapter [--dtype T] [--alpha A] [--rslora] NAME=OUTxINxRANK:s1,s2,... ... > out.lora
+ *
+ * Layer NAME gets B = [s1 e_1, s2 e_2, ...] (out x rank, column k is s_k
+ * times the k-th unit vector) and A = [e_{p(1)}; e_{p(2)}; ...] (rank x in,
+ * rows are distinct unit vectors, p(k) = in-1-k), so B A has exactly the
+ * singular values |s_k| (times the scale) and ||B A||_F^2 = sum s_k^2. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lorafile.h"
+
+int main(int argc, char **argv)
+{
+	lora_adapter *a = lora_adapter_new();
+	double alpha = 0;
+	lora_err e;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
+			if (lora_dtype_parse(argv[++i], &a->dtype))
+				return 2;
+			continue;
+		}
+		if (strcmp(argv[i], "--alpha") == 0 && i + 1 < argc) {
+			alpha = atof(argv[++i]);
+			continue;
+		}
+		if (strcmp(argv[i], "--rslora") == 0) {
+			a->rslora = 1;
+			continue;
+		}
+		char name[256];
+		size_t out, in, rank;
+		int used;
+		if (sscanf(argv[i], "%255[^=]=%zux%zux%zu:%n", name, &out, &in, &rank, &used) != 4 ||
+		    rank > out || rank > in) {
+			fprintf(stderr, "mkadapter: bad layer spec '%s'\n", argv[i]);
+			return 2;
+		}
+		lora_layer *l = lora_adapter_add(a, name, out, in, rank, alpha ? alpha : (double)rank, 0, &e);
+		char *p = argv[i] + used;
+		for (size_t k = 0; k < rank; k++) {
+			l->B[k * rank + k] = strtof(p, &p);
+			l->A[k * in + (in - 1 - k)] = 1.0f;
+			if (*p == ',')
+				p++;
+		}
+	}
+	if (lora_file_save(a, "-", 0, &e)) {
+		fprintf(stderr, "mkadapter: %s\n", e.msg);
+		return 1;
+	}
+	lora_adapter_free(a);
+	return 0;
+}
