@@ -48,9 +48,11 @@ MANS     := $(wildcard man/*.1 man/*.5)
 
 # Debian packages the build and the suite need.
 DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev \
-            libcjson-dev bats bats-support bats-assert bats-file jq
+            libcjson-dev bats bats-support bats-assert bats-file jq man-db
 
 .PHONY: all check bench demo install uninstall clean deps help
+# Keep object files of binaries and tests between runs.
+.SECONDARY:
 
 all: deps-ok $(BINS) $(TEST_BIN) ## build every binary into $(BUILD)/bin
 
