@@ -20,7 +20,15 @@ void lora_adapter_free(lora_adapter *a)
 		free(a->layers[i].name);
 		free(a->layers[i].A);
 		free(a->layers[i].B);
+		free(a->layers[i].magnitude);
+		free(a->layers[i].bias);
 	}
+	for (size_t i = 0; i < a->nextras; i++) {
+		free(a->extras[i].name);
+		free(a->extras[i].data);
+	}
+	free(a->extras);
+	free(a->peft_config);
 	for (size_t i = 0; i < a->ntargets; i++)
 		free(a->targets[i]);
 	free(a->layers);

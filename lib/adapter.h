@@ -20,10 +20,24 @@ typedef struct {
 	double alpha;
 	float *A;         /* rank x in; NULL when only the header was read */
 	float *B;         /* out x rank */
+	float *magnitude; /* DoRA magnitude vector (out), or NULL: PEFT lora_magnitude_vector */
+	float *bias;      /* lora_B bias (out), or NULL: PEFT lora_bias */
 	/* Sizes recorded in a .lora file (0 for adapters built in memory). */
 	uint64_t zsize_A, zsize_B;
 	uint32_t crc_A, crc_B;
 } lora_layer;
+
+/* A tensor of the adapter that is not a LoRA factor (an embedding LoRA,
+ * modules_to_save, ...): carried through unchanged, reported by name by
+ * tools that cannot apply it. */
+typedef struct {
+	char *name;
+	lora_dtype dtype;
+	size_t ndim;
+	size_t shape[LORA_MAX_DIMS];
+	void *data;       /* nbytes little-endian bytes at dtype */
+	size_t nbytes;
+} lora_extra;
 
 typedef struct {
 	lora_layer *layers;
@@ -35,6 +49,10 @@ typedef struct {
 	char **targets;        /* target patterns the adapter was built for */
 	size_t ntargets;
 	char *provenance;      /* JSON object text, or NULL */
+	int fan_in_fan_out;    /* base weights stored [in, out] (GPT-2 Conv1D): dW is transposed */
+	char *peft_config;     /* adapter_config.json text it was imported from, or NULL */
+	lora_extra *extras;
+	size_t nextras;
 	int version;           /* .lora format version it was read from */
 	uint64_t file_bytes;   /* bytes read from the .lora, header included */
 } lora_adapter;
