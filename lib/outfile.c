@@ -10,30 +10,31 @@
 
 /* A small fixed registry keeps cleanup async-signal-safe (no malloc, no
  * locks): the handler only calls unlink on the stored paths. */
-#define MAX_TMP 16
+#define MAX_TMP 1024
 static char *volatile tmps[MAX_TMP];
 
-static void reg(char *p)
+static int ntmps;
+
+void lora_outfile_track(char *p)
 {
-	for (int i = 0; i < MAX_TMP; i++)
-		if (!tmps[i]) {
-			tmps[i] = p;
-			return;
-		}
+	if (ntmps < MAX_TMP)
+		tmps[ntmps++] = p;
 }
 
-static void unreg(const char *p)
+void lora_outfile_untrack(const char *p)
 {
-	for (int i = 0; i < MAX_TMP; i++)
+	for (int i = 0; i < ntmps; i++)
 		if (tmps[i] == p)
 			tmps[i] = NULL;
+	while (ntmps > 0 && !tmps[ntmps - 1])
+		ntmps--;
 }
 
 void lora_outfile_cleanup(void)
 {
-	for (int i = 0; i < MAX_TMP; i++)
-		if (tmps[i])
-			unlink(tmps[i]);
+	for (int i = ntmps - 1; i >= 0; i--)
+		if (tmps[i] && unlink(tmps[i]) != 0)
+			rmdir(tmps[i]);
 }
 
 int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
@@ -71,7 +72,7 @@ int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
 		memset(o, 0, sizeof *o);
 		return lora_err_set(e, LORA_EIO, "%s: cannot create: %s", path, strerror(err));
 	}
-	reg(o->tmp);
+	lora_outfile_track(o->tmp);
 	/* mkstemp creates 0600; give the file the mode a plain creat would. */
 	mode_t mask = umask(0);
 	umask(mask);
@@ -88,7 +89,7 @@ int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
 static void release(lora_outfile *o)
 {
 	if (o->tmp)
-		unreg(o->tmp);
+		lora_outfile_untrack(o->tmp);
 	free(o->path);
 	free(o->tmp);
 	memset(o, 0, sizeof *o);

@@ -34,5 +34,10 @@ int lora_outfile_commit(lora_outfile *o, lora_err *e);
 void lora_outfile_abort(lora_outfile *o);
 /* Remove every registered temporary file; async-signal-safe. */
 void lora_outfile_cleanup(void);
+/* Register a path for removal by lora_outfile_cleanup (a file, or an empty
+ * directory once the files registered after it are gone: cleanup removes in
+ * reverse order). The string must live until lora_outfile_untrack. */
+void lora_outfile_track(char *path);
+void lora_outfile_untrack(const char *path);
 
 #endif

@@ -470,6 +470,16 @@ void lora_st_close(lora_st *st)
 	free(f);
 }
 
+void lora_st_release(const lora_st_tensor *t)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+	uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+	/* Only whole pages inside the tensor: neighbours may still be in use. */
+	if (t->nbytes && hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 const lora_st_tensor *lora_st_find(const lora_st *st, const char *name)
 {
 	const stfile *f = (const stfile *)st;

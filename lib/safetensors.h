@@ -53,6 +53,10 @@ int lora_st_open(lora_st **out, const char *path, lora_err *e);
 void lora_st_close(lora_st *st);
 /* Tensor by name, or NULL. */
 const lora_st_tensor *lora_st_find(const lora_st *st, const char *name);
+/* Drop the tensor's pages from this process's memory (they are re-read
+ * from the file if touched again): streaming tools call it after each
+ * tensor so their resident size stays bounded by one tensor, not the model. */
+void lora_st_release(const lora_st_tensor *t);
 
 /* Streaming writer. The header needs every name, dtype and shape up front;
  * data is then written tensor by tensor in the declared order. The output is
