@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -219,8 +220,17 @@ double lora_cli_double(const lora_tool *t, const char *opt, const char *s)
 	return v;
 }
 
+static pthread_t main_thread;
+
 static void on_signal(int sig)
 {
+	/* OpenBLAS and OpenMP workers may receive a process signal; only the
+	 * main thread creates output files, and it blocks signals while it
+	 * creates and registers one, so hand the signal over to it. */
+	if (!pthread_equal(pthread_self(), main_thread)) {
+		pthread_kill(main_thread, sig);
+		return;
+	}
 	lora_outfile_cleanup();
 	signal(sig, SIG_DFL);
 	raise(sig);
@@ -229,6 +239,7 @@ static void on_signal(int sig)
 void lora_cli_signals(void)
 {
 	int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+	main_thread = pthread_self();
 	for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
 		signal(sigs[i], on_signal);
 	/* Past a file size limit, write(2) then fails with EFBIG and the error

@@ -13,12 +13,15 @@
 #define MAX_TMP 1024
 static char *volatile tmps[MAX_TMP];
 
-static int ntmps;
+static volatile sig_atomic_t ntmps;
 
 void lora_outfile_track(char *p)
 {
-	if (ntmps < MAX_TMP)
-		tmps[ntmps++] = p;
+	/* Fill the slot before publishing it to the signal handler. */
+	if (ntmps < MAX_TMP) {
+		tmps[ntmps] = p;
+		ntmps = ntmps + 1;
+	}
 }
 
 void lora_outfile_untrack(const char *p)
@@ -28,6 +31,36 @@ void lora_outfile_untrack(const char *p)
 			tmps[i] = NULL;
 	while (ntmps > 0 && !tmps[ntmps - 1])
 		ntmps--;
+}
+
+/* Creating a temporary and registering it must not be split by a signal,
+ * or the handler would miss it: block the cleanup signals around both. */
+static void block(sigset_t *old)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGPIPE);
+	sigprocmask(SIG_BLOCK, &set, old);
+}
+
+static void unblock(const sigset_t *old) { sigprocmask(SIG_SETMASK, old, NULL); }
+
+int lora_outfile_mkdtemp(char *tmpl)
+{
+	sigset_t old;
+	block(&old);
+	int ok = mkdtemp(tmpl) != NULL;
+	if (ok) {
+		lora_outfile_track(tmpl);
+		mode_t mask = umask(0); /* mkdtemp makes it 0700; give it a plain mkdir's mode */
+		umask(mask);
+		chmod(tmpl, 0777 & ~mask);
+	}
+	unblock(&old);
+	return ok ? 0 : -1;
 }
 
 void lora_outfile_cleanup(void)
@@ -64,7 +97,12 @@ int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
 	const char *slash = strrchr(path, '/');
 	size_t dirlen = slash ? (size_t)(slash - path + 1) : 0;
 	snprintf(o->tmp, n + 16, "%.*s.%s.XXXXXX", (int)dirlen, path, path + dirlen);
+	sigset_t old;
+	block(&old);
 	int fd = mkstemp(o->tmp);
+	if (fd >= 0)
+		lora_outfile_track(o->tmp);
+	unblock(&old);
 	if (fd < 0) {
 		int err = errno;
 		free(o->path);
@@ -72,7 +110,6 @@ int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
 		memset(o, 0, sizeof *o);
 		return lora_err_set(e, LORA_EIO, "%s: cannot create: %s", path, strerror(err));
 	}
-	lora_outfile_track(o->tmp);
 	/* mkstemp creates 0600; give the file the mode a plain creat would. */
 	mode_t mask = umask(0);
 	umask(mask);

@@ -1,0 +1,172 @@
+#!/usr/bin/env bats
+# lora-merge: every promise of lora-merge(1), checked by recomputing each
+# merged tensor independently (tests/tools/checkmerge.c).
+
+setup() {
+	load test_helper/common-setup
+	_common_setup
+	M="--hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --vocab 256"
+	mkmodel $M model >/dev/null
+	mkadapter model.layers.0.self_attn.q_proj=64x64x2:0.5,-0.25 \
+		model.layers.1.mlp.down_proj=64x128x1:0.1 model.layers.1.self_attn.v_proj=32x64x3:0.3,0.2,0.1 > a.lora
+	mkadapter --alpha 4 model.layers.0.self_attn.q_proj=64x64x1:0.7 > b.lora
+}
+
+@test "lora-merge -h, --version, unknown option" {
+	run -0 lora-merge -h
+	assert_line --index 0 'Usage: lora-merge -m MODEL ADAPTER[:SCALE]... -o OUT [options]'
+	run -0 lora-merge --version
+	assert_output 'lora-merge 0.1.0'
+	run -2 --separate-stderr lora-merge --bogus
+	assert_equal "${stderr_lines[0]}" "lora-merge: unknown option '--bogus'"
+}
+
+@test "usage errors: no model, no adapter, no output" {
+	run -2 --separate-stderr lora-merge a.lora -o out
+	assert_equal "${stderr_lines[0]}" "lora-merge: need -m MODEL"
+	run -2 --separate-stderr lora-merge -m model -o out
+	assert_equal "${stderr_lines[0]}" "lora-merge: need at least one ADAPTER"
+	run -2 --separate-stderr lora-merge -m model a.lora
+	assert_equal "${stderr_lines[0]}" "lora-merge: need -o OUT"
+	run -2 --separate-stderr lora-merge -m model a.lora -o out --dtype f8
+	assert_equal "${stderr_lines[0]}" "lora-merge: --dtype: 'f8' is not keep, f32, f16 or bf16"
+}
+
+@test "f32 model directory: adapted tensors equal W + s*B*A, the rest byte for byte" {
+	run -0 lora-merge -m model a.lora -o out
+	assert_output ''
+	run -0 checkmerge model out a.lora
+	assert_output --regexp '^ok 21 tensors, 3 adapted'
+	cmp model/config.json out/config.json
+}
+
+@test "f16 and bf16 single files: the sum in f32, rounded once" {
+	for t in f16 bf16; do
+		mkmodel $M --dtype $t m$t >/dev/null
+		lora-merge -m m$t/model.safetensors a.lora:0.5 b.lora:-2 -o $t.safetensors
+		run -0 checkmerge m$t/model.safetensors $t.safetensors a.lora:0.5 b.lora:-2
+		assert_output --regexp '^ok 21 tensors, 3 adapted, max ulp 0\.[0-9]+$'
+		assert_equal "$(lora-inspect --json $t.safetensors | jq -c '.dtypes | keys')" "[\"$t\"]"
+	done
+}
+
+@test "a sharded bf16 checkpoint keeps its layout, index, metadata and other files" {
+	mkmodel $M --dtype bf16 --shard-bytes 40000 sh >/dev/null
+	echo '{"bos_token_id": 1}' > sh/generation_config.json
+	echo tokenizer > sh/tokenizer.model
+	run -0 lora-merge -m sh a.lora:2 -o out
+	assert_equal "$(ls out)" "$(ls sh)"
+	run -0 checkmerge sh out a.lora:2
+	assert_output --regexp '^ok 21 tensors, 3 adapted'
+	assert_equal "$(jq -S . out/model.safetensors.index.json)" "$(jq -S . sh/model.safetensors.index.json)"
+	cmp sh/tokenizer.model out/tokenizer.model
+	cmp sh/generation_config.json out/generation_config.json
+	# shard metadata is kept
+	for f in sh/model-*.safetensors; do
+		assert_equal "$(head -c 200 "out/${f#sh/}" | grep -o '"__metadata__":{[^}]*}')" \
+			"$(head -c 200 "$f" | grep -o '"__metadata__":{[^}]*}')"
+	done
+}
+
+@test "--dtype converts every float tensor and updates the index total_size" {
+	mkmodel $M --dtype f32 --shard-bytes 60000 sh >/dev/null
+	run -0 lora-merge -m sh a.lora --dtype bf16 -o out
+	run -0 checkmerge sh out a.lora
+	assert_output --regexp '^ok 21 tensors'
+	assert_equal "$(lora-inspect --json out | jq -c '.dtypes | keys')" '["bf16"]'
+	half=$(( $(jq .metadata.total_size sh/model.safetensors.index.json) / 2 ))
+	assert_equal "$(jq .metadata.total_size out/model.safetensors.index.json)" "$half"
+	assert_equal "$(jq -c .weight_map out/model.safetensors.index.json)" "$(jq -c .weight_map sh/model.safetensors.index.json)"
+}
+
+@test "merge then --subtract gives back the base within one rounding step" {
+	mkmodel $M --dtype bf16 b16 >/dev/null
+	lora-merge -m b16 a.lora:0.5 b.lora -o merged
+	lora-merge -m merged a.lora:0.5 b.lora --subtract -o back
+	run -0 checkmerge --subtract merged back a.lora:0.5 b.lora
+	run -0 checkmerge --restored b16 back merged
+	lora-merge -m model a.lora -o m32
+	lora-merge -m m32 a.lora --subtract -o b32
+	run -0 checkmerge --restored model b32 m32
+}
+
+@test "a shape mismatch names adapter, tensor and both shapes; nothing is written" {
+	mkadapter model.layers.0.self_attn.k_proj=64x64x1:1 > bad.lora
+	run -1 --separate-stderr lora-merge -m model a.lora bad.lora -o out
+	assert_output ''
+	assert_equal "$stderr" "lora-merge: bad.lora: tensor 'model.layers.0.self_attn.k_proj.weight': shape 32x64 in model does not match the adapter (64x64)"
+	assert_file_not_exists out
+	assert_equal "$(ls -A | grep -c '^\.')" 0
+}
+
+@test "an adapter layer with no tensor in the model is an error" {
+	mkadapter model.layers.9.self_attn.q_proj=64x64x1:1 > far.lora
+	run -1 --separate-stderr lora-merge -m model far.lora -o out
+	assert_equal "$stderr" "lora-merge: far.lora: layer 'model.layers.9.self_attn.q_proj': no tensor 'model.layers.9.self_attn.q_proj.weight' in model"
+	assert_file_not_exists out
+}
+
+@test "missing model, missing and truncated adapters" {
+	run -1 --separate-stderr lora-merge -m nope a.lora -o out
+	assert_equal "$stderr" "lora-merge: nope: No such file or directory"
+	run -1 --separate-stderr lora-merge -m model nope.lora -o out
+	assert_equal "$stderr" "lora-merge: nope.lora: No such file or directory"
+	head -c 100 a.lora > t.lora
+	run -1 --separate-stderr lora-merge -m model t.lora -o out
+	assert_regex "$stderr" "^lora-merge: t\.lora: truncated"
+	assert_file_not_exists out
+}
+
+@test "an adapter can come from a pipe, and PATH:SCALE parses the last colon" {
+	cp a.lora 'odd:name.lora'
+	lora-merge -m model - 'odd:name.lora:-1' -o out < a.lora
+	run -0 checkmerge model out a.lora:0
+	assert_output --regexp '^ok 21 tensors'
+}
+
+@test "an existing output needs -f; -f replaces it whole" {
+	mkdir out && touch out/stale
+	run -1 --separate-stderr lora-merge -m model a.lora -o out
+	assert_equal "$stderr" "lora-merge: out: already exists (use -f to overwrite)"
+	lora-merge -f -m model a.lora -o out
+	assert_file_not_exists out/stale
+	run -0 checkmerge model out a.lora
+	lora-merge -m model/model.safetensors a.lora -o one.safetensors
+	run -1 --separate-stderr lora-merge -m model/model.safetensors a.lora -o one.safetensors
+	assert_equal "$stderr" "lora-merge: one.safetensors: already exists (use -f to overwrite)"
+}
+
+@test "the output never overwrites the input" {
+	run -2 --separate-stderr lora-merge -f -m model a.lora -o model
+	assert_equal "$stderr" "lora-merge: model: output would overwrite the input model"
+	run -2 --separate-stderr lora-merge -f -m model/model.safetensors a.lora -o model/model.safetensors
+	assert_equal "$stderr" "lora-merge: model/model.safetensors: output would overwrite the input model"
+	run -0 lora-inspect model
+}
+
+@test "an interrupted merge leaves no output and no temporary files" {
+	mkmodel --hidden 1024 --inter 2816 --layers 4 --heads 8 --vocab 8192 big >/dev/null
+	lora-init -m big -r 16 -o big.lora
+	for sig in TERM INT HUP KILL; do
+		lora-merge -m big big.lora -o out &
+		pid=$!
+		# strike while the output is being written: once its temporary directory exists
+		for i in $(seq 2000); do compgen -G '.out.*' >/dev/null && break; sleep 0.002; done
+		kill -$sig $pid
+		st=0
+		wait $pid || st=$?
+		assert_equal "$st" "$((128 + $(kill -l $sig)))"
+		assert_file_not_exists out
+		# SIGKILL cannot be caught: its temporary directory stays, hidden, never at OUT
+		[ $sig = KILL ] || assert_equal "$(ls -A | grep -c '^\.out\.')" 0
+	done
+}
+
+@test "progress goes to stderr only on a terminal" {
+	run -0 script -qec "lora-merge -m model a.lora -o out" /dev/null
+	assert_output --partial "lora-merge: 3 tensors merged into out"
+	run -0 --separate-stderr lora-merge -m model a.lora -o out2
+	assert_equal "$stderr" ''
+	run -0 script -qec "lora-merge -q -m model a.lora -o out3" /dev/null
+	assert_output ''
+}

@@ -1,0 +1,202 @@
+/* checkmerge: recompute a merge independently and compare, for tests.
+ *
+ *   checkmerge [--subtract] BASE MERGED ADAPTER[:SCALE]...
+ *   checkmerge --restored BASE BACK MERGED
+ *
+ * For every tensor of MERGED: adapted weights must equal W + sum k*s*B*A
+ * computed naively in double (per PEFT: transposed for fan_in_fan_out, DoRA
+ * rows rescaled to the magnitude, lora_B bias added to the bias) and rounded
+ * once to MERGED's dtype, within one unit in the last place; every other
+ * tensor must hold exactly BASE's values (same bytes when the dtype is
+ * unchanged). Prints "ok N tensors, M adapted, max ulp U" or the first
+ * mismatch, exit 0 or 1.
+ *
+ * --restored checks a merge followed by --subtract: BACK must equal BASE
+ * within one rounding step, i.e. half an ulp of the merged value (the
+ * rounding the merge did) plus half an ulp of the base value (the rounding
+ * the subtraction did). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "load.h"
+#include "safetensors.h"
+
+static double scale_of(const lora_adapter *a, const lora_layer *l)
+{
+	return a->rslora ? l->alpha / sqrt((double)l->rank) : l->alpha / (double)l->rank;
+}
+
+/* Distance in units of the last place of dtype t between got and want. */
+static double ulps(float got, double want, lora_dtype t)
+{
+	int ex;
+	frexp(want, &ex);
+	int mant = t == LORA_F32 ? 24 : t == LORA_F16 ? 11 : 8;
+	double ulp = ldexp(1.0, ex - mant);
+	if (t == LORA_F16 && ulp < 0x1p-24)
+		ulp = 0x1p-24;
+	if (t == LORA_BF16 && ulp < 0x1p-133)
+		ulp = 0x1p-133;
+	if (t == LORA_F32 && ulp < 0x1p-149)
+		ulp = 0x1p-149;
+	return fabs((double)got - want) / ulp;
+}
+
+static int restored(const char *basep, const char *backp, const char *mergedp)
+{
+	lora_model *m[3];
+	const char *p[3] = {basep, backp, mergedp};
+	lora_err e;
+	for (int j = 0; j < 3; j++)
+		if (lora_model_open(&m[j], p[j], &e)) {
+			fprintf(stderr, "checkmerge: %s\n", e.msg);
+			return 2;
+		}
+	double worst = 0;
+	for (size_t t = 0; t < m[0]->ntensors; t++) {
+		const lora_st_tensor *W = m[0]->tensors[t], *B = lora_model_find(m[1], W->name),
+		                     *M = lora_model_find(m[2], W->name);
+		if (!B || !M || B->nelem != W->nelem || !lora_dtype_is_float(W->dtype))
+			continue;
+		float *w = malloc(W->nelem * 4), *b = malloc(W->nelem * 4), *mm = malloc(W->nelem * 4);
+		lora_to_f32(w, W->data, W->dtype, W->nelem);
+		lora_to_f32(b, B->data, B->dtype, B->nelem);
+		lora_to_f32(mm, M->data, M->dtype, M->nelem);
+		for (size_t x = 0; x < W->nelem; x++) {
+			int ex;
+			frexp(mm[x], &ex);
+			int mant = B->dtype == LORA_F32 ? 24 : B->dtype == LORA_F16 ? 11 : 8;
+			double um = ldexp(1.0, ex - mant);
+			frexp(w[x], &ex);
+			double uw = ldexp(1.0, ex - mant);
+			double step = 0.5 * um + 0.5 * uw + 1e-6 * fabs(mm[x]);
+			double d = fabs((double)b[x] - w[x]);
+			if (d > step) {
+				printf("tensor '%s' [%zu]: restored %.9g, base %.9g, merged %.9g\n", W->name, x, b[x], w[x], mm[x]);
+				return 1;
+			}
+			if (step > 0 && d / step > worst)
+				worst = d / step;
+		}
+		free(w), free(b), free(mm);
+	}
+	printf("ok restored within %.2f rounding steps\n", worst);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int subtract = 0, i = 1;
+	lora_err e;
+	if (argc == 5 && strcmp(argv[1], "--restored") == 0)
+		return restored(argv[2], argv[3], argv[4]);
+	if (argc > 1 && strcmp(argv[1], "--subtract") == 0)
+		subtract = 1, i++;
+	if (argc - i < 3) {
+		fprintf(stderr, "usage: checkmerge [--subtract] BASE MERGED ADAPTER[:SCALE]...\n");
+		return 2;
+	}
+	lora_model *base, *merged;
+	if (lora_model_open(&base, argv[i], &e) || lora_model_open(&merged, argv[i + 1], &e)) {
+		fprintf(stderr, "checkmerge: %s\n", e.msg);
+		return 2;
+	}
+	int na = argc - i - 2;
+	lora_adapter **ad = calloc((size_t)na, sizeof *ad);
+	double *k = calloc((size_t)na, sizeof *k);
+	for (int j = 0; j < na; j++) {
+		char *path;
+		lora_load_spec(argv[i + 2 + j], &path, &k[j], &e);
+		if (lora_load_adapter(&ad[j], path, &e)) {
+			fprintf(stderr, "checkmerge: %s\n", e.msg);
+			return 2;
+		}
+		if (subtract)
+			k[j] = -k[j];
+		free(path);
+	}
+	if (merged->ntensors != base->ntensors) {
+		printf("tensor count %zu, base has %zu\n", merged->ntensors, base->ntensors);
+		return 1;
+	}
+	size_t adapted = 0;
+	double maxu = 0;
+	for (size_t t = 0; t < merged->ntensors; t++) {
+		const lora_st_tensor *M = merged->tensors[t], *W = lora_model_find(base, M->name);
+		if (!W || W->nelem != M->nelem || W->ndim != M->ndim) {
+			printf("tensor '%s' missing or reshaped\n", M->name);
+			return 1;
+		}
+		if (!lora_dtype_is_float(W->dtype)) {
+			if (W->dtype != M->dtype || memcmp(W->data, M->data, W->nbytes)) {
+				printf("tensor '%s' changed\n", M->name);
+				return 1;
+			}
+			continue;
+		}
+		double *want = malloc(W->nelem * sizeof *want);
+		float *wf = malloc(W->nelem * sizeof *wf), *mf = malloc(M->nelem * sizeof *mf);
+		lora_to_f32(wf, W->data, W->dtype, W->nelem);
+		lora_to_f32(mf, M->data, M->dtype, M->nelem);
+		for (size_t x = 0; x < W->nelem; x++)
+			want[x] = wf[x];
+		int touched = 0;
+		for (int j = 0; j < na; j++) {
+			const lora_adapter *a = ad[j];
+			for (size_t li = 0; li < a->nlayers; li++) {
+				const lora_layer *l = &a->layers[li];
+				char wname[1100], bname[1100];
+				snprintf(wname, sizeof wname, "%s.weight", l->name);
+				snprintf(bname, sizeof bname, "%s.bias", l->name);
+				double c = k[j] * scale_of(a, l);
+				if (strcmp(M->name, bname) == 0 && l->bias) {
+					for (size_t o = 0; o < l->out; o++)
+						want[o] += c * l->bias[o];
+					touched = 1;
+				}
+				if (strcmp(M->name, wname) != 0)
+					continue;
+				touched = 1;
+				for (size_t o = 0; o < l->out; o++)
+					for (size_t in = 0; in < l->in; in++) {
+						double d = 0;
+						for (size_t r = 0; r < l->rank; r++)
+							d += (double)l->B[o * l->rank + r] * l->A[r * l->in + in];
+						want[a->fan_in_fan_out ? in * l->out + o : o * l->in + in] += c * d;
+					}
+				if (l->magnitude)
+					for (size_t o = 0; o < l->out; o++) {
+						double ss = 0;
+						for (size_t in = 0; in < l->in; in++) {
+							double v = want[a->fan_in_fan_out ? in * l->out + o : o * l->in + in];
+							ss += v * v;
+						}
+						for (size_t in = 0; in < l->in; in++)
+							want[a->fan_in_fan_out ? in * l->out + o : o * l->in + in] *= l->magnitude[o] / sqrt(ss);
+					}
+			}
+		}
+		adapted += (size_t)touched;
+		if (!touched && M->dtype == W->dtype && memcmp(M->data, W->data, W->nbytes)) {
+			printf("tensor '%s' is not adapted but its bytes changed\n", M->name);
+			return 1;
+		}
+		for (size_t x = 0; x < W->nelem; x++) {
+			/* f32 sums in a different order than the double reference: allow
+			 * a few f32 ulps there; rounded outputs must be within one ulp. */
+			double u = ulps(mf[x], want[x], M->dtype);
+			double tol = touched ? (M->dtype == LORA_F32 ? 64 : 1) : 0.5;
+			if (u > tol) {
+				printf("tensor '%s' [%zu]: got %.9g, want %.9g (%.1f ulp)\n", M->name, x, mf[x], want[x], u);
+				return 1;
+			}
+			if (touched && u > maxu)
+				maxu = u;
+		}
+		free(want), free(wf), free(mf);
+	}
+	printf("ok %zu tensors, %zu adapted, max ulp %.2f\n", merged->ntensors, adapted, maxu);
+	return 0;
+}
