@@ -93,7 +93,7 @@ int main(int argc, char **argv)
 {
 	const char *model = NULL, *targets = "q_proj,v_proj", *regex = NULL, *layers = NULL;
 	const char *out = NULL;
-	const char **shapes = NULL;
+	char **shapes = argv;
 	size_t nshapes = 0, rank = 8;
 	double alpha = 8;
 	unsigned long long seed = 0;
@@ -112,10 +112,8 @@ int main(int argc, char **argv)
 		switch (id) {
 		case 'm': model = c.arg; break;
 		case O_SHAPE:
-			shapes = realloc(shapes, (nshapes + 1) * sizeof *shapes);
-			if (!shapes)
-				return LORA_EXIT_FAIL;
-			shapes[nshapes++] = c.arg;
+			/* kept in argv (an earlier slot), so usage errors leave nothing allocated */
+			argv[nshapes++] = (char *)c.arg;
 			break;
 		case 'r': rank = (size_t)lora_cli_int(&tool, "--rank", c.arg, 1, 1 << 20); break;
 		case 'a': alpha = lora_cli_double(&tool, "--alpha", c.arg); break;
@@ -183,6 +181,5 @@ out:
 	lora_targets_free(&t);
 	lora_model_close(m);
 	lora_adapter_free(a);
-	free(shapes);
 	return rc;
 }

@@ -88,18 +88,11 @@ int main(int argc, char **argv)
 				lora_cli_usage_error(&tool, "--dtype: '%s' is not keep, f32, f16 or bf16", c.arg);
 			break;
 		}
-		case LORA_OPT_OPERAND: {
-			char **np = realloc(paths, (n + 1) * sizeof *np);
-			lora_merge_input *ni = realloc(in, (n + 1) * sizeof *ni);
-			if (np)
-				paths = np;
-			if (ni)
-				in = ni;
-			if (!np || !ni || lora_load_spec(c.arg, &paths[n], &in[n].scale, &e))
-				return lora_cli_fail(&tool, &e);
-			n++;
+		case LORA_OPT_OPERAND:
+			/* Operands are kept in argv itself (each took an argv slot at or
+			 * after this one), so a usage error exits with nothing allocated. */
+			argv[n++] = (char *)c.arg;
 			break;
-		}
 		}
 	}
 	if (!model)
@@ -109,10 +102,15 @@ int main(int argc, char **argv)
 	if (!out)
 		lora_cli_usage_error(&tool, "need -o OUT");
 	loaded = calloc(n, sizeof *loaded);
-	if (!loaded) {
+	paths = calloc(n, sizeof *paths);
+	in = calloc(n, sizeof *in);
+	if (!loaded || !paths || !in) {
 		lora_err_set(&e, LORA_ENOMEM, "out of memory");
 		goto fail;
 	}
+	for (size_t i = 0; i < n; i++)
+		if (lora_load_spec(argv[i], &paths[i], &in[i].scale, &e))
+			goto fail;
 	for (size_t i = 0; i < n; i++) {
 		if (lora_load_adapter(&loaded[i], paths[i], &e))
 			goto fail;
@@ -139,7 +137,8 @@ done:
 	for (size_t i = 0; i < n; i++) {
 		if (loaded)
 			lora_adapter_free(loaded[i]);
-		free(paths[i]);
+		if (paths)
+			free(paths[i]);
 	}
 	free(loaded);
 	free(paths);

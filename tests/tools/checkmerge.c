@@ -83,6 +83,8 @@ static int restored(const char *basep, const char *backp, const char *mergedp)
 		free(w), free(b), free(mm);
 	}
 	printf("ok restored within %.2f rounding steps\n", worst);
+	for (int j = 0; j < 3; j++)
+		lora_model_close(m[j]);
 	return 0;
 }
 
@@ -198,5 +200,11 @@ int main(int argc, char **argv)
 		free(want), free(wf), free(mf);
 	}
 	printf("ok %zu tensors, %zu adapted, max ulp %.2f\n", merged->ntensors, adapted, maxu);
+	for (int j = 0; j < na; j++)
+		lora_adapter_free(ad[j]);
+	free(ad);
+	free(k);
+	lora_model_close(base);
+	lora_model_close(merged);
 	return 0;
 }
