@@ -74,7 +74,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/liblora.a
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 check: all ## run the whole bats suite (SANITIZE=1: under ASan+UBSan)
-	$(Q)LORA_BUILD=$(abspath $(BUILD)) tests/run
+	$(Q)LORA_BUILD=$(abspath $(BUILD)) LORA_SANITIZE=$(SANITIZE) tests/run
 
 bench: all ## run the benchmarks; prints ratios against in-run baselines
 	$(Q)LORA_BUILD=$(abspath $(BUILD)) bench/run

@@ -7,7 +7,7 @@ setup() {
 }
 
 @test "make install puts binaries, man pages and completions under DESTDIR/PREFIX; uninstall removes them" {
-	run -0 make -s -C "$ROOT" install BUILD="$LORA_BUILD" DESTDIR="$PWD/stage" PREFIX=/opt/lora
+	run -0 make -s -C "$ROOT" install BUILD="$LORA_BUILD" SANITIZE="${LORA_SANITIZE:-}" DESTDIR="$PWD/stage" PREFIX=/opt/lora
 	for t in $(ls "$LORA_BUILD/bin"); do
 		assert_file_executable "stage/opt/lora/bin/$t"
 		assert_file_exists "stage/opt/lora/share/man/man1/$t.1"
@@ -17,6 +17,6 @@ setup() {
 	done
 	assert_file_exists stage/opt/lora/share/man/man5/lora.5
 	run -0 stage/opt/lora/bin/lora-init --version
-	run -0 make -s -C "$ROOT" uninstall BUILD="$LORA_BUILD" DESTDIR="$PWD/stage" PREFIX=/opt/lora
+	run -0 make -s -C "$ROOT" uninstall BUILD="$LORA_BUILD" SANITIZE="${LORA_SANITIZE:-}" DESTDIR="$PWD/stage" PREFIX=/opt/lora
 	assert_equal "$(find stage -type f | wc -l)" 0
 }
