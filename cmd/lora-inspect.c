@@ -10,7 +10,9 @@
 
 #include "cli.h"
 #include "linalg.h"
+#include "load.h"
 #include "lorafile.h"
+#include "peft.h"
 #include "safetensors.h"
 
 enum { O_JSON = 256, O_LAYERS, O_STATS, O_CHECK, O_TOP };
@@ -29,8 +31,10 @@ static const lora_tool tool = {
 	"[options] [FILE|DIR|-]",
 	"Show format, ranks, alpha, targets, parameters and size of an adapter or checkpoint.",
 	"FILE is a .lora adapter, a .safetensors checkpoint or a sharded index; DIR a model\n"
-	"directory. '-' (or no operand) reads a .lora from standard input. Without --stats\n"
-	"or --check only the .lora header is read, so inspecting a large adapter is instant.\n\n"
+	"directory. A PEFT adapter directory (adapter_config.json + adapter_model.safetensors)\n"
+	"or its adapter_model.safetensors is shown like a .lora. '-' (or no operand) reads a\n"
+	".lora from standard input. Without --stats or --check only the .lora header is\n"
+	"read, so inspecting a large adapter is instant.\n\n"
 	"Examples:\n"
 	"  lora-inspect run.lora\n"
 	"  lora-inspect --json run.lora | jq .parameters\n"
@@ -133,18 +137,22 @@ static void human_bytes(char *buf, size_t n, double b)
 	snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
 }
 
-static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
+static void shape_text(char *buf, size_t n, const size_t *shape, size_t ndim)
 {
-	lora_adapter *a = NULL;
+	size_t at = 0;
+	buf[0] = 0;
+	for (size_t d = 0; d < ndim && at < n; d++)
+		at += (size_t)snprintf(buf + at, n - at, "%s%zu", d ? "x" : "", shape[d]);
+	if (!ndim)
+		snprintf(buf, n, "scalar");
+}
+
+/* Print an adapter read from a .lora (peft 0) or a PEFT directory (1);
+ * frees a. */
+static int show_adapter(const char *path, lora_adapter *a, int peft, const settings *s, lora_err *e)
+{
 	layer_stats *st = NULL;
-	int rc;
-	/* A pipe must be drained (and verified) or the writer gets SIGPIPE. */
-	struct stat sb;
-	int regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
-	int mode = s->stats ? LORA_READ_ALL
-	           : (s->check || !regular) ? LORA_READ_VERIFY : LORA_READ_HEADER;
-	if ((rc = lora_file_readf(&a, f, path, mode, e)))
-		return rc;
+	int rc = 0;
 	if (s->stats) {
 		st = calloc(a->nlayers ? a->nlayers : 1, sizeof *st);
 		if (!st) {
@@ -165,8 +173,11 @@ static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
 	if (s->json) {
 		cJSON *j = cJSON_CreateObject(), *t, *ls;
 		cJSON_AddStringToObject(j, "file", path);
-		cJSON_AddStringToObject(j, "kind", "lora");
-		cJSON_AddNumberToObject(j, "version", a->version);
+		cJSON_AddStringToObject(j, "kind", peft ? "peft" : "lora");
+		if (peft)
+			cJSON_AddNullToObject(j, "version");
+		else
+			cJSON_AddNumberToObject(j, "version", a->version);
 		cJSON_AddStringToObject(j, "dtype", lora_dtype_name(a->dtype));
 		cJSON_AddStringToObject(j, "scaling", a->rslora ? "rslora" : "standard");
 		cJSON_AddNumberToObject(j, "num_layers", (double)a->nlayers);
@@ -194,6 +205,25 @@ static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
 			cJSON_AddItemToObject(j, "provenance", p);
 		else
 			cJSON_AddNullToObject(j, "provenance");
+		cJSON_AddBoolToObject(j, "fan_in_fan_out", a->fan_in_fan_out);
+		cJSON_AddNumberToObject(j, "dora_layers", (double)lora_adapter_dora_layers(a));
+		cJSON_AddNumberToObject(j, "bias_layers", (double)lora_adapter_bias_layers(a));
+		cJSON *xs = cJSON_AddArrayToObject(j, "extras");
+		for (size_t i = 0; i < a->nextras; i++) {
+			const lora_extra *x = &a->extras[i];
+			cJSON *o = cJSON_CreateObject(), *sh = cJSON_CreateArray();
+			cJSON_AddStringToObject(o, "name", x->name);
+			cJSON_AddStringToObject(o, "dtype", lora_dtype_name(x->dtype));
+			for (size_t d = 0; d < x->ndim; d++)
+				cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)x->shape[d]));
+			cJSON_AddItemToObject(o, "shape", sh);
+			cJSON_AddItemToArray(xs, o);
+		}
+		cJSON *pc = a->peft_config ? cJSON_Parse(a->peft_config) : NULL;
+		if (pc)
+			cJSON_AddItemToObject(j, "peft_config", pc);
+		else
+			cJSON_AddNullToObject(j, "peft_config");
 		ls = cJSON_AddArrayToObject(j, "layers");
 		for (size_t i = 0; i < a->nlayers; i++) {
 			const lora_layer *l = &a->layers[i];
@@ -204,6 +234,8 @@ static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
 			cJSON_AddNumberToObject(o, "rank", (double)l->rank);
 			cJSON_AddNumberToObject(o, "alpha", l->alpha);
 			cJSON_AddNumberToObject(o, "scale", lora_layer_scale(a, l));
+			cJSON_AddBoolToObject(o, "dora", l->magnitude || l->has_magnitude);
+			cJSON_AddBoolToObject(o, "bias", l->bias || l->has_bias);
 			if (st) {
 				cJSON_AddNumberToObject(o, "norm", st[i].norm);
 				cJSON *sv = cJSON_AddArrayToObject(o, "singular_values");
@@ -220,7 +252,10 @@ static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
 		goto out;
 	}
 	char hb[32], hr[32];
-	printf("%-12s .lora version %d\n", "format", a->version);
+	if (peft)
+		printf("%-12s PEFT (%s + %s)\n", "format", LORA_PEFT_CONFIG, LORA_PEFT_WEIGHTS);
+	else
+		printf("%-12s .lora version %d\n", "format", a->version);
 	printf("%-12s %zu\n", "layers", a->nlayers);
 	print_histo("rank", &ranks);
 	print_histo("alpha", &alphas);
@@ -232,6 +267,13 @@ static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
 		printf("%s%s", i ? "," : "", a->targets[i]);
 	printf("%s\n", a->ntargets ? "" : "-");
 	printf("%-12s %s\n", "dtype", lora_dtype_name(a->dtype));
+	size_t nd = lora_adapter_dora_layers(a), nbias = lora_adapter_bias_layers(a);
+	if (nd)
+		printf("%-12s %zu layers with a magnitude vector\n", "dora", nd);
+	if (nbias)
+		printf("%-12s %zu layers with a lora_B bias\n", "lora bias", nbias);
+	if (a->fan_in_fan_out)
+		printf("%-12s fan_in_fan_out: base weights stored [in, out]\n", "layout");
 	printf("%-12s %llu\n", "parameters", (unsigned long long)params);
 	human_bytes(hb, sizeof hb, (double)a->file_bytes);
 	human_bytes(hr, sizeof hr, (double)raw);
@@ -241,6 +283,12 @@ static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
 	if (a->base_fingerprint)
 		printf(" (fingerprint %s)", a->base_fingerprint);
 	printf("\n%-12s %s\n", "provenance", a->provenance ? a->provenance : "-");
+	/* Tensors that are not linear LoRA factors are named, never hidden. */
+	for (size_t i = 0; i < a->nextras; i++) {
+		char shp[128];
+		shape_text(shp, sizeof shp, a->extras[i].shape, a->extras[i].ndim);
+		printf("%-12s %s %s %s\n", "extra", a->extras[i].name, lora_dtype_name(a->extras[i].dtype), shp);
+	}
 	if (s->layers || s->stats) {
 		printf("\n%-48s %13s %5s %8s %8s", "layer", "out x in", "rank", "alpha", "scale");
 		if (st)
@@ -265,6 +313,27 @@ out:
 	free(st);
 	lora_adapter_free(a);
 	return rc;
+}
+
+static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
+{
+	lora_adapter *a = NULL;
+	/* A pipe must be drained (and verified) or the writer gets SIGPIPE. */
+	struct stat sb;
+	int regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
+	int mode = s->stats ? LORA_READ_ALL
+	           : (s->check || !regular) ? LORA_READ_VERIFY : LORA_READ_HEADER;
+	int rc = lora_file_readf(&a, f, path, mode, e);
+	return rc ? rc : show_adapter(path, a, 0, s, e);
+}
+
+/* A PEFT adapter is small and its safetensors header is validated as a
+ * whole, so it is simply loaded. */
+static int show_peft(const char *path, const settings *s, lora_err *e)
+{
+	lora_adapter *a = NULL;
+	int rc = lora_load_adapter(&a, path, e);
+	return rc ? rc : show_adapter(path, a, 1, s, e);
 }
 
 /* ---- safetensors checkpoints ---- */
@@ -386,7 +455,7 @@ int main(int argc, char **argv)
 	} else if (stat(path, &sb) != 0) {
 		rc = lora_err_set(&e, LORA_EIO, "%s: %s", path, strerror(errno));
 	} else if (S_ISDIR(sb.st_mode)) {
-		rc = show_model(path, &s, &e);
+		rc = lora_peft_detect(path) ? show_peft(path, &s, &e) : show_model(path, &s, &e);
 	} else {
 		FILE *f = fopen(path, "rb");
 		unsigned char magic[8];
@@ -396,6 +465,8 @@ int main(int argc, char **argv)
 		           (strlen(path) > 5 && strcmp(path + strlen(path) - 5, ".lora") == 0)) {
 			rewind(f);
 			rc = show_lora(path, f, &s, &e);
+		} else if (lora_peft_detect(path)) {
+			rc = show_peft(path, &s, &e);
 		} else {
 			rc = show_model(path, &s, &e);
 		}

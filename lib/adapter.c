@@ -115,3 +115,55 @@ lora_layer *lora_adapter_find(const lora_adapter *a, const char *name)
 			return &a->layers[i];
 	return NULL;
 }
+
+lora_extra *lora_adapter_add_extra(lora_adapter *a, const char *name, lora_dtype dtype, size_t ndim,
+                                   const size_t *shape, const void *data, lora_err *e)
+{
+	size_t nbytes;
+	if ((unsigned)dtype >= LORA_DTYPE_COUNT || ndim > LORA_MAX_DIMS ||
+	    lora_shape_bytes(shape, ndim, lora_dtype_size(dtype), &nbytes)) {
+		lora_err_set(e, LORA_EFORMAT, "tensor '%s': shape is too large", name);
+		return NULL;
+	}
+	lora_extra *xs = realloc(a->extras, (a->nextras + 1) * sizeof *xs);
+	if (!xs)
+		goto nomem;
+	a->extras = xs;
+	lora_extra *x = &xs[a->nextras];
+	memset(x, 0, sizeof *x);
+	x->dtype = dtype;
+	x->ndim = ndim;
+	for (size_t i = 0; i < ndim; i++)
+		x->shape[i] = shape[i];
+	x->nbytes = nbytes;
+	if (!(x->name = strdup(name)))
+		goto nomem;
+	if (data) {
+		if (!(x->data = malloc(nbytes ? nbytes : 1))) {
+			free(x->name);
+			goto nomem;
+		}
+		memcpy(x->data, data, nbytes);
+	}
+	a->nextras++;
+	return x;
+nomem:
+	lora_err_set(e, LORA_ENOMEM, "tensor '%s': out of memory", name);
+	return NULL;
+}
+
+size_t lora_adapter_dora_layers(const lora_adapter *a)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < a->nlayers; i++)
+		n += a->layers[i].magnitude || a->layers[i].has_magnitude;
+	return n;
+}
+
+size_t lora_adapter_bias_layers(const lora_adapter *a)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < a->nlayers; i++)
+		n += a->layers[i].bias || a->layers[i].has_bias;
+	return n;
+}

@@ -25,6 +25,10 @@ typedef struct {
 	/* Sizes recorded in a .lora file (0 for adapters built in memory). */
 	uint64_t zsize_A, zsize_B;
 	uint32_t crc_A, crc_B;
+	/* Set by readers when the layer has a magnitude / bias, even when only
+	 * the header was read and the vectors themselves stay NULL. Writers look
+	 * at the pointers, not at these. */
+	int has_magnitude, has_bias;
 } lora_layer;
 
 /* A tensor of the adapter that is not a LoRA factor (an embedding LoRA,
@@ -35,7 +39,7 @@ typedef struct {
 	lora_dtype dtype;
 	size_t ndim;
 	size_t shape[LORA_MAX_DIMS];
-	void *data;       /* nbytes little-endian bytes at dtype */
+	void *data;       /* nbytes little-endian bytes at dtype; NULL when only the header was read */
 	size_t nbytes;
 } lora_extra;
 
@@ -49,12 +53,15 @@ typedef struct {
 	char **targets;        /* target patterns the adapter was built for */
 	size_t ntargets;
 	char *provenance;      /* JSON object text, or NULL */
-	int fan_in_fan_out;    /* base weights stored [in, out] (GPT-2 Conv1D): dW is transposed */
+	/* Base weights stored [in, out] (GPT-2 Conv1D). A and B keep their
+	 * shapes (out and in are the module's logical sizes); only the update
+	 * is transposed before it is added to the stored weight. */
+	int fan_in_fan_out;
 	char *peft_config;     /* adapter_config.json text it was imported from, or NULL */
 	lora_extra *extras;
 	size_t nextras;
-	int version;           /* .lora format version it was read from */
-	uint64_t file_bytes;   /* bytes read from the .lora, header included */
+	int version;           /* .lora format version it was read from (0: not a .lora) */
+	uint64_t file_bytes;   /* bytes read from the .lora, header included (PEFT: both files) */
 } lora_adapter;
 
 /* New empty adapter (zeroed). NULL on allocation failure. */
@@ -74,5 +81,13 @@ uint64_t lora_adapter_params(const lora_adapter *a);
 uint64_t lora_adapter_raw_bytes(const lora_adapter *a);
 /* Layer by name, or NULL. */
 lora_layer *lora_adapter_find(const lora_adapter *a, const char *name);
+/* Append an extra tensor; copies name and, unless data is NULL, the
+ * nbytes = shape product x dtype size bytes at data (checked for overflow).
+ * Returns the extra or NULL (e filled). */
+lora_extra *lora_adapter_add_extra(lora_adapter *a, const char *name, lora_dtype dtype, size_t ndim,
+                                   const size_t *shape, const void *data, lora_err *e);
+/* Number of layers with a DoRA magnitude vector / a lora_B bias. */
+size_t lora_adapter_dora_layers(const lora_adapter *a);
+size_t lora_adapter_bias_layers(const lora_adapter *a);
 
 #endif

@@ -2,11 +2,13 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "lorafile.h"
+#include "peft.h"
 
 int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e)
 {
@@ -17,7 +19,22 @@ int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e)
 	if (stat(path, &sb) != 0)
 		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
 	if (S_ISDIR(sb.st_mode))
-		return lora_err_set(e, LORA_EINVAL, "%s: PEFT adapter directories are not supported yet", path);
+		return lora_peft_read(out, path, e);
+	/* A file is a .lora by its magic, whatever its name; otherwise a
+	 * .safetensors file is taken as PEFT weights with their config beside
+	 * them (the reader says so if the config is missing). */
+	if (S_ISREG(sb.st_mode)) {
+		unsigned char magic[8];
+		size_t got = 0;
+		FILE *f = fopen(path, "rb");
+		if (!f)
+			return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
+		got = fread(magic, 1, sizeof magic, f);
+		fclose(f);
+		size_t n = strlen(path);
+		if (!lora_file_is_lora(magic, got) && n > 12 && strcmp(path + n - 12, ".safetensors") == 0)
+			return lora_peft_read(out, path, e);
+	}
 	return lora_file_read(out, path, LORA_READ_ALL, e);
 }
 

@@ -8,7 +8,10 @@
 #include "adapter.h"
 #include "err.h"
 
-/* Load an adapter with its tensors. Caller frees *out. */
+/* Load an adapter with its tensors: "-" is a .lora on standard input; a
+ * directory is a PEFT adapter (lora_peft_read); a file with the .lora magic
+ * is a .lora; any other *.safetensors file is PEFT weights with
+ * adapter_config.json beside them. Caller frees *out. */
 int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e);
 
 /* Split "PATH[:SCALE]" into path (caller frees) and scale (default 1).

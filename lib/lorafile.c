@@ -47,31 +47,67 @@ static void unshuffle(unsigned char *dst, const unsigned char *src, size_t n, si
 
 /* ---- writing ---- */
 
+/* One payload to compress: a float vector converted to the storage dtype
+ * (A, B, magnitude, bias), or raw bytes (an extra tensor). */
 typedef struct {
+	const float *x;       /* float payload, or NULL */
+	const void *raw;      /* raw payload when x is NULL */
+	size_t n;             /* elements */
+	lora_dtype t;         /* dtype stored */
+	size_t cols;          /* for messages: row length of a matrix, 0 for a vector */
 	unsigned char *z;
 	size_t zsize;
 	uint32_t crc;
-	int err; /* 0, or 1 = non-finite value, 2 = out of memory, 3 = zlib */
+	int err; /* 0, or 1 = non-finite value, 2 = out of memory, 3 = zlib, 4 = overflows dtype */
 	size_t bad;
 } chunk;
 
-static void compress_tensor(chunk *c, const float *x, size_t n, lora_dtype t)
+/* Index of the first value that is finite in f32 but not at dtype t after
+ * rounding (f16 above 65504, bf16 near FLT_MAX), or n. */
+static size_t find_overflow(const unsigned char *conv, lora_dtype t, size_t n)
 {
-	size_t s = lora_dtype_size(t), raw = n * s;
-	size_t bad = lora_find_nonfinite(x, n);
-	if (bad < n) {
-		c->err = 1, c->bad = bad;
-		return;
+	if (t == LORA_F32)
+		return n;
+	for (size_t i = 0; i < n; i++) {
+		uint16_t h = (uint16_t)(conv[2 * i] | conv[2 * i + 1] << 8);
+		float v = t == LORA_F16 ? lora_f16_to_f32(h) : lora_bf16_to_f32(h);
+		if (!isfinite(v))
+			return i;
 	}
-	unsigned char *conv = malloc(raw ? raw : 1), *sh = malloc(raw ? raw : 1);
+	return n;
+}
+
+static void compress_chunk(chunk *c)
+{
+	size_t s = lora_dtype_size(c->t), raw = c->n * s;
+	unsigned char *conv = NULL, *sh = malloc(raw ? raw : 1);
+	const unsigned char *plain;
 	uLongf zn = compressBound(raw);
+	if (c->x) {
+		size_t bad = lora_find_nonfinite(c->x, c->n);
+		if (bad < c->n) {
+			c->err = 1, c->bad = bad;
+			goto out;
+		}
+		if (!(conv = malloc(raw ? raw : 1))) {
+			c->err = 2;
+			goto out;
+		}
+		lora_from_f32(conv, c->x, c->t, c->n);
+		if ((bad = find_overflow(conv, c->t, c->n)) < c->n) {
+			c->err = 4, c->bad = bad;
+			goto out;
+		}
+		plain = conv;
+	} else {
+		plain = c->raw;
+	}
 	c->z = malloc(zn);
-	if (!conv || !sh || !c->z) {
+	if (!sh || !c->z) {
 		c->err = 2;
 		goto out;
 	}
-	lora_from_f32(conv, x, t, n);
-	shuffle(sh, conv, n, s);
+	shuffle(sh, plain, c->n, s);
 	if (compress2(c->z, &zn, sh, raw, 6) != Z_OK) {
 		c->err = 3;
 		goto out;
@@ -88,9 +124,103 @@ out:
 	free(sh);
 }
 
-static cJSON *header_json(const lora_adapter *a, const chunk *ch, lora_err *e)
+/* Payload order, which is also the order of chunks: A and B of every
+ * layer, then the magnitude and bias of every layer that has them, then
+ * the extra tensors. Version-1 readers that predate the optional payloads
+ * read every A and B correctly and then stop at the bytes that follow,
+ * instead of silently dropping them. */
+typedef struct {
+	chunk *ch;
+	size_t n;
+	size_t *mag, *bias; /* chunk index per layer, or SIZE_MAX */
+	size_t first_extra;
+} plan;
+
+static void plan_free(plan *p)
+{
+	for (size_t k = 0; p->ch && k < p->n; k++)
+		free(p->ch[k].z);
+	free(p->ch);
+	free(p->mag);
+	free(p->bias);
+}
+
+static int plan_build(plan *p, const lora_adapter *a, lora_err *e)
+{
+	size_t nl = a->nlayers, cap = 4 * nl + a->nextras;
+	memset(p, 0, sizeof *p);
+	p->ch = calloc(cap ? cap : 1, sizeof *p->ch);
+	p->mag = malloc((nl ? nl : 1) * sizeof *p->mag);
+	p->bias = malloc((nl ? nl : 1) * sizeof *p->bias);
+	if (!p->ch || !p->mag || !p->bias)
+		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+	for (size_t i = 0; i < nl; i++) {
+		const lora_layer *l = &a->layers[i];
+		if (!l->A || !l->B)
+			return lora_err_set(e, LORA_EINVAL, "layer '%s': no tensor data", l->name);
+		p->ch[p->n++] = (chunk){.x = l->A, .n = l->rank * l->in, .t = a->dtype, .cols = l->in};
+		p->ch[p->n++] = (chunk){.x = l->B, .n = l->out * l->rank, .t = a->dtype, .cols = l->rank};
+	}
+	for (size_t i = 0; i < nl; i++) {
+		const lora_layer *l = &a->layers[i];
+		p->mag[i] = p->bias[i] = SIZE_MAX;
+		if (l->magnitude) {
+			p->mag[i] = p->n;
+			p->ch[p->n++] = (chunk){.x = l->magnitude, .n = l->out, .t = a->dtype};
+		}
+		if (l->bias) {
+			p->bias[i] = p->n;
+			p->ch[p->n++] = (chunk){.x = l->bias, .n = l->out, .t = a->dtype};
+		}
+	}
+	p->first_extra = p->n;
+	for (size_t i = 0; i < a->nextras; i++) {
+		const lora_extra *x = &a->extras[i];
+		size_t nb;
+		if (!x->name || !*x->name)
+			return lora_err_set(e, LORA_EINVAL, "extra tensor %zu has no name", i);
+		if (!x->data)
+			return lora_err_set(e, LORA_EINVAL, "extra '%s': no tensor data", x->name);
+		if ((unsigned)x->dtype >= LORA_DTYPE_COUNT || x->ndim > LORA_MAX_DIMS ||
+		    lora_shape_bytes(x->shape, x->ndim, lora_dtype_size(x->dtype), &nb) || nb != x->nbytes)
+			return lora_err_set(e, LORA_EINVAL, "extra '%s': shape and byte size disagree", x->name);
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(a->extras[j].name, x->name) == 0)
+				return lora_err_set(e, LORA_EINVAL, "extra '%s' appears twice", x->name);
+		p->ch[p->n++] = (chunk){.raw = x->data, .n = nb / lora_dtype_size(x->dtype), .t = x->dtype};
+	}
+	return 0;
+}
+
+/* Name of chunk k for messages: "layer 'w' A", "extra 'name'". */
+static void chunk_name(char *buf, size_t n, const lora_adapter *a, const plan *p, size_t k)
+{
+	if (k < 2 * a->nlayers) {
+		snprintf(buf, n, "layer '%s' %s", a->layers[k / 2].name, k % 2 ? "B" : "A");
+		return;
+	}
+	if (k >= p->first_extra) {
+		snprintf(buf, n, "extra '%s'", a->extras[k - p->first_extra].name);
+		return;
+	}
+	for (size_t i = 0; i < a->nlayers; i++)
+		if (p->mag[i] == k || p->bias[i] == k) {
+			snprintf(buf, n, "layer '%s' %s", a->layers[i].name, p->mag[i] == k ? "magnitude" : "bias");
+			return;
+		}
+}
+
+static int add_sizes(cJSON *o, const char *key, const chunk *c)
+{
+	cJSON *s = cJSON_AddObjectToObject(o, key);
+	return !s || !cJSON_AddNumberToObject(s, "zsize", (double)c->zsize) ||
+	       !cJSON_AddNumberToObject(s, "crc32", (double)c->crc);
+}
+
+static cJSON *header_json(const lora_adapter *a, const plan *p, lora_err *e)
 {
 	cJSON *h = cJSON_CreateObject(), *layers, *t;
+	const chunk *ch = p->ch;
 	if (!h)
 		goto nomem;
 	cJSON_AddStringToObject(h, "format", "lora");
@@ -107,15 +237,21 @@ static cJSON *header_json(const lora_adapter *a, const chunk *ch, lora_err *e)
 	for (size_t i = 0; t && i < a->ntargets; i++)
 		cJSON_AddItemToArray(t, cJSON_CreateString(a->targets[i]));
 	if (a->provenance) {
-		cJSON *p = cJSON_Parse(a->provenance);
-		if (!p || !cJSON_IsObject(p)) {
-			cJSON_Delete(p);
+		cJSON *pv = cJSON_Parse(a->provenance);
+		if (!pv || !cJSON_IsObject(pv)) {
+			cJSON_Delete(pv);
 			cJSON_Delete(h);
 			lora_err_set(e, LORA_EINVAL, "provenance is not a JSON object");
 			return NULL;
 		}
-		cJSON_AddItemToObject(h, "provenance", p);
+		cJSON_AddItemToObject(h, "provenance", pv);
 	}
+	/* Optional keys are written only when they say something, so adapters
+	 * without them stay byte-identical to what earlier writers produced. */
+	if (a->fan_in_fan_out && !cJSON_AddTrueToObject(h, "fan_in_fan_out"))
+		goto nomem;
+	if (a->peft_config && !cJSON_AddStringToObject(h, "peft_config", a->peft_config))
+		goto nomem;
 	layers = cJSON_AddArrayToObject(h, "layers");
 	if (!layers)
 		goto nomem;
@@ -134,12 +270,32 @@ static cJSON *header_json(const lora_adapter *a, const chunk *ch, lora_err *e)
 		cJSON_AddItemToObject(o, "shape", sh);
 		cJSON_AddNumberToObject(o, "rank", (double)l->rank);
 		cJSON_AddNumberToObject(o, "alpha", l->alpha);
-		for (int k = 0; k < 2; k++) {
-			cJSON *c = cJSON_AddObjectToObject(o, k ? "B" : "A");
-			if (!c)
+		if (add_sizes(o, "A", &ch[2 * i]) || add_sizes(o, "B", &ch[2 * i + 1]) ||
+		    (p->mag[i] != SIZE_MAX && add_sizes(o, "magnitude", &ch[p->mag[i]])) ||
+		    (p->bias[i] != SIZE_MAX && add_sizes(o, "bias", &ch[p->bias[i]])))
+			goto nomem;
+	}
+	if (a->nextras) {
+		cJSON *xs = cJSON_AddArrayToObject(h, "extras");
+		if (!xs)
+			goto nomem;
+		for (size_t i = 0; i < a->nextras; i++) {
+			const lora_extra *x = &a->extras[i];
+			const chunk *c = &ch[p->first_extra + i];
+			cJSON *o = cJSON_CreateObject(), *sh = cJSON_CreateArray();
+			if (!o || !sh) {
+				cJSON_Delete(o);
+				cJSON_Delete(sh);
 				goto nomem;
-			cJSON_AddNumberToObject(c, "zsize", (double)ch[2 * i + k].zsize);
-			cJSON_AddNumberToObject(c, "crc32", (double)ch[2 * i + k].crc);
+			}
+			cJSON_AddItemToArray(xs, o);
+			cJSON_AddStringToObject(o, "name", x->name);
+			cJSON_AddStringToObject(o, "dtype", lora_dtype_st_name(x->dtype));
+			for (size_t d = 0; d < x->ndim; d++)
+				cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)x->shape[d]));
+			cJSON_AddItemToObject(o, "shape", sh);
+			cJSON_AddNumberToObject(o, "zsize", (double)c->zsize);
+			cJSON_AddNumberToObject(o, "crc32", (double)c->crc);
 		}
 	}
 	return h;
@@ -152,43 +308,39 @@ nomem:
 int lora_file_write(const lora_adapter *a, FILE *f, const char *name, uint64_t *nbytes, lora_err *e)
 {
 	int rc = 0;
-	size_t nch = 2 * a->nlayers;
-	chunk *ch = calloc(nch ? nch : 1, sizeof *ch);
+	plan p;
 	cJSON *h = NULL;
 	char *text = NULL;
-	if (!ch)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
-	for (size_t i = 0; i < a->nlayers; i++)
-		if (!a->layers[i].A || !a->layers[i].B) {
-			rc = lora_err_set(e, LORA_EINVAL, "layer '%s': no tensor data", a->layers[i].name);
-			goto out;
-		}
+	if ((rc = plan_build(&p, a, e)))
+		goto out;
 	/* Chunks are independent: compress them on every core. The output does
 	 * not depend on the thread count. */
+	size_t nch = p.n;
+	chunk *ch = p.ch;
 #pragma omp parallel for schedule(dynamic)
+	for (size_t k = 0; k < nch; k++)
+		compress_chunk(&ch[k]);
 	for (size_t k = 0; k < nch; k++) {
-		const lora_layer *l = &a->layers[k / 2];
-		if (k % 2 == 0)
-			compress_tensor(&ch[k], l->A, l->rank * l->in, a->dtype);
+		char what[600];
+		if (!ch[k].err)
+			continue;
+		chunk_name(what, sizeof what, a, &p, k);
+		size_t cols = ch[k].cols, bad = ch[k].bad;
+		char at[64];
+		if (cols)
+			snprintf(at, sizeof at, "[%zu,%zu]", bad / cols, bad % cols);
 		else
-			compress_tensor(&ch[k], l->B, l->out * l->rank, a->dtype);
+			snprintf(at, sizeof at, "[%zu]", bad);
+		if (ch[k].err == 1)
+			rc = lora_err_set(e, LORA_EINVAL, "%s: non-finite value at %s", what, at);
+		else if (ch[k].err == 4)
+			rc = lora_err_set(e, LORA_EINVAL, "%s: value %g at %s overflows %s", what,
+			                  (double)ch[k].x[bad], at, lora_dtype_name(ch[k].t));
+		else
+			rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory compressing", what);
+		goto out;
 	}
-	for (size_t k = 0; k < nch; k++) {
-		const lora_layer *l = &a->layers[k / 2];
-		const char *which = k % 2 ? "B" : "A";
-		size_t cols = k % 2 ? l->rank : l->in;
-		if (ch[k].err == 1) {
-			rc = lora_err_set(e, LORA_EINVAL, "layer '%s' %s: non-finite value at [%zu,%zu]", l->name,
-			                  which, ch[k].bad / cols, ch[k].bad % cols);
-			goto out;
-		}
-		if (ch[k].err) {
-			rc = lora_err_set(e, LORA_ENOMEM, "layer '%s' %s: out of memory compressing", l->name,
-			                  which);
-			goto out;
-		}
-	}
-	if (!(h = header_json(a, ch, e))) {
+	if (!(h = header_json(a, &p, e))) {
 		rc = e ? e->code : LORA_ENOMEM;
 		goto out;
 	}
@@ -222,9 +374,7 @@ int lora_file_write(const lora_adapter *a, FILE *f, const char *name, uint64_t *
 	if (nbytes)
 		*nbytes = total;
 out:
-	for (size_t k = 0; k < nch; k++)
-		free(ch[k].z);
-	free(ch);
+	plan_free(&p);
 	cJSON_free(text);
 	cJSON_Delete(h);
 	return rc;
@@ -283,9 +433,113 @@ static char *dup_string(const cJSON *o, const char *key)
 	return cJSON_IsString(x) ? strdup(x->valuestring) : NULL;
 }
 
-static int parse_header(lora_adapter *a, const char *text, const char *name, lora_err *e)
+/* One payload as the header announces it, in file order. */
+enum { P_A, P_B, P_MAG, P_BIAS, P_EXTRA };
+typedef struct {
+	int kind;
+	size_t idx;     /* layer or extra index */
+	uint64_t zsize;
+	uint32_t crc;
+} payload;
+
+typedef struct {
+	payload *p;
+	size_t n, cap;
+} payloads;
+
+static int push(payloads *ps, int kind, size_t idx, uint64_t zsize, uint32_t crc)
+{
+	if (ps->n == ps->cap) {
+		size_t nc = ps->cap ? 2 * ps->cap : 16;
+		payload *np = realloc(ps->p, nc * sizeof *np);
+		if (!np)
+			return -1;
+		ps->p = np, ps->cap = nc;
+	}
+	ps->p[ps->n++] = (payload){kind, idx, zsize, crc};
+	return 0;
+}
+
+/* Uncompressed bytes of a payload (sizes were bounded when parsed). */
+static size_t payload_raw(const lora_adapter *a, const payload *p)
+{
+	const lora_layer *l = p->kind == P_EXTRA ? NULL : &a->layers[p->idx];
+	size_t es = lora_dtype_size(a->dtype);
+	switch (p->kind) {
+	case P_A: return l->rank * l->in * es;
+	case P_B: return l->out * l->rank * es;
+	case P_MAG:
+	case P_BIAS: return l->out * es;
+	default: return a->extras[p->idx].nbytes;
+	}
+}
+
+/* The "zsize"/"crc32" object c of a payload of raw bytes. deflate cannot
+ * expand beyond compressBound; a larger claim is a lie. */
+static int get_sizes(const cJSON *c, uint64_t raw, uint64_t *zs, uint32_t *crc)
+{
+	uint64_t bound = raw + raw / 1000 + 64, v;
+	if (!cJSON_IsObject(c) || get_uint(c, "zsize", bound, zs) || *zs == 0 ||
+	    get_uint(c, "crc32", 0xffffffffu, &v))
+		return -1;
+	*crc = (uint32_t)v;
+	return 0;
+}
+
+/* Extra tensors: raw bytes of any safetensors dtype, carried unchanged. */
+static int parse_extras(lora_adapter *a, const cJSON *x, const char *name, payloads *ps, lora_err *e)
+{
+	const cJSON *it;
+	int idx = 0;
+	if (!cJSON_IsArray(x))
+		return lora_err_set(e, LORA_EFORMAT, "%s: header: 'extras' must be an array", name);
+	cJSON_ArrayForEach(it, x) {
+		const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+		const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
+		const cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
+		size_t shape[LORA_MAX_DIMS], nd = 0, nb;
+		lora_dtype t;
+		uint64_t zs;
+		uint32_t crc;
+		if (!cJSON_IsString(nm) || !*nm->valuestring)
+			return lora_err_set(e, LORA_EFORMAT, "%s: header: extra %d has no name", name, idx);
+		const char *xn = nm->valuestring;
+		for (size_t j = 0; j < a->nextras; j++)
+			if (strcmp(a->extras[j].name, xn) == 0)
+				return lora_err_set(e, LORA_EFORMAT, "%s: header: extra '%s' appears twice", name, xn);
+		if (!cJSON_IsString(dt) || lora_dtype_from_st(dt->valuestring, &t))
+			return lora_err_set(e, LORA_EFORMAT, "%s: extra '%s': 'dtype' must be a safetensors dtype name",
+			                    name, xn);
+		int bad = !cJSON_IsArray(sh) || cJSON_GetArraySize(sh) > LORA_MAX_DIMS;
+		for (const cJSON *d = bad ? NULL : sh->child; d && !bad; d = d->next) {
+			bad = !cJSON_IsNumber(d) || !(d->valuedouble >= 0) || d->valuedouble > 0x1p53 ||
+			      d->valuedouble != floor(d->valuedouble);
+			if (!bad)
+				shape[nd++] = (size_t)d->valuedouble;
+		}
+		if (bad)
+			return lora_err_set(e, LORA_EFORMAT,
+			                    "%s: extra '%s': 'shape' must be an array of at most %d non-negative integers",
+			                    name, xn, LORA_MAX_DIMS);
+		/* Bound the size so that the zsize bound below cannot overflow. */
+		if (lora_shape_bytes(shape, nd, lora_dtype_size(t), &nb) || nb > ((size_t)1 << 60))
+			return lora_err_set(e, LORA_EFORMAT, "%s: extra '%s': shape is too large", name, xn);
+		if (get_sizes(it, nb, &zs, &crc))
+			return lora_err_set(e, LORA_EFORMAT, "%s: extra '%s': 'zsize' and 'crc32' must be integers in range",
+			                    name, xn);
+		if (!lora_adapter_add_extra(a, xn, t, nd, shape, NULL, e))
+			return lora_err_prefix(e, "%s", name);
+		if (push(ps, P_EXTRA, a->nextras - 1, zs, crc))
+			return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		idx++;
+	}
+	return 0;
+}
+
+static int parse_header(lora_adapter *a, const char *text, const char *name, payloads *ps, lora_err *e)
 {
 	int rc = 0;
+	payloads tail = {0}; /* magnitude and bias payloads, which follow every A and B */
 	cJSON *h = cJSON_Parse(text), *x;
 	if (!h || !cJSON_IsObject(h)) {
 		rc = lora_err_set(e, LORA_EFORMAT, "%s: header is not a JSON object", name);
@@ -316,6 +570,21 @@ static int parse_header(lora_adapter *a, const char *text, const char *name, lor
 				goto out;
 	x = cJSON_GetObjectItemCaseSensitive(h, "provenance");
 	if (cJSON_IsObject(x) && !(a->provenance = cJSON_PrintUnformatted(x))) {
+		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		goto out;
+	}
+	x = cJSON_GetObjectItemCaseSensitive(h, "fan_in_fan_out");
+	if (x && !cJSON_IsBool(x)) {
+		rc = lora_err_set(e, LORA_EFORMAT, "%s: header: 'fan_in_fan_out' must be true or false", name);
+		goto out;
+	}
+	a->fan_in_fan_out = cJSON_IsTrue(x);
+	x = cJSON_GetObjectItemCaseSensitive(h, "peft_config");
+	if (x && !cJSON_IsString(x)) {
+		rc = lora_err_set(e, LORA_EFORMAT, "%s: header: 'peft_config' must be a string", name);
+		goto out;
+	}
+	if (x && !(a->peft_config = strdup(x->valuestring))) {
 		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -366,56 +635,72 @@ static int parse_header(lora_adapter *a, const char *text, const char *name, lor
 			rc = lora_err_prefix(e, "%s", name);
 			goto out;
 		}
-		for (int k = 0; k < 2; k++) {
-			const cJSON *c = cJSON_GetObjectItemCaseSensitive(it, k ? "B" : "A");
-			uint64_t zs, crc, raw = (k ? out * rank : rank * in) * lora_dtype_size(a->dtype);
-			/* deflate cannot expand beyond compressBound; a larger claim is a lie. */
-			uint64_t bound = raw + raw / 1000 + 64;
-			if (!cJSON_IsObject(c) || get_uint(c, "zsize", bound, &zs) || zs == 0 ||
-			    get_uint(c, "crc32", 0xffffffffu, &crc)) {
+		static const char *const keys[] = {"A", "B", "magnitude", "bias"};
+		for (int k = 0; k < 4; k++) {
+			const cJSON *c = cJSON_GetObjectItemCaseSensitive(it, keys[k]);
+			uint64_t zs;
+			uint32_t crc;
+			if (k >= 2 && !c)
+				continue; /* optional: DoRA magnitude, lora_B bias */
+			payload tmp = {k, a->nlayers - 1, 0, 0};
+			if (get_sizes(c, payload_raw(a, &tmp), &zs, &crc)) {
 				rc = lora_err_set(e, LORA_EFORMAT,
 				                  "%s: layer '%s' %s: 'zsize' and 'crc32' must be integers in range",
-				                  name, ln, k ? "B" : "A");
+				                  name, ln, keys[k]);
 				goto out;
 			}
-			if (k) {
-				l->zsize_B = zs, l->crc_B = (uint32_t)crc;
-			} else {
-				l->zsize_A = zs, l->crc_A = (uint32_t)crc;
+			if (k == 0)
+				l->zsize_A = zs, l->crc_A = crc;
+			else if (k == 1)
+				l->zsize_B = zs, l->crc_B = crc;
+			else if (k == 2)
+				l->has_magnitude = 1;
+			else
+				l->has_bias = 1;
+			if (push(k < 2 ? ps : &tail, k, a->nlayers - 1, zs, crc)) {
+				rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+				goto out;
 			}
 		}
 		idx++;
 	}
+	for (size_t k = 0; k < tail.n; k++)
+		if (push(ps, tail.p[k].kind, tail.p[k].idx, tail.p[k].zsize, tail.p[k].crc)) {
+			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+			goto out;
+		}
+	x = cJSON_GetObjectItemCaseSensitive(h, "extras");
+	if (x && (rc = parse_extras(a, x, name, ps, e)))
+		goto out;
 out:
+	free(tail.p);
 	cJSON_Delete(h);
 	return rc;
 }
 
-/* Read one compressed tensor of zsize bytes, verify its CRC and size, and
- * (when dst) convert it to f32. Output is allocated as data arrives, so a
- * header that lies about sizes cannot make us allocate more than the input
- * actually supplies (times the deflate ratio bound). */
-static int read_tensor(src *s, float **dst, const lora_layer *l, int isB, lora_dtype t,
-                       lora_err *e)
+/* Read one compressed payload of zsize bytes that must inflate to exactly
+ * raw bytes, verify its CRC, and (when dst) return the inflated bytes
+ * unshuffled with element size es. Output is allocated as data arrives, so
+ * a header that lies about sizes cannot make us allocate more than the
+ * input actually supplies (times the deflate ratio bound). */
+static int read_payload(src *s, unsigned char **dst, const char *what, uint64_t zsize, uint32_t want,
+                        size_t raw, size_t es, lora_err *e)
 {
-	size_t es = lora_dtype_size(t);
-	size_t n = isB ? l->out * l->rank : l->rank * l->in, raw = n * es;
-	uint64_t zsize = isB ? l->zsize_B : l->zsize_A, left = zsize;
-	uint32_t want = isB ? l->crc_B : l->crc_A;
-	const char *which = isB ? "B" : "A";
-	unsigned char *in = malloc(CHUNK), *buf = NULL, *plain = NULL;
+	uint64_t left = zsize;
+	unsigned char *in = malloc(CHUNK), *buf = NULL;
 	size_t cap = 0;
 	int rc = 0, zrc = Z_OK;
 	z_stream z;
 	memset(&z, 0, sizeof z);
-	char what[600];
-	snprintf(what, sizeof what, "layer '%s' %s", l->name, which);
 	if (!in || inflateInit(&z) != Z_OK) {
 		free(in);
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
 	}
 	uLong crc = crc32(0, NULL, 0);
 	unsigned char sink[CHUNK];
+	/* Inflate into a sink when only verifying, and for an empty tensor,
+	 * which has no buffer to inflate into. */
+	int to_sink = !dst || raw == 0;
 	while (left > 0) {
 		size_t k = left < CHUNK ? (size_t)left : CHUNK;
 		if ((rc = read_exact(s, in, k, what, e)))
@@ -427,7 +712,7 @@ static int read_tensor(src *s, float **dst, const lora_layer *l, int isB, lora_d
 		z.next_in = in;
 		z.avail_in = (uInt)k;
 		while (z.avail_in > 0 && zrc == Z_OK) {
-			if (dst) {
+			if (!to_sink) {
 				if (z.total_out == cap && cap < raw) {
 					size_t ncap = cap ? cap * 2 : (1u << 20);
 					if (ncap > raw)
@@ -450,7 +735,7 @@ static int read_tensor(src *s, float **dst, const lora_layer *l, int isB, lora_d
 			 * declared size: the stream holds more than the header says. */
 			if (zrc == Z_BUF_ERROR)
 				zrc = z.avail_in ? Z_DATA_ERROR : Z_OK;
-			if (!dst && z.total_out > raw)
+			if (to_sink && z.total_out > raw)
 				zrc = Z_DATA_ERROR;
 		}
 		if (zrc == Z_STREAM_END && (z.avail_in > 0 || left > 0))
@@ -465,31 +750,62 @@ static int read_tensor(src *s, float **dst, const lora_layer *l, int isB, lora_d
 		goto out;
 	}
 	if (dst) {
-		plain = malloc(raw ? raw : 1);
-		float *f = malloc(n * sizeof(float));
-		if (!plain || !f) {
-			free(f);
+		unsigned char *plain = malloc(raw ? raw : 1);
+		if (!plain) {
 			rc = lora_err_set(e, LORA_ENOMEM, "%s: %s: out of memory", s->name, what);
 			goto out;
 		}
-		unshuffle(plain, buf, n, es);
-		lora_to_f32(f, plain, t, n);
-		size_t bad = lora_find_nonfinite(f, n);
-		if (bad < n) {
-			free(f);
-			size_t cols = isB ? l->rank : l->in;
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: %s: non-finite value at [%zu,%zu]", s->name, what,
-			                  bad / cols, bad % cols);
-			goto out;
-		}
-		*dst = f;
+		if (raw)
+			unshuffle(plain, buf, raw / es, es);
+		*dst = plain;
 	}
 out:
 	inflateEnd(&z);
 	free(in);
 	free(buf);
-	free(plain);
 	return rc;
+}
+
+/* Read payload p into the adapter (or only verify it). */
+static int read_one(src *s, lora_adapter *a, const payload *p, int keep, lora_err *e)
+{
+	static const char *const which[] = {"A", "B", "magnitude", "bias"};
+	char what[600];
+	size_t raw = payload_raw(a, p);
+	lora_extra *x = p->kind == P_EXTRA ? &a->extras[p->idx] : NULL;
+	lora_layer *l = x ? NULL : &a->layers[p->idx];
+	size_t es = x ? lora_dtype_size(x->dtype) : lora_dtype_size(a->dtype);
+	unsigned char *plain = NULL;
+	if (x)
+		snprintf(what, sizeof what, "extra '%s'", x->name);
+	else
+		snprintf(what, sizeof what, "layer '%s' %s", l->name, which[p->kind]);
+	int rc = read_payload(s, keep ? &plain : NULL, what, p->zsize, p->crc, raw, es, e);
+	if (rc || !keep)
+		return rc;
+	if (x) {
+		x->data = plain;
+		return 0;
+	}
+	size_t n = raw / es, cols = p->kind == P_A ? l->in : p->kind == P_B ? l->rank : 0;
+	float *f = malloc((n ? n : 1) * sizeof(float));
+	if (!f) {
+		free(plain);
+		return lora_err_set(e, LORA_ENOMEM, "%s: %s: out of memory", s->name, what);
+	}
+	lora_to_f32(f, plain, a->dtype, n);
+	free(plain);
+	size_t bad = lora_find_nonfinite(f, n);
+	if (bad < n) {
+		free(f);
+		if (cols)
+			return lora_err_set(e, LORA_EFORMAT, "%s: %s: non-finite value at [%zu,%zu]", s->name, what,
+			                    bad / cols, bad % cols);
+		return lora_err_set(e, LORA_EFORMAT, "%s: %s: non-finite value at [%zu]", s->name, what, bad);
+	}
+	float **slot = p->kind == P_A ? &l->A : p->kind == P_B ? &l->B : p->kind == P_MAG ? &l->magnitude : &l->bias;
+	*slot = f;
+	return 0;
 }
 
 int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lora_err *e)
@@ -497,6 +813,7 @@ int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lor
 	unsigned char pre[16], crcb[4];
 	char *text = NULL;
 	src s = {f, name, 0};
+	payloads ps = {0};
 	int rc;
 	lora_adapter *a = lora_adapter_new();
 	*out = NULL;
@@ -552,12 +869,12 @@ int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lor
 		rc = lora_err_set(e, LORA_EFORMAT, "%s: header contains a NUL byte", name);
 		goto out;
 	}
-	if ((rc = parse_header(a, text, name, e)))
+	if ((rc = parse_header(a, text, name, &ps, e)))
 		goto out;
 	a->version = (int)ver;
 	uint64_t total = s.pos;
-	for (size_t i = 0; i < a->nlayers; i++)
-		total += a->layers[i].zsize_A + a->layers[i].zsize_B;
+	for (size_t k = 0; k < ps.n; k++)
+		total += ps.p[k].zsize;
 	struct stat sb;
 	int regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
 	if (regular && (uint64_t)sb.st_size < total) {
@@ -576,13 +893,9 @@ int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lor
 		a = NULL;
 		goto out;
 	}
-	for (size_t i = 0; i < a->nlayers; i++) {
-		lora_layer *l = &a->layers[i];
-		int keep = mode == LORA_READ_ALL;
-		if ((rc = read_tensor(&s, keep ? &l->A : NULL, l, 0, a->dtype, e)) ||
-		    (rc = read_tensor(&s, keep ? &l->B : NULL, l, 1, a->dtype, e)))
+	for (size_t k = 0; k < ps.n; k++)
+		if ((rc = read_one(&s, a, &ps.p[k], mode == LORA_READ_ALL, e)))
 			goto out;
-	}
 	int c = fgetc(f);
 	if (c != EOF) {
 		rc = lora_err_set(e, LORA_EFORMAT, "%s: unexpected bytes after the last tensor", name);
@@ -593,6 +906,7 @@ int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lor
 	a = NULL;
 out:
 	free(text);
+	free(ps.p);
 	lora_adapter_free(a);
 	return rc;
 }

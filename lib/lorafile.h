@@ -4,7 +4,13 @@
  * through pipes: magic, version, a JSON header (with every layer's shape,
  * rank, alpha and compressed size) guarded by a CRC-32, then one zlib stream
  * per tensor (A then B per layer, in header order) of byte-shuffled
- * little-endian values, each guarded by a CRC-32 recorded in the header. */
+ * little-endian values, each guarded by a CRC-32 recorded in the header.
+ *
+ * Everything else the in-memory adapter holds travels too, as optional
+ * header keys (absent when unused, so such files are unchanged): DoRA
+ * magnitudes and lora_B biases (payloads after every A and B), extra
+ * tensors of any dtype, raw (after those), the fan_in_fan_out flag and the
+ * imported PEFT config text. */
 #ifndef LORA_LORAFILE_H
 #define LORA_LORAFILE_H
 
@@ -19,7 +25,8 @@
 
 enum {
 	LORA_READ_ALL = 0,    /* header and every tensor, verified */
-	LORA_READ_HEADER = 1, /* header only; payloads are not read (A, B NULL) */
+	LORA_READ_HEADER = 1, /* header only; payloads are not read (A, B, magnitude,
+	                         bias and extras' data NULL; has_* set) */
 	LORA_READ_VERIFY = 2, /* read and verify payloads but keep none */
 };
 
@@ -33,8 +40,9 @@ int lora_file_read(lora_adapter **out, const char *path, int mode, lora_err *e);
 /* Same from an open stream; name is used in messages. */
 int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lora_err *e);
 
-/* Write a (all layers must have A and B) to f. Values are converted to
- * a->dtype; a non-finite value is an error naming the layer. *nbytes (may
+/* Write a (all layers must have A and B; extras their data) to f. Values
+ * are converted to a->dtype; a non-finite value, or one that overflows
+ * a->dtype, is an error naming the layer, tensor and element. *nbytes (may
  * be NULL) receives the bytes written. */
 int lora_file_write(const lora_adapter *a, FILE *f, const char *name, uint64_t *nbytes, lora_err *e);
 /* Write atomically to path ("-" = stdout, refused on a terminal); an

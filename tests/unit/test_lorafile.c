@@ -73,6 +73,65 @@ static int same(const lora_adapter *a, const lora_adapter *b)
 	return 1;
 }
 
+/* sample() plus everything optional: DoRA magnitudes, lora_B biases,
+ * fan_in_fan_out, an imported PEFT config and raw extra tensors of several
+ * dtypes (one of zero size). */
+static lora_adapter *sample_full(lora_dtype t, uint64_t seed)
+{
+	lora_adapter *a = sample(t, seed);
+	lora_rng g;
+	lora_rng_seed(&g, seed + 100);
+	a->fan_in_fan_out = 1;
+	a->peft_config = strdup("{\n  \"peft_type\": \"LORA\",\n  \"r\": 4\n}\n");
+	for (size_t i = 0; i < a->nlayers; i++) {
+		lora_layer *l = &a->layers[i];
+		unsigned char tmp[64 * 4];
+		if (i != 1) { /* layer 1 has neither: they are per layer */
+			l->magnitude = malloc(l->out * sizeof(float));
+			l->bias = malloc(l->out * sizeof(float));
+			for (size_t j = 0; j < l->out; j++) {
+				l->magnitude[j] = 1.0f + lora_rng_uniform(&g);
+				l->bias[j] = lora_rng_normal(&g);
+			}
+			lora_from_f32(tmp, l->magnitude, t, l->out);
+			lora_to_f32(l->magnitude, tmp, t, l->out);
+			lora_from_f32(tmp, l->bias, t, l->out);
+			lora_to_f32(l->bias, tmp, t, l->out);
+		}
+	}
+	unsigned char raw[96];
+	for (size_t k = 0; k < sizeof raw; k++)
+		raw[k] = (unsigned char)(k * 37 + seed);
+	size_t s1[2] = {4, 3}, s2[1] = {5}, s3[2] = {0, 7}, s4[3] = {2, 2, 3};
+	lora_adapter_add_extra(a, "base_model.model.embed.lora_embedding_A", LORA_BF16, 2, s1, raw, NULL);
+	lora_adapter_add_extra(a, "idx", LORA_I64, 1, s2, raw, NULL);
+	lora_adapter_add_extra(a, "empty", LORA_F32, 2, s3, raw, NULL);
+	lora_adapter_add_extra(a, "mask", LORA_BOOL, 3, s4, raw, NULL);
+	return a;
+}
+
+static int same_full(const lora_adapter *a, const lora_adapter *b)
+{
+	if (!same(a, b) || a->fan_in_fan_out != b->fan_in_fan_out || !b->peft_config ||
+	    strcmp(a->peft_config, b->peft_config) || a->nextras != b->nextras)
+		return 0;
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *x = &a->layers[i], *y = &b->layers[i];
+		if (!x->magnitude != !y->magnitude || !x->bias != !y->bias ||
+		    (x->magnitude && memcmp(x->magnitude, y->magnitude, x->out * 4)) ||
+		    (x->bias && memcmp(x->bias, y->bias, x->out * 4)))
+			return 0;
+	}
+	for (size_t i = 0; i < a->nextras; i++) {
+		const lora_extra *x = &a->extras[i], *y = &b->extras[i];
+		if (strcmp(x->name, y->name) || x->dtype != y->dtype || x->ndim != y->ndim ||
+		    memcmp(x->shape, y->shape, x->ndim * sizeof *x->shape) || x->nbytes != y->nbytes ||
+		    !y->data || memcmp(x->data, y->data, x->nbytes))
+			return 0;
+	}
+	return 1;
+}
+
 /* Build a file from a hand-written header (CRC computed) and payload. */
 static unsigned char *craft(const char *json, uint32_t version, const void *payload, size_t np, size_t *n)
 {
@@ -148,6 +207,99 @@ int main(void)
 		lora_adapter_free(a);
 	}
 
+	/* the optional parts: round trips, modes, truncation, corruption */
+	for (int k = 0; k < 3; k++) {
+		lora_adapter *a = sample_full(types[k], 20 + k);
+		size_t n, n2;
+		unsigned char *buf = encode(a, &n);
+		CHECK(decode(&b, buf, n, LORA_READ_ALL, &e) == 0, "read full %s: %s", lora_dtype_name(types[k]), e.msg);
+		CHECK(b && same_full(a, b), "full round trip %s", lora_dtype_name(types[k]));
+		unsigned char *buf2 = b ? encode(b, &n2) : NULL;
+		CHECK(buf2 && n2 == n && memcmp(buf, buf2, n) == 0, "full re-encode is byte-identical");
+		free(buf2);
+		lora_adapter_free(b);
+		CHECK(decode(&b, buf, n, LORA_READ_HEADER, &e) == 0 && b->layers[0].has_magnitude &&
+		      b->layers[0].has_bias && !b->layers[1].has_magnitude && !b->layers[0].magnitude &&
+		      b->nextras == 4 && b->extras[3].nbytes == 12 && !b->extras[0].data && b->fan_in_fan_out &&
+		      b->file_bytes == n,
+		      "full header only: %s", e.msg);
+		CHECK(b && lora_adapter_dora_layers(b) == 2 && lora_adapter_bias_layers(b) == 2, "counts from header");
+		lora_adapter_free(b);
+		CHECK(decode(&b, buf, n, LORA_READ_VERIFY, &e) == 0 && !b->layers[0].magnitude && !b->extras[1].data,
+		      "full verify: %s", e.msg);
+		lora_adapter_free(b);
+		for (size_t cut = 8; cut < n; cut++) {
+			int rc = decode(&b, buf, cut, LORA_READ_ALL, &e);
+			CHECK(rc == LORA_EFORMAT && b == NULL && strstr(e.msg, "truncated"), "full cut at %zu: %s", cut, e.msg);
+		}
+		for (size_t at = 0; at < n; at++) {
+			buf[at] ^= 0x21;
+			int rc = decode(&b, buf, n, LORA_READ_ALL, &e);
+			CHECK(rc != 0 && b == NULL, "full flip at %zu accepted", at);
+			buf[at] ^= 0x21;
+		}
+		free(buf);
+		lora_adapter_free(a);
+	}
+	{
+		/* payload order: every A and B first (what version-1 readers
+		 * without these keys expect), then magnitudes and biases, then
+		 * extras; the last payload is the last extra's */
+		lora_adapter *a = sample_full(LORA_F32, 5);
+		size_t n;
+		unsigned char *buf = encode(a, &n);
+		buf[n - 1] ^= 1;
+		CHECK(decode(&b, buf, n, LORA_READ_ALL, &e) == LORA_EFORMAT &&
+		      strcmp(e.msg, "x.lora: extra 'mask': CRC mismatch (corrupt data)") == 0, "extra flip: %s", e.msg);
+		free(buf);
+		/* drop the extras and the bias: the magnitude of layer 2 is last */
+		for (size_t i = 0; i < a->nextras; i++) {
+			free(a->extras[i].name);
+			free(a->extras[i].data);
+		}
+		a->nextras = 0;
+		for (size_t i = 0; i < a->nlayers; i++) {
+			free(a->layers[i].bias);
+			a->layers[i].bias = NULL;
+		}
+		buf = encode(a, &n);
+		buf[n - 1] ^= 1;
+		CHECK(decode(&b, buf, n, LORA_READ_ALL, &e) == LORA_EFORMAT &&
+		      strcmp(e.msg, "x.lora: layer 'w' magnitude: CRC mismatch (corrupt data)") == 0, "magnitude flip: %s",
+		      e.msg);
+		free(buf);
+		/* values are checked at write time, the vector by index */
+		a->layers[2].magnitude[2] = 0.0f / 0.0f;
+		FILE *nul = fopen("/dev/null", "wb");
+		CHECK(lora_file_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
+		      strcmp(e.msg, "layer 'w' magnitude: non-finite value at [2]") == 0, "nan magnitude: %s", e.msg);
+		a->layers[2].magnitude[2] = 1.0f;
+		/* a value that is finite in f32 but not at the storage dtype */
+		a->dtype = LORA_F16;
+		a->layers[2].A[4] = 70000.0f;
+		CHECK(lora_file_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
+		      strcmp(e.msg, "layer 'w' A: value 70000 at [0,4] overflows f16") == 0, "f16 overflow: %s", e.msg);
+		a->dtype = LORA_BF16;
+		CHECK(lora_file_write(a, nul, "out", NULL, &e) == 0, "70000 fits bf16: %s", e.msg);
+		a->layers[2].A[4] = 3.4e38f;
+		CHECK(lora_file_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
+		      strcmp(e.msg, "layer 'w' A: value 3.4e+38 at [0,4] overflows bf16") == 0, "bf16 overflow: %s", e.msg);
+		fclose(nul);
+		lora_adapter_free(a);
+	}
+	{
+		/* without the optional parts the header has none of their keys,
+		 * so such files are what earlier writers produced */
+		lora_adapter *a = sample(LORA_F16, 3);
+		size_t n;
+		unsigned char *buf = encode(a, &n);
+		const char *keys[] = {"magnitude", "bias", "extras", "fan_in_fan_out", "peft_config"};
+		for (size_t i = 0; i < 5; i++)
+			CHECK(!memmem(buf, n, keys[i], strlen(keys[i])), "plain adapter writes '%s'", keys[i]);
+		free(buf);
+		lora_adapter_free(a);
+	}
+
 	/* a flipped payload byte names the layer and the factor */
 	lora_adapter *a = sample(LORA_F32, 1);
 	size_t n;
@@ -208,6 +360,33 @@ int main(void)
 		{"{\"dtype\":\"f32\",\"layers\":[{\"name\":\"w\",\"shape\":[2,2],\"rank\":1,\"alpha\":1,"
 		 "\"A\":{\"zsize\":1,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0}},{\"name\":\"w\"}]}",
 		 "x.lora: header: layer 'w' appears twice"},
+		{"{\"dtype\":\"f32\",\"layers\":[{\"name\":\"w\",\"shape\":[2,2],\"rank\":1,\"alpha\":1,"
+		 "\"A\":{\"zsize\":1,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0},\"magnitude\":{\"zsize\":73,\"crc32\":0}}]}",
+		 "x.lora: layer 'w' magnitude: 'zsize' and 'crc32' must be integers in range"},
+		{"{\"dtype\":\"f32\",\"layers\":[{\"name\":\"w\",\"shape\":[2,2],\"rank\":1,\"alpha\":1,"
+		 "\"A\":{\"zsize\":1,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0},\"bias\":[]}]}",
+		 "x.lora: layer 'w' bias: 'zsize' and 'crc32' must be integers in range"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"fan_in_fan_out\":1}",
+		 "x.lora: header: 'fan_in_fan_out' must be true or false"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"peft_config\":{}}", "x.lora: header: 'peft_config' must be a string"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":{}}", "x.lora: header: 'extras' must be an array"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":[{\"dtype\":\"F32\"}]}", "x.lora: header: extra 0 has no name"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[],"
+		 "\"zsize\":9,\"crc32\":0}]}",
+		 "x.lora: extra 'x': 'dtype' must be a safetensors dtype name"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":[{\"name\":\"x\",\"dtype\":\"F32\",\"shape\":[1.5]}]}",
+		 "x.lora: extra 'x': 'shape' must be an array of at most 8 non-negative integers"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":[{\"name\":\"x\",\"dtype\":\"F32\",\"shape\":[1,2,3,4,5,6,7,8,9]}]}",
+		 "x.lora: extra 'x': 'shape' must be an array of at most 8 non-negative integers"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":[{\"name\":\"x\",\"dtype\":\"I64\","
+		 "\"shape\":[4294967296,4294967296]}]}",
+		 "x.lora: extra 'x': shape is too large"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":[{\"name\":\"x\",\"dtype\":\"U8\",\"shape\":[3],"
+		 "\"zsize\":68,\"crc32\":0}]}",
+		 "x.lora: extra 'x': 'zsize' and 'crc32' must be integers in range"},
+		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":[{\"name\":\"x\",\"dtype\":\"U8\",\"shape\":[3],"
+		 "\"zsize\":9,\"crc32\":0},{\"name\":\"x\"}]}",
+		 "x.lora: header: extra 'x' appears twice"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		buf = craft(bad[i][0], 1, NULL, 0, &n);
