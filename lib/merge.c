@@ -69,11 +69,17 @@ static int build_plan(plan *p, const lora_model *m, const lora_merge_input *in, 
 	char name[1100];
 	for (size_t i = 0; i < n; i++) {
 		const lora_adapter *a = in[i].a;
-		if (a->nextras && !o->ignore_unknown)
+		if (a->nextras && !o->ignore_unknown) {
+			/* Name every one, so nothing is silently dropped later either. */
+			char names[600] = "";
+			for (size_t k = 0; k < a->nextras; k++)
+				snprintf(names + strlen(names), sizeof names - strlen(names), "%s'%s'", k ? ", " : "",
+				         a->extras[k].name);
 			return lora_err_set(e, LORA_EINVAL,
-			                    "%s: tensor '%s' is not a linear LoRA factor and cannot be merged "
-			                    "(--ignore-unknown skips it)",
-			                    in[i].path, a->extras[0].name);
+			                    "%s: %zu tensor%s not linear LoRA factors and cannot be merged "
+			                    "(--ignore-unknown skips them): %s",
+			                    in[i].path, a->nextras, a->nextras == 1 ? " is" : "s are", names);
+		}
 		for (size_t k = 0; k < a->nlayers; k++) {
 			const lora_layer *l = &a->layers[k];
 			snprintf(name, sizeof name, "%s.weight", l->name);

@@ -38,6 +38,10 @@ setup() {
 	run -0 checkmerge model out a.lora
 	assert_output --regexp '^ok 21 tensors, 3 adapted'
 	cmp model/config.json out/config.json
+	# the checker notices a wrong scale, a missing adapter, and an untouched base
+	run -1 checkmerge model out a.lora:0.999
+	run -1 checkmerge model out a.lora b.lora
+	run -1 checkmerge model model a.lora
 }
 
 @test "f16 and bf16 single files: the sum in f32, rounded once" {
@@ -169,4 +173,64 @@ setup() {
 	assert_equal "$stderr" ''
 	run -0 script -qec "lora-merge -q -m model a.lora -o out3" /dev/null
 	assert_output ''
+}
+
+@test "PEFT adapters: rsLoRA, rank_pattern and alpha_pattern scale each layer as PEFT does" {
+	mkpeft --rslora --r 4 --alpha 8 --rank-pattern q_proj=2 --alpha-pattern 'layers.1.self_attn.v_proj=3' peft \
+		model.layers.0.self_attn.q_proj=64x64x2 model.layers.1.self_attn.v_proj=32x64x4 >/dev/null
+	lora-merge -m model peft:0.5 -o out
+	run -0 checkmerge model out peft:0.5
+	assert_output --regexp '^ok 21 tensors, 2 adapted'
+	# the scales checkmerge used: alpha/sqrt(r) per layer
+	assert_equal "$(lora-inspect --json peft | jq -c '[.layers[] | .scale * 1e6 | round]')" \
+		"[$(awk 'BEGIN { printf "%.0f,%.0f", 8 / sqrt(2) * 1e6, 3 / sqrt(4) * 1e6 }')]"
+}
+
+@test "PEFT fan_in_fan_out: the update is transposed" {
+	# GPT-2 Conv1D layout: the adapter's out x in is 64x32, the stored weight [in, out] = 32x64
+	mkpeft --fan-in-fan-out peft model.layers.0.self_attn.v_proj=64x32x2 >/dev/null
+	lora-merge -m model peft -o out
+	run -0 checkmerge model out peft
+	assert_output --regexp '^ok 21 tensors, 1 adapted'
+}
+
+@test "PEFT DoRA: rows rescaled to the magnitude vector; it cannot be subtracted" {
+	mkpeft --dora peft model.layers.0.self_attn.q_proj=64x64x2 model.layers.1.mlp.up_proj=128x64x2 >/dev/null
+	lora-merge -m model peft -o out
+	run -0 checkmerge model out peft
+	assert_output --regexp '^ok 21 tensors, 2 adapted'
+	run -1 --separate-stderr lora-merge -m out peft --subtract -o back
+	assert_equal "$stderr" "lora-merge: peft: layer 'model.layers.0.self_attn.q_proj' is DoRA: its merge rescales rows and cannot be subtracted"
+}
+
+@test "PEFT lora_bias: the module's bias gains scale * B.bias" {
+	mkmodel $M --qkv-bias qb >/dev/null
+	mkpeft --lora-bias peft model.layers.1.self_attn.k_proj=32x64x2 >/dev/null
+	lora-merge -m qb peft:2 -o out
+	run -0 checkmerge qb out peft:2
+	assert_output --regexp '^ok 27 tensors, 2 adapted'
+	run -1 --separate-stderr lora-merge -m model peft -o out2
+	assert_equal "$stderr" "lora-merge: peft: layer 'model.layers.1.self_attn.k_proj' has a lora_B bias but model has no 'model.layers.1.self_attn.k_proj.bias'"
+}
+
+@test "tensors that are not linear LoRA factors are named; --ignore-unknown skips them" {
+	mkpeft --embedding model.embed_tokens=256x64x2 --extra base_model.model.lm_head.weight=F32:256x64 peft \
+		model.layers.0.self_attn.q_proj=64x64x2 >/dev/null
+	run -1 --separate-stderr lora-merge -m model peft -o out
+	assert_regex "$stderr" "^lora-merge: peft: 3 tensors are not linear LoRA factors and cannot be merged \(--ignore-unknown skips them\): 'base_model\.model\..*'$"
+	assert_regex "$stderr" "lm_head\.weight'"
+	assert_regex "$stderr" "lora_embedding_A"
+	assert_file_not_exists out
+	lora-merge --ignore-unknown -m model peft -o out
+	run -0 checkmerge model out peft
+	assert_output --regexp '^ok 21 tensors, 1 adapted'
+}
+
+@test "a PEFT merge equals the merge of its .lora conversion" {
+	mkpeft --dtype bf16 --r 4 --rank-pattern down_proj=2 peft model.layers.0.self_attn.q_proj=64x64x4 \
+		model.layers.1.mlp.down_proj=64x128x2 >/dev/null
+	lora-convert peft -o p.lora
+	lora-merge -m model peft -o a
+	lora-merge -m model p.lora -o b
+	cmp a/model.safetensors b/model.safetensors
 }

@@ -28,20 +28,15 @@ static double scale_of(const lora_adapter *a, const lora_layer *l)
 	return a->rslora ? l->alpha / sqrt((double)l->rank) : l->alpha / (double)l->rank;
 }
 
-/* Distance in units of the last place of dtype t between got and want. */
-static double ulps(float got, double want, lora_dtype t)
+/* One unit in the last place of dtype t at the magnitude of v. */
+static double ulp_of(double v, lora_dtype t)
 {
 	int ex;
-	frexp(want, &ex);
+	frexp(v, &ex);
 	int mant = t == LORA_F32 ? 24 : t == LORA_F16 ? 11 : 8;
+	double min = t == LORA_F32 ? 0x1p-149 : t == LORA_F16 ? 0x1p-24 : 0x1p-133;
 	double ulp = ldexp(1.0, ex - mant);
-	if (t == LORA_F16 && ulp < 0x1p-24)
-		ulp = 0x1p-24;
-	if (t == LORA_BF16 && ulp < 0x1p-133)
-		ulp = 0x1p-133;
-	if (t == LORA_F32 && ulp < 0x1p-149)
-		ulp = 0x1p-149;
-	return fabs((double)got - want) / ulp;
+	return ulp < min ? min : ulp;
 }
 
 static int restored(const char *basep, const char *backp, const char *mergedp)
@@ -65,13 +60,7 @@ static int restored(const char *basep, const char *backp, const char *mergedp)
 		lora_to_f32(b, B->data, B->dtype, B->nelem);
 		lora_to_f32(mm, M->data, M->dtype, M->nelem);
 		for (size_t x = 0; x < W->nelem; x++) {
-			int ex;
-			frexp(mm[x], &ex);
-			int mant = B->dtype == LORA_F32 ? 24 : B->dtype == LORA_F16 ? 11 : 8;
-			double um = ldexp(1.0, ex - mant);
-			frexp(w[x], &ex);
-			double uw = ldexp(1.0, ex - mant);
-			double step = 0.5 * um + 0.5 * uw + 1e-6 * fabs(mm[x]);
+			double step = 0.5 * ulp_of(mm[x], B->dtype) + 0.5 * ulp_of(w[x], B->dtype) + 1e-6 * fabs(mm[x]);
 			double d = fabs((double)b[x] - w[x]);
 			if (d > step) {
 				printf("tensor '%s' [%zu]: restored %.9g, base %.9g, merged %.9g\n", W->name, x, b[x], w[x], mm[x]);
@@ -138,12 +127,12 @@ int main(int argc, char **argv)
 			}
 			continue;
 		}
-		double *want = malloc(W->nelem * sizeof *want);
+		double *want = malloc(W->nelem * sizeof *want), *mag = malloc(W->nelem * sizeof *mag);
 		float *wf = malloc(W->nelem * sizeof *wf), *mf = malloc(M->nelem * sizeof *mf);
 		lora_to_f32(wf, W->data, W->dtype, W->nelem);
 		lora_to_f32(mf, M->data, M->dtype, M->nelem);
 		for (size_t x = 0; x < W->nelem; x++)
-			want[x] = wf[x];
+			want[x] = wf[x], mag[x] = fabs(wf[x]);
 		int touched = 0;
 		for (int j = 0; j < na; j++) {
 			const lora_adapter *a = ad[j];
@@ -155,7 +144,7 @@ int main(int argc, char **argv)
 				double c = k[j] * scale_of(a, l);
 				if (strcmp(M->name, bname) == 0 && l->bias) {
 					for (size_t o = 0; o < l->out; o++)
-						want[o] += c * l->bias[o];
+						want[o] += c * l->bias[o], mag[o] += fabs(c * l->bias[o]);
 					touched = 1;
 				}
 				if (strcmp(M->name, wname) != 0)
@@ -163,10 +152,14 @@ int main(int argc, char **argv)
 				touched = 1;
 				for (size_t o = 0; o < l->out; o++)
 					for (size_t in = 0; in < l->in; in++) {
-						double d = 0;
-						for (size_t r = 0; r < l->rank; r++)
+						double d = 0, absd = 0;
+						for (size_t r = 0; r < l->rank; r++) {
 							d += (double)l->B[o * l->rank + r] * l->A[r * l->in + in];
-						want[a->fan_in_fan_out ? in * l->out + o : o * l->in + in] += c * d;
+							absd += fabs((double)l->B[o * l->rank + r] * l->A[r * l->in + in]);
+						}
+						size_t at = a->fan_in_fan_out ? in * l->out + o : o * l->in + in;
+						want[at] += c * d;
+						mag[at] += fabs(c) * absd;
 					}
 				if (l->magnitude)
 					for (size_t o = 0; o < l->out; o++) {
@@ -175,8 +168,11 @@ int main(int argc, char **argv)
 							double v = want[a->fan_in_fan_out ? in * l->out + o : o * l->in + in];
 							ss += v * v;
 						}
-						for (size_t in = 0; in < l->in; in++)
-							want[a->fan_in_fan_out ? in * l->out + o : o * l->in + in] *= l->magnitude[o] / sqrt(ss);
+						for (size_t in = 0; in < l->in; in++) {
+							size_t at = a->fan_in_fan_out ? in * l->out + o : o * l->in + in;
+							want[at] *= l->magnitude[o] / sqrt(ss);
+							mag[at] *= fabs(l->magnitude[o]) / sqrt(ss);
+						}
 					}
 			}
 		}
@@ -186,18 +182,24 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		for (size_t x = 0; x < W->nelem; x++) {
-			/* f32 sums in a different order than the double reference: allow
-			 * a few f32 ulps there; rounded outputs must be within one ulp. */
-			double u = ulps(mf[x], want[x], M->dtype);
-			double tol = touched ? (M->dtype == LORA_F32 ? 64 : 1) : 0.5;
-			if (u > tol) {
-				printf("tensor '%s' [%zu]: got %.9g, want %.9g (%.1f ulp)\n", M->name, x, mf[x], want[x], u);
+			/* The merge sums in f32, in another order than this double
+			 * reference: allow f32 rounding of the terms' magnitudes (a few
+			 * units of 2^-24 of |W| + sum |c B A|, which covers cancellation),
+			 * then the one rounding to the output dtype (half an ulp, plus
+			 * one for a tie the f32 sum may push either way). */
+			double slack = touched ? 16 * 0x1p-24 * mag[x] : 0;
+			double tol = touched ? (M->dtype == LORA_F32 ? 0.5 : 1.0) : 0.5;
+			double over = fabs((double)mf[x] - want[x]) - slack;
+			double uu = over > 0 ? over / ulp_of(want[x], M->dtype) : 0;
+			if (uu > tol) {
+				printf("tensor '%s' [%zu]: got %.9g, want %.9g (%.1f ulp beyond f32 slack)\n", M->name, x, mf[x],
+				       want[x], uu);
 				return 1;
 			}
-			if (touched && u > maxu)
-				maxu = u;
+			if (touched && uu > maxu)
+				maxu = uu;
 		}
-		free(want), free(wf), free(mf);
+		free(want), free(mag), free(wf), free(mf);
 	}
 	printf("ok %zu tensors, %zu adapted, max ulp %.2f\n", merged->ntensors, adapted, maxu);
 	for (int j = 0; j < na; j++)

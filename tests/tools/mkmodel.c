@@ -15,7 +15,7 @@
 #include "rng.h"
 #include "safetensors.h"
 
-enum { O_HIDDEN = 256, O_INTER, O_LAYERS, O_HEADS, O_KV, O_VOCAB, O_DTYPE, O_SEED, O_TIED, O_NAME, O_SHARD };
+enum { O_HIDDEN = 256, O_INTER, O_LAYERS, O_HEADS, O_KV, O_VOCAB, O_DTYPE, O_SEED, O_TIED, O_NAME, O_SHARD, O_BIAS };
 
 static const lora_opt opts[] = {
 	{O_HIDDEN, 0, "hidden", "N", "hidden size (default 64)", NULL},
@@ -27,6 +27,7 @@ static const lora_opt opts[] = {
 	{O_DTYPE, 0, "dtype", "TYPE", "f32, f16 or bf16 (default f32)", "f32 f16 bf16"},
 	{O_SEED, 0, "seed", "N", "random seed (default 1)", NULL},
 	{O_TIED, 0, "tied", NULL, "tie lm_head to the embeddings (no lm_head.weight)", NULL},
+	{O_BIAS, 0, "qkv-bias", NULL, "q/k/v projections with biases, model_type qwen2", NULL},
 	{O_NAME, 0, "name", "NAME", "_name_or_path in config.json (default tiny-llama)", NULL},
 	{O_SHARD, 0, "shard-bytes", "N", "split into shards of about N bytes with an index", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
@@ -48,7 +49,7 @@ typedef struct {
 	long long hidden, inter, layers, heads, kv, vocab, shard_bytes;
 	unsigned long long seed;
 	lora_dtype dtype;
-	int tied;
+	int tied, bias;
 	const char *name, *outdir;
 } params;
 
@@ -77,7 +78,7 @@ static tensor *plan(const params *p, size_t *count)
 {
 	size_t hd = (size_t)(p->hidden / p->heads), h = (size_t)p->hidden, f = (size_t)p->inter;
 	size_t q = (size_t)p->heads * hd, kv = (size_t)p->kv * hd, v = (size_t)p->vocab, n = 0;
-	tensor *t = calloc((size_t)p->layers * 9 + 3, sizeof *t);
+	tensor *t = calloc((size_t)p->layers * 12 + 3, sizeof *t);
 	if (!t)
 		return NULL;
 	char nm[80];
@@ -90,6 +91,11 @@ static tensor *plan(const params *p, size_t *count)
 		for (int k = 0; k < 7; k++) {
 			snprintf(nm, sizeof nm, "model.layers.%lld.%s.weight", i, proj[k]);
 			add(t, &n, nm, rows[k], cols[k], p);
+			if (p->bias && k < 3) {
+				snprintf(nm, sizeof nm, "model.layers.%lld.%s.bias", i, proj[k]);
+				add(t, &n, nm, rows[k], 0, p);
+				t[n - 1].is_norm = 0; /* random like the weights, not 1 */
+			}
 		}
 		snprintf(nm, sizeof nm, "model.layers.%lld.input_layernorm.weight", i);
 		add(t, &n, nm, h, 0, p);
@@ -221,7 +227,7 @@ static int write_config(const params *p, lora_err *e)
 	        "  \"hidden_size\": %lld,\n"
 	        "  \"intermediate_size\": %lld,\n"
 	        "  \"max_position_embeddings\": 2048,\n"
-	        "  \"model_type\": \"llama\",\n"
+	        "  \"model_type\": \"%s\",\n"
 	        "  \"num_attention_heads\": %lld,\n"
 	        "  \"num_hidden_layers\": %lld,\n"
 	        "  \"num_key_value_heads\": %lld,\n"
@@ -230,7 +236,8 @@ static int write_config(const params *p, lora_err *e)
 	        "  \"tie_word_embeddings\": %s,\n"
 	        "  \"torch_dtype\": \"%s\",\n"
 	        "  \"vocab_size\": %lld\n}\n",
-	        p->hidden, p->inter, p->heads, p->layers, p->kv, p->tied ? "true" : "false", torch[p->dtype],
+	        p->hidden, p->inter, p->bias ? "qwen2" : "llama", p->heads, p->layers, p->kv,
+	        p->tied ? "true" : "false", torch[p->dtype],
 	        p->vocab);
 	if (fclose(f) != 0) {
 		free(text);
@@ -340,7 +347,8 @@ out:
 
 int main(int argc, char **argv)
 {
-	params p = {64, 128, 2, 4, -1, 256, 0, 1, LORA_F32, 0, "tiny-llama", NULL};
+	params p = {.hidden = 64, .inter = 128, .layers = 2, .heads = 4, .kv = -1, .vocab = 256, .seed = 1,
+	            .dtype = LORA_F32, .name = "tiny-llama"};
 	lora_cli c;
 	int id;
 	const long long big = 1 << 24;
@@ -356,6 +364,7 @@ int main(int argc, char **argv)
 		case O_SEED: p.seed = (unsigned long long)lora_cli_int(&tool, "--seed", c.arg, 0, LLONG_MAX); break;
 		case O_SHARD: p.shard_bytes = lora_cli_int(&tool, "--shard-bytes", c.arg, 1, LLONG_MAX); break;
 		case O_TIED: p.tied = 1; break;
+		case O_BIAS: p.bias = 1; break;
 		case O_NAME: p.name = c.arg; break;
 		case O_DTYPE:
 			if (lora_dtype_parse(c.arg, &p.dtype))
