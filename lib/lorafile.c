@@ -108,7 +108,10 @@ static void compress_chunk(chunk *c)
 		goto out;
 	}
 	shuffle(sh, plain, c->n, s);
-	if (compress2(c->z, &zn, sh, raw, 6) != Z_OK) {
+	/* Level 1: on shuffled float data it writes 2.5-4.5x faster than
+	 * level 6 for 1-2.5% more bytes (measured on dense f32 and bf16
+	 * factors), and adapters are written far more often than archived. */
+	if (compress2(c->z, &zn, sh, raw, Z_BEST_SPEED) != Z_OK) {
 		c->err = 3;
 		goto out;
 	}
