@@ -243,6 +243,6 @@ refused() {
 	# a tensor it cannot apply is named, not dropped
 	mkpeft --embedding model.embed_tokens=256x64x4 e $Q=64x64x8
 	run -1 --separate-stderr lora-merge -q -m model e -o m5
-	assert_regex "$stderr" "^lora-merge: e: tensor 'base_model\.model\.model\.embed_tokens\.lora_embedding_A' "
+	assert_equal "$stderr" "lora-merge: e: 2 tensors are not linear LoRA factors and cannot be merged (--ignore-unknown skips them): 'base_model.model.model.embed_tokens.lora_embedding_A', 'base_model.model.model.embed_tokens.lora_embedding_B'"
 	assert_not_exist m5
 }

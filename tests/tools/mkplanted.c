@@ -1,0 +1,126 @@
+/* mkplanted: write a .lora whose layers have a planted spectrum in a chosen
+ * basis, for tests of lora-svd and lora-diff.
+ *
+ *   mkplanted [--alpha A] [--rslora] [--dtype T] [--seed N] [--offset K]
+ *             NAME=OUTxINxRANK:s1,s2,... ... > out.lora
+ *
+ * Layer NAME gets B = U diag(s) (out x rank) and A = V^T (rank x in) with
+ * U, V orthonormal columns: random (modified Gram-Schmidt in double, seeded
+ * by the seed and the layer name) by default, or with --offset K the unit
+ * vectors e_K, e_{K+1}, ... on both sides. So s * B A has singular values
+ * |s_k| times the scale, its column space is span(U), its row space
+ * span(V), and two adapters made with disjoint offsets span orthogonal
+ * subspaces. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lorafile.h"
+#include "rng.h"
+
+static uint64_t name_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+	return h;
+}
+
+static void orthonormal(double *Q, size_t rows, size_t k, lora_rng *g)
+{
+	for (size_t i = 0; i < rows * k; i++)
+		Q[i] = lora_rng_normal(g);
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t j = 0; j < k; j++) {
+			for (size_t p = 0; p < j; p++) {
+				double d = 0;
+				for (size_t i = 0; i < rows; i++)
+					d += Q[i * k + p] * Q[i * k + j];
+				for (size_t i = 0; i < rows; i++)
+					Q[i * k + j] -= d * Q[i * k + p];
+			}
+			double nrm = 0;
+			for (size_t i = 0; i < rows; i++)
+				nrm += Q[i * k + j] * Q[i * k + j];
+			nrm = sqrt(nrm);
+			for (size_t i = 0; i < rows; i++)
+				Q[i * k + j] /= nrm;
+		}
+}
+
+static int usage(const char *msg, const char *arg)
+{
+	fprintf(stderr, "mkplanted: %s '%s'\n", msg, arg);
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	lora_adapter *a = lora_adapter_new();
+	double alpha = 0;
+	unsigned long long seed = 1;
+	long offset = -1;
+	lora_err e;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
+			if (lora_dtype_parse(argv[++i], &a->dtype))
+				return usage("bad dtype", argv[i]);
+			continue;
+		}
+		if (strcmp(argv[i], "--alpha") == 0 && i + 1 < argc) {
+			alpha = atof(argv[++i]);
+			continue;
+		}
+		if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+			seed = strtoull(argv[++i], NULL, 10);
+			continue;
+		}
+		if (strcmp(argv[i], "--offset") == 0 && i + 1 < argc) {
+			offset = atol(argv[++i]);
+			continue;
+		}
+		if (strcmp(argv[i], "--rslora") == 0) {
+			a->rslora = 1;
+			continue;
+		}
+		char name[256];
+		size_t out, in, rank;
+		int used;
+		if (sscanf(argv[i], "%255[^=]=%zux%zux%zu:%n", name, &out, &in, &rank, &used) != 4 || !rank ||
+		    rank > out || rank > in || (offset >= 0 && (size_t)offset + rank > (out < in ? out : in)))
+			return usage("bad layer spec", argv[i]);
+		lora_layer *l = lora_adapter_add(a, name, out, in, rank, alpha ? alpha : (double)rank, 0, &e);
+		double *U = calloc(out * rank, sizeof *U), *V = calloc(in * rank, sizeof *V), *s = calloc(rank, sizeof *s);
+		if (!l || !U || !V || !s)
+			return 1;
+		char *p = argv[i] + used;
+		for (size_t k = 0; k < rank; k++) {
+			s[k] = strtod(p, &p);
+			if (*p == ',')
+				p++;
+		}
+		if (offset >= 0) {
+			for (size_t k = 0; k < rank; k++)
+				U[((size_t)offset + k) * rank + k] = V[((size_t)offset + k) * rank + k] = 1;
+		} else {
+			lora_rng g;
+			lora_rng_seed(&g, seed ^ name_hash(name));
+			orthonormal(U, out, rank, &g);
+			orthonormal(V, in, rank, &g);
+		}
+		for (size_t r = 0; r < out; r++)
+			for (size_t k = 0; k < rank; k++)
+				l->B[r * rank + k] = (float)(U[r * rank + k] * s[k]);
+		for (size_t k = 0; k < rank; k++)
+			for (size_t c = 0; c < in; c++)
+				l->A[k * in + c] = (float)V[c * rank + k];
+		free(U), free(V), free(s);
+	}
+	if (lora_file_save(a, "-", 0, &e)) {
+		fprintf(stderr, "mkplanted: %s\n", e.msg);
+		return 1;
+	}
+	lora_adapter_free(a);
+	return 0;
+}
