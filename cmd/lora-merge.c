@@ -5,10 +5,13 @@
 #include <time.h>
 
 #include "cli.h"
+#include "combine.h"
 #include "load.h"
+#include "lorafile.h"
 #include "merge.h"
+#include "svd.h"
 
-enum { O_SUBTRACT = 256, O_DTYPE, O_IGNORE };
+enum { O_SUBTRACT = 256, O_DTYPE, O_IGNORE, O_COMBINE, O_ENERGY };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "checkpoint: safetensors file, sharded index or model directory", "@file"},
@@ -16,6 +19,9 @@ static const lora_opt opts[] = {
 	{O_SUBTRACT, 0, "subtract", NULL, "subtract the adapters instead: W - k*s*B*A (task switch)", NULL},
 	{O_DTYPE, 0, "dtype", "TYPE", "output dtype: keep (default: each tensor's own), f32, f16 or bf16", "keep f32 f16 bf16"},
 	{O_IGNORE, 0, "ignore-unknown", NULL, "skip adapter tensors that are not linear LoRA factors", NULL},
+	{O_COMBINE, 0, "combine", "MODE", "without -m: combine the adapters into one, cat (exact) or svd", "cat svd"},
+	{'r', 'r', "rank", "K", "--combine svd: rank of the result", NULL},
+	{O_ENERGY, 0, "energy", "E", "--combine svd: per layer the smallest rank keeping fraction E of ||dW||^2", NULL},
 	{'f', 'f', "force", NULL, "replace an existing output", NULL},
 	{'q', 'q', "quiet", NULL, "no progress on standard error", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
@@ -23,17 +29,20 @@ static const lora_opt opts[] = {
 
 static const lora_tool tool = {
 	"lora-merge",
-	"-m MODEL ADAPTER[:SCALE]... -o OUT [options]",
+	"-m MODEL ADAPTER[:SCALE]... -o OUT [options] | --combine cat|svd ADAPTER[:SCALE]... [-o OUT]",
 	"Merge LoRA adapters into a checkpoint: W' = W + sum SCALE * (alpha/r) * B A.",
 	"ADAPTER is a .lora file, '-' for standard input, or a PEFT adapter directory;\n"
 	"SCALE (default 1) multiplies its update. Tensors are processed one at a time\n"
 	"from a memory map, so memory stays bounded by the largest tensor whatever the\n"
 	"model size. Every adapter layer is matched and shape-checked before anything\n"
-	"is written, and the output appears only when complete.\n\n"
+	"is written, and the output appears only when complete.\n"
+	"Without -m, --combine writes one adapter whose update is the weighted sum of\n"
+	"the inputs': cat exactly (ranks add up), svd re-ranked to -r K or --energy E.\n\n"
 	"Examples:\n"
 	"  lora-merge -m base/ run.lora -o merged/\n"
 	"  lora-merge -m base/ style.lora:0.7 task.lora:1.2 -o merged/\n"
-	"  lora-merge -m merged/ run.lora --subtract -o base-again/\n",
+	"  lora-merge -m merged/ run.lora --subtract -o base-again/\n"
+	"  lora-merge --combine svd -r 16 a.lora:0.5 b.lora:0.5 -o mix.lora\n",
 	opts,
 	"@file",
 };
@@ -62,7 +71,9 @@ int main(int argc, char **argv)
 	lora_adapter **loaded = NULL;
 	char **paths = NULL;
 	size_t n = 0, merged = 0;
-	int quiet = 0, id, rc = LORA_EXIT_OK;
+	int quiet = 0, id, rc = LORA_EXIT_OK, combine = 0;
+	size_t rank = 0;
+	double energy = 0;
 	lora_err e = {0};
 	lora_model *m = NULL;
 	lora_cli c;
@@ -78,6 +89,20 @@ int main(int argc, char **argv)
 		case O_IGNORE: mo.ignore_unknown = 1; break;
 		case 'f': mo.force = 1; break;
 		case 'q': quiet = 1; break;
+		case O_COMBINE:
+			if (strcmp(c.arg, "cat") == 0)
+				combine = 1;
+			else if (strcmp(c.arg, "svd") == 0)
+				combine = 2;
+			else
+				lora_cli_usage_error(&tool, "--combine: '%s' is not cat or svd", c.arg);
+			break;
+		case 'r': rank = (size_t)lora_cli_int(&tool, "--rank", c.arg, 1, 1 << 24); break;
+		case O_ENERGY:
+			energy = lora_cli_double(&tool, "--energy", c.arg);
+			if (!(energy > 0 && energy <= 1))
+				lora_cli_usage_error(&tool, "--energy: '%s' is not in (0, 1]", c.arg);
+			break;
 		case O_DTYPE: {
 			lora_dtype t;
 			if (strcmp(c.arg, "keep") == 0)
@@ -95,12 +120,19 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	if (!model)
-		lora_cli_usage_error(&tool, "need -m MODEL");
+	if (!model == !combine)
+		lora_cli_usage_error(&tool, model ? "--combine makes an adapter; it does not take -m"
+		                                  : "need -m MODEL (or --combine cat|svd)");
 	if (!n)
 		lora_cli_usage_error(&tool, "need at least one ADAPTER");
-	if (!out)
+	if (model && !out)
 		lora_cli_usage_error(&tool, "need -o OUT");
+	if (combine == 2 && !rank == !energy)
+		lora_cli_usage_error(&tool, "--combine svd needs one of -r K or --energy E");
+	if ((rank || energy) && combine != 2)
+		lora_cli_usage_error(&tool, "-r and --energy go with --combine svd");
+	if (combine && (mo.subtract || mo.ignore_unknown))
+		lora_cli_usage_error(&tool, "--subtract and --ignore-unknown go with -m");
 	loaded = calloc(n, sizeof *loaded);
 	paths = calloc(n, sizeof *paths);
 	in = calloc(n, sizeof *in);
@@ -116,6 +148,42 @@ int main(int argc, char **argv)
 			goto fail;
 		in[i].a = loaded[i];
 		in[i].path = strcmp(paths[i], "-") ? paths[i] : "standard input";
+	}
+	if (combine) {
+		lora_adapter *res = NULL;
+		const char **names = calloc(n, sizeof *names);
+		if (!names) {
+			lora_err_set(&e, LORA_ENOMEM, "out of memory");
+			goto fail;
+		}
+		for (size_t i = 0; i < n; i++)
+			names[i] = in[i].path;
+		double *w = calloc(n, sizeof *w);
+		for (size_t i = 0; w && i < n; i++)
+			w[i] = in[i].scale;
+		int r;
+		if (!w) {
+			r = lora_err_set(&e, LORA_ENOMEM, "out of memory");
+		} else if (combine == 1) {
+			r = lora_combine_cat(&res, loaded, w, names, n, &e);
+		} else {
+			lora_svd_opts so;
+			lora_svd_opts_init(&so);
+			so.rank = rank;
+			so.energy = energy;
+			so.dtype = loaded[0]->dtype;
+			r = lora_combine_svd(&res, loaded, w, names, n, &so, NULL, &e);
+		}
+		if (!r && mo.dtype >= 0)
+			res->dtype = (lora_dtype)mo.dtype;
+		if (!r)
+			r = lora_file_save(res, out, mo.force, &e);
+		free(names);
+		free(w);
+		lora_adapter_free(res);
+		if (r)
+			goto fail;
+		goto done;
 	}
 	if (lora_model_open(&m, model, &e))
 		goto fail;

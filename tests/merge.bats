@@ -14,7 +14,7 @@ setup() {
 
 @test "lora-merge -h, --version, unknown option" {
 	run -0 lora-merge -h
-	assert_line --index 0 'Usage: lora-merge -m MODEL ADAPTER[:SCALE]... -o OUT [options]'
+	assert_line --index 0 'Usage: lora-merge -m MODEL ADAPTER[:SCALE]... -o OUT [options] | --combine cat|svd ADAPTER[:SCALE]... [-o OUT]'
 	run -0 lora-merge --version
 	assert_output 'lora-merge 0.1.0'
 	run -2 --separate-stderr lora-merge --bogus
@@ -23,7 +23,7 @@ setup() {
 
 @test "usage errors: no model, no adapter, no output" {
 	run -2 --separate-stderr lora-merge a.lora -o out
-	assert_equal "${stderr_lines[0]}" "lora-merge: need -m MODEL"
+	assert_equal "${stderr_lines[0]}" "lora-merge: need -m MODEL (or --combine cat|svd)"
 	run -2 --separate-stderr lora-merge -m model -o out
 	assert_equal "${stderr_lines[0]}" "lora-merge: need at least one ADAPTER"
 	run -2 --separate-stderr lora-merge -m model a.lora
@@ -233,4 +233,43 @@ setup() {
 	lora-merge -m model peft -o a
 	lora-merge -m model p.lora -o b
 	cmp a/model.safetensors b/model.safetensors
+}
+
+@test "--combine cat: one exact adapter for a weighted sum, negative weights included" {
+	lora-merge --combine cat a.lora:0.5 b.lora:-2 -o c.lora
+	# q_proj had rank 2 + 1; the other layers keep theirs; scaling folded in (alpha = rank)
+	assert_equal "$(lora-inspect --json c.lora | jq -c '[.layers[] | [.name, .rank, .scale]]')" \
+		'[["model.layers.0.self_attn.q_proj",3,1],["model.layers.1.mlp.down_proj",1,1],["model.layers.1.self_attn.v_proj",3,1]]'
+	lora-merge -m model c.lora -o out
+	run -0 checkmerge model out a.lora:0.5 b.lora:-2
+	lora-merge --combine cat a.lora:0.5 b.lora:-2 > piped.lora
+	cmp c.lora piped.lora
+}
+
+@test "--combine svd: the exact SVD of the weighted sum, at rank K or by energy" {
+	lora-merge --combine cat a.lora b.lora:0.5 -o cat.lora
+	lora-merge --combine svd -r 3 a.lora b.lora:0.5 -o full.lora
+	run -0 lora-diff cat.lora full.lora
+	lora-merge --combine svd -r 1 a.lora b.lora:0.5 -o one.lora
+	lora-svd -r 1 cat.lora -o rerank.lora 2>/dev/null
+	run -0 lora-diff one.lora rerank.lora
+	assert_equal "$(lora-inspect --json one.lora | jq -c '[.ranks[].rank]')" '[1]'
+	lora-merge --combine svd --energy 1 a.lora b.lora:0.5 -o e.lora
+	run -0 lora-diff cat.lora e.lora
+}
+
+@test "--combine usage and shape errors" {
+	run -2 --separate-stderr lora-merge --combine svd a.lora b.lora
+	assert_equal "${stderr_lines[0]}" "lora-merge: --combine svd needs one of -r K or --energy E"
+	run -2 --separate-stderr lora-merge --combine cat -m model a.lora -o x
+	assert_equal "${stderr_lines[0]}" "lora-merge: --combine makes an adapter; it does not take -m"
+	run -2 --separate-stderr lora-merge --combine avg a.lora
+	assert_equal "${stderr_lines[0]}" "lora-merge: --combine: 'avg' is not cat or svd"
+	run -2 --separate-stderr lora-merge -r 2 -m model a.lora -o x
+	assert_equal "${stderr_lines[0]}" "lora-merge: -r and --energy go with --combine svd"
+	mkadapter model.layers.0.self_attn.q_proj=64x32x1:1 > odd.lora
+	run -1 --separate-stderr lora-merge --combine cat a.lora odd.lora -o x.lora
+	assert_output ''
+	assert_regex "$stderr" "^lora-merge: .*model\.layers\.0\.self_attn\.q_proj.*64x64.*64x32"
+	assert_file_not_exists x.lora
 }
