@@ -38,7 +38,7 @@ static const lora_tool tool = {
 	"similarity. With -m and --tuned, each tensor's ||W_tuned - W_base||, relative change\n"
 	"and the ranks keeping 50/90/99% of its energy; with an adapter A as well, each of\n"
 	"its layers against W_tuned - W_base, and the changed weights it does not cover.\n"
-	"Exit status as diff(1): 0 when every difference is within --tol, 1 when some\n"
+	"Exit status: as diff(1), 0 when every difference is within --tol, 1 when some\n"
 	"differ (or a layer is in one input only), 2 on trouble.\n\n"
 	"Examples:\n"
 	"  lora-diff run1.lora run2.lora\n"

@@ -48,7 +48,10 @@ static void help(const lora_tool *t)
 	print_opts(stdout, common);
 	if (t->details)
 		printf("\n%s", t->details);
-	printf("\nExit status: 0 success, 1 runtime error, 2 usage error.\nSee %s(1).\n", t->name);
+	/* A tool with its own exit codes (lora-diff, as diff(1)) says so in details. */
+	if (!t->details || !strstr(t->details, "Exit status:"))
+		printf("\nExit status: 0 success, 1 runtime error, 2 usage error.\n");
+	printf("See %s(1).\n", t->name);
 }
 
 /* Tab-separated: short, long, metavar, values, help ("-" when empty). */
