@@ -1,0 +1,42 @@
+#!/usr/bin/env bats
+# The transformer (lib/model), its matrix products (lib/blas) and token
+# data (lib/data): C test programs, each printing "ok N checks".
+
+setup() {
+	load test_helper/common-setup
+	_common_setup
+}
+
+@test "products, config.json, token files, batches and model invariants" {
+	run test_model
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
+@test "gradient check: finite differences agree with backward (GQA, head_dim, tied, biases, rsLoRA, every module)" {
+	run test_model_grad
+	assert_success
+	assert_line --regexp '^ok [0-9]+ checks$'
+	# every configuration ran
+	assert_equal "$(grep -c '^# ' <<<"$output")" 9
+}
+
+@test "loss and every LoRA gradient match PyTorch's (fixtures from tests/ref/llama_ref.py), 1e-4" {
+	run test_model_ref "$FIX/model"
+	assert_success
+	assert_line --regexp '^ok [0-9]+ checks$'
+	assert_equal "$(grep -c '^# ' <<<"$output")" "$(wc -l < "$FIX/model/cases")"
+}
+
+@test "the same checks on one thread" {
+	OMP_NUM_THREADS=1 run test_model_grad
+	assert_success
+	OMP_NUM_THREADS=1 run test_model_ref "$FIX/model"
+	assert_success
+}
+
+@test "the fixtures are small" {
+	run du -sk "$FIX/model"
+	assert_success
+	[ "${output%%[[:space:]]*}" -lt 1024 ] || fail "fixtures take ${output%%[[:space:]]*} KiB"
+}

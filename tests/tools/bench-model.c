@@ -1,0 +1,206 @@
+/* bench-model: speed and memory of one LoRA training step (forward +
+ * backward) of the model, against the rate OpenBLAS reaches on the same
+ * matrix products in the same run.
+ *
+ *   bench-model -m MODEL [-b B] [-T T] [-j N] [-r RANK] [-t TARGETS]
+ *               [--steps S] [--recompute] [--no-ceiling]
+ *
+ * Prints key=value lines: tokens_per_s, step_ms, model_flops_per_token,
+ * peak_rss_mib (after the steps, before anything else is allocated),
+ * activation_mib, and unless --no-ceiling: gemm_calls,
+ * ceiling_gflops (the better of OpenBLAS's own threading at N threads and
+ * the pool's split on the traced shapes), achieved_gflops and mfu; and for
+ * scale the rate on the step's single largest product and the utilisation
+ * against that. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "blas.h"
+#include "cli.h"
+#include "init.h"
+#include "model.h"
+#include "rng.h"
+
+enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL };
+
+static const lora_opt opts[] = {
+	{'m', 'm', "model", "MODEL", "model directory", "@file"},
+	{'b', 'b', "batch", "B", "rows per batch (default 4)", NULL},
+	{'T', 'T', "seq", "T", "sequence length (default 256)", NULL},
+	{'j', 'j', "threads", "N", "threads (default: all cores)", NULL},
+	{'r', 'r', "rank", "R", "LoRA rank (default 8)", NULL},
+	{'t', 't', "targets", "LIST", "adapted modules (default q_proj,v_proj)", NULL},
+	{O_STEPS, 0, "steps", "S", "timed steps (default 3)", NULL},
+	{O_RECOMPUTE, 0, "recompute", NULL, "recompute blocks in backward", NULL},
+	{O_NOCEIL, 0, "no-ceiling", NULL, "skip the sgemm ceiling", NULL},
+	{0, 0, NULL, NULL, NULL, NULL},
+};
+
+static const lora_tool tool = {"bench-model", "-m MODEL [options]", "Benchmark a LoRA training step.", NULL, opts,
+                               NULL};
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double peak_rss_mib(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_maxrss / 1024.0;
+}
+
+static void die(const lora_err *e)
+{
+	lora_cli_fail(&tool, e);
+	exit(1);
+}
+
+/* Time the traced products; native: OpenBLAS's threading, else the pool. */
+static double replay(const lora_gemm_shape *s, size_t n, int nthr, int native, float *A, float *B, float *C)
+{
+	double t0 = now();
+	for (size_t i = 0; i < n; i++) {
+		size_t M = s[i].M, N = s[i].N, K = s[i].K;
+		size_t lda = s[i].ta ? M : K, ldb = s[i].tb ? K : N;
+		if (!lda)
+			lda = 1;
+		if (!ldb)
+			ldb = 1;
+		if (native)
+			lora_sgemm_openblas(nthr, s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
+		else
+			lora_sgemm(s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
+	}
+	return now() - t0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *model = NULL, *targets = "q_proj,v_proj";
+	size_t B = 4, T = 256, rank = 8;
+	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, id;
+	lora_cli c;
+	lora_err e = {0};
+	lora_cli_init(&c, &tool, argc, argv);
+	while ((id = lora_cli_next(&c)) != LORA_OPT_END) {
+		switch (id) {
+		case 'm': model = c.arg; break;
+		case 'b': B = (size_t)lora_cli_int(&tool, "-b", c.arg, 1, 1 << 16); break;
+		case 'T': T = (size_t)lora_cli_int(&tool, "-T", c.arg, 1, 1 << 20); break;
+		case 'j': jobs = (int)lora_cli_int(&tool, "-j", c.arg, 1, 1024); break;
+		case 'r': rank = (size_t)lora_cli_int(&tool, "-r", c.arg, 1, 4096); break;
+		case 't': targets = c.arg; break;
+		case O_STEPS: steps = (int)lora_cli_int(&tool, "--steps", c.arg, 1, 1000); break;
+		case O_RECOMPUTE: recompute = 1; break;
+		case O_NOCEIL: ceiling = 0; break;
+		default: lora_cli_usage_error(&tool, "unexpected operand '%s'", c.arg);
+		}
+	}
+	if (!model)
+		lora_cli_usage_error(&tool, "need -m MODEL");
+	int nthr = lora_blas_set_threads(jobs);
+	lora_model *ck;
+	lora_llama *m;
+	lora_targets tg;
+	lora_adapter *a = lora_adapter_new();
+	if (lora_model_open(&ck, model, &e) || lora_llama_open(&m, ck, &e) || lora_targets_init(&tg, targets, NULL, &e) ||
+	    lora_init_from_model(a, ck, &tg, rank, 2.0 * (double)rank, &e))
+		die(&e);
+	lora_init_weights(a, LORA_INIT_GAUSSIAN, 1);
+	lora_model_close(ck);
+	lora_targets_free(&tg);
+	if (lora_llama_attach(m, a, 1, 1, "bench", &e) ||
+	    lora_llama_plan(m, B, T, LORA_LLAMA_TRAIN | (recompute ? LORA_LLAMA_RECOMPUTE : 0), &e))
+		die(&e);
+	const lora_llama_config *cfg = lora_llama_get_config(m);
+	size_t N = B * T;
+	int32_t *in = malloc(N * sizeof *in), *tgt = malloc(N * sizeof *tgt);
+	lora_rng r;
+	lora_rng_seed(&r, 7);
+	for (size_t i = 0; i < N; i++)
+		in[i] = (int32_t)(lora_rng_u64(&r) % cfg->vocab_size), tgt[i] = (int32_t)(lora_rng_u64(&r) % cfg->vocab_size);
+	double loss;
+	/* One untimed step (first touch of every page), traced. */
+	lora_blas_trace_begin();
+	if (lora_llama_forward(m, in, tgt, &loss, NULL, &e) || lora_llama_backward(m, &e))
+		die(&e);
+	size_t ncalls;
+	lora_gemm_shape *shapes = lora_blas_trace_end(&ncalls);
+	double best = 1e30;
+	for (int s = 0; s < steps; s++) {
+		double t0 = now();
+		lora_llama_zero_grad(m);
+		if (lora_llama_forward(m, in, tgt, &loss, NULL, &e) || lora_llama_backward(m, &e))
+			die(&e);
+		double dt = now() - t0;
+		best = dt < best ? dt : best;
+	}
+	double rss = peak_rss_mib();
+	double fpt = lora_llama_flops_per_token(m, T, 1);
+	printf("threads=%d\nbatch=%zu\nseq=%zu\nloss=%.4f\n", nthr, B, T, loss);
+	printf("step_ms=%.1f\ntokens_per_s=%.0f\nmodel_flops_per_token=%.0f\n", best * 1e3, (double)N / best, fpt);
+	printf("achieved_gflops=%.1f\npeak_rss_mib=%.1f\nactivation_mib=%.1f\nweights_mib=%.1f\n",
+	       fpt * (double)N / best / 1e9, rss, (double)lora_llama_activation_bytes(m) / 1048576.0,
+	       (double)lora_llama_param_count(m) * 4 / 1048576.0);
+	if (ceiling && ncalls) {
+		size_t amax = 1, bmax = 1, cmax = 1;
+		double flops = 0;
+		for (size_t i = 0; i < ncalls; i++) {
+			size_t M = shapes[i].M, Nn = shapes[i].N, K = shapes[i].K;
+			amax = M * K > amax ? M * K : amax;
+			bmax = K * Nn > bmax ? K * Nn : bmax;
+			cmax = M * Nn > cmax ? M * Nn : cmax;
+			flops += 2.0 * (double)M * (double)Nn * (double)K;
+		}
+		float *A = malloc(amax * 4), *Bm = malloc(bmax * 4), *C = malloc(cmax * 4);
+		for (size_t i = 0; i < amax; i++)
+			A[i] = lora_rng_uniform(&r) - 0.5f;
+		for (size_t i = 0; i < bmax; i++)
+			Bm[i] = lora_rng_uniform(&r) - 0.5f;
+		memset(C, 0, cmax * 4);
+		double tp = 1e30, tn = 1e30;
+		replay(shapes, ncalls, nthr, 0, A, Bm, C);
+		for (int s = 0; s < steps; s++) {
+			double t = replay(shapes, ncalls, nthr, 0, A, Bm, C);
+			tp = t < tp ? t : tp;
+		}
+		replay(shapes, ncalls, nthr, 1, A, Bm, C);
+		for (int s = 0; s < steps; s++) {
+			double t = replay(shapes, ncalls, nthr, 1, A, Bm, C);
+			tn = t < tn ? t : tn;
+		}
+		double rate_pool = flops / tp, rate_native = flops / tn, ceil = rate_pool > rate_native ? rate_pool : rate_native;
+		printf("gemm_calls=%zu\ngemm_flops_per_step=%.0f\n", ncalls, flops);
+		printf("sgemm_openblas_gflops=%.1f\nsgemm_pool_gflops=%.1f\nceiling_gflops=%.1f\n", rate_native / 1e9,
+		       rate_pool / 1e9, ceil / 1e9);
+		printf("mfu=%.3f\n", fpt * (double)N / best / ceil);
+		/* For scale: the rate on the step's single biggest product alone. */
+		size_t big = 0;
+		for (size_t i = 1; i < ncalls; i++)
+			if ((double)shapes[i].M * shapes[i].N * shapes[i].K > (double)shapes[big].M * shapes[big].N * shapes[big].K)
+				big = i;
+		double tb = 1e30, fb = 2.0 * (double)shapes[big].M * shapes[big].N * shapes[big].K;
+		for (int s = 0; s < steps + 1; s++) {
+			double t = replay(shapes + big, 1, nthr, 1, A, Bm, C);
+			t = t < replay(shapes + big, 1, nthr, 0, A, Bm, C) ? t : replay(shapes + big, 1, nthr, 0, A, Bm, C);
+			tb = t < tb ? t : tb;
+		}
+		printf("largest_gemm=%zux%zux%zu\nlargest_gemm_gflops=%.1f\nmfu_vs_largest=%.3f\n", shapes[big].M,
+		       shapes[big].N, shapes[big].K, fb / tb / 1e9, fpt * (double)N / best / (fb / tb));
+		free(A), free(Bm), free(C);
+	}
+	free(shapes);
+	free(in);
+	free(tgt);
+	lora_llama_free(m);
+	lora_adapter_free(a);
+	return 0;
+}
