@@ -15,7 +15,7 @@
 #include "rng.h"
 #include "safetensors.h"
 
-enum { O_HIDDEN = 256, O_INTER, O_LAYERS, O_HEADS, O_KV, O_VOCAB, O_DTYPE, O_SEED, O_TIED, O_NAME, O_SHARD, O_BIAS };
+enum { O_HIDDEN = 256, O_INTER, O_LAYERS, O_HEADS, O_KV, O_VOCAB, O_DTYPE, O_SEED, O_TIED, O_NAME, O_SHARD, O_BIAS, O_SCALE };
 
 static const lora_opt opts[] = {
 	{O_HIDDEN, 0, "hidden", "N", "hidden size (default 64)", NULL},
@@ -28,6 +28,7 @@ static const lora_opt opts[] = {
 	{O_SEED, 0, "seed", "N", "random seed (default 1)", NULL},
 	{O_TIED, 0, "tied", NULL, "tie lm_head to the embeddings (no lm_head.weight)", NULL},
 	{O_BIAS, 0, "qkv-bias", NULL, "q/k/v projections with biases, model_type qwen2", NULL},
+	{O_SCALE, 0, "init-scale", "S", "weights uniform in [-S, S) (default 0.05)", NULL},
 	{O_NAME, 0, "name", "NAME", "_name_or_path in config.json (default tiny-llama)", NULL},
 	{O_SHARD, 0, "shard-bytes", "N", "split into shards of about N bytes with an index", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
@@ -37,7 +38,7 @@ static const lora_tool tool = {
 	"mkmodel",
 	"[options] OUTDIR",
 	"Write a deterministic Llama-shaped Hugging Face model directory.",
-	"Weights are uniform in [-0.05, 0.05), drawn from a generator seeded with the\n"
+	"Weights are uniform in [-S, S) (S = 0.05 unless --init-scale), drawn from a generator seeded with the\n"
 	"seed and the tensor name, so a tensor does not change when other options\n"
 	"add or remove tensors; norm weights are 1. Existing files in OUTDIR are\n"
 	"replaced.\n",
@@ -50,6 +51,7 @@ typedef struct {
 	unsigned long long seed;
 	lora_dtype dtype;
 	int tied, bias;
+	double scale;
 	const char *name, *outdir;
 } params;
 
@@ -129,7 +131,7 @@ static int write_tensor(lora_stw *w, const tensor *t, const params *p, float *f,
 	for (size_t done = 0; done < n;) {
 		size_t k = n - done < CHUNK ? n - done : CHUNK;
 		for (size_t i = 0; i < k; i++)
-			f[i] = t->is_norm ? 1.0f : 0.1f * lora_rng_uniform(&r) - 0.05f;
+			f[i] = t->is_norm ? 1.0f : (float)p->scale * (2.0f * lora_rng_uniform(&r) - 1.0f);
 		lora_from_f32(buf, f, p->dtype, k);
 		int rc = lora_stw_write(w, buf, k * es, e);
 		if (rc)
@@ -348,7 +350,7 @@ out:
 int main(int argc, char **argv)
 {
 	params p = {.hidden = 64, .inter = 128, .layers = 2, .heads = 4, .kv = -1, .vocab = 256, .seed = 1,
-	            .dtype = LORA_F32, .name = "tiny-llama"};
+	            .dtype = LORA_F32, .name = "tiny-llama", .scale = 0.05};
 	lora_cli c;
 	int id;
 	const long long big = 1 << 24;
@@ -365,6 +367,7 @@ int main(int argc, char **argv)
 		case O_SHARD: p.shard_bytes = lora_cli_int(&tool, "--shard-bytes", c.arg, 1, LLONG_MAX); break;
 		case O_TIED: p.tied = 1; break;
 		case O_BIAS: p.bias = 1; break;
+		case O_SCALE: p.scale = lora_cli_double(&tool, "--init-scale", c.arg); break;
 		case O_NAME: p.name = c.arg; break;
 		case O_DTYPE:
 			if (lora_dtype_parse(c.arg, &p.dtype))
