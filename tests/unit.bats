@@ -35,3 +35,9 @@ setup() {
 	assert_success
 	assert_output "q f o=out r=3 operand=-x"
 }
+
+@test "sampler: temperature, top-k and top-p frequencies match exact probabilities" {
+	run test_sample
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
