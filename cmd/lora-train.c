@@ -15,6 +15,7 @@
 #include "load.h"
 #include "lorafile.h"
 #include "outfile.h"
+#include "rng.h"
 #include "train.h"
 
 enum {
@@ -145,12 +146,11 @@ static char *data_identity(const char *path, lora_err *e)
 		lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
 		return NULL;
 	}
-	uint64_t h = 0xcbf29ce484222325ull, n = 0;
+	uint64_t h = LORA_FNV_INIT, n = 0;
 	unsigned char buf[1 << 16];
 	size_t k;
 	while ((k = fread(buf, 1, sizeof buf, f)) > 0) {
-		for (size_t i = 0; i < k; i++)
-			h = (h ^ buf[i]) * 0x100000001b3ull;
+		h = lora_fnv1a(h, buf, k);
 		n += k;
 	}
 	fclose(f);

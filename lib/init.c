@@ -61,21 +61,13 @@ int lora_init_from_model(lora_adapter *a, const lora_model *m, const lora_target
 	return 0;
 }
 
-static uint64_t fnv1a(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-	return h;
-}
-
 void lora_init_weights(lora_adapter *a, lora_init_kind k, uint64_t seed)
 {
 	for (size_t i = 0; i < a->nlayers; i++) {
 		lora_layer *l = &a->layers[i];
 		size_t na = l->rank * l->in;
 		lora_rng r;
-		lora_rng_seed(&r, seed ^ fnv1a(l->name));
+		lora_rng_seed_name(&r, seed, l->name);
 		float bound = (float)(1.0 / sqrt((double)l->in)), sd = (float)(1.0 / (double)l->rank);
 		for (size_t j = 0; j < na; j++) {
 			if (k == LORA_INIT_KAIMING)

@@ -1,6 +1,7 @@
 #include "rng.h"
 
 #include <math.h>
+#include <string.h>
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -39,4 +40,17 @@ float lora_rng_normal(lora_rng *r)
 	double u1 = ((double)(lora_rng_u64(r) >> 11) + 1.0) * 0x1p-53;
 	double u2 = (double)(lora_rng_u64(r) >> 11) * 0x1p-53;
 	return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+uint64_t lora_fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 0x100000001b3ull;
+	return h;
+}
+
+void lora_rng_seed_name(lora_rng *r, uint64_t seed, const char *name)
+{
+	lora_rng_seed(r, seed ^ lora_fnv1a(LORA_FNV_INIT, name, strlen(name)));
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "linalg.h"
+#include "rng.h"
 
 static size_t min2(size_t a, size_t b) { return a < b ? a : b; }
 
@@ -352,14 +353,6 @@ fail:
 
 /* ---- extraction ---- */
 
-static uint64_t fnv1a(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-	return h;
-}
-
 static void shape_str(char *buf, size_t n, const lora_st_tensor *t)
 {
 	size_t used = 0;
@@ -480,7 +473,7 @@ int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_mode
 			rc = e ? e->code : LORA_ENOMEM;
 			goto fail;
 		}
-		if ((rc = lora_svd_factor(&B, &A, &k, dW, m, n, o, o->seed ^ fnv1a(module), r, e))) {
+		if ((rc = lora_svd_factor(&B, &A, &k, dW, m, n, o, o->seed ^ lora_fnv1a(LORA_FNV_INIT, module, strlen(module)), r, e))) {
 			lora_err_prefix(e, "tensor '%s'", x->name);
 			goto fail;
 		}

@@ -111,14 +111,6 @@ static tensor *plan(const params *p, size_t *count)
 	return t;
 }
 
-static uint64_t name_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-	return h;
-}
-
 #define CHUNK 65536
 
 /* Generate tensor t chunk by chunk into the writer. */
@@ -127,7 +119,7 @@ static int write_tensor(lora_stw *w, const tensor *t, const params *p, float *f,
 {
 	size_t n = t->nbytes / lora_dtype_size(p->dtype), es = lora_dtype_size(p->dtype);
 	lora_rng r;
-	lora_rng_seed(&r, p->seed ^ name_hash(t->name));
+	lora_rng_seed_name(&r, p->seed, t->name);
 	for (size_t done = 0; done < n;) {
 		size_t k = n - done < CHUNK ? n - done : CHUNK;
 		for (size_t i = 0; i < k; i++)

@@ -69,14 +69,6 @@ typedef struct {
 static tensor *ts;
 static size_t nts;
 
-static uint64_t name_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-	return h;
-}
-
 static tensor *add(const char *key, lora_dtype t, size_t ndim, const size_t *shape)
 {
 	ts = realloc(ts, (nts + 1) * sizeof *ts);
@@ -97,7 +89,7 @@ static void fill(tensor *x, uint64_t seed, float lo, float width, const float *f
 {
 	size_t n = x->nbytes / lora_dtype_size(x->dtype);
 	lora_rng r;
-	lora_rng_seed(&r, seed ^ name_hash(x->key));
+	lora_rng_seed_name(&r, seed, x->key);
 	if (!lora_dtype_is_float(x->dtype)) {
 		for (size_t i = 0; i < x->nbytes; i++)
 			x->data[i] = (unsigned char)lora_rng_u64(&r);

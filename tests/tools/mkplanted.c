@@ -18,36 +18,7 @@
 
 #include "lorafile.h"
 #include "rng.h"
-
-static uint64_t name_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-	return h;
-}
-
-static void orthonormal(double *Q, size_t rows, size_t k, lora_rng *g)
-{
-	for (size_t i = 0; i < rows * k; i++)
-		Q[i] = lora_rng_normal(g);
-	for (int pass = 0; pass < 2; pass++)
-		for (size_t j = 0; j < k; j++) {
-			for (size_t p = 0; p < j; p++) {
-				double d = 0;
-				for (size_t i = 0; i < rows; i++)
-					d += Q[i * k + p] * Q[i * k + j];
-				for (size_t i = 0; i < rows; i++)
-					Q[i * k + j] -= d * Q[i * k + p];
-			}
-			double nrm = 0;
-			for (size_t i = 0; i < rows; i++)
-				nrm += Q[i * k + j] * Q[i * k + j];
-			nrm = sqrt(nrm);
-			for (size_t i = 0; i < rows; i++)
-				Q[i * k + j] /= nrm;
-		}
-}
+#include "../unit/planted.h"
 
 static int usage(const char *msg, const char *arg)
 {
@@ -105,7 +76,7 @@ int main(int argc, char **argv)
 				U[((size_t)offset + k) * rank + k] = V[((size_t)offset + k) * rank + k] = 1;
 		} else {
 			lora_rng g;
-			lora_rng_seed(&g, seed ^ name_hash(name));
+			lora_rng_seed_name(&g, seed, name);
 			orthonormal(U, out, rank, &g);
 			orthonormal(V, in, rank, &g);
 		}

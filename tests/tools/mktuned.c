@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "outfile.h"
 #include "rng.h"
+#include "../unit/planted.h"
 #include "safetensors.h"
 #include "targets.h"
 
@@ -63,36 +64,6 @@ typedef struct {
 	long long shard_bytes;
 	const char *base, *outdir;
 } params;
-
-static uint64_t name_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-	return h;
-}
-
-static void orthonormal(double *Q, size_t rows, size_t k, lora_rng *g)
-{
-	for (size_t i = 0; i < rows * k; i++)
-		Q[i] = lora_rng_normal(g);
-	for (int pass = 0; pass < 2; pass++)
-		for (size_t j = 0; j < k; j++) {
-			for (size_t p = 0; p < j; p++) {
-				double d = 0;
-				for (size_t i = 0; i < rows; i++)
-					d += Q[i * k + p] * Q[i * k + j];
-				for (size_t i = 0; i < rows; i++)
-					Q[i * k + j] -= d * Q[i * k + p];
-			}
-			double nrm = 0;
-			for (size_t i = 0; i < rows; i++)
-				nrm += Q[i * k + j] * Q[i * k + j];
-			nrm = sqrt(nrm);
-			for (size_t i = 0; i < rows; i++)
-				Q[i * k + j] /= nrm;
-		}
-}
 
 static const plant *find_plant(const params *p, const char *tensor)
 {
@@ -138,7 +109,7 @@ static int add_planted(float *W, size_t m, size_t n, const plant *pl, const para
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
 	}
 	lora_rng g;
-	lora_rng_seed(&g, p->seed ^ name_hash(name));
+	lora_rng_seed_name(&g, p->seed, name);
 	orthonormal(U, m, k, &g);
 	orthonormal(V, n, k, &g);
 	for (size_t i = 0; i < m; i++) {
