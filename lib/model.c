@@ -128,7 +128,8 @@ static inline float exp_fast(float x)
 	p = p * r + 1.6666665459e-1f;
 	p = p * r + 5.0000001201e-1f;
 	p = p * r * r + r + 1.0f;
-	int32_t i = ((int32_t)n + 127) << 23;
+	/* Unsigned: a NaN input (the loss blowing up) must give NaN, not UB. */
+	uint32_t i = (uint32_t)((int32_t)n + 127) << 23;
 	float s;
 	memcpy(&s, &i, sizeof s);
 	return p * s;
