@@ -44,13 +44,26 @@ CMD_SRC  := $(wildcard cmd/lora-*.c)
 BINS     := $(CMD_SRC:cmd/%.c=$(BUILD)/bin/%)
 TEST_SRC := $(wildcard tests/unit/*.c tests/tools/*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Fuzz harnesses, also built without libFuzzer (with tests/fuzz/driver.c)
+# so that the suite replays their corpora and regression inputs.
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_REPLAY := $(FUZZ_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_BIN += $(FUZZ_REPLAY)
 MANS     := $(wildcard man/*.1 man/*.5)
 
 # Debian packages the build and the suite need.
 DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev \
             libcjson-dev bats bats-support bats-assert bats-file jq man-db
+# ...and those of `make fuzz` (clang's libFuzzer runtime, its OpenMP) and of
+# `make check VALGRIND=1`, only when asked for.
+ifneq ($(filter fuzz,$(MAKECMDGOALS)),)
+DEB_PKGS += clang libclang-rt-14-dev libomp-dev
+endif
+ifeq ($(VALGRIND),1)
+DEB_PKGS += valgrind
+endif
 
-.PHONY: all check bench demo install uninstall clean deps help
+.PHONY: all check fuzz bench demo install uninstall clean deps help
 # Keep object files of binaries and tests between runs.
 .SECONDARY:
 
@@ -73,8 +86,38 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/liblora.a
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-check: all ## run the whole bats suite (SANITIZE=1: under ASan+UBSan)
-	$(Q)LORA_BUILD=$(abspath $(BUILD)) LORA_SANITIZE=$(SANITIZE) tests/run
+$(BUILD)/tests/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/driver.o $(BUILD)/liblora.a
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(FUZZ_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/fuzz/driver.o: $(wildcard tests/fuzz/*.h)
+
+check: all ## run the whole bats suite (SANITIZE=1: under ASan+UBSan; VALGRIND=1: under valgrind)
+	$(Q)LORA_BUILD=$(abspath $(BUILD)) LORA_SANITIZE=$(SANITIZE) LORA_VALGRIND=$(VALGRIND) tests/run
+
+# libFuzzer builds: clang, coverage-guided, ASan+UBSan, in their own tree.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS   = $(WARN) -Wno-unknown-pragmas -Wno-pass-failed -g -O1 $(FUZZ_SAN) -fopenmp -Ilib $(PKG_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
+FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/bin/%)
+
+fuzz: deps-ok $(FUZZ_BINS) ## fuzz every reader for FUZZ_SECONDS (default 60) each; finds go to tests/fuzz/regress/
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_WORK=$(abspath $(FUZZ_BUILD))/corpus tests/fuzz/run $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) Makefile | deps-ok
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/liblora.a: $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/bin/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(FUZZ_BUILD)/liblora.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/liblora.a $(PKG_LIBS) -lm
 
 bench: all ## run the benchmarks; prints ratios against in-run baselines
 	$(Q)LORA_BUILD=$(abspath $(BUILD)) bench/run
@@ -101,7 +144,7 @@ uninstall: ## remove what install put in place
 	rm -f $(patsubst completions/fish/%,$(DESTDIR)$(FISHCOMPDIR)/%,$(wildcard completions/fish/*))
 
 clean: ## remove build directories
-	rm -rf build build-san
+	rm -rf build build-san $(FUZZ_BUILD)
 
 deps: ## install missing Debian packages (or print their names)
 	$(Q)tests/deps install $(DEB_PKGS)

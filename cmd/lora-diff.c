@@ -397,6 +397,8 @@ int main(int argc, char **argv)
 	lora_cli c;
 	lora_err e = {0};
 	int id, rc;
+	lora_cli_signals();
+	lora_cli_fault_exit(TROUBLE);
 	lora_cli_init(&c, &tool, argc, argv);
 	while ((id = lora_cli_next(&c)) != LORA_OPT_END) {
 		switch (id) {

@@ -430,6 +430,7 @@ int main(int argc, char **argv)
 	lora_err e = {0};
 	lora_cli c;
 
+	lora_cli_signals();
 	lora_cli_init(&c, &tool, argc, argv);
 	while ((id = lora_cli_next(&c)) != LORA_OPT_END) {
 		switch (id) {

@@ -253,6 +253,18 @@ static void parse(settings *s, int argc, char **argv)
 	}
 }
 
+/* 1 if path is one of m's files (with -f the output would replace it). */
+static int is_model_file(const lora_model *m, const char *path)
+{
+	struct stat a, b;
+	if (stat(path, &a) != 0)
+		return 0;
+	for (size_t i = 0; i < m->nshards; i++)
+		if (stat(m->shards[i]->path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return 1;
+	return m->index_path && stat(m->index_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 static int extract(settings *s, lora_adapter **out, lora_svd_report *rep, lora_err *e)
 {
 	lora_model *base = NULL, *tuned = NULL;
@@ -264,6 +276,10 @@ static int extract(settings *s, lora_adapter **out, lora_svd_report *rep, lora_e
 		goto out;
 	if ((rc = lora_model_open(&base, s->base, e)) || (rc = lora_model_open(&tuned, s->tuned, e)))
 		goto out;
+	if (s->out && (is_model_file(base, s->out) || is_model_file(tuned, s->out))) {
+		rc = lora_err_set(e, LORA_EUSAGE, "%s: output would overwrite an input model", s->out);
+		goto out;
+	}
 	if ((rc = lora_svd_extract(out, base, tuned, &t, &s->o, rep, e)))
 		goto out;
 	if (s->regex)

@@ -14,6 +14,10 @@
 
 enum { OPT_HELP = -10, OPT_VERSION = -11, OPT_LIST = -12 };
 
+static const char *volatile fault_name; /* what the SIGBUS handler prints */
+static volatile int fault_status = LORA_EXIT_FAIL; /* and exits with */
+static void install_fault_handler(void);
+
 static const lora_opt common[] = {
 	{OPT_HELP, 'h', "help", NULL, "show this help and exit", NULL},
 	{OPT_VERSION, 0, "version", NULL, "print the version and exit", NULL},
@@ -106,6 +110,10 @@ void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 	c->argc = argc;
 	c->argv = argv;
 	c->i = 1;
+	/* Every tool maps its inputs; each gets the SIGBUS handler here, even
+	 * one that has no output to clean up. */
+	fault_name = t->name;
+	install_fault_handler();
 }
 
 static const lora_opt *find_long(const lora_tool *t, const char *name, size_t len)
@@ -239,6 +247,44 @@ static void on_signal(int sig)
 	raise(sig);
 }
 
+static void say(const char *s) { (void)!write(STDERR_FILENO, s, strlen(s)); }
+
+/* SIGBUS is what reading a memory-mapped input past its end raises once
+ * the file has been truncated under us (a shard or token file replaced or
+ * shrunk by another program). It is synchronous, so it arrives in the
+ * faulting thread, whichever that is, and returning would fault again:
+ * remove the temporary outputs, say what happened and exit from here. Only
+ * async-signal-safe calls. */
+static void on_fault(int sig)
+{
+	static volatile int once;
+	(void)sig;
+	if (__atomic_exchange_n(&once, 1, __ATOMIC_SEQ_CST))
+		for (;;) /* another thread faulted too: it is already exiting */
+			pause();
+	lora_outfile_cleanup();
+	const char *name = fault_name;
+	say(name ? name : program_invocation_short_name);
+	say(": an input file changed or shrank while being read\n");
+	_exit(fault_status);
+}
+
+static void install_fault_handler(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_fault;
+	sigemptyset(&sa.sa_mask);
+	/* Other signals wait while temporaries are removed. */
+	sigaddset(&sa.sa_mask, SIGINT);
+	sigaddset(&sa.sa_mask, SIGTERM);
+	sigaddset(&sa.sa_mask, SIGHUP);
+	sigaddset(&sa.sa_mask, SIGPIPE);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+void lora_cli_fault_exit(int status) { fault_status = status; }
+
 void lora_cli_signals(void)
 {
 	int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
@@ -248,6 +294,7 @@ void lora_cli_signals(void)
 	/* Past a file size limit, write(2) then fails with EFBIG and the error
 	 * path removes the temporary file, instead of the process dying. */
 	signal(SIGXFSZ, SIG_IGN);
+	install_fault_handler();
 }
 
 int lora_cli_progress_ok(int quiet) { return !quiet && isatty(STDERR_FILENO); }

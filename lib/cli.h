@@ -47,7 +47,8 @@ enum { LORA_OPT_OPERAND = -1, LORA_OPT_END = -2 };
  * the generated help and exits 0; --version exits 0; the undocumented
  * --list-options prints the table tab-separated (short, long, metavar,
  * values, help; "-" when empty) for the completion generator and the tests,
- * and exits 0. */
+ * and exits 0. And installs the SIGBUS handler of lora_cli_signals, so
+ * every tool reading a memory-mapped input has it. */
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv);
 /* Next option id (its value in c->arg), LORA_OPT_OPERAND (the operand in
  * c->arg; "-" is an operand), or LORA_OPT_END. Unknown options, missing
@@ -69,8 +70,14 @@ long long lora_cli_int(const lora_tool *t, const char *opt, const char *s, long 
 double lora_cli_double(const lora_tool *t, const char *opt, const char *s);
 
 /* Install SIGINT/SIGTERM/SIGHUP/SIGPIPE handlers that remove temporary
- * output files and exit 128+signal. */
+ * output files and exit 128+signal, and a SIGBUS handler (raised in any
+ * thread when a memory-mapped input shrinks while being read) that removes
+ * them, prints "<tool>: an input file changed or shrank while being read"
+ * and exits 1. A tool may replace the first four handlers afterwards. */
 void lora_cli_signals(void);
+/* The exit status of the SIGBUS handler: 1 unless a tool whose 1 means
+ * something else (lora-diff: "different") sets its own. */
+void lora_cli_fault_exit(int status);
 
 /* 1 if progress output is wanted: stderr is a terminal and not quiet. */
 int lora_cli_progress_ok(int quiet);

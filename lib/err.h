@@ -20,7 +20,9 @@ typedef struct {
 	char msg[1024];
 } lora_err;
 
-/* Fill e (may be NULL) with a printf-formatted message; return code. */
+/* Fill e (may be NULL) with a printf-formatted message; return code.
+ * Control characters in the result (a newline or an escape quoted from a
+ * hostile file) are written as \xHH, so the message stays one line. */
 int lora_err_set(lora_err *e, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -1,6 +1,5 @@
 #include "merge.h"
 
-#include <cblas.h>
 #include <cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -12,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "linalg.h"
 #include "outfile.h"
 
 /* One change to one model tensor. */
@@ -151,18 +151,15 @@ static size_t find_ops(const plan *p, const char *tensor, size_t *first)
 static void apply_op(float *W, const op *x)
 {
 	const lora_layer *l = x->l;
-	int out = (int)l->out, in = (int)l->in, r = (int)l->rank;
 	if (x->bias) {
 		for (size_t j = 0; j < l->out; j++)
 			W[j] += x->coef * l->bias[j];
 		return;
 	}
 	if (!x->a->fan_in_fan_out)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, x->coef, l->B, r, l->A, in,
-		            1.0f, W, in);
+		lora_linalg_sgemm(0, 0, l->out, l->in, l->rank, x->coef, l->B, l->A, 1.0f, W);
 	else
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in, out, r, x->coef, l->A, in, l->B, r, 1.0f,
-		            W, out);
+		lora_linalg_sgemm(1, 1, l->in, l->out, l->rank, x->coef, l->A, l->B, 1.0f, W);
 	if (!l->magnitude)
 		return;
 	/* DoRA: each output row of W + dW is rescaled to length m_j. */
@@ -356,6 +353,17 @@ static int same_file(const char *a, const char *b)
 	return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
+/* Name the output, not its temporary directory, in e's message. */
+static void retarget(lora_err *e, const char *tmp, const char *out)
+{
+	size_t n = strlen(tmp);
+	if (!e || strncmp(e->msg, tmp, n) != 0)
+		return;
+	char rest[sizeof e->msg];
+	snprintf(rest, sizeof rest, "%s", e->msg + n);
+	snprintf(e->msg, sizeof e->msg, "%s%s", out, rest);
+}
+
 /* Paths written into the temporary directory, removed on failure. */
 typedef struct {
 	char **v;
@@ -482,16 +490,21 @@ int lora_merge(const lora_model *m, const lora_merge_input *in, size_t n, const 
 	closedir(d);
 	if (rc)
 		goto out;
+	int swapped = 0;
 	if (lstat(out, &sb) == 0) { /* -f over an existing directory */
-		snprintf(old, len + 4, "%s.old", tmpdir);
-		if (rename(out, old) != 0) {
+		/* Swap the two in one step where the file system can, so that a
+		 * kill at any moment finds OUT whole, old or new; the old one is
+		 * then at the temporary name and removed below. */
+		swapped = renameat2(AT_FDCWD, tmpdir, AT_FDCWD, out, RENAME_EXCHANGE) == 0;
+		snprintf(old, len + 4, swapped ? "%s" : "%s.old", tmpdir);
+		if (!swapped && rename(out, old) != 0) {
 			rc = lora_err_set(e, LORA_EIO, "%s: cannot replace: %s", out, strerror(errno));
 			goto out;
 		}
 	} else {
 		old[0] = 0;
 	}
-	if (rename(tmpdir, out) != 0) {
+	if (!swapped && rename(tmpdir, out) != 0) {
 		rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", out, strerror(errno));
 		if (old[0])
 			rename(old, out);
@@ -513,8 +526,10 @@ int lora_merge(const lora_model *m, const lora_merge_input *in, size_t n, const 
 out:
 	untrack_all(&ps, rc != 0);
 	if (tmpdir) {
-		if (rc)
+		if (rc) {
 			rmdir(tmpdir);
+			retarget(e, tmpdir, out);
+		}
 		lora_outfile_untrack(tmpdir);
 	}
 	free(tmpdir);

@@ -132,6 +132,19 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
  * directly, which costs nothing to build and little to run; anything else
  * goes through regcomp, at about 9 KiB a key, so their number is capped. */
 #define MAX_REGEX_KEYS 4096
+/* glibc's regcomp is not safe on any expression: nested {m,n} bounds
+ * multiply copies of a subexpression (((q{1,100}){1,100}){1,100} is a
+ * million, gigabytes), a quantifier on a quantified expression doubles the
+ * work of every further one ((a*)* twenty times over takes seconds, forty
+ * never ends), its memory grows with the square of the expression's size,
+ * and it parses groups by recursion (50000 nested ones overflow the
+ * stack). PEFT's keys are module names with a few classes, alternatives
+ * and wildcards: these bounds are far above them. Atoms count once for
+ * each count of each {m,n} around them. */
+#define MAX_REGEX_ATOMS 1024        /* per key */
+#define MAX_REGEX_SQUARES (1 << 21) /* sum of atoms^2 over a pattern object's keys */
+#define MAX_REGEX_NESTED_REPEATS 8  /* quantifiers on quantified expressions */
+#define MAX_REGEX_DEPTH 64          /* group nesting */
 #define ANY 256
 
 typedef struct {
@@ -171,16 +184,88 @@ static int simple_key(pkey *k, const char *key, lora_err *e)
 	return 0;
 }
 
+/* What regcomp would make of the POSIX extended expression s: its atoms
+ * (saturating), its quantifiers applied to quantified expressions, and its
+ * group nesting, stopping at MAX_REGEX_DEPTH + 1. */
+static void regex_cost(const char *s, size_t *atoms, size_t *nested, size_t *depth)
+{
+	const size_t cap = (size_t)1 << 40;
+	size_t sum[MAX_REGEX_DEPTH + 1] = {0}, last = 0, d = 0;
+	int hasq[MAX_REGEX_DEPTH + 1] = {0}, lastq = 0;
+	*nested = *depth = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p == '(') {
+			if (d == MAX_REGEX_DEPTH) {
+				*depth = d + 1;
+				break;
+			}
+			sum[++d] = 0;
+			hasq[d] = 0;
+			*depth = d > *depth ? d : *depth;
+			last = 0, lastq = 0;
+			continue;
+		}
+		if (*p == '*' || *p == '+' || *p == '?' || (*p == '{' && p[1] >= '0' && p[1] <= '9')) {
+			size_t k = *p == '+' ? 2 : 1; /* x+ is x x* */
+			if (*p == '{') {
+				char *end;
+				unsigned long m = strtoul(p + 1, &end, 10), n = m;
+				if (*end == ',') {
+					end++;
+					n = *end >= '0' && *end <= '9' ? strtoul(end, &end, 10) : m + 1;
+				}
+				if (*end != '}')
+					goto atom;
+				k = n > m ? n : m;
+				k = k ? k : 1;
+				p = end;
+			}
+			*nested += lastq;
+			lastq = hasq[d] = 1;
+			size_t add = last && k - 1 > cap / last ? cap : last * (k - 1);
+			sum[d] = sum[d] > cap - add ? cap : sum[d] + add;
+			last = last && k > cap / last ? cap : last * k;
+			continue;
+		}
+		if (*p == '|' || *p == '^' || *p == '$')
+			continue;
+		if (*p == ')' && d > 0) {
+			last = sum[d] ? sum[d] : 1;
+			lastq = hasq[d];
+			d--;
+			hasq[d] |= lastq;
+			sum[d] = sum[d] > cap - last ? cap : sum[d] + last;
+			continue;
+		}
+	atom:
+		if (*p == '\\' && p[1])
+			p++;
+		else if (*p == '[') /* a bracket expression is one atom */
+			for (const char *q = p + 1 + (p[1] == '^'); *q; q++)
+				if (*q == ']' && q > p + 1 + (p[1] == '^')) {
+					p = q;
+					break;
+				}
+		last = 1, lastq = 0;
+		sum[d] = sum[d] > cap - 1 ? cap : sum[d] + 1;
+	}
+	while (d > 0) {
+		sum[d - 1] = sum[d - 1] > cap - sum[d] ? cap : sum[d - 1] + sum[d];
+		d--;
+	}
+	*atoms = sum[0];
+}
+
 /* Compile PEFT's (.*\.)?(KEY)$ for a Python regex KEY. The few Python
- * spellings POSIX lacks are translated: \d, \D, (?:. nre counts the keys
- * that needed regcomp. */
-static int pkey_compile(pkey *k, const char *key, const char *what, size_t *nre, lora_err *e)
+ * spellings POSIX lacks are translated: \d, \D, (?:. nre[0] counts the
+ * keys that needed regcomp, nre[1] the squares of their atoms (regex_cost). */
+static int pkey_compile(pkey *k, const char *key, const char *what, size_t nre[2], lora_err *e)
 {
 	memset(k, 0, sizeof *k);
 	int rc = simple_key(k, key, e);
 	if (rc || k->lit)
 		return rc;
-	if (++*nre > MAX_REGEX_KEYS)
+	if (++nre[0] > MAX_REGEX_KEYS)
 		return lora_err_set(e, LORA_EFORMAT, "%s has more than %d keys that are regular expressions", what,
 		                    MAX_REGEX_KEYS);
 	size_t n = strlen(key);
@@ -203,6 +288,24 @@ static int pkey_compile(pkey *k, const char *key, const char *what, size_t *nre,
 		}
 	}
 	strcpy(p, ")$");
+	size_t atoms, nested, depth;
+	regex_cost(s, &atoms, &nested, &depth);
+	if (depth > MAX_REGEX_DEPTH)
+		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%.64s...' nests groups deeper than %d", what, key,
+		                  MAX_REGEX_DEPTH);
+	else if (nested > MAX_REGEX_NESTED_REPEATS)
+		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%s' repeats repeated expressions more than %d times", what,
+		                  key, MAX_REGEX_NESTED_REPEATS);
+	else if (atoms > MAX_REGEX_ATOMS)
+		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%s' is too large a regular expression (over %d atoms)",
+		                  what, key, MAX_REGEX_ATOMS);
+	else if (atoms * atoms > MAX_REGEX_SQUARES - nre[1])
+		rc = lora_err_set(e, LORA_EFORMAT, "%s holds too much regular expression in all", what);
+	if (rc) {
+		free(s);
+		return rc;
+	}
+	nre[1] += atoms * atoms;
 	rc = regcomp(&k->re, s, REG_EXTENDED | REG_NOSUB);
 	free(s);
 	if (rc) {
@@ -234,8 +337,8 @@ static int pkey_match(const pkey *k, const char *module)
 int lora_peft_pattern_match(const char *key, const char *module, lora_err *e)
 {
 	pkey k;
-	size_t nre = 0;
-	int rc = pkey_compile(&k, key, "pattern", &nre, e);
+	size_t nre[2] = {0, 0};
+	int rc = pkey_compile(&k, key, "pattern", nre, e);
 	if (rc)
 		return rc;
 	rc = pkey_match(&k, module);
@@ -291,7 +394,7 @@ static int compile_pattern(const cJSON *o, int ranks, pkey **res, size_t *n, con
 {
 	const char *what = ranks ? "rank_pattern" : "alpha_pattern";
 	const cJSON *it;
-	size_t nre = 0;
+	size_t nre[2] = {0, 0};
 	int rc;
 	*res = calloc((size_t)cJSON_GetArraySize(o) + 1, sizeof **res);
 	if (!*res)
@@ -300,7 +403,7 @@ static int compile_pattern(const cJSON *o, int ranks, pkey **res, size_t *n, con
 		if (ranks ? !is_count(it) : !(cJSON_IsNumber(it) && isfinite(it->valuedouble)))
 			return lora_err_set(e, LORA_EFORMAT, "%s: %s '%s' must map to %s", name, what, it->string,
 			                    ranks ? "a positive integer" : "a finite number");
-		rc = pkey_compile(&(*res)[*n], it->string, what, &nre, e);
+		rc = pkey_compile(&(*res)[*n], it->string, what, nre, e);
 		if (rc)
 			return lora_err_prefix(e, "%s", name);
 		(*n)++;

@@ -48,7 +48,9 @@ int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err 
 /* PEFT's pattern rule: 1 if module matches KEY as the regex (.*\.)?(KEY)$,
  * 0 if not, or LORA_EINVAL (e filled) if KEY is not a valid expression.
  * KEY is a Python regex; POSIX extended syntax plus \d, \D and (?:...)
- * are understood. */
+ * are understood. Keys that would cost regcomp unbounded time, memory or
+ * stack (huge {m,n} products, repeats of repeats, deep nesting) are
+ * refused (LORA_EFORMAT), here and in configs. */
 int lora_peft_pattern_match(const char *key, const char *module, lora_err *e);
 
 #endif

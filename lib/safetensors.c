@@ -706,8 +706,14 @@ int lora_stw_write(lora_stw *w, const void *data, size_t nbytes, lora_err *e)
 	if (nbytes > left)
 		return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': write of %zu bytes exceeds the %zu bytes left of its %zu",
 		                    w->out.path, w->names[i], nbytes, left, w->sizes[i]);
-	if (fwrite(data, 1, nbytes, w->out.fp) != nbytes)
+	if (fwrite(data, 1, nbytes, w->out.fp) != nbytes) {
+		/* Large writes go from the caller's buffer straight to write(2),
+		 * which fails with EFAULT, where a load would raise SIGBUS, when the
+		 * buffer is a mapped input that has shrunk since it was mapped. */
+		if (errno == EFAULT)
+			return lora_err_set(e, LORA_EIO, "an input file changed or shrank while being read");
 		return lora_err_set(e, LORA_EIO, "%s: write error: %s", w->out.path, strerror(errno));
+	}
 	w->done += nbytes;
 	stw_advance(w);
 	return 0;

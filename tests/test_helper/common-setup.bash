@@ -8,7 +8,9 @@ _common_setup() {
 	bats_load_library bats-file
 	ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
 	: "${LORA_BUILD:=$ROOT/build}"
-	PATH="$LORA_BUILD/bin:$LORA_BUILD/tests/tools:$LORA_BUILD/tests/unit:$PATH"
+	PATH="$LORA_BUILD/bin:$LORA_BUILD/tests/tools:$LORA_BUILD/tests/unit:$LORA_BUILD/tests/fuzz:$PATH"
+	# make check VALGRIND=1 (tests/run): the same programs, under valgrind
+	if [ -n "${LORA_WRAP:-}" ]; then PATH="$LORA_WRAP:$PATH"; fi
 	export LC_ALL=C HOME="$BATS_TEST_TMPDIR" TMPDIR="$BATS_TEST_TMPDIR"
 	FIX="$ROOT/tests/fixtures"
 	cd "$BATS_TEST_TMPDIR" || return 1

@@ -1,0 +1,201 @@
+#!/usr/bin/env bats
+# The fuzzed readers: every seed and every regression input of
+# tests/fuzz/ replayed through its harness (built without libFuzzer, under
+# ASan+UBSan with SANITIZE=1), and the resource bounds a hostile file runs
+# into: huge claimed sizes, lengths and counts, YAML aliases, deep nesting.
+
+setup() {
+	load test_helper/common-setup
+	_common_setup
+	CORPUS="$ROOT/tests/fuzz/corpus"
+	REGRESS="$ROOT/tests/fuzz/regress"
+}
+
+# replay NAME: every seed and regression input of fuzz_NAME passes, and
+# there are as many as the directories hold (a harness that ran none would
+# prove nothing).
+replay() {
+	local dirs=("$CORPUS/$1") n
+	[ -d "$REGRESS/$1" ] && dirs+=("$REGRESS/$1")
+	n=$(find "${dirs[@]}" -maxdepth 1 -type f ! -name '.*' ! -name README | wc -l)
+	[ "$n" -gt 0 ]
+	run -0 --separate-stderr "fuzz_$1" "${dirs[@]}"
+	assert_output "fuzz_$1: $n inputs"
+	assert_equal "$stderr" ""
+}
+
+@test "fuzz corpus replays clean: safetensors header reader" {
+	replay safetensors
+}
+
+@test "fuzz corpus replays clean: model directories and sharded indexes" {
+	replay model
+}
+
+@test "fuzz corpus replays clean: .lora reader, with checksums and round trip" {
+	replay lora
+}
+
+@test "fuzz corpus replays clean: PEFT adapter_config.json and weights, with round trip" {
+	replay peft
+}
+
+@test "fuzz corpus replays clean: Hugging Face config.json" {
+	replay llama_config
+}
+
+@test "fuzz corpus replays clean: lora-train YAML configuration" {
+	replay trainconf
+}
+
+@test "fuzz corpus replays clean: token files and batches" {
+	replay data
+}
+
+@test "names quoted from a hostile file cannot break the one-line error (found by fuzz_llama_config)" {
+	cp -r "$FIX/model/llama_gqa" m
+	printf '{"model_type": "qw\\nen2\\u001b[31m"}' >m/config.json
+	run -1 --separate-stderr lora-eval -m m -d m/tokens.u16
+	assert_equal "$stderr" "lora-eval: m/config.json: model_type 'qw\\x0aen2\\x1b[31m' is not supported (llama, mistral, qwen2)"
+	mkst nl.safetensors '{"a\nb":{"dtype":"X","shape":[],"data_offsets":[0,0]}}'
+	run -1 --separate-stderr lora-inspect nl.safetensors
+	assert_equal "$stderr" "lora-inspect: nl.safetensors: tensor 'a\\x0ab': unknown dtype 'X'"
+}
+
+# ---- resource bounds, through the tools ----
+
+# le32 N: N as 4 little-endian bytes.
+le32() {
+	printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)))"
+}
+
+# crc32 < FILE: the CRC-32 of standard input, in decimal (gzip's trailer).
+crc32() {
+	gzip -c | tail -c 8 | head -c 4 | od -An -tu4 | tr -d ' '
+}
+
+# mklora OUT HEADER PAYLOAD: a .lora with that JSON header (and a right
+# header CRC) followed by the payload bytes.
+mklora() {
+	{
+		printf '\211LORA\r\n\032'
+		le32 1
+		le32 ${#2}
+		printf '%s' "$2"
+	} >"$1.head"
+	{ cat "$1.head"; le32 "$(crc32 <"$1.head")"; printf '%s' "$3"; } >"$1"
+	rm "$1.head"
+}
+
+# small_memory CMD...: run CMD in at most 150 MB of address space (one
+# thread, so that OpenBLAS's per-thread buffers fit). ASan and valgrind
+# need far more address space than they use: there CMD runs unlimited.
+small_memory() {
+	if [ "$LORA_SANITIZE" = 1 ] || [ "$LORA_VALGRIND" = 1 ]; then
+		"$@"
+	else
+		(ulimit -v 150000 && OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 exec "$@")
+	fi
+}
+
+@test "a 16-byte .lora claiming a 64 MiB header fails at once, in little memory" {
+	{ printf '\211LORA\r\n\032'; le32 1; le32 67108863; } >h.lora
+	assert_equal "$(stat -c %s h.lora)" 16
+	run -1 --separate-stderr small_memory lora-inspect h.lora
+	assert_equal "$stderr" "lora-inspect: h.lora: truncated in the header (file ends at byte 16)"
+	run -1 --separate-stderr small_memory lora-merge -m "$FIX/model/llama_gqa" - -o out <h.lora
+	assert_equal "$stderr" "lora-merge: standard input: truncated in the header (file ends at byte 16)"
+	{ printf '\211LORA\r\n\032'; le32 1; le32 4294967295; } >h2.lora
+	run -1 --separate-stderr lora-inspect h2.lora
+	assert_equal "$stderr" "lora-inspect: h2.lora: header length 4294967295 out of range [1, 67108864]"
+}
+
+@test "a .lora claiming a 2^60-element tensor fails on its data, never allocating it" {
+	x=$(printf x | crc32) y=$(printf y | crc32)
+	mklora huge.lora '{"dtype":"f32","layers":[{"name":"w","shape":[2147483648,2147483648],"rank":536870912,"alpha":1,"A":{"zsize":1,"crc32":'"$x"'},"B":{"zsize":1,"crc32":'"$y"'}}]}' xy
+	run -1 --separate-stderr small_memory lora-inspect --check huge.lora
+	assert_equal "$stderr" "lora-inspect: huge.lora: layer 'w' A: invalid compressed data"
+	run -1 --separate-stderr small_memory lora-svd -r 1 huge.lora -o s.lora
+	assert_equal "$stderr" "lora-svd: huge.lora: layer 'w' A: invalid compressed data"
+	run -1 --separate-stderr small_memory lora-convert - -o p <huge.lora
+	assert_equal "$stderr" "lora-convert: standard input: layer 'w' A: invalid compressed data"
+	# a size past 64 bits is refused from the header alone
+	mklora over.lora '{"dtype":"f32","layers":[{"name":"w","shape":[2147483648,2147483648],"rank":2147483648,"alpha":1,"A":{"zsize":1,"crc32":0},"B":{"zsize":1,"crc32":0}}]}' xy
+	run -1 --separate-stderr lora-inspect over.lora
+	assert_equal "$stderr" "lora-inspect: over.lora: layer 'w': shape 2147483648x2147483648 at rank 2147483648 is too large"
+}
+
+@test "safetensors headers claiming huge lengths and shapes are refused before allocation" {
+	printf '\001\000\000\000\000\000\000\200{' >len.safetensors
+	run -1 --separate-stderr small_memory lora-inspect len.safetensors
+	assert_equal "$stderr" "lora-inspect: len.safetensors: header length 9223372036854775809 exceeds the 100000000-byte limit"
+	# 2^50 elements: offsets up to 2^53 are exact, the file has 16 bytes
+	mkst big.safetensors '{"w":{"dtype":"F32","shape":[1073741824,1048576],"data_offsets":[0,4503599627370496]}}' 16
+	run -1 --separate-stderr small_memory lora-inspect big.safetensors
+	assert_equal "$stderr" "lora-inspect: big.safetensors: tensor 'w': data_offsets [0,4503599627370496] run past the end of the 16-byte data section"
+	mkst far.safetensors '{"w":{"dtype":"F32","shape":[1073741824,1073741824],"data_offsets":[0,4611686018427387904]}}' 16
+	run -1 --separate-stderr small_memory lora-inspect far.safetensors
+	assert_equal "$stderr" "lora-inspect: far.safetensors: tensor 'w': data_offsets must be [begin, end], non-negative integers"
+	mkst wrap.safetensors '{"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}}'
+	run -1 --separate-stderr small_memory lora-inspect wrap.safetensors
+	assert_equal "$stderr" "lora-inspect: wrap.safetensors: tensor 'w': shape [4294967296,4294967296,4] x F32 overflows"
+}
+
+@test "YAML aliases cannot expand: lora-train refuses anchors before reading on" {
+	printf 'lora_target_modules: &a [q_proj, q_proj, q_proj]\nlora_dropout: 0.1\nseed: *a\n' >bomb.yaml
+	run -1 --separate-stderr lora-train -m "$FIX/model/llama_gqa" -d "$FIX/model/llama_gqa/tokens.u16" -c bomb.yaml -o t.lora
+	assert_equal "$stderr" "lora-train: bomb.yaml:1: YAML anchors are not supported"
+	{ printf 'lora_target_modules: '; printf '%*s' 100000 '' | tr ' ' '['; echo; } >deep.yaml
+	run -1 --separate-stderr lora-train -m "$FIX/model/llama_gqa" -d "$FIX/model/llama_gqa/tokens.u16" -c deep.yaml -o t.lora
+	assert_equal "$stderr" "lora-train: deep.yaml:1: 'lora_target_modules' must be a list of module names, got a nested sequence"
+}
+
+@test "deeply nested JSON is refused at a bounded depth, in every JSON reader" {
+	deep=$(printf '%*s' 100000 '' | tr ' ' '[')
+	mkpeft p q=4x4x1 >/dev/null
+	printf '%s' "$deep" >p/adapter_config.json
+	run -1 --separate-stderr lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: not valid JSON (error near byte 1000)"
+	cp -r "$FIX/model/llama_gqa" m
+	printf '%s' "$deep" >m/config.json
+	run -1 --separate-stderr lora-inspect m
+	assert_equal "$stderr" "lora-inspect: m/config.json: file is not valid JSON (error near byte 1000)"
+	mkdir ix
+	printf '{"weight_map":%s' "$deep" >ix/model.safetensors.index.json
+	run -1 --separate-stderr lora-inspect ix
+	assert_equal "$stderr" "lora-inspect: ix/model.safetensors.index.json: file is not valid JSON (error near byte 1013)"
+	mkst deep.safetensors "{\"a\":$deep"
+	run -1 --separate-stderr lora-inspect deep.safetensors
+	assert_equal "$stderr" "lora-inspect: deep.safetensors: header is not valid JSON (error near byte 1004)"
+	mklora deep.lora "{\"layers\":$deep" ''
+	run -1 --separate-stderr lora-inspect deep.lora
+	assert_equal "$stderr" "lora-inspect: deep.lora: header is not a JSON object"
+}
+
+@test "PEFT pattern keys cannot make regcomp blow up: bounds, nested repeats, deep groups" {
+	mkpeft --rank-pattern 'KEY=1' p layers.0.q_proj=4x4x1 >/dev/null
+	cp p/adapter_config.json config.json
+	key() { sed "s/\"KEY\"/\"$1\"/" config.json >p/adapter_config.json; }
+	key '(((q_proj{1,100}){1,100}){1,100})'
+	run -1 --separate-stderr small_memory lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '(((q_proj{1,100}){1,100}){1,100})' is too large a regular expression (over 1024 atoms)"
+	key "q$(printf '%*s' 40 '' | tr ' ' '*')_proj"
+	run -1 --separate-stderr lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key 'q$(printf '%*s' 40 '' | tr ' ' '*')_proj' repeats repeated expressions more than 8 times"
+	key "$(printf '(a*)*%.0s' $(seq 40))q_proj"
+	run -1 --separate-stderr lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '$(printf '(a*)*%.0s' $(seq 40))q_proj' repeats repeated expressions more than 8 times"
+	key "$(printf '%*s' 50000 '' | tr ' ' '(')q_proj$(printf '%*s' 50000 '' | tr ' ' ')')"
+	run -1 --separate-stderr lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '$(printf '%*s' 64 '' | tr ' ' '(')...' nests groups deeper than 64"
+	# the keys of one pattern object share a budget: size squared, as regcomp's memory grows
+	jq --arg k "$(printf '[ab]%.0s' $(seq 1000))" '.rank_pattern = {($k + "1"): 1, ($k + "2"): 1, ($k + "3"): 1}' \
+		config.json >p/adapter_config.json
+	run -1 --separate-stderr lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern holds too much regular expression in all"
+	# what real configs hold still works: classes, alternatives, wildcards, small bounds
+	for k in '.*[.](q|v)_proj' 'layers[.][0-9]{1,3}[.](q_proj|v_proj)' '(q|v)_proj{1,2}' '(layers[.][0-9]+)*[.]q_proj'; do
+		key "$k"
+		run -0 lora-inspect p
+	done
+}
