@@ -140,7 +140,7 @@ setup() {
 	run -2 lora-init -m model --shape w=2x2
 }
 
-@test "kaiming A lies within 1/sqrt(in) and B is zero: the update starts at zero" {
+@test "a new adapter's update is exactly zero (B = 0), from the factors" {
 	lora-init --shape w=64x100 -r 8 -o a.lora
 	run -0 lora-inspect --json --stats a.lora
 	assert_equal "$(jq '.layers[0].norm' <<<"$output")" 0

@@ -41,3 +41,9 @@ setup() {
 	assert_success
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
+
+@test "init: kaiming and gaussian A follow PEFT's distributions, B is zero, streams are per layer" {
+	run test_init
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
