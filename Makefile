@@ -34,11 +34,12 @@ endif
 # work on a machine that has none of the libraries yet.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -fopenmp -Ilib $(PKG_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -fopenmp -Ilib -Icmd $(PKG_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -fopenmp
 LIBS       = $(PKG_LIBS) -lm
 
-LIB_SRC  := $(wildcard lib/*.c)
+LIB_SRC  := $(wildcard lib/*/*.c)
+HDRS     := $(wildcard lib/*/*.h cmd/*.h)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CMD_SRC  := $(wildcard cmd/lora-*.c)
 BINS     := $(CMD_SRC:cmd/%.c=$(BUILD)/bin/%)
@@ -69,7 +70,7 @@ endif
 
 all: deps-ok $(BINS) $(TEST_BIN) ## build every binary into $(BUILD)/bin
 
-$(BUILD)/%.o: %.c $(wildcard lib/*.h) Makefile | deps-ok
+$(BUILD)/%.o: %.c $(HDRS) Makefile | deps-ok
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -77,12 +78,12 @@ $(BUILD)/%.o: %.c $(wildcard lib/*.h) Makefile | deps-ok
 $(BUILD)/liblora.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/bin/%: $(BUILD)/cmd/%.o $(BUILD)/liblora.a
+$(BUILD)/bin/%: $(BUILD)/cmd/%.o $(BUILD)/cmd/cli.o $(BUILD)/liblora.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/liblora.a
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/cmd/cli.o $(BUILD)/liblora.a
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
@@ -100,13 +101,13 @@ FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_CFLAGS   = $(WARN) -Wno-unknown-pragmas -Wno-pass-failed -g -O1 $(FUZZ_SAN) -fopenmp -Ilib $(PKG_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
+FUZZ_CFLAGS   = $(WARN) -Wno-unknown-pragmas -Wno-pass-failed -g -O1 $(FUZZ_SAN) -fopenmp -Ilib -Icmd $(PKG_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
 FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/bin/%)
 
 fuzz: deps-ok $(FUZZ_BINS) ## fuzz every reader for FUZZ_SECONDS (default 60) each; finds go to tests/fuzz/regress/
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_WORK=$(abspath $(FUZZ_BUILD))/corpus tests/fuzz/run $(FUZZ_BINS)
 
-$(FUZZ_BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) Makefile | deps-ok
+$(FUZZ_BUILD)/lib/%.o: lib/%.c $(HDRS) Makefile | deps-ok
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZCC  $<")
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<

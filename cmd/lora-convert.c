@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "load.h"
-#include "lorafile.h"
-#include "peft.h"
+#include "io/load.h"
+#include "io/lorafile.h"
+#include "io/peft.h"
 
 enum { O_TO = 256, O_DTYPE };
 

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "diff.h"
-#include "load.h"
+#include "ops/diff.h"
+#include "io/load.h"
 
 enum { O_JSON = 256, O_TOL, O_SUBSPACE, O_TOP, O_TUNED, O_REGEX };
 

@@ -8,11 +8,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "blas.h"
+#include "math/blas.h"
 #include "cli.h"
-#include "data.h"
-#include "load.h"
-#include "model.h"
+#include "io/data.h"
+#include "io/load.h"
+#include "model/llama.h"
 
 enum { O_FORMAT = 256, O_NOSHUFFLE, O_SEED, O_JSON };
 

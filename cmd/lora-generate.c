@@ -5,13 +5,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blas.h"
+#include "math/blas.h"
 #include "cli.h"
-#include "data.h"
-#include "load.h"
-#include "model.h"
-#include "outfile.h"
-#include "sample.h"
+#include "io/data.h"
+#include "io/load.h"
+#include "model/llama.h"
+#include "core/outfile.h"
+#include "model/sample.h"
 
 enum { O_PROMPT = 256, O_PROMPT_FORMAT, O_START, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_FORMAT, O_ROWS };
 

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "init.h"
-#include "lorafile.h"
+#include "ops/init.h"
+#include "io/lorafile.h"
 
 enum { O_SHAPE = 256, O_LAYERS, O_REGEX, O_INIT, O_SEED, O_DTYPE, O_RSLORA };
 

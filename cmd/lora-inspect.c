@@ -9,11 +9,11 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "linalg.h"
-#include "load.h"
-#include "lorafile.h"
-#include "peft.h"
-#include "safetensors.h"
+#include "math/linalg.h"
+#include "io/load.h"
+#include "io/lorafile.h"
+#include "io/peft.h"
+#include "io/safetensors.h"
 
 enum { O_JSON = 256, O_LAYERS, O_STATS, O_CHECK, O_TOP };
 

@@ -5,11 +5,11 @@
 #include <time.h>
 
 #include "cli.h"
-#include "combine.h"
-#include "load.h"
-#include "lorafile.h"
-#include "merge.h"
-#include "svd.h"
+#include "ops/combine.h"
+#include "io/load.h"
+#include "io/lorafile.h"
+#include "ops/merge.h"
+#include "ops/svd.h"
 
 enum { O_SUBTRACT = 256, O_DTYPE, O_IGNORE, O_COMBINE, O_ENERGY };
 

@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "load.h"
-#include "lorafile.h"
-#include "svd.h"
+#include "io/load.h"
+#include "io/lorafile.h"
+#include "ops/svd.h"
 
 enum {
 	O_TUNED = 256, O_ENERGY, O_MAXRANK, O_REGEX, O_LAYERS, O_METHOD, O_OVERSAMPLE, O_POWER, O_SEED,

@@ -9,14 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "blas.h"
+#include "math/blas.h"
 #include "cli.h"
-#include "init.h"
-#include "load.h"
-#include "lorafile.h"
-#include "outfile.h"
-#include "rng.h"
-#include "train.h"
+#include "ops/init.h"
+#include "io/load.h"
+#include "io/lorafile.h"
+#include "core/outfile.h"
+#include "core/rng.h"
+#include "train/train.h"
 
 enum {
 	O_SET = 256, O_DROPOUT, O_RSLORA, O_SEQ, O_BATCH, O_ACCUM, O_EPOCHS, O_STEPS, O_LR, O_SCHED, O_WARMUP,

@@ -62,7 +62,7 @@ tools() { ls "$LORA_BUILD/bin"; }
 }
 
 @test "lora-train(1) documents every configuration key" {
-	keys=$(grep -oE '^	K_[A-Z]+\([a-z0-9_]+' "$ROOT/lib/trainconf.c" | sed 's/.*(//')
+	keys=$(grep -oE '^	K_[A-Z]+\([a-z0-9_]+' "$ROOT/lib/train/trainconf.c" | sed 's/.*(//')
 	[ "$(wc -w <<<"$keys")" -ge 20 ]
 	for k in $keys; do
 		grep -qE "^\.B $k: " "$ROOT/man/lora-train.1" || fail "lora-train.1 does not document '$k'"

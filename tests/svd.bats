@@ -95,7 +95,7 @@ Q1=model.layers.1.self_attn.q_proj
 	run -0 --separate-stderr lora-svd -m base --tuned tuned -r 2 --method exact -o x.lora
 	assert_equal "${stderr_lines[0]}" 'layer                              out x in rank    energy  rel.error'
 	assert_regex "${stderr_lines[1]}" '^model\.layers\.0\.self_attn\.q_proj +64x64 +2  0\.94117[67]  2\.425e-01$'
-	assert_regex "${stderr_lines[2]}" '^model\.layers\.1\.mlp\.down_proj +64x128 +2  0\.67033[01]  5\.742e-01$'
+	assert_regex "${stderr_lines[2]}" '^model\.layers\.1\.mlp\.down_proj +64x128 +2  0\.6703(29|3[01])  5\.742e-01$'
 	assert_regex "${stderr_lines[4]}" '^skipped \(no difference\): model\.layers\.0\.mlp\.down_proj model\.layers\.0\.mlp\.gate_proj .* model\.layers\.1\.self_attn\.v_proj$'
 	assert_equal "${stderr_lines[5]}" '3 layers, 896 parameters, f32, exact SVD, 11 skipped'
 	run -0 --separate-stderr lora-svd -q -m base --tuned tuned -r 2 -o y.lora

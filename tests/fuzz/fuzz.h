@@ -30,7 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "err.h"
+#include "core/err.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -3,7 +3,7 @@
  * extension), the second the vocabulary size; the rest is the file. An
  * accepted file holds exactly its tokens, each below the vocabulary, and
  * every batch reads inside it. */
-#include "data.h"
+#include "io/data.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

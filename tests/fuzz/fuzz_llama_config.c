@@ -1,7 +1,7 @@
 /* Fuzz the Hugging Face config.json parser (lora_llama_config_parse). An
  * accepted config describes a model the transformer can be built for. */
 #include "fuzz.h"
-#include "model.h"
+#include "model/llama.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

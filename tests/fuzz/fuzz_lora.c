@@ -15,7 +15,7 @@
 #include <zlib.h>
 
 #include "fuzz.h"
-#include "lorafile.h"
+#include "io/lorafile.h"
 #include "same.h"
 
 static uint32_t get32(const uint8_t *p)

@@ -4,7 +4,7 @@
  * accepted model lists every tensor of its shards once, sorted by name,
  * each found by lora_model_find in the shard that holds it. */
 #include "fuzz.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 
 #include "fuzz.h"
-#include "peft.h"
+#include "io/peft.h"
 #include "same.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -3,7 +3,7 @@
  * back from offset 0 to the end of the file, each inside the mapping with
  * shape x dtype size == bytes, every name found by lora_st_find. */
 #include "fuzz.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

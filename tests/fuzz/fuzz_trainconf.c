@@ -4,7 +4,7 @@
 #include <cJSON.h>
 
 #include "fuzz.h"
-#include "trainconf.h"
+#include "train/trainconf.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "adapter.h"
+#include "core/adapter.h"
 #include "fuzz.h"
 
 static inline int fuzz_same_str(const char *a, const char *b)

@@ -19,11 +19,11 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "blas.h"
+#include "math/blas.h"
 #include "cli.h"
-#include "init.h"
-#include "model.h"
-#include "rng.h"
+#include "ops/init.h"
+#include "model/llama.h"
+#include "core/rng.h"
 
 enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL };
 

@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "load.h"
-#include "safetensors.h"
+#include "io/load.h"
+#include "io/safetensors.h"
 
 static double scale_of(const lora_adapter *a, const lora_layer *l)
 {

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "load.h"
-#include "safetensors.h"
+#include "io/load.h"
+#include "io/safetensors.h"
 
 static void fail(const char *msg)
 {

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lorafile.h"
-#include "rng.h"
+#include "io/lorafile.h"
+#include "core/rng.h"
 
 int main(int argc, char **argv)
 {

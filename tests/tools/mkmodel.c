@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "outfile.h"
-#include "rng.h"
-#include "safetensors.h"
+#include "core/outfile.h"
+#include "core/rng.h"
+#include "io/safetensors.h"
 
 enum { O_HIDDEN = 256, O_INTER, O_LAYERS, O_HEADS, O_KV, O_VOCAB, O_DTYPE, O_SEED, O_TIED, O_NAME, O_SHARD, O_BIAS, O_SCALE };
 

@@ -19,9 +19,9 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "outfile.h"
-#include "rng.h"
-#include "safetensors.h"
+#include "core/outfile.h"
+#include "core/rng.h"
+#include "io/safetensors.h"
 
 enum {
 	O_R = 256, O_ALPHA, O_RANKP, O_ALPHAP, O_RSLORA, O_FIFO, O_DORA, O_BIAS, O_EMB, O_EXTRA, O_DTYPE,

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lorafile.h"
-#include "rng.h"
+#include "io/lorafile.h"
+#include "core/rng.h"
 #include "../unit/planted.h"
 
 static int usage(const char *msg, const char *arg)

@@ -18,11 +18,11 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "outfile.h"
-#include "rng.h"
+#include "core/outfile.h"
+#include "core/rng.h"
 #include "../unit/planted.h"
-#include "safetensors.h"
-#include "targets.h"
+#include "io/safetensors.h"
+#include "ops/targets.h"
 
 enum { O_PLANT = 256, O_NOISE, O_SEED, O_DTYPE, O_SHARD, O_DROP, O_SCALE };
 

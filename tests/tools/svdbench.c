@@ -16,9 +16,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "linalg.h"
-#include "rng.h"
-#include "svd.h"
+#include "math/linalg.h"
+#include "core/rng.h"
+#include "ops/svd.h"
 
 static double now(void)
 {

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rng.h"
+#include "core/rng.h"
 
 /* Orthonormal columns: Q (rows x k, row-major) from a seeded Gaussian. */
 static inline void orthonormal(double *Q, size_t rows, size_t k, lora_rng *g)

@@ -4,9 +4,9 @@
 #include <string.h>
 
 #include "check.h"
-#include "combine.h"
-#include "diff.h"
-#include "linalg.h"
+#include "ops/combine.h"
+#include "ops/diff.h"
+#include "math/linalg.h"
 #include "planted.h"
 
 static lora_layer *random_layer(lora_adapter *a, const char *name, size_t m, size_t n, size_t r, double alpha,

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "init.h"
+#include "ops/init.h"
 
 static void moments(const float *x, size_t n, double *mean, double *var, double *amax)
 {

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "linalg.h"
-#include "rng.h"
+#include "math/linalg.h"
+#include "core/rng.h"
 
 static void one(size_t m, size_t r, size_t n, uint64_t seed)
 {

@@ -6,8 +6,8 @@
 #include <zlib.h>
 
 #include "check.h"
-#include "lorafile.h"
-#include "rng.h"
+#include "io/lorafile.h"
+#include "core/rng.h"
 
 static lora_adapter *sample(lora_dtype t, uint64_t seed)
 {

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
+#include "math/blas.h"
 #include "check.h"
-#include "data.h"
+#include "io/data.h"
 #include "test_model_util.h"
 
 /* ---- blas ---- */

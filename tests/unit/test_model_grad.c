@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
+#include "math/blas.h"
 #include "check.h"
 #include "test_model_util.h"
 

@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
+#include "math/blas.h"
 #include "check.h"
-#include "model.h"
-#include "safetensors.h"
+#include "model/llama.h"
+#include "io/safetensors.h"
 
 static char *slurp(const char *path, size_t *n)
 {

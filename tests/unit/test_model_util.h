@@ -11,10 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "adapter.h"
-#include "model.h"
-#include "rng.h"
-#include "safetensors.h"
+#include "core/adapter.h"
+#include "model/llama.h"
+#include "core/rng.h"
+#include "io/safetensors.h"
 
 typedef struct {
 	const char *model_type; /* "llama" */

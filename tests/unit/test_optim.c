@@ -11,8 +11,8 @@
 #include <zlib.h>
 
 #include "check.h"
-#include "optim.h"
-#include "rng.h"
+#include "train/optim.h"
+#include "core/rng.h"
 
 static int near(double got, double want, double tol)
 {

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "peft.h"
-#include "rng.h"
+#include "io/peft.h"
+#include "core/rng.h"
 
 static lora_adapter *make(const char *const *names, const size_t *ranks, const double *alphas, size_t n)
 {

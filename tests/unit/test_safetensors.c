@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 /* Shard names of the sharded model fixture. */
 #define N1 "model-00001-of-00002.safetensors"

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "sample.h"
+#include "model/sample.h"
 
 static void freq(const float *logits, size_t V, const lora_sampler *s, size_t n, double *f)
 {

@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "check.h"
-#include "linalg.h"
+#include "math/linalg.h"
 #include "planted.h"
-#include "svd.h"
+#include "ops/svd.h"
 
 /* ---- products ---- */
 

@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "rng.h"
-#include "tensor.h"
+#include "core/rng.h"
+#include "core/dtype.h"
 
 static float f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
 static uint32_t u(float x) { uint32_t v; memcpy(&v, &x, 4); return v; }

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "trainconf.h"
+#include "train/trainconf.h"
 
 static void put(const char *path, const char *text)
 {

@@ -1,0 +1,46 @@
+/* outfile: atomic output. Data goes to a temporary file in the destination
+ * directory, renamed into place only when complete, so a failure never
+ * leaves a half-written file. "-" means standard output (written directly).
+ *
+ * Temporary files are registered so that lora_outfile_cleanup (called from
+ * the cli signal handler and at exit) can remove them. */
+#ifndef LORA_OUTFILE_H
+#define LORA_OUTFILE_H
+
+#include <stdio.h>
+
+#include "core/err.h"
+
+typedef struct {
+	FILE *fp;
+	char *path;    /* final path, NULL for stdout */
+	char *tmp;     /* temporary path, NULL for stdout */
+	int is_stdout;
+} lora_outfile;
+
+enum {
+	LORA_OUT_FORCE = 1,  /* replace an existing file */
+	LORA_OUT_BINARY = 2, /* refuse to write to a terminal */
+};
+
+/* Open path ("-" or NULL for stdout) for writing. Without LORA_OUT_FORCE an
+ * existing path is an error. With LORA_OUT_BINARY, a terminal on stdout is
+ * an error. Returns 0 or LORA_E*. */
+int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e);
+/* Flush, check for write errors (full disk), fsync and rename into place.
+ * Always releases o. */
+int lora_outfile_commit(lora_outfile *o, lora_err *e);
+/* Discard: close and remove the temporary file. Safe on a released o. */
+void lora_outfile_abort(lora_outfile *o);
+/* Remove every registered temporary file; async-signal-safe. */
+void lora_outfile_cleanup(void);
+/* Register a path for removal by lora_outfile_cleanup (a file, or an empty
+ * directory once the files registered after it are gone: cleanup removes in
+ * reverse order). The string must live until lora_outfile_untrack. */
+void lora_outfile_track(char *path);
+void lora_outfile_untrack(const char *path);
+/* mkdtemp(tmpl) and track the directory, with no window for a signal to
+ * leave it behind; mode as mkdir(2) would give. 0 or -1 (errno set). */
+int lora_outfile_mkdtemp(char *tmpl);
+
+#endif

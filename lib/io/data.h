@@ -1,0 +1,78 @@
+/* data: token datasets and how they are cut into batches.
+ *
+ * A token file is one of:
+ *   u16    raw little-endian uint16 tokens (.bin, .u16)
+ *   u32    raw little-endian uint32 tokens (.u32)
+ *   llmc   llm.c's token file: 256 little-endian int32 header words (magic
+ *          20240520 with uint16 tokens, or 20240801 with uint32 tokens;
+ *          version 1; word 2 the token count), then the tokens
+ *   bytes  every byte is a token (byte-level models)
+ * The file is mapped, not read; every token is checked against the
+ * vocabulary once, when the file is opened.
+ *
+ * Batches of B rows of T tokens. Without shuffling (llm.c's rule), batch k
+ * is the B*T+1 consecutive tokens from offset k*B*T; row b's inputs are
+ * tokens [b*T, b*T+T) of that span and its targets the same shifted by
+ * one; there are floor((n-1) / (B*T)) batches. With shuffling, the file is
+ * cut into windows of T+1 tokens starting every T tokens (floor((n-1)/T)
+ * of them), the windows are put in a random order drawn from lib/rng with
+ * the seed, and batch k takes windows k*B .. k*B+B-1 of that order as its
+ * rows; there are floor(windows / B) batches. Both ways every row predicts
+ * T tokens from the T before them, and when the window count is a multiple
+ * of B both visit exactly the same rows. */
+#ifndef LORA_DATA_H
+#define LORA_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+typedef enum { LORA_DATA_AUTO, LORA_DATA_U16, LORA_DATA_U32, LORA_DATA_LLMC, LORA_DATA_BYTES } lora_data_format;
+
+#define LORA_LLMC_MAGIC_U16 20240520
+#define LORA_LLMC_MAGIC_U32 20240801
+#define LORA_LLMC_HEADER_BYTES 1024
+
+typedef struct {
+	char *path;
+	lora_data_format format; /* as detected (never AUTO) */
+	size_t ntokens;
+	size_t elem;             /* bytes per token: 1, 2 or 4 */
+	const unsigned char *tokens; /* first token inside the mapping */
+	void *map;
+	size_t map_len;
+} lora_data;
+
+/* Parse "auto", "u16", "u32", "llmc", "bytes"; 0 or -1. */
+int lora_data_format_parse(const char *s, lora_data_format *f);
+const char *lora_data_format_name(lora_data_format f);
+
+/* Open a token file. AUTO recognises an llm.c header by its magic, then
+ * goes by extension: .u32 is u32, .bin and .u16 are u16; anything else
+ * needs a format. A token >= vocab is an error naming it and its position
+ * (0-based, among the tokens); so is a file whose size is not a whole
+ * number of tokens or disagrees with its llm.c header. Caller frees. */
+int lora_data_open(lora_data **out, const char *path, lora_data_format fmt, size_t vocab, lora_err *e);
+void lora_data_close(lora_data *d);
+/* Token i (i < ntokens). */
+uint32_t lora_data_token(const lora_data *d, size_t i);
+
+typedef struct {
+	const lora_data *d;
+	size_t B, T;
+	size_t nbatches;
+	size_t *order; /* shuffled window order, or NULL */
+} lora_batches;
+
+/* Plan batches of B x T over d, shuffled with seed or not. Data too short
+ * for one batch is an error saying how many tokens a batch needs. */
+int lora_batches_init(lora_batches *b, const lora_data *d, size_t B, size_t T, int shuffle, uint64_t seed,
+                      lora_err *e);
+void lora_batches_free(lora_batches *b);
+/* Fill batch k (< nbatches): inputs and targets, each (B,T). */
+void lora_batches_get(const lora_batches *b, size_t k, int32_t *inputs, int32_t *targets);
+/* Token offset in the file of row r of batch k (its first input). */
+size_t lora_batches_row_offset(const lora_batches *b, size_t k, size_t r);
+
+#endif

@@ -1,0 +1,1502 @@
+#include "io/peft.h"
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/outfile.h"
+#include "io/safetensors.h"
+
+/* PEFT saves LoRA models wrapped as base_model.model.<module>. */
+static const char PREFIX[] = "base_model.model.";
+#define PREFIX_LEN (sizeof PREFIX - 1)
+
+/* LoraConfig's defaults for keys a config leaves out. */
+#define DEFAULT_R 8
+#define DEFAULT_ALPHA 8
+
+/* ---- paths ---- */
+
+static int ends_with(const char *s, const char *suf)
+{
+	size_t a = strlen(s), b = strlen(suf);
+	return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static int is_file(const char *p)
+{
+	struct stat sb;
+	return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* dir + "/" + file, without doubling a trailing slash of dir. */
+static char *join(const char *dir, const char *file)
+{
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	size_t len = n + strlen(file) + 2;
+	char *s = malloc(len);
+	if (s)
+		snprintf(s, len, "%.*s/%s", (int)n, dir, file);
+	return s;
+}
+
+/* Directory part of a file path ("." when there is none). */
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+int lora_peft_detect(const char *path)
+{
+	struct stat sb;
+	char *dir = NULL, *cfg = NULL;
+	int yes = 0;
+	if (stat(path, &sb) != 0)
+		return 0;
+	if (S_ISDIR(sb.st_mode)) {
+		cfg = join(path, LORA_PEFT_CONFIG);
+	} else if (S_ISREG(sb.st_mode) && ends_with(path, ".safetensors")) {
+		dir = dir_of(path);
+		cfg = dir ? join(dir, LORA_PEFT_CONFIG) : NULL;
+	}
+	yes = cfg && is_file(cfg);
+	free(dir);
+	free(cfg);
+	return yes;
+}
+
+/* The config and weight paths of a PEFT adapter given as either. */
+static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
+{
+	struct stat sb;
+	char *dir = NULL, *bin = NULL;
+	int rc = 0;
+	*cfg = *weights = NULL;
+	if (stat(path, &sb) != 0)
+		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
+	if (S_ISDIR(sb.st_mode)) {
+		*cfg = join(path, LORA_PEFT_CONFIG);
+		*weights = join(path, LORA_PEFT_WEIGHTS);
+		bin = join(path, "adapter_model.bin");
+		if (!*cfg || !*weights || !bin) {
+			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		} else if (!is_file(*cfg)) {
+			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s (not a PEFT adapter directory)", path,
+			                  LORA_PEFT_CONFIG);
+		} else if (!is_file(*weights) && is_file(bin)) {
+			rc = lora_err_set(e, LORA_EFORMAT,
+			                  "%s: adapter_model.bin (a Python pickle) is not supported; save the adapter as %s",
+			                  path, LORA_PEFT_WEIGHTS);
+		} else if (stat(*weights, &sb) != 0) {
+			rc = lora_err_set(e, LORA_EIO, "%s: %s", *weights, strerror(errno));
+		}
+	} else {
+		*weights = strdup(path);
+		dir = dir_of(path);
+		*cfg = dir ? join(dir, LORA_PEFT_CONFIG) : NULL;
+		if (!*weights || !*cfg)
+			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		else if (!is_file(*cfg))
+			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s beside it (not a PEFT adapter)", path,
+			                  LORA_PEFT_CONFIG);
+	}
+	free(dir);
+	free(bin);
+	if (rc) {
+		free(*cfg);
+		free(*weights);
+		*cfg = *weights = NULL;
+	}
+	return rc;
+}
+
+/* ---- patterns ---- */
+
+/* A compiled pattern key. Most keys are module names, whose only regex
+ * syntax is '.' (any character) and '\.' (a dot): those are matched
+ * directly, which costs nothing to build and little to run; anything else
+ * goes through regcomp, at about 9 KiB a key, so their number is capped. */
+#define MAX_REGEX_KEYS 4096
+/* glibc's regcomp is not safe on any expression: nested {m,n} bounds
+ * multiply copies of a subexpression (((q{1,100}){1,100}){1,100} is a
+ * million, gigabytes), a quantifier on a quantified expression doubles the
+ * work of every further one ((a*)* twenty times over takes seconds, forty
+ * never ends), its memory grows with the square of the expression's size,
+ * and it parses groups by recursion (50000 nested ones overflow the
+ * stack). PEFT's keys are module names with a few classes, alternatives
+ * and wildcards: these bounds are far above them. Atoms count once for
+ * each count of each {m,n} around them. */
+#define MAX_REGEX_ATOMS 1024        /* per key */
+#define MAX_REGEX_SQUARES (1 << 21) /* sum of atoms^2 over a pattern object's keys */
+#define MAX_REGEX_NESTED_REPEATS 8  /* quantifiers on quantified expressions */
+#define MAX_REGEX_DEPTH 64          /* group nesting */
+#define ANY 256
+
+typedef struct {
+	int *lit;   /* simple key: characters, ANY for '.', or NULL */
+	size_t len;
+	int is_re;
+	regex_t re;
+} pkey;
+
+static void pkey_free(pkey *k)
+{
+	free(k->lit);
+	if (k->is_re)
+		regfree(&k->re);
+	memset(k, 0, sizeof *k);
+}
+
+/* Translate KEY into a literal pattern if it is one; 0 or -1. */
+static int simple_key(pkey *k, const char *key, lora_err *e)
+{
+	size_t n = strlen(key), m = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)key[i];
+		if (ch == '\\' ? key[i + 1] != '.' : !(ch == '.' || ch == '_' || ch == '-' || (ch >= '0' && ch <= '9') ||
+		                                       (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')))
+			return 0;
+		i += ch == '\\';
+	}
+	if (!(k->lit = malloc((n + 1) * sizeof *k->lit)))
+		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		if (key[i] == '\\')
+			k->lit[m++] = key[++i];
+		else
+			k->lit[m++] = key[i] == '.' ? ANY : (unsigned char)key[i];
+	k->len = m;
+	return 0;
+}
+
+/* What regcomp would make of the POSIX extended expression s: its atoms
+ * (saturating), its quantifiers applied to quantified expressions, and its
+ * group nesting, stopping at MAX_REGEX_DEPTH + 1. */
+static void regex_cost(const char *s, size_t *atoms, size_t *nested, size_t *depth)
+{
+	const size_t cap = (size_t)1 << 40;
+	size_t sum[MAX_REGEX_DEPTH + 1] = {0}, last = 0, d = 0;
+	int hasq[MAX_REGEX_DEPTH + 1] = {0}, lastq = 0;
+	*nested = *depth = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p == '(') {
+			if (d == MAX_REGEX_DEPTH) {
+				*depth = d + 1;
+				break;
+			}
+			sum[++d] = 0;
+			hasq[d] = 0;
+			*depth = d > *depth ? d : *depth;
+			last = 0, lastq = 0;
+			continue;
+		}
+		if (*p == '*' || *p == '+' || *p == '?' || (*p == '{' && p[1] >= '0' && p[1] <= '9')) {
+			size_t k = *p == '+' ? 2 : 1; /* x+ is x x* */
+			if (*p == '{') {
+				char *end;
+				unsigned long m = strtoul(p + 1, &end, 10), n = m;
+				if (*end == ',') {
+					end++;
+					n = *end >= '0' && *end <= '9' ? strtoul(end, &end, 10) : m + 1;
+				}
+				if (*end != '}')
+					goto atom;
+				k = n > m ? n : m;
+				k = k ? k : 1;
+				p = end;
+			}
+			*nested += lastq;
+			lastq = hasq[d] = 1;
+			size_t add = last && k - 1 > cap / last ? cap : last * (k - 1);
+			sum[d] = sum[d] > cap - add ? cap : sum[d] + add;
+			last = last && k > cap / last ? cap : last * k;
+			continue;
+		}
+		if (*p == '|' || *p == '^' || *p == '$')
+			continue;
+		if (*p == ')' && d > 0) {
+			last = sum[d] ? sum[d] : 1;
+			lastq = hasq[d];
+			d--;
+			hasq[d] |= lastq;
+			sum[d] = sum[d] > cap - last ? cap : sum[d] + last;
+			continue;
+		}
+	atom:
+		if (*p == '\\' && p[1])
+			p++;
+		else if (*p == '[') /* a bracket expression is one atom */
+			for (const char *q = p + 1 + (p[1] == '^'); *q; q++)
+				if (*q == ']' && q > p + 1 + (p[1] == '^')) {
+					p = q;
+					break;
+				}
+		last = 1, lastq = 0;
+		sum[d] = sum[d] > cap - 1 ? cap : sum[d] + 1;
+	}
+	while (d > 0) {
+		sum[d - 1] = sum[d - 1] > cap - sum[d] ? cap : sum[d - 1] + sum[d];
+		d--;
+	}
+	*atoms = sum[0];
+}
+
+/* Compile PEFT's (.*\.)?(KEY)$ for a Python regex KEY. The few Python
+ * spellings POSIX lacks are translated: \d, \D, (?:. nre[0] counts the
+ * keys that needed regcomp, nre[1] the squares of their atoms (regex_cost). */
+static int pkey_compile(pkey *k, const char *key, const char *what, size_t nre[2], lora_err *e)
+{
+	memset(k, 0, sizeof *k);
+	int rc = simple_key(k, key, e);
+	if (rc || k->lit)
+		return rc;
+	if (++nre[0] > MAX_REGEX_KEYS)
+		return lora_err_set(e, LORA_EFORMAT, "%s has more than %d keys that are regular expressions", what,
+		                    MAX_REGEX_KEYS);
+	size_t n = strlen(key);
+	char *s = malloc(6 * n + 16), *p;
+	if (!s)
+		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+	p = s + sprintf(s, "^(.*\\.)?(");
+	for (size_t i = 0; i < n; i++) {
+		if (key[i] == '\\' && (key[i + 1] == 'd' || key[i + 1] == 'D')) {
+			p += sprintf(p, key[i + 1] == 'd' ? "[0-9]" : "[^0-9]");
+			i++;
+		} else if (key[i] == '\\' && key[i + 1]) {
+			*p++ = key[i++];
+			*p++ = key[i];
+		} else if (key[i] == '(' && key[i + 1] == '?' && key[i + 2] == ':') {
+			*p++ = '(';
+			i += 2;
+		} else {
+			*p++ = key[i];
+		}
+	}
+	strcpy(p, ")$");
+	size_t atoms, nested, depth;
+	regex_cost(s, &atoms, &nested, &depth);
+	if (depth > MAX_REGEX_DEPTH)
+		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%.64s...' nests groups deeper than %d", what, key,
+		                  MAX_REGEX_DEPTH);
+	else if (nested > MAX_REGEX_NESTED_REPEATS)
+		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%s' repeats repeated expressions more than %d times", what,
+		                  key, MAX_REGEX_NESTED_REPEATS);
+	else if (atoms > MAX_REGEX_ATOMS)
+		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%s' is too large a regular expression (over %d atoms)",
+		                  what, key, MAX_REGEX_ATOMS);
+	else if (atoms * atoms > MAX_REGEX_SQUARES - nre[1])
+		rc = lora_err_set(e, LORA_EFORMAT, "%s holds too much regular expression in all", what);
+	if (rc) {
+		free(s);
+		return rc;
+	}
+	nre[1] += atoms * atoms;
+	rc = regcomp(&k->re, s, REG_EXTENDED | REG_NOSUB);
+	free(s);
+	if (rc) {
+		char msg[256];
+		regerror(rc, &k->re, msg, sizeof msg);
+		return lora_err_set(e, LORA_EINVAL, "%s key '%s' is not a valid regular expression: %s", what,
+		                    key, msg);
+	}
+	k->is_re = 1;
+	return 0;
+}
+
+static int pkey_match(const pkey *k, const char *module)
+{
+	if (k->is_re)
+		return regexec(&k->re, module, 0, NULL, 0) == 0;
+	/* The key takes the last len characters; what precedes them is empty
+	 * or ends with a dot. */
+	size_t n = strlen(module);
+	if (n < k->len || (n > k->len && module[n - k->len - 1] != '.'))
+		return 0;
+	const char *s = module + n - k->len;
+	for (size_t i = 0; i < k->len; i++)
+		if (k->lit[i] != ANY && k->lit[i] != (unsigned char)s[i])
+			return 0;
+	return 1;
+}
+
+int lora_peft_pattern_match(const char *key, const char *module, lora_err *e)
+{
+	pkey k;
+	size_t nre[2] = {0, 0};
+	int rc = pkey_compile(&k, key, "pattern", nre, e);
+	if (rc)
+		return rc;
+	rc = pkey_match(&k, module);
+	pkey_free(&k);
+	return rc;
+}
+
+/* ---- config ---- */
+
+typedef struct {
+	cJSON *root;
+	size_t r;
+	double alpha;
+	const cJSON *rank_pattern, *alpha_pattern; /* objects, or NULL */
+	pkey *rank_re, *alpha_re;
+	size_t nrank, nalpha;
+	int rslora, fan_in_fan_out, dora, lora_bias;
+	const cJSON *targets; /* array of strings, string, or NULL */
+	const char *base;     /* base_model_name_or_path, or NULL */
+} pconfig;
+
+static void pconfig_free(pconfig *c)
+{
+	for (size_t i = 0; i < c->nrank; i++)
+		pkey_free(&c->rank_re[i]);
+	for (size_t i = 0; i < c->nalpha; i++)
+		pkey_free(&c->alpha_re[i]);
+	free(c->rank_re);
+	free(c->alpha_re);
+	cJSON_Delete(c->root);
+	memset(c, 0, sizeof *c);
+}
+
+static int get_flag(const cJSON *root, const char *key, int *v, const char *name, lora_err *e)
+{
+	const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, key);
+	if (x && !cJSON_IsNull(x) && !cJSON_IsBool(x))
+		return lora_err_set(e, LORA_EFORMAT, "%s: '%s' must be true or false", name, key);
+	*v = cJSON_IsTrue(x);
+	return 0;
+}
+
+static int is_count(const cJSON *x)
+{
+	return cJSON_IsNumber(x) && x->valuedouble >= 1 && x->valuedouble <= 0x1p31 &&
+	       x->valuedouble == floor(x->valuedouble);
+}
+
+/* Compile the keys of a rank_pattern / alpha_pattern object, checking its
+ * values (positive integers / finite numbers). */
+static int compile_pattern(const cJSON *o, int ranks, pkey **res, size_t *n, const char *name,
+                           lora_err *e)
+{
+	const char *what = ranks ? "rank_pattern" : "alpha_pattern";
+	const cJSON *it;
+	size_t nre[2] = {0, 0};
+	int rc;
+	*res = calloc((size_t)cJSON_GetArraySize(o) + 1, sizeof **res);
+	if (!*res)
+		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+	cJSON_ArrayForEach(it, o) {
+		if (ranks ? !is_count(it) : !(cJSON_IsNumber(it) && isfinite(it->valuedouble)))
+			return lora_err_set(e, LORA_EFORMAT, "%s: %s '%s' must map to %s", name, what, it->string,
+			                    ranks ? "a positive integer" : "a finite number");
+		rc = pkey_compile(&(*res)[*n], it->string, what, nre, e);
+		if (rc)
+			return lora_err_prefix(e, "%s", name);
+		(*n)++;
+	}
+	return 0;
+}
+
+/* Offset of the first byte of s[0..n) that breaks UTF-8 (overlong forms,
+ * surrogates, code points past U+10FFFF), or n. The text may end up in a
+ * .lora header, which must be UTF-8. */
+static size_t utf8_bad(const unsigned char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned c = s[i];
+		size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+		uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+		static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+		if (!len || n - i < len)
+			return i;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return i;
+			cp = cp << 6 | (s[i + k] & 0x3f);
+		}
+		if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return i;
+		i += len;
+	}
+	return n;
+}
+
+/* Parse and check a LoRA config from text; name is used in messages. */
+static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *name, lora_err *e)
+{
+	const char *end = NULL;
+	const cJSON *x;
+	int rc;
+	memset(c, 0, sizeof *c);
+	size_t bad;
+	if (memchr(text, 0, len))
+		return lora_err_set(e, LORA_EFORMAT, "%s: contains a NUL byte", name);
+	if ((bad = utf8_bad((const unsigned char *)text, len)) < len)
+		return lora_err_set(e, LORA_EFORMAT, "%s: not valid UTF-8 (byte %zu)", name, bad);
+	c->root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+	if (!c->root)
+		return lora_err_set(e, LORA_EFORMAT, "%s: not valid JSON (error near byte %zu)", name,
+		                    end ? (size_t)(end - text) : (size_t)0);
+	for (const char *p = end; p < text + len; p++)
+		if (!strchr(" \t\r\n", *p))
+			return lora_err_set(e, LORA_EFORMAT, "%s: data after the JSON object (byte %zu)", name,
+			                    (size_t)(p - text));
+	if (!cJSON_IsObject(c->root))
+		return lora_err_set(e, LORA_EFORMAT, "%s: not a JSON object", name);
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "peft_type");
+	if (!x)
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'peft_type' is missing", name);
+	if (!cJSON_IsString(x))
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'peft_type' must be a string", name);
+	if (strcmp(x->valuestring, "LORA") != 0)
+		return lora_err_set(e, LORA_EFORMAT, "%s: peft_type '%s' is not supported (only LORA)", name,
+		                    x->valuestring);
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "r");
+	if (x && !is_count(x))
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'r' must be a positive integer", name);
+	c->r = x ? (size_t)x->valuedouble : DEFAULT_R;
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "lora_alpha");
+	if (x && !(cJSON_IsNumber(x) && isfinite(x->valuedouble)))
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'lora_alpha' must be a finite number", name);
+	c->alpha = x ? x->valuedouble : DEFAULT_ALPHA;
+	static const char *const pk[] = {"rank_pattern", "alpha_pattern"};
+	for (int k = 0; k < 2; k++) {
+		x = cJSON_GetObjectItemCaseSensitive(c->root, pk[k]);
+		if (!x || cJSON_IsNull(x))
+			continue;
+		if (!cJSON_IsObject(x))
+			return lora_err_set(e, LORA_EFORMAT, "%s: '%s' must be an object", name, pk[k]);
+		if (k == 0) {
+			c->rank_pattern = x;
+			rc = compile_pattern(x, 1, &c->rank_re, &c->nrank, name, e);
+		} else {
+			c->alpha_pattern = x;
+			rc = compile_pattern(x, 0, &c->alpha_re, &c->nalpha, name, e);
+		}
+		if (rc)
+			return rc;
+	}
+	if ((rc = get_flag(c->root, "use_rslora", &c->rslora, name, e)) ||
+	    (rc = get_flag(c->root, "fan_in_fan_out", &c->fan_in_fan_out, name, e)) ||
+	    (rc = get_flag(c->root, "use_dora", &c->dora, name, e)) ||
+	    (rc = get_flag(c->root, "lora_bias", &c->lora_bias, name, e)))
+		return rc;
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "target_modules");
+	if (cJSON_IsArray(x)) {
+		const cJSON *it;
+		cJSON_ArrayForEach(it, x)
+			if (!cJSON_IsString(it))
+				return lora_err_set(e, LORA_EFORMAT, "%s: 'target_modules' must be a list of strings or a string",
+				                    name);
+		c->targets = x;
+	} else if (cJSON_IsString(x)) {
+		c->targets = x;
+	} else if (x && !cJSON_IsNull(x)) {
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'target_modules' must be a list of strings or a string",
+		                    name);
+	}
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "base_model_name_or_path");
+	if (x && !cJSON_IsNull(x) && !cJSON_IsString(x))
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'base_model_name_or_path' must be a string", name);
+	c->base = cJSON_IsString(x) ? x->valuestring : NULL;
+	return 0;
+}
+
+/* Rank and alpha of module under c, and the pattern keys that gave them
+ * (NULL for r / lora_alpha). */
+static void pconfig_resolve(const pconfig *c, const char *module, size_t *rank, double *alpha,
+                            const char **rkey, const char **akey)
+{
+	const cJSON *it;
+	size_t i = 0;
+	*rank = c->r, *alpha = c->alpha;
+	if (rkey)
+		*rkey = NULL;
+	if (akey)
+		*akey = NULL;
+	if (c->rank_pattern)
+		cJSON_ArrayForEach(it, c->rank_pattern) {
+			if (pkey_match(&c->rank_re[i++], module)) {
+				*rank = (size_t)it->valuedouble;
+				if (rkey)
+					*rkey = it->string;
+				break;
+			}
+		}
+	i = 0;
+	if (c->alpha_pattern)
+		cJSON_ArrayForEach(it, c->alpha_pattern) {
+			if (pkey_match(&c->alpha_re[i++], module)) {
+				*alpha = it->valuedouble;
+				if (akey)
+					*akey = it->string;
+				break;
+			}
+		}
+}
+
+/* Read a whole (small) file into memory, NUL-terminated. */
+static int slurp(const char *path, char **buf, size_t *len, lora_err *e)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+	struct stat sb;
+	*buf = NULL;
+	if (fd < 0)
+		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		rc = lora_err_set(e, LORA_EIO, "%s: not a readable regular file", path);
+		goto out;
+	}
+	if ((uintmax_t)sb.st_size > LORA_PEFT_MAX_CONFIG) {
+		rc = lora_err_set(e, LORA_EFORMAT, "%s: %lld bytes is too large for an adapter config", path,
+		                  (long long)sb.st_size);
+		goto out;
+	}
+	size_t n = (size_t)sb.st_size, have = 0;
+	if (!(*buf = malloc(n + 1))) {
+		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
+		goto out;
+	}
+	while (have < n) {
+		ssize_t k = read(fd, *buf + have, n - have);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			rc = k < 0 ? lora_err_set(e, LORA_EIO, "%s: read error: %s", path, strerror(errno))
+			           : lora_err_set(e, LORA_EIO, "%s: file shrank while being read", path);
+			goto out;
+		}
+		have += (size_t)k;
+	}
+	(*buf)[n] = 0;
+	*len = n;
+out:
+	if (rc) {
+		free(*buf);
+		*buf = NULL;
+	}
+	close(fd);
+	return rc;
+}
+
+/* ---- reading ---- */
+
+enum { T_A, T_B, T_MAG, T_BIAS, T_KINDS };
+static const char *const suffixes[T_KINDS] = {".lora_A.weight", ".lora_B.weight", ".lora_magnitude_vector",
+                                              ".lora_B.bias"};
+
+typedef struct {
+	char *module;
+	int kind;
+	const lora_st_tensor *t;
+} entry;
+
+static int cmp_entry(const void *a, const void *b)
+{
+	const entry *x = a, *y = b;
+	int c = strcmp(x->module, y->module);
+	return c ? c : x->kind - y->kind;
+}
+
+static int cmp_tensor_name(const void *a, const void *b)
+{
+	return strcmp((*(const lora_st_tensor *const *)a)->name, (*(const lora_st_tensor *const *)b)->name);
+}
+
+/* Kind of a key and its module name (caller frees), or -1 for an extra. */
+static int classify(const char *key, char **module)
+{
+	size_t n = strlen(key);
+	*module = NULL;
+	if (strncmp(key, PREFIX, PREFIX_LEN) != 0)
+		return -1;
+	for (int k = 0; k < T_KINDS; k++) {
+		size_t s = strlen(suffixes[k]);
+		if (n > PREFIX_LEN + s && strcmp(key + n - s, suffixes[k]) == 0) {
+			*module = strndup(key + PREFIX_LEN, n - PREFIX_LEN - s);
+			return *module ? k : -2;
+		}
+	}
+	return -1;
+}
+
+static void fmt_shape(char *buf, size_t n, const lora_st_tensor *t)
+{
+	size_t at = 0;
+	buf[0] = 0;
+	for (size_t d = 0; d < t->ndim && at < n; d++)
+		at += (size_t)snprintf(buf + at, n - at, "%s%zu", d ? "x" : "", t->shape[d]);
+	if (t->ndim == 0)
+		snprintf(buf, n, "scalar");
+}
+
+/* Convert tensor t to freshly allocated f32, refusing non-finite values. */
+static int load_f32(float **out, const lora_st_tensor *t, const char *path, lora_err *e)
+{
+	size_t n = t->nelem, cols = t->ndim == 2 ? t->shape[1] : 0;
+	float *f = malloc((n ? n : 1) * sizeof *f);
+	if (!f)
+		return lora_err_set(e, LORA_ENOMEM, "%s: tensor '%s': out of memory", path, t->name);
+	lora_to_f32(f, t->data, t->dtype, n);
+	size_t bad = lora_find_nonfinite(f, n);
+	if (bad < n) {
+		free(f);
+		if (cols)
+			return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': non-finite value at [%zu,%zu]", path,
+			                    t->name, bad / cols, bad % cols);
+		return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': non-finite value at [%zu]", path, t->name,
+		                    bad);
+	}
+	*out = f;
+	return 0;
+}
+
+/* Build one layer from its tensors (tk[kind], NULL when absent). */
+static int add_layer(lora_adapter *a, const char *module, const lora_st_tensor *const tk[T_KINDS],
+                     const pconfig *c, const char *path, const char *cfgname, lora_err *e)
+{
+	char sh[96];
+	const lora_st_tensor *A = tk[T_A], *B = tk[T_B];
+	if (!A || !B) {
+		const lora_st_tensor *have = A ? A : B ? B : tk[T_MAG] ? tk[T_MAG] : tk[T_BIAS];
+		if (A || B)
+			return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s' has no matching '%s%s%s'", path, have->name,
+			                    PREFIX, module, suffixes[A ? T_B : T_A]);
+		return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s' belongs to no LoRA layer (no '%s%s%s')", path,
+		                    have->name, PREFIX, module, suffixes[T_A]);
+	}
+	for (int k = 0; k < T_KINDS; k++)
+		if (tk[k] && !lora_dtype_is_float(tk[k]->dtype))
+			return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': dtype %s is not supported (F32, F16 or BF16)",
+			                    path, tk[k]->name, lora_dtype_st_name(tk[k]->dtype));
+	for (int k = 0; k < 2; k++)
+		if (tk[k]->ndim != 2)
+			return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s' is %zu-D; LoRA factors must be 2-D", path,
+			                    tk[k]->name, tk[k]->ndim);
+	size_t rank = A->shape[0], in = A->shape[1], out = B->shape[0];
+	if (B->shape[1] != rank) {
+		fmt_shape(sh, sizeof sh, A);
+		return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': shape %s does not match lora_B rank %zu", path,
+		                    A->name, sh, B->shape[1]);
+	}
+	if (rank < 1 || in < 1 || out < 1 || rank > (1u << 31) || in > (1u << 31) || out > (1u << 31)) {
+		fmt_shape(sh, sizeof sh, A);
+		char shb[96];
+		fmt_shape(shb, sizeof shb, B);
+		return lora_err_set(e, LORA_EFORMAT,
+		                    "%s: module '%s': shapes %s (lora_A) and %s (lora_B) are out of range "
+		                    "(each side in [1, 2^31])",
+		                    path, module, sh, shb);
+	}
+	size_t want;
+	double alpha;
+	const char *rkey;
+	pconfig_resolve(c, module, &want, &alpha, &rkey, NULL);
+	if (rank != want) {
+		if (rkey)
+			return lora_err_set(e, LORA_EFORMAT,
+			                    "%s: tensor '%s': rank %zu does not match rank_pattern '%s' = %zu in %s", path,
+			                    A->name, rank, rkey, want, cfgname);
+		return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': rank %zu does not match r = %zu in %s", path,
+		                    A->name, rank, want, cfgname);
+	}
+	static const char *const flag[] = {[T_MAG] = "use_dora", [T_BIAS] = "lora_bias"};
+	for (int k = T_MAG; k <= T_BIAS; k++) {
+		int on = k == T_MAG ? c->dora : c->lora_bias;
+		if (tk[k] && !on)
+			return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': %s is not true in %s", path, tk[k]->name,
+			                    flag[k], cfgname);
+		if (!tk[k] && on)
+			return lora_err_set(e, LORA_EFORMAT, "%s: module '%s' has no '%s' but %s sets %s", path, module,
+			                    suffixes[k] + 1, cfgname, flag[k]);
+		if (tk[k] && (tk[k]->ndim != 1 || tk[k]->shape[0] != out)) {
+			fmt_shape(sh, sizeof sh, tk[k]);
+			return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': shape %s does not match lora_B (%zu outputs)",
+			                    path, tk[k]->name, sh, out);
+		}
+	}
+	lora_layer *l = lora_adapter_add(a, module, out, in, rank, alpha, 1, e);
+	if (!l)
+		return lora_err_prefix(e, "%s", path);
+	int rc;
+	if ((rc = load_f32(&l->A, A, path, e)) || (rc = load_f32(&l->B, B, path, e)) ||
+	    (tk[T_MAG] && (rc = load_f32(&l->magnitude, tk[T_MAG], path, e))) ||
+	    (tk[T_BIAS] && (rc = load_f32(&l->bias, tk[T_BIAS], path, e))))
+		return rc;
+	l->has_magnitude = l->magnitude != NULL;
+	l->has_bias = l->bias != NULL;
+	return 0;
+}
+
+int lora_peft_read(lora_adapter **out, const char *path, lora_err *e)
+{
+	char *cfg = NULL, *weights = NULL, *text = NULL;
+	size_t len = 0, nent = 0;
+	pconfig c = {0};
+	lora_st *st = NULL;
+	lora_adapter *a = NULL;
+	entry *ent = NULL;
+	const lora_st_tensor **extra = NULL;
+	size_t nextra = 0;
+	int rc;
+	*out = NULL;
+	if ((rc = resolve(path, &cfg, &weights, e)) || (rc = slurp(cfg, &text, &len, e)) ||
+	    (rc = pconfig_parse(&c, text, len, cfg, e)) || (rc = lora_st_open(&st, weights, e)))
+		goto out;
+	a = lora_adapter_new();
+	ent = calloc(st->ntensors + 1, sizeof *ent);
+	extra = calloc(st->ntensors + 1, sizeof *extra);
+	if (!a || !ent || !extra)
+		goto nomem;
+	for (size_t i = 0; i < st->ntensors; i++) {
+		char *module;
+		int k = classify(st->tensors[i].name, &module);
+		if (k == -2)
+			goto nomem;
+		if (k < 0)
+			extra[nextra++] = &st->tensors[i];
+		else
+			ent[nent++] = (entry){module, k, &st->tensors[i]};
+	}
+	qsort(ent, nent, sizeof *ent, cmp_entry);
+	/* Factors, magnitudes and biases share one storage dtype; a mix is
+	 * stored as f32, which holds every f16 and bf16 value exactly. */
+	a->dtype = nent ? ent[0].t->dtype : LORA_F32;
+	for (size_t i = 0; i < nent; i++)
+		if (ent[i].t->dtype != a->dtype || !lora_dtype_is_float(a->dtype))
+			a->dtype = LORA_F32;
+	const char *cfgname = LORA_PEFT_CONFIG;
+	for (size_t i = 0; i < nent;) {
+		const lora_st_tensor *tk[T_KINDS] = {0};
+		size_t j = i;
+		for (; j < nent && strcmp(ent[j].module, ent[i].module) == 0; j++)
+			tk[ent[j].kind] = ent[j].t;
+		if ((rc = add_layer(a, ent[i].module, tk, &c, weights, cfgname, e)))
+			goto out;
+		i = j;
+	}
+	qsort(extra, nextra, sizeof *extra, cmp_tensor_name);
+	for (size_t i = 0; i < nextra; i++) {
+		const lora_st_tensor *t = extra[i];
+		if (!lora_adapter_add_extra(a, t->name, t->dtype, t->ndim, t->shape, t->data, e)) {
+			rc = lora_err_prefix(e, "%s", weights);
+			goto out;
+		}
+	}
+	a->rslora = c.rslora;
+	a->fan_in_fan_out = c.fan_in_fan_out;
+	if (c.base && !(a->base_name = strdup(c.base)))
+		goto nomem;
+	if (cJSON_IsString(c.targets)) {
+		if ((rc = lora_adapter_add_target(a, c.targets->valuestring, e)))
+			goto out;
+	} else if (c.targets) {
+		const cJSON *it;
+		cJSON_ArrayForEach(it, c.targets)
+			if ((rc = lora_adapter_add_target(a, it->valuestring, e)))
+				goto out;
+	}
+	a->peft_config = text;
+	text = NULL;
+	a->file_bytes = st->file_size + len;
+	*out = a;
+	a = NULL;
+	goto out;
+nomem:
+	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+out:
+	for (size_t i = 0; i < nent; i++)
+		free(ent[i].module);
+	free(ent);
+	free(extra);
+	lora_st_close(st);
+	pconfig_free(&c);
+	lora_adapter_free(a);
+	free(text);
+	free(cfg);
+	free(weights);
+	return rc;
+}
+
+/* ---- the config PEFT would load ---- */
+
+/* Python's json.dumps(indent=2) layout, which is what PEFT writes. */
+static int pretty(FILE *f, const cJSON *j, int depth)
+{
+	if (cJSON_IsObject(j) || cJSON_IsArray(j)) {
+		int obj = cJSON_IsObject(j);
+		if (!j->child)
+			return fputs(obj ? "{}" : "[]", f) < 0;
+		fputs(obj ? "{\n" : "[\n", f);
+		for (const cJSON *c = j->child; c; c = c->next) {
+			fprintf(f, "%*s", 2 * (depth + 1), "");
+			if (obj) {
+				cJSON *k = cJSON_CreateString(c->string);
+				char *ks = k ? cJSON_PrintUnformatted(k) : NULL;
+				cJSON_Delete(k);
+				if (!ks)
+					return -1;
+				fprintf(f, "%s: ", ks);
+				cJSON_free(ks);
+			}
+			if (pretty(f, c, depth + 1))
+				return -1;
+			fputs(c->next ? ",\n" : "\n", f);
+		}
+		fprintf(f, "%*s%s", 2 * depth, "", obj ? "}" : "]");
+		return 0;
+	}
+	char *s = cJSON_PrintUnformatted(j);
+	if (!s)
+		return -1;
+	fputs(s, f);
+	cJSON_free(s);
+	return 0;
+}
+
+static char *print_config(const cJSON *root)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+	if (!f)
+		return NULL;
+	int bad = pretty(f, root, 0);
+	fputc('\n', f);
+	bad |= ferror(f);
+	if (fclose(f) != 0 || bad) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static void regex_escape(char *dst, const char *s)
+{
+	for (; *s; s++) {
+		if (strchr(".^$*+?()[]{}|\\", *s))
+			*dst++ = '\\';
+		*dst++ = *s;
+	}
+	*dst = 0;
+}
+
+static int cmp_len_desc(const void *a, const void *b)
+{
+	const lora_layer *x = *(const lora_layer *const *)a, *y = *(const lora_layer *const *)b;
+	size_t m = strlen(x->name), n = strlen(y->name);
+	return m != n ? (m < n ? 1 : -1) : strcmp(x->name, y->name);
+}
+
+/* Most frequent value of v[0..n) (ties: the smallest). */
+static double mode_of(const double *v, size_t n)
+{
+	double best = n ? v[0] : 0;
+	size_t bestc = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t cnt = 0;
+		for (size_t j = 0; j < n; j++)
+			cnt += v[j] == v[i];
+		if (cnt > bestc || (cnt == bestc && v[i] < best))
+			best = v[i], bestc = cnt;
+	}
+	return best;
+}
+
+/* Does c give every layer of a its rank and alpha? */
+static int ranks_agree(const pconfig *c, const lora_adapter *a)
+{
+	for (size_t i = 0; i < a->nlayers; i++) {
+		size_t r;
+		double al;
+		pconfig_resolve(c, a->layers[i].name, &r, &al, NULL, NULL);
+		if (r != a->layers[i].rank || al != a->layers[i].alpha)
+			return 0;
+	}
+	return 1;
+}
+
+/* Replace (or add) key in obj with v. */
+static int put(cJSON *obj, const char *key, cJSON *v)
+{
+	if (!v)
+		return -1;
+	if (cJSON_GetObjectItemCaseSensitive(obj, key))
+		return cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v) ? 0 : (cJSON_Delete(v), -1);
+	cJSON_AddItemToObject(obj, key, v);
+	return 0;
+}
+
+/* Set r, lora_alpha, rank_pattern and alpha_pattern of root to express the
+ * ranks and alphas of a: the most common rank and alpha, and one pattern
+ * entry per layer that differs, keyed by its module name. When a plain name
+ * would also match another layer (dots are regex wildcards; keys match as
+ * suffixes), every layer gets an escaped key, longest names first, so each
+ * layer meets its own key before any shorter one. */
+static int set_ranks(cJSON *root, const lora_adapter *a, lora_err *e)
+{
+	size_t n = a->nlayers;
+	double *rv = malloc((n ? n : 1) * sizeof *rv), *av = malloc((n ? n : 1) * sizeof *av);
+	const lora_layer **order = malloc((n ? n : 1) * sizeof *order);
+	char *key = NULL;
+	size_t maxlen = 0;
+	int rc = 0;
+	if (!rv || !av || !order)
+		goto nomem;
+	for (size_t i = 0; i < n; i++) {
+		rv[i] = (double)a->layers[i].rank, av[i] = a->layers[i].alpha;
+		order[i] = &a->layers[i];
+		size_t l = strlen(a->layers[i].name);
+		maxlen = l > maxlen ? l : maxlen;
+	}
+	if (!(key = malloc(2 * maxlen + 1)))
+		goto nomem;
+	double r = n ? mode_of(rv, n) : DEFAULT_R, alpha = n ? mode_of(av, n) : DEFAULT_ALPHA;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		cJSON *rp = cJSON_CreateObject(), *ap;
+		if (put(root, "rank_pattern", rp) || put(root, "alpha_pattern", ap = cJSON_CreateObject()))
+			goto nomem;
+		if (attempt)
+			qsort(order, n, sizeof *order, cmp_len_desc);
+		for (size_t i = 0; i < n; i++) {
+			const lora_layer *l = order[i];
+			if (attempt)
+				regex_escape(key, l->name);
+			else
+				strcpy(key, l->name);
+			if ((attempt || (double)l->rank != r) && !cJSON_AddNumberToObject(rp, key, (double)l->rank))
+				goto nomem;
+			if ((attempt || l->alpha != alpha) && !cJSON_AddNumberToObject(ap, key, l->alpha))
+				goto nomem;
+		}
+		if (put(root, "r", cJSON_CreateNumber(r)) || put(root, "lora_alpha", cJSON_CreateNumber(alpha)))
+			goto nomem;
+		/* Check the result with the same matcher the reader uses. */
+		char *text = cJSON_PrintUnformatted(root);
+		pconfig c;
+		if (!text)
+			goto nomem;
+		int ok = pconfig_parse(&c, text, strlen(text), "adapter_config.json", e) == 0 && ranks_agree(&c, a);
+		pconfig_free(&c);
+		cJSON_free(text);
+		if (ok)
+			goto out;
+	}
+	rc = lora_err_set(e, LORA_EINVAL, "cannot express the layers' ranks and alphas as PEFT patterns");
+	goto out;
+nomem:
+	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+out:
+	free(rv);
+	free(av);
+	free(order);
+	free(key);
+	return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* target_modules: the distinct last name components of the layers, which
+ * PEFT matches as suffixes. Modules of the base model with the same names
+ * that the adapter does not cover get layers with B = 0 from PEFT, which
+ * change nothing. */
+static cJSON *target_list(const lora_adapter *a)
+{
+	const char **names = malloc((a->nlayers ? a->nlayers : 1) * sizeof *names);
+	cJSON *arr = cJSON_CreateArray();
+	if (!names || !arr) {
+		free(names);
+		cJSON_Delete(arr);
+		return NULL;
+	}
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const char *dot = strrchr(a->layers[i].name, '.');
+		names[i] = dot ? dot + 1 : a->layers[i].name;
+	}
+	qsort(names, a->nlayers, sizeof *names, cmp_str);
+	for (size_t i = 0; i < a->nlayers; i++)
+		if (i == 0 || strcmp(names[i], names[i - 1]) != 0)
+			cJSON_AddItemToArray(arr, cJSON_CreateString(names[i]));
+	free(names);
+	return arr;
+}
+
+/* Do PEFT's target_modules t select every layer of a? A string is a regex
+ * that must match the whole name ("all-linear" is taken to cover them); a
+ * list holds names matched as suffixes at a dot. */
+static int targets_cover(const cJSON *t, const lora_adapter *a)
+{
+	if (!t)
+		return a->nlayers == 0;
+	if (cJSON_IsString(t)) {
+		if (strcmp(t->valuestring, "all-linear") == 0)
+			return 1;
+		size_t n = strlen(t->valuestring) + 8;
+		char *full = malloc(n);
+		regex_t re;
+		int ok = 0;
+		if (!full)
+			return 0;
+		snprintf(full, n, "^(%s)$", t->valuestring);
+		if (regcomp(&re, full, REG_EXTENDED | REG_NOSUB) == 0) {
+			ok = 1;
+			for (size_t i = 0; i < a->nlayers && ok; i++)
+				ok = regexec(&re, a->layers[i].name, 0, NULL, 0) == 0;
+			regfree(&re);
+		}
+		free(full);
+		return ok;
+	}
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const char *module = a->layers[i].name;
+		size_t m = strlen(module);
+		const cJSON *it;
+		int found = 0;
+		cJSON_ArrayForEach(it, t) {
+			size_t k = strlen(it->valuestring);
+			if (strcmp(module, it->valuestring) == 0 ||
+			    (m > k && module[m - k - 1] == '.' && strcmp(module + m - k, it->valuestring) == 0)) {
+				found = 1;
+				break;
+			}
+		}
+		if (!found)
+			return 0;
+	}
+	return 1;
+}
+
+/* PEFT applies DoRA and lora_bias to every layer or to none. */
+static int uniform_flags(const lora_adapter *a, int *dora, int *bias, lora_err *e)
+{
+	size_t nd = lora_adapter_dora_layers(a), nb = lora_adapter_bias_layers(a);
+	*dora = nd > 0, *bias = nb > 0;
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *l = &a->layers[i];
+		if (nd && !l->magnitude)
+			return lora_err_set(e, LORA_EINVAL,
+			                    "layer '%s' has no DoRA magnitude but %zu other layers do; "
+			                    "PEFT's use_dora covers every layer or none",
+			                    l->name, nd);
+		if (nb && !l->bias)
+			return lora_err_set(e, LORA_EINVAL,
+			                    "layer '%s' has no lora_B bias but %zu other layers do; "
+			                    "PEFT's lora_bias covers every layer or none",
+			                    l->name, nb);
+	}
+	return 0;
+}
+
+static int set_flag(cJSON *root, const char *key, int on, int only_if_true)
+{
+	if (!on && only_if_true && !cJSON_GetObjectItemCaseSensitive(root, key))
+		return 0;
+	return put(root, key, cJSON_CreateBool(on));
+}
+
+/* A fresh config, keys sorted as PEFT's save_pretrained sorts them. use_dora
+ * and lora_bias appear only when true, so PEFT versions that predate them
+ * still load plain adapters. */
+static cJSON *fresh_config(const lora_adapter *a, int dora, int bias)
+{
+	cJSON *c = cJSON_CreateObject();
+	if (!c)
+		return NULL;
+	cJSON_AddObjectToObject(c, "alpha_pattern");
+	if (a->base_name)
+		cJSON_AddStringToObject(c, "base_model_name_or_path", a->base_name);
+	else
+		cJSON_AddNullToObject(c, "base_model_name_or_path");
+	cJSON_AddStringToObject(c, "bias", "none");
+	cJSON_AddBoolToObject(c, "fan_in_fan_out", a->fan_in_fan_out);
+	cJSON_AddTrueToObject(c, "inference_mode");
+	cJSON_AddTrueToObject(c, "init_lora_weights");
+	cJSON_AddNullToObject(c, "layers_pattern");
+	cJSON_AddNullToObject(c, "layers_to_transform");
+	cJSON_AddNumberToObject(c, "lora_alpha", DEFAULT_ALPHA);
+	if (bias)
+		cJSON_AddTrueToObject(c, "lora_bias");
+	cJSON_AddNumberToObject(c, "lora_dropout", 0);
+	cJSON_AddNullToObject(c, "modules_to_save");
+	cJSON_AddStringToObject(c, "peft_type", "LORA");
+	cJSON_AddNumberToObject(c, "r", DEFAULT_R);
+	cJSON_AddObjectToObject(c, "rank_pattern");
+	cJSON_AddNullToObject(c, "revision");
+	cJSON_AddItemToObject(c, "target_modules", target_list(a));
+	cJSON_AddNullToObject(c, "task_type");
+	if (dora)
+		cJSON_AddTrueToObject(c, "use_dora");
+	cJSON_AddBoolToObject(c, "use_rslora", a->rslora);
+	return c;
+}
+
+int lora_peft_config(const lora_adapter *a, char **text, lora_err *e)
+{
+	pconfig c = {0};
+	cJSON *root = NULL;
+	int dora, bias, rc;
+	*text = NULL;
+	if ((rc = uniform_flags(a, &dora, &bias, e)))
+		return rc;
+	if (!a->peft_config) {
+		if (!(root = fresh_config(a, dora, bias)))
+			goto nomem;
+		if ((rc = set_ranks(root, a, e)))
+			goto out;
+		goto print;
+	}
+	if ((rc = pconfig_parse(&c, a->peft_config, strlen(a->peft_config), "the adapter's PEFT config", e)))
+		goto out;
+	int same_ranks = ranks_agree(&c, a), cover = targets_cover(c.targets, a);
+	int same_base = !a->base_name || (c.base && strcmp(c.base, a->base_name) == 0);
+	if (same_ranks && cover && same_base && c.rslora == a->rslora && c.fan_in_fan_out == a->fan_in_fan_out &&
+	    c.dora == dora && c.lora_bias == bias) {
+		/* Still exact: hand back the imported text byte for byte. */
+		if (!(*text = strdup(a->peft_config)))
+			goto nomem;
+		goto out;
+	}
+	root = c.root;
+	c.root = NULL;
+	if ((!same_ranks && (rc = set_ranks(root, a, e))) || (!cover && put(root, "target_modules", target_list(a))) ||
+	    (!same_base && put(root, "base_model_name_or_path", cJSON_CreateString(a->base_name))) ||
+	    set_flag(root, "use_rslora", a->rslora, 0) || set_flag(root, "fan_in_fan_out", a->fan_in_fan_out, 0) ||
+	    set_flag(root, "use_dora", dora, 1) || set_flag(root, "lora_bias", bias, 1)) {
+		if (!rc)
+			goto nomem;
+		goto out;
+	}
+print:
+	if (!(*text = print_config(root)))
+		goto nomem;
+	goto out;
+nomem:
+	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+out:
+	pconfig_free(&c);
+	cJSON_Delete(root);
+	return rc;
+}
+
+/* ---- writing ---- */
+
+typedef struct {
+	char *key;
+	lora_stw_spec spec;
+	const float *f;         /* float payload, or NULL */
+	const lora_extra *x;    /* raw payload when f is NULL */
+	const lora_layer *l;
+	const char *which;
+	size_t cols;
+} wtensor;
+
+static int cmp_wtensor(const void *a, const void *b)
+{
+	return strcmp(((const wtensor *)a)->key, ((const wtensor *)b)->key);
+}
+
+/* Every value must be finite and stay finite at dtype t. */
+static int check_values(const wtensor *w, lora_dtype t, lora_err *e)
+{
+	size_t n = w->spec.ndim == 2 ? w->spec.shape[0] * w->spec.shape[1] : w->spec.shape[0];
+	for (size_t i = 0; i < n; i++) {
+		float v = w->f[i];
+		int fin = isfinite(v);
+		if (fin && t == LORA_F16)
+			fin = isfinite(lora_f16_to_f32(lora_f32_to_f16(v)));
+		else if (fin && t == LORA_BF16)
+			fin = isfinite(lora_bf16_to_f32(lora_f32_to_bf16(v)));
+		if (fin)
+			continue;
+		char at[64];
+		if (w->cols)
+			snprintf(at, sizeof at, "[%zu,%zu]", i / w->cols, i % w->cols);
+		else
+			snprintf(at, sizeof at, "[%zu]", i);
+		if (!isfinite(v))
+			return lora_err_set(e, LORA_EINVAL, "layer '%s' %s: non-finite value at %s", w->l->name, w->which, at);
+		return lora_err_set(e, LORA_EINVAL, "layer '%s' %s: value %g at %s overflows %s", w->l->name, w->which,
+		                    (double)v, at, lora_dtype_name(t));
+	}
+	return 0;
+}
+
+static int add_w(wtensor *ws, size_t *n, const char *module, const char *suffix, const float *f,
+                 const lora_layer *l, const char *which, lora_dtype t, size_t d0, size_t d1)
+{
+	size_t len = PREFIX_LEN + strlen(module) + strlen(suffix) + 1;
+	wtensor *w = &ws[(*n)++];
+	memset(w, 0, sizeof *w);
+	if (!(w->key = malloc(len)))
+		return -1;
+	snprintf(w->key, len, "%s%s%s", PREFIX, module, suffix);
+	w->spec.name = w->key;
+	w->spec.dtype = t;
+	w->spec.ndim = d1 ? 2 : 1;
+	w->spec.shape[0] = d0;
+	w->spec.shape[1] = d1;
+	w->f = f, w->l = l, w->which = which, w->cols = d1;
+	return 0;
+}
+
+/* Replace the temporary directory in e's message with the target. */
+static void retarget(lora_err *e, const char *tmp, const char *dir)
+{
+	size_t n = strlen(tmp);
+	if (!e || strncmp(e->msg, tmp, n) != 0)
+		return;
+	char rest[sizeof e->msg];
+	snprintf(rest, sizeof rest, "%s", e->msg + n);
+	snprintf(e->msg, sizeof e->msg, "%s%s", dir, rest);
+}
+
+static int write_weights(const lora_adapter *a, const char *path, lora_err *e)
+{
+	size_t cap = 4 * a->nlayers + a->nextras, n = 0;
+	wtensor *ws = calloc(cap ? cap : 1, sizeof *ws);
+	lora_stw_spec *specs = calloc(cap ? cap : 1, sizeof *specs);
+	unsigned char *buf = NULL;
+	lora_stw *w = NULL;
+	int rc = 0;
+	static const lora_st_meta meta[] = {{"format", "pt"}};
+	if (!ws || !specs)
+		goto nomem;
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *l = &a->layers[i];
+		if (add_w(ws, &n, l->name, suffixes[T_A], l->A, l, "A", a->dtype, l->rank, l->in) ||
+		    add_w(ws, &n, l->name, suffixes[T_B], l->B, l, "B", a->dtype, l->out, l->rank) ||
+		    (l->magnitude &&
+		     add_w(ws, &n, l->name, suffixes[T_MAG], l->magnitude, l, "magnitude", a->dtype, l->out, 0)) ||
+		    (l->bias && add_w(ws, &n, l->name, suffixes[T_BIAS], l->bias, l, "bias", a->dtype, l->out, 0)))
+			goto nomem;
+	}
+	for (size_t i = 0; i < a->nextras; i++) {
+		const lora_extra *x = &a->extras[i];
+		wtensor *t = &ws[n++];
+		if (!x->data) {
+			rc = lora_err_set(e, LORA_EINVAL, "extra '%s': no tensor data", x->name);
+			goto out;
+		}
+		if (!(t->key = strdup(x->name)))
+			goto nomem;
+		t->spec.name = t->key;
+		t->spec.dtype = x->dtype;
+		t->spec.ndim = x->ndim;
+		memcpy(t->spec.shape, x->shape, sizeof x->shape);
+		t->x = x;
+	}
+	/* Sorted keys make the file a function of the adapter alone. */
+	qsort(ws, n, sizeof *ws, cmp_wtensor);
+	size_t biggest = 0;
+	for (size_t i = 0; i < n; i++) {
+		specs[i] = ws[i].spec;
+		specs[i].name = ws[i].key;
+		if (ws[i].f) {
+			size_t k = ws[i].spec.shape[0] * (ws[i].spec.ndim == 2 ? ws[i].spec.shape[1] : 1);
+			biggest = k > biggest ? k : biggest;
+		}
+	}
+	if (!(buf = malloc((biggest ? biggest : 1) * lora_dtype_size(a->dtype))))
+		goto nomem;
+	if ((rc = lora_stw_open(&w, path, specs, n, meta, 1, 0, e)))
+		goto out;
+	for (size_t i = 0; i < n && !rc; i++) {
+		if (ws[i].f) {
+			size_t k = ws[i].spec.shape[0] * (ws[i].spec.ndim == 2 ? ws[i].spec.shape[1] : 1);
+			lora_from_f32(buf, ws[i].f, a->dtype, k);
+			rc = lora_stw_write(w, buf, k * lora_dtype_size(a->dtype), e);
+		} else {
+			rc = lora_stw_write(w, ws[i].x->data, ws[i].x->nbytes, e);
+		}
+	}
+	if (rc)
+		lora_stw_abort(w);
+	else
+		rc = lora_stw_commit(w, e);
+	goto out;
+nomem:
+	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+out:
+	for (size_t i = 0; ws && i < n; i++)
+		free(ws[i].key);
+	free(ws);
+	free(specs);
+	free(buf);
+	return rc;
+}
+
+/* An existing target may be replaced only if it is a directory holding
+ * nothing but adapter files. */
+static const char *const adapter_files[] = {LORA_PEFT_CONFIG, LORA_PEFT_WEIGHTS};
+
+static int check_replaceable(const char *dir, lora_err *e)
+{
+	struct stat sb;
+	if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		return lora_err_set(e, LORA_EINVAL, "%s: exists and is not a directory", dir);
+	DIR *d = opendir(dir);
+	if (!d)
+		return lora_err_set(e, LORA_EIO, "%s: %s", dir, strerror(errno));
+	struct dirent *de;
+	int rc = 0;
+	while (!rc && (de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		int known = 0;
+		for (size_t i = 0; i < sizeof adapter_files / sizeof *adapter_files; i++)
+			known |= strcmp(de->d_name, adapter_files[i]) == 0;
+		if (!known)
+			rc = lora_err_set(e, LORA_EINVAL, "%s: holds '%s', which is not part of a PEFT adapter; not replacing it",
+			                  dir, de->d_name);
+	}
+	closedir(d);
+	return rc;
+}
+
+/* Remove the adapter files of dir and then dir itself. */
+static void remove_adapter_dir(const char *dir)
+{
+	for (size_t i = 0; i < sizeof adapter_files / sizeof *adapter_files; i++) {
+		char *p = join(dir, adapter_files[i]);
+		if (p)
+			unlink(p);
+		free(p);
+	}
+	rmdir(dir);
+}
+
+static void sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
+int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err *e)
+{
+	char *text = NULL, *target = NULL, *parent = NULL, *tmp = NULL, *cfg = NULL, *weights = NULL;
+	int rc, exists, tracked = 0;
+	struct stat sb;
+	lora_outfile o;
+	if (!dir || !*dir || strcmp(dir, "-") == 0)
+		return lora_err_set(e, LORA_EUSAGE, "a PEFT adapter is a directory: give its name, not standard output");
+	for (size_t i = 0; i < a->nlayers; i++)
+		if (!a->layers[i].A || !a->layers[i].B)
+			return lora_err_set(e, LORA_EINVAL, "layer '%s': no tensor data", a->layers[i].name);
+	/* Everything that can be refused is refused before a file is made. */
+	if ((rc = lora_peft_config(a, &text, e)))
+		return rc;
+	for (size_t i = 0; i < a->nlayers && !rc; i++) {
+		const lora_layer *l = &a->layers[i];
+		wtensor t[4] = {
+			{.f = l->A, .l = l, .which = "A", .cols = l->in, .spec = {.ndim = 2, .shape = {l->rank, l->in}}},
+			{.f = l->B, .l = l, .which = "B", .cols = l->rank, .spec = {.ndim = 2, .shape = {l->out, l->rank}}},
+			{.f = l->magnitude, .l = l, .which = "magnitude", .spec = {.ndim = 1, .shape = {l->out}}},
+			{.f = l->bias, .l = l, .which = "bias", .spec = {.ndim = 1, .shape = {l->out}}},
+		};
+		for (int k = 0; k < 4 && !rc; k++)
+			if (t[k].f)
+				rc = check_values(&t[k], a->dtype, e);
+	}
+	if (rc)
+		goto out;
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	if (!(target = strndup(dir, n)) || !(parent = dir_of(target)))
+		goto nomem;
+	exists = lstat(target, &sb) == 0;
+	if (exists && !force) {
+		rc = lora_err_set(e, LORA_EINVAL, "%s: already exists (use -f to overwrite)", target);
+		goto out;
+	}
+	if (exists && (rc = check_replaceable(target, e)))
+		goto out;
+	const char *base = strrchr(target, '/') ? strrchr(target, '/') + 1 : target;
+	size_t tl = strlen(parent) + strlen(base) + 16;
+	if (!(tmp = malloc(tl)))
+		goto nomem;
+	snprintf(tmp, tl, "%s/.%s.XXXXXX", parent, base);
+	if (!(cfg = malloc(tl + sizeof LORA_PEFT_WEIGHTS)) || !(weights = malloc(tl + sizeof LORA_PEFT_WEIGHTS)))
+		goto nomem;
+	/* The directory is registered for signal cleanup as it is made, and
+	 * the two files before they exist: a signal at any point then finds
+	 * every name (removing one not made yet fails harmlessly), and cleanup
+	 * runs in reverse, so the files go before the directory. */
+	if (lora_outfile_mkdtemp(tmp) != 0) {
+		rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", target, strerror(errno));
+		goto out;
+	}
+	tracked = 1;
+	snprintf(cfg, tl + sizeof LORA_PEFT_WEIGHTS, "%s/%s", tmp, LORA_PEFT_CONFIG);
+	snprintf(weights, tl + sizeof LORA_PEFT_WEIGHTS, "%s/%s", tmp, LORA_PEFT_WEIGHTS);
+	lora_outfile_track(cfg);
+	lora_outfile_track(weights);
+	tracked = 3;
+	if ((rc = lora_outfile_open(&o, cfg, 0, e)))
+		goto fail;
+	fputs(text, o.fp);
+	if ((rc = lora_outfile_commit(&o, e)) || (rc = write_weights(a, weights, e)))
+		goto fail;
+	sync_dir(tmp);
+	if (exists) {
+		/* Swap atomically, then clear out the old adapter now at tmp. */
+		if (renameat2(AT_FDCWD, tmp, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
+			remove_adapter_dir(tmp);
+		} else if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+			remove_adapter_dir(target);
+			if (rename(tmp, target) != 0) {
+				rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
+				goto fail;
+			}
+		} else {
+			rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
+			goto fail;
+		}
+	} else if (rename(tmp, target) != 0) {
+		rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
+		goto fail;
+	}
+	sync_dir(parent);
+	goto out;
+nomem:
+	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+fail:
+	if (tracked) {
+		retarget(e, tmp, target);
+		remove_adapter_dir(tmp);
+	}
+out:
+	if (tracked == 3) {
+		lora_outfile_untrack(weights);
+		lora_outfile_untrack(cfg);
+	}
+	if (tracked)
+		lora_outfile_untrack(tmp);
+	free(text);
+	free(target);
+	free(parent);
+	free(tmp);
+	free(cfg);
+	free(weights);
+	return rc;
+}

@@ -1,0 +1,56 @@
+/* peft: PEFT LoRA adapters (a directory holding adapter_config.json and
+ * adapter_model.safetensors), read into and written from lora_adapter.
+ *
+ * Saved keys are base_model.model.<module>.lora_A.weight (r x in) and
+ * .lora_B.weight (out x r), plus .lora_magnitude_vector (out, DoRA) and
+ * .lora_B.bias (out, lora_bias); the adapter name never appears. A layer's
+ * rank and alpha come from rank_pattern / alpha_pattern when a key matches
+ * the module name as the regex (.*\.)?(KEY)$ (first key in file order
+ * wins), else from r / lora_alpha. Every other tensor is kept as an extra,
+ * byte for byte, under its full key. */
+#ifndef LORA_PEFT_H
+#define LORA_PEFT_H
+
+#include "core/adapter.h"
+#include "core/err.h"
+
+#define LORA_PEFT_CONFIG "adapter_config.json"
+#define LORA_PEFT_WEIGHTS "adapter_model.safetensors"
+#define LORA_PEFT_MAX_CONFIG (16u << 20)
+
+/* 1 if path names a PEFT adapter: a directory holding adapter_config.json,
+ * or a *.safetensors file with adapter_config.json beside it. */
+int lora_peft_detect(const char *path);
+
+/* Read a PEFT adapter given as its directory or as its safetensors file.
+ * Validates the config (peft_type LORA, r, lora_alpha, patterns, flags) and
+ * every tensor (pairs, 2-D factors, ranks against A, B and the config,
+ * vector lengths, F32/F16/BF16 only, finite values). The storage dtype is
+ * that of the LoRA tensors, or f32 when they mix dtypes. Layers are sorted
+ * by module name, extras by key. Caller frees *out. */
+int lora_peft_read(lora_adapter **out, const char *path, lora_err *e);
+
+/* The adapter_config.json text PEFT would load for a (caller frees *text).
+ * An imported config (a->peft_config) is returned unchanged when it still
+ * describes a exactly; otherwise only the fields that disagree are
+ * rewritten: r, lora_alpha, rank_pattern, alpha_pattern (all four
+ * together), use_rslora, fan_in_fan_out, use_dora, lora_bias,
+ * target_modules, base_model_name_or_path. */
+int lora_peft_config(const lora_adapter *a, char **text, lora_err *e);
+
+/* Write a as a PEFT adapter directory dir, tensors at a->dtype (extras
+ * unchanged). Built in a temporary directory beside dir and renamed into
+ * place. An existing dir needs force and must hold nothing but adapter
+ * files (adapter_config.json, adapter_model.safetensors), which are then
+ * replaced. */
+int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err *e);
+
+/* PEFT's pattern rule: 1 if module matches KEY as the regex (.*\.)?(KEY)$,
+ * 0 if not, or LORA_EINVAL (e filled) if KEY is not a valid expression.
+ * KEY is a Python regex; POSIX extended syntax plus \d, \D and (?:...)
+ * are understood. Keys that would cost regcomp unbounded time, memory or
+ * stack (huge {m,n} products, repeats of repeats, deep nesting) are
+ * refused (LORA_EFORMAT), here and in configs. */
+int lora_peft_pattern_match(const char *key, const char *module, lora_err *e);
+
+#endif

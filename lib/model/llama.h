@@ -1,0 +1,163 @@
+/* model: the Llama-family transformer (Llama 2/3, Mistral, Qwen2, SmolLM,
+ * TinyLlama) on the CPU, forward and backward, with LoRA adapters applied
+ * at run time.
+ *
+ * Names carry the prefix lora_llama_ (lora_model_* is the checkpoint file
+ * set of safetensors.h, which this module reads).
+ *
+ * The computation is Hugging Face's LlamaForCausalLM in float32: embedding;
+ * per block RMSNorm -> q/k/v projections (+ bias when the checkpoint has
+ * one) -> RoPE (rotate-half) -> causal grouped-query attention (sliding
+ * window where the config asks for it) -> o_proj -> residual -> RMSNorm ->
+ * down(silu(gate(x)) * up(x)) -> residual; final RMSNorm; lm_head (or the
+ * tied embedding); mean cross-entropy over the targets. Each row of a batch
+ * is its own sequence with positions 0..T-1.
+ *
+ * An adapted linear module computes y = W x (+ b) + sum_a s_a B_a (A_a d(x))
+ * over the attached adapters a, with s_a = scale_a * alpha/r (or
+ * alpha/sqrt(r) for rsLoRA) and d LoRA dropout (training only, trainable
+ * adapter only).
+ *
+ * Memory: the weights are one f32 arena (converted from f16/bf16 at open;
+ * the checkpoint can be closed afterwards). lora_llama_plan sizes one
+ * activation arena for a batch shape; forward and backward allocate
+ * nothing. Attention keeps per row and head only the log-sum-exp and
+ * recomputes probabilities block by block in backward, so activation memory
+ * grows linearly with the sequence length. Gradients exist only for the
+ * trainable adapter's factors, in one arena.
+ *
+ * Threads: everything runs on the pool set by lora_blas_set_threads. */
+#ifndef LORA_MODEL_H
+#define LORA_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/adapter.h"
+#include "core/err.h"
+#include "io/safetensors.h"
+
+typedef enum { LORA_ROPE_DEFAULT, LORA_ROPE_LINEAR, LORA_ROPE_LLAMA3 } lora_rope_type;
+
+/* config.json, as Hugging Face reads it for these architectures. */
+typedef struct {
+	char model_type[16];     /* llama, mistral, qwen2 */
+	size_t dim;              /* hidden_size */
+	size_t hidden_dim;       /* intermediate_size */
+	size_t n_layers;         /* num_hidden_layers */
+	size_t n_heads;          /* num_attention_heads */
+	size_t n_kv_heads;       /* num_key_value_heads (default n_heads) */
+	size_t head_dim;         /* head_dim (default dim / n_heads) */
+	size_t vocab_size;
+	size_t max_pos;          /* max_position_embeddings (0 if absent) */
+	double rms_eps;          /* rms_norm_eps (default 1e-6) */
+	double rope_theta;       /* default 10000 */
+	lora_rope_type rope_type;
+	double rope_factor;      /* linear and llama3 */
+	double rope_low_freq, rope_high_freq, rope_orig_max; /* llama3 */
+	size_t sliding_window;   /* 0: full causal attention */
+	size_t window_from;      /* the window applies to blocks >= this */
+	int tied;                /* tie_word_embeddings */
+} lora_llama_config;
+
+/* Parse config.json text (len bytes); path names it in messages. A missing
+ * required key (model_type, hidden_size, intermediate_size,
+ * num_hidden_layers, num_attention_heads, vocab_size), a value of the wrong
+ * type or range, an unsupported model_type, hidden_act or rope_scaling type
+ * is an error naming the key; other keys take Hugging Face's defaults. */
+int lora_llama_config_parse(lora_llama_config *c, const char *text, size_t len, const char *path,
+                            lora_err *e);
+/* Same, reading the file. */
+int lora_llama_config_read(lora_llama_config *c, const char *path, lora_err *e);
+
+/* The linear modules of a block that LoRA can adapt. */
+enum { LORA_MOD_Q, LORA_MOD_K, LORA_MOD_V, LORA_MOD_O, LORA_MOD_GATE, LORA_MOD_UP, LORA_MOD_DOWN, LORA_NMOD };
+/* "q_proj", ... */
+const char *lora_llama_module_name(int mod);
+
+typedef struct lora_llama lora_llama;
+
+/* Build the model from an open checkpoint with config.json beside it.
+ * Every tensor the config implies must be present with that shape and a
+ * float dtype (errors name the tensor and both shapes); q/k/v/o and MLP
+ * biases are used when present. Weights are copied (as f32), so ck may be
+ * closed afterwards. Caller frees with lora_llama_free. */
+int lora_llama_open(lora_llama **out, const lora_model *ck, lora_err *e);
+void lora_llama_free(lora_llama *m);
+const lora_llama_config *lora_llama_get_config(const lora_llama *m);
+/* Weights in the f32 arena (what the model computes with). */
+size_t lora_llama_param_count(const lora_llama *m);
+
+/* Apply adapter a at run time with user scale k (its layers' updates are
+ * multiplied by k * alpha/r). Every layer must name a linear module of a
+ * block ("model.layers.N.self_attn.q_proj", an optional "base_model.model."
+ * prefix is accepted) with the module's exact out x in; otherwise the
+ * error names the layer (and both shapes). what names a in messages. The
+ * model keeps pointers to a's factors: a must outlive the model, and
+ * changes to them (an optimiser step) are seen by the next forward. At most
+ * one adapter is trainable: backward fills gradients for its factors.
+ * Attach before lora_llama_plan. */
+int lora_llama_attach(lora_llama *m, const lora_adapter *a, double k, int trainable, const char *what,
+                      lora_err *e);
+
+/* LoRA dropout for the trainable adapter in training forwards: each input
+ * element of each adapted module is zeroed with probability p and the rest
+ * scaled by 1/(1-p); the mask is a hash of (seed, block, module, position,
+ * feature), so forward and backward agree without storing it and a run is
+ * reproducible. Change seed every step. p = 0 disables. */
+void lora_llama_set_dropout(lora_llama *m, float p, uint64_t seed);
+
+enum {
+	LORA_LLAMA_TRAIN = 1,     /* keep what backward needs */
+	LORA_LLAMA_RECOMPUTE = 2, /* with TRAIN: keep only block inputs; recompute each block in backward */
+};
+/* Size the activation arena for batches of B rows of T tokens (flags
+ * above). Replaces an earlier plan. */
+int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e);
+/* Bytes of the activation arena (0 before plan). */
+size_t lora_llama_activation_bytes(const lora_llama *m);
+
+/* Forward over inputs (B,T). With targets (B,T) (a negative target is
+ * ignored): *loss = mean cross-entropy over the targets used, *ntargets
+ * their count (either may be NULL). Without targets: only the logits of the
+ * last position of each row are computed (lora_llama_logits). A token id
+ * out of range is an error naming its row and position. In a TRAIN plan
+ * this also prepares backward: the gradient of the loss at the final norm
+ * is computed chunk by chunk with the logits, so no B*T x vocab matrix is
+ * ever held. */
+int lora_llama_forward(lora_llama *m, const int32_t *inputs, const int32_t *targets, double *loss,
+                       size_t *ntargets, lora_err *e);
+/* Logits (B, vocab) of the last position of each row, after a forward
+ * without targets or a decode step. */
+const float *lora_llama_logits(const lora_llama *m);
+
+/* Incremental decoding, for generation. lora_llama_plan_decode replaces
+ * the plan with one for B rows of up to maxT positions plus a key/value
+ * cache of every block. lora_llama_decode then feeds tokens (B, n) at
+ * positions pos .. pos+n-1 of each row (pos + n <= maxT; positions before
+ * pos must have been fed already): their keys and values join the cache,
+ * they attend over positions 0 .. their own, and the logits of position
+ * pos+n-1 of each row are left in lora_llama_logits. Feeding a prompt at
+ * once and then one token at a time gives the logits a full forward of
+ * the whole sequence gives. Adapters apply as in forward (no dropout). */
+int lora_llama_plan_decode(lora_llama *m, size_t B, size_t maxT, lora_err *e);
+int lora_llama_decode(lora_llama *m, const int32_t *tokens, size_t n, size_t pos, lora_err *e);
+
+/* Set the trainable adapter's gradients to zero. */
+void lora_llama_zero_grad(lora_llama *m);
+/* Accumulate (+=) d loss / d factors of the trainable adapter, for the
+ * last forward (TRAIN plan, with targets). */
+int lora_llama_backward(lora_llama *m, lora_err *e);
+/* Gradient buffers of layer i of the trainable adapter (same shapes as its
+ * A and B); 0, or -1 if there is no such layer. */
+int lora_llama_grad(const lora_llama *m, size_t i, float **dA, float **dB);
+
+/* Model FLOPs per token of one forward (training = 0) or forward and
+ * backward (training = 1) at sequence length T: the multiply-adds (x2) of
+ * every matrix product the computation needs once (projections, LoRA, the
+ * head, causal attention counted over the keys each query sees), excluding
+ * what recomputation repeats. Backward counts input gradients only where
+ * some trainable factor lies below, and the factor gradients. */
+double lora_llama_flops_per_token(const lora_llama *m, size_t T, int training);
+
+#endif

@@ -1,0 +1,569 @@
+#include "ops/diff.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "math/linalg.h"
+#include "ops/svd.h"
+
+static size_t min2(size_t a, size_t b) { return a < b ? a : b; }
+
+static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memory"); }
+
+/* malloc of n elements of size bytes; NULL on overflow, never malloc(0). */
+static void *xalloc(size_t n, size_t size)
+{
+	size_t b;
+	if (lora_mul_size(n, size, &b))
+		return NULL;
+	return malloc(b ? b : 1);
+}
+
+static int push_name(const char ***list, size_t *n, const char *name, lora_err *e)
+{
+	const char **l = realloc(*list, (*n + 1) * sizeof *l);
+	if (!l)
+		return nomem(e);
+	l[(*n)++] = name;
+	*list = l;
+	return 0;
+}
+
+int lora_subspace_phi(double *phi, const double *U1t, size_t k1, const double *U2t, size_t k2,
+                      size_t n, lora_err *e)
+{
+	double *M = xalloc(k1 * k2, sizeof *M);
+	if (!M)
+		return nomem(e);
+	lora_linalg_dgemm(0, 1, k1, k2, n, 1.0, U1t, U2t, 0.0, M);
+	/* P(i, j) = sum of M(a, b)^2 over a <= i, b <= j, built row by row. */
+	for (size_t i = 0; i < k1; i++) {
+		double row = 0;
+		for (size_t j = 0; j < k2; j++) {
+			row += M[i * k2 + j] * M[i * k2 + j];
+			phi[i * k2 + j] = row + (i ? phi[(i - 1) * k2 + j] : 0);
+		}
+	}
+	/* Divide only after the running sums are complete. */
+	for (size_t i = k1; i-- > 0;)
+		for (size_t j = 0; j < k2; j++)
+			phi[i * k2 + j] /= (double)(i < j ? i + 1 : j + 1);
+	free(M);
+	return 0;
+}
+
+static void transpose(double *dst, const double *src, size_t rows, size_t cols)
+{
+	for (size_t i = 0; i < rows; i++)
+		for (size_t j = 0; j < cols; j++)
+			dst[j * rows + i] = src[i * cols + j];
+}
+
+/* ||X1_k X2_k^T||_F^2 / k for the first k rows of X1 (k1 x n) and X2 (k2 x n). */
+static double top_similarity(const double *X1, const double *X2, size_t k, size_t n, lora_err *e, int *rc)
+{
+	double *M = xalloc(k * k, sizeof *M), s = 0;
+	if (!M) {
+		*rc = nomem(e);
+		return 0;
+	}
+	lora_linalg_dgemm(0, 1, k, k, n, 1.0, X1, X2, 0.0, M);
+	for (size_t i = 0; i < k * k; i++)
+		s += M[i] * M[i];
+	free(M);
+	return k ? s / (double)k : 0;
+}
+
+/* Right-singular vectors of A (as rows, k x n) or left-singular vectors of
+ * B (as rows, k x m), k = min(rank, side). */
+static double *singular_rows(const lora_layer *l, int of_B, size_t *k, lora_err *e)
+{
+	size_t side = of_B ? l->out : l->in, r = l->rank;
+	double *S = NULL, *V = NULL, *T = NULL;
+	*k = min2(r, side);
+	S = xalloc(*k, sizeof *S);
+	V = xalloc(*k * side, sizeof *V);
+	if (!S || !V)
+		goto fail;
+	if (of_B) {
+		if (!(T = xalloc(*k * side, sizeof *T)))
+			goto fail;
+		if (lora_lowrank_svd(T, S, NULL, l->B, NULL, side, r, r, e))
+			goto err;
+		transpose(V, T, side, *k);
+		free(T);
+	} else if (lora_lowrank_svd(NULL, S, V, NULL, l->A, r, r, side, e)) {
+		goto err;
+	}
+	free(S);
+	return V;
+fail:
+	nomem(e);
+err:
+	free(S), free(V), free(T);
+	return NULL;
+}
+
+static int subspace(lora_diff_layer *d, const lora_layer *la, const lora_layer *lb, size_t top, lora_err *e)
+{
+	int rc = 0;
+	double *Va = NULL, *Vb = NULL, *Ua = NULL, *Ub = NULL, *Sa = NULL, *Sb = NULL;
+	double *Wa = NULL, *Wb = NULL, *UaT = NULL, *UbT = NULL;
+	size_t ka, kb, m = la->out, n = la->in;
+	for (int side = 0; side < 2; side++) {
+		double **phi = side ? &d->phi_B : &d->phi_A;
+		size_t *rows = side ? &d->phiB_rows : &d->phiA_rows, *cols = side ? &d->phiB_cols : &d->phiA_cols;
+		if (!(Va = singular_rows(la, side, &ka, e)) || !(Vb = singular_rows(lb, side, &kb, e))) {
+			rc = e ? e->code : LORA_ENOMEM;
+			goto out;
+		}
+		if (!(*phi = xalloc(ka * kb, sizeof **phi))) {
+			rc = nomem(e);
+			goto out;
+		}
+		*rows = ka, *cols = kb;
+		if ((rc = lora_subspace_phi(*phi, Va, ka, Vb, kb, side ? m : n, e)))
+			goto out;
+		free(Va), free(Vb);
+		Va = Vb = NULL;
+	}
+	/* Top-k singular directions of the deltas themselves. */
+	ka = min2(min2(m, n), la->rank), kb = min2(min2(m, n), lb->rank);
+	size_t k = min2(ka, kb);
+	if (top && top < k)
+		k = top;
+	d->top = k;
+	Sa = xalloc(ka, sizeof *Sa), Sb = xalloc(kb, sizeof *Sb);
+	Ua = xalloc(m * ka, sizeof *Ua), Ub = xalloc(m * kb, sizeof *Ub);
+	Wa = xalloc(ka * n, sizeof *Wa), Wb = xalloc(kb * n, sizeof *Wb);
+	UaT = xalloc(m * ka, sizeof *UaT), UbT = xalloc(m * kb, sizeof *UbT);
+	if (!Sa || !Sb || !Ua || !Ub || !Wa || !Wb || !UaT || !UbT) {
+		rc = nomem(e);
+		goto out;
+	}
+	if ((rc = lora_lowrank_svd(Ua, Sa, Wa, la->B, la->A, m, la->rank, n, e)) ||
+	    (rc = lora_lowrank_svd(Ub, Sb, Wb, lb->B, lb->A, m, lb->rank, n, e)))
+		goto out;
+	transpose(UaT, Ua, m, ka);
+	transpose(UbT, Ub, m, kb);
+	d->top_out = top_similarity(UaT, UbT, k, m, e, &rc);
+	if (!rc)
+		d->top_in = top_similarity(Wa, Wb, k, n, e, &rc);
+out:
+	free(Va), free(Vb), free(Ua), free(Ub), free(Sa), free(Sb);
+	free(Wa), free(Wb), free(UaT), free(UbT);
+	return rc;
+}
+
+static int same_layer(const lora_layer *x, double sx, const lora_layer *y, double sy)
+{
+	return x->rank == y->rank && sx == sy && !memcmp(x->A, y->A, x->rank * x->in * sizeof *x->A) &&
+	       !memcmp(x->B, y->B, x->out * x->rank * sizeof *x->B);
+}
+
+/* Relative difference of two vectors (either may be NULL = absent). */
+static double vec_rel(const float *x, double sx, const float *y, double sy, size_t n)
+{
+	double d = 0, nx = 0, ny = 0;
+	for (size_t i = 0; i < n; i++) {
+		double a = x ? sx * x[i] : 0, b = y ? sy * y[i] : 0;
+		d += (a - b) * (a - b);
+		nx += a * a;
+		ny += b * b;
+	}
+	double mx = sqrt(nx > ny ? nx : ny);
+	return mx > 0 ? sqrt(d) / mx : 0;
+}
+
+static double vectors_diff(const lora_layer *la, double sa, const lora_layer *lb, double sb)
+{
+	double v = NAN;
+	if (la->magnitude || lb->magnitude)
+		v = la->magnitude && lb->magnitude ? vec_rel(la->magnitude, 1, lb->magnitude, 1, la->out) : 1;
+	if (la->bias || lb->bias) {
+		double b = vec_rel(la->bias, sa, lb->bias, sb, la->out);
+		v = isnan(v) || b > v ? b : v;
+	}
+	return v;
+}
+
+static int compare_layer(lora_diff_layer *d, const lora_layer *la, double sa, const lora_layer *lb,
+                         double sb, lora_err *e)
+{
+	size_t m = la->out, n = la->in;
+	double aa, bb, ab, dist;
+	int rc;
+	d->name = la->name;
+	d->out = m, d->in = n, d->rank_a = la->rank, d->rank_b = lb->rank;
+	if ((rc = lora_lowrank_inner(&aa, la->B, la->A, la->rank, la->B, la->A, la->rank, m, n, e)) ||
+	    (rc = lora_lowrank_inner(&bb, lb->B, lb->A, lb->rank, lb->B, lb->A, lb->rank, m, n, e)) ||
+	    (rc = lora_lowrank_inner(&ab, la->B, la->A, la->rank, lb->B, lb->A, lb->rank, m, n, e)))
+		return rc;
+	d->norm_a = fabs(sa) * sqrt(aa > 0 ? aa : 0);
+	d->norm_b = fabs(sb) * sqrt(bb > 0 ? bb : 0);
+	if (same_layer(la, sa, lb, sb))
+		dist = 0;
+	else if ((rc = lora_lowrank_dist(&dist, sa, la->B, la->A, la->rank, sb, lb->B, lb->A, lb->rank, m, n, e)))
+		return rc;
+	double mx = d->norm_a > d->norm_b ? d->norm_a : d->norm_b;
+	d->rel_diff = mx > 0 ? dist / mx : 0;
+	d->vec_diff = vectors_diff(la, sa, lb, sb);
+	if (d->norm_a > 0 && d->norm_b > 0) {
+		double c = sa * sb * ab / (d->norm_a * d->norm_b);
+		d->cosine = c > 1 ? 1 : c < -1 ? -1 : c;
+	} else {
+		d->cosine = NAN;
+	}
+	return 0;
+}
+
+int lora_diff_adapters(lora_diff_result *r, const lora_adapter *a, const char *name_a,
+                       const lora_adapter *b, const char *name_b, int subspace_on, size_t top,
+                       lora_err *e)
+{
+	int rc = 0;
+	memset(r, 0, sizeof *r);
+	if (!(r->layers = calloc(a->nlayers ? a->nlayers : 1, sizeof *r->layers)))
+		return nomem(e);
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *la = &a->layers[i], *lb = lora_adapter_find(b, la->name);
+		if (!lb) {
+			if ((rc = push_name(&r->only_a, &r->n_only_a, la->name, e)))
+				goto fail;
+			continue;
+		}
+		if (la->out != lb->out || la->in != lb->in) {
+			rc = lora_err_set(e, LORA_EINVAL, "layer '%s': shape %zux%zu in %s but %zux%zu in %s", la->name,
+			                  la->out, la->in, name_a, lb->out, lb->in, name_b);
+			goto fail;
+		}
+		lora_diff_layer *d = &r->layers[r->nlayers++];
+		double sa = lora_layer_scale(a, la), sb = lora_layer_scale(b, lb);
+		if ((rc = compare_layer(d, la, sa, lb, sb, e)) || (subspace_on && (rc = subspace(d, la, lb, top, e)))) {
+			lora_err_prefix(e, "layer '%s'", la->name);
+			goto fail;
+		}
+	}
+	for (size_t i = 0; i < b->nlayers; i++)
+		if (!lora_adapter_find(a, b->layers[i].name) &&
+		    (rc = push_name(&r->only_b, &r->n_only_b, b->layers[i].name, e)))
+			goto fail;
+	return 0;
+fail:
+	lora_diff_result_free(r);
+	return rc;
+}
+
+void lora_diff_result_free(lora_diff_result *r)
+{
+	for (size_t i = 0; i < r->nlayers; i++) {
+		free(r->layers[i].phi_A);
+		free(r->layers[i].phi_B);
+	}
+	free(r->layers);
+	free(r->only_a);
+	free(r->only_b);
+	memset(r, 0, sizeof *r);
+}
+
+/* ---- checkpoints ---- */
+
+static int selected(const lora_targets *t, const char *tensor)
+{
+	if (!t)
+		return 1;
+	size_t len = strlen(tensor);
+	char module[1024];
+	if (len <= 7 || strcmp(tensor + len - 7, ".weight") != 0 || len - 7 >= sizeof module)
+		return 0;
+	memcpy(module, tensor, len - 7);
+	module[len - 7] = 0;
+	return lora_targets_match(t, module);
+}
+
+static void shape_str(char *buf, size_t n, const lora_st_tensor *t)
+{
+	size_t used = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < t->ndim && used < n; i++)
+		used += (size_t)snprintf(buf + used, n - used, "%s%zu", i ? "x" : "", t->shape[i]);
+	if (!t->ndim)
+		snprintf(buf, n, "scalar");
+}
+
+static int same_shape(const lora_st_tensor *x, const lora_st_tensor *y)
+{
+	if (x->ndim != y->ndim)
+		return 0;
+	for (size_t i = 0; i < x->ndim; i++)
+		if (x->shape[i] != y->shape[i])
+			return 0;
+	return 1;
+}
+
+/* D = W_tuned - W_base in f32, the base converted a chunk at a time;
+ * returns ||W_base||_F^2. */
+static double tensor_difference(float *D, const lora_st_tensor *x, const lora_st_tensor *y, float *tmp,
+                                size_t chunk)
+{
+	size_t n = x->nelem, es = lora_dtype_size(x->dtype);
+	double bn = 0;
+	lora_to_f32(D, y->data, y->dtype, n);
+	for (size_t j = 0; j < n; j += chunk) {
+		size_t k = n - j < chunk ? n - j : chunk;
+		lora_to_f32(tmp, (const unsigned char *)x->data + j * es, x->dtype, k);
+		bn += lora_sumsq(tmp, k);
+		for (size_t q = 0; q < k; q++)
+			D[j + q] -= tmp[q];
+	}
+	return bn;
+}
+
+int lora_diff_models(lora_diff_models_result *r, const lora_model *base, const lora_model *tuned,
+                     const lora_targets *t,
+                     void (*progress)(void *ctx, size_t i, size_t n, const char *name), void *ctx,
+                     lora_err *e)
+{
+	enum { CHUNK = 1 << 16 };
+	float *dW = NULL, *tmp = malloc(CHUNK * sizeof *tmp);
+	double *ev = NULL;
+	size_t maxel = 0, maxp = 0;
+	char s1[64], s2s[64];
+	int rc = 0;
+	memset(r, 0, sizeof *r);
+	if (!tmp || !(r->tensors = calloc(base->ntensors ? base->ntensors : 1, sizeof *r->tensors))) {
+		rc = nomem(e);
+		goto fail;
+	}
+	/* Validate everything first, so trouble shows before the slow part. */
+	for (size_t i = 0; i < base->ntensors; i++) {
+		const lora_st_tensor *x = base->tensors[i], *y;
+		if (!selected(t, x->name))
+			continue;
+		if (!(y = lora_model_find(tuned, x->name))) {
+			if ((rc = push_name(&r->only_base, &r->n_only_base, x->name, e)))
+				goto fail;
+			continue;
+		}
+		if (!same_shape(x, y)) {
+			shape_str(s1, sizeof s1, x);
+			shape_str(s2s, sizeof s2s, y);
+			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': shape %s in %s but %s in %s", x->name, s1,
+			                  base->path, s2s, tuned->path);
+			goto fail;
+		}
+		lora_diff_tensor *d = &r->tensors[r->ntensors++];
+		d->name = x->name;
+		d->ndim = x->ndim;
+		memcpy(d->shape, x->shape, sizeof d->shape);
+		d->compared = lora_dtype_is_float(x->dtype) && lora_dtype_is_float(y->dtype);
+		if (x->nelem > maxel)
+			maxel = x->nelem;
+		if (x->ndim == 2 && min2(x->shape[0], x->shape[1]) > maxp)
+			maxp = min2(x->shape[0], x->shape[1]);
+	}
+	for (size_t i = 0; i < tuned->ntensors; i++)
+		if (selected(t, tuned->tensors[i]->name) && !lora_model_find(base, tuned->tensors[i]->name) &&
+		    (rc = push_name(&r->only_tuned, &r->n_only_tuned, tuned->tensors[i]->name, e)))
+			goto fail;
+	if (!(dW = xalloc(maxel, sizeof *dW)) || !(ev = xalloc(maxp, sizeof *ev))) {
+		rc = nomem(e);
+		goto fail;
+	}
+	for (size_t i = 0; i < r->ntensors; i++) {
+		lora_diff_tensor *d = &r->tensors[i];
+		const lora_st_tensor *x = lora_model_find(base, d->name), *y = lora_model_find(tuned, d->name);
+		if (progress)
+			progress(ctx, i, r->ntensors, d->name);
+		d->rank50 = d->rank90 = d->rank99 = -1;
+		if (!d->compared) {
+			int same = x->dtype == y->dtype && x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes);
+			d->norm = d->base_norm = NAN;
+			d->relative = same ? 0 : INFINITY;
+			lora_st_release(x);
+			lora_st_release(y);
+			continue;
+		}
+		size_t n = x->nelem;
+		double bn = tensor_difference(dW, x, y, tmp, CHUNK);
+		lora_st_release(x);
+		lora_st_release(y);
+		double ss = lora_sumsq(dW, n);
+		if (!isfinite(ss)) {
+			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': the difference of %s and %s is not finite",
+			                  d->name, tuned->path, base->path);
+			goto fail;
+		}
+		d->norm = sqrt(ss);
+		d->base_norm = sqrt(bn);
+		d->relative = ss == 0 ? 0 : bn > 0 ? d->norm / d->base_norm : INFINITY;
+		if (d->ndim != 2)
+			continue;
+		size_t rows = d->shape[0], cols = d->shape[1], p = min2(rows, cols);
+		if (ss == 0) {
+			d->rank50 = d->rank90 = d->rank99 = 0;
+			continue;
+		}
+		if ((rc = lora_sq_svals(ev, dW, rows, cols, e))) {
+			lora_err_prefix(e, "tensor '%s'", d->name);
+			goto fail;
+		}
+		double tot = 0;
+		for (size_t j = 0; j < p; j++)
+			tot += ev[j];
+		d->rank50 = (long)lora_svd_pick_rank(ev, p, tot, 0.5, 0);
+		d->rank90 = (long)lora_svd_pick_rank(ev, p, tot, 0.9, 0);
+		d->rank99 = (long)lora_svd_pick_rank(ev, p, tot, 0.99, 0);
+	}
+	goto out;
+fail:
+	lora_diff_models_free(r);
+out:
+	free(dW), free(tmp), free(ev);
+	return rc;
+}
+
+/* Does tensor x differ from y (same shape)? Bytes first; values when the
+ * dtypes differ. */
+static int tensor_changed(const lora_st_tensor *x, const lora_st_tensor *y, float *t1, float *t2, size_t chunk)
+{
+	if (x->dtype == y->dtype)
+		return memcmp(x->data, y->data, x->nbytes) != 0;
+	if (!lora_dtype_is_float(x->dtype) || !lora_dtype_is_float(y->dtype))
+		return 1;
+	size_t ex = lora_dtype_size(x->dtype), ey = lora_dtype_size(y->dtype);
+	for (size_t j = 0; j < x->nelem; j += chunk) {
+		size_t k = x->nelem - j < chunk ? x->nelem - j : chunk;
+		lora_to_f32(t1, (const unsigned char *)x->data + j * ex, x->dtype, k);
+		lora_to_f32(t2, (const unsigned char *)y->data + j * ey, y->dtype, k);
+		for (size_t q = 0; q < k; q++)
+			if (t1[q] != t2[q])
+				return 1;
+	}
+	return 0;
+}
+
+int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const char *name_a,
+                            const lora_model *base, const lora_model *tuned, const lora_targets *t,
+                            void (*progress)(void *ctx, size_t i, size_t n, const char *name),
+                            void *ctx, lora_err *e)
+{
+	enum { CHUNK = 1 << 16 };
+	const lora_st_tensor **xs = calloc(a->nlayers ? a->nlayers : 1, sizeof *xs);
+	const lora_st_tensor **ys = calloc(a->nlayers ? a->nlayers : 1, sizeof *ys);
+	float *D = NULL, *T = NULL, *t1 = malloc(CHUNK * sizeof *t1), *t2 = malloc(CHUNK * sizeof *t2);
+	size_t maxel = 0, maxr = 0;
+	char tn[1100], s1[64];
+	int rc = 0;
+	memset(r, 0, sizeof *r);
+	if (!xs || !ys || !t1 || !t2 || !(r->layers = calloc(a->nlayers ? a->nlayers : 1, sizeof *r->layers))) {
+		rc = nomem(e);
+		goto fail;
+	}
+	/* Every layer must find its tensor, of its shape, before any work. */
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *l = &a->layers[i];
+		const lora_model *ms[2] = {base, tuned};
+		snprintf(tn, sizeof tn, "%s.weight", l->name);
+		for (int k = 0; k < 2; k++) {
+			const lora_st_tensor *x = lora_model_find(ms[k], tn);
+			if (!x) {
+				rc = lora_err_set(e, LORA_EINVAL, "layer '%s' of %s: no tensor '%s' in %s", l->name, name_a, tn,
+				                  ms[k]->path);
+				goto fail;
+			}
+			if (x->ndim != 2 || x->shape[0] != l->out || x->shape[1] != l->in) {
+				shape_str(s1, sizeof s1, x);
+				rc = lora_err_set(e, LORA_EINVAL, "layer '%s': shape %zux%zu in %s but %s in %s", l->name, l->out,
+				                  l->in, name_a, s1, ms[k]->path);
+				goto fail;
+			}
+			if (!lora_dtype_is_float(x->dtype)) {
+				rc = lora_err_set(e, LORA_EINVAL, "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 can be differenced",
+				                  ms[k]->path, tn, lora_dtype_st_name(x->dtype));
+				goto fail;
+			}
+			(k ? ys : xs)[i] = x;
+		}
+		if (xs[i]->nelem > maxel)
+			maxel = xs[i]->nelem;
+		if (l->out * l->rank > maxr)
+			maxr = l->out * l->rank;
+	}
+	if (!(D = xalloc(maxel, sizeof *D)) || !(T = xalloc(maxr, sizeof *T))) {
+		rc = nomem(e);
+		goto fail;
+	}
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *l = &a->layers[i];
+		lora_diff_layer *d = &r->layers[r->nlayers++];
+		size_t m = l->out, n = l->in;
+		double s = lora_layer_scale(a, l), aa, res;
+		if (progress)
+			progress(ctx, i, a->nlayers, l->name);
+		tensor_difference(D, xs[i], ys[i], t1, CHUNK);
+		lora_st_release(xs[i]);
+		lora_st_release(ys[i]);
+		double dd = lora_sumsq(D, m * n);
+		if (!isfinite(dd)) {
+			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': the difference of %s and %s is not finite",
+			                  xs[i]->name, tuned->path, base->path);
+			goto fail;
+		}
+		d->name = l->name;
+		d->out = m, d->in = n, d->rank_a = l->rank, d->rank_b = 0;
+		d->vec_diff = NAN;
+		/* <s B A, D> = s sum (B o (D A^T)); ||s B A - D|| by row blocks. */
+		lora_linalg_sgemm(0, 1, m, l->rank, n, 1.0f, D, l->A, 0.0f, T);
+		double ip = 0;
+		for (size_t q = 0; q < m * l->rank; q++)
+			ip += (double)l->B[q] * T[q];
+		ip *= s;
+		if ((rc = lora_lowrank_inner(&aa, l->B, l->A, l->rank, l->B, l->A, l->rank, m, n, e)) ||
+		    (rc = lora_residual_sq(&res, D, (float)s, l->B, l->A, m, l->rank, n, e))) {
+			lora_err_prefix(e, "layer '%s'", l->name);
+			goto fail;
+		}
+		d->norm_a = fabs(s) * sqrt(aa > 0 ? aa : 0);
+		d->norm_b = sqrt(dd);
+		double mx = d->norm_a > d->norm_b ? d->norm_a : d->norm_b;
+		d->rel_diff = mx > 0 ? sqrt(res) / mx : 0;
+		if (d->norm_a > 0 && d->norm_b > 0) {
+			double c = ip / (d->norm_a * d->norm_b);
+			d->cosine = c > 1 ? 1 : c < -1 ? -1 : c;
+		} else {
+			d->cosine = NAN;
+		}
+	}
+	/* Changed weights the adapter does not cover. */
+	for (size_t i = 0; i < base->ntensors; i++) {
+		const lora_st_tensor *x = base->tensors[i], *y;
+		size_t len = strlen(x->name);
+		if (x->ndim != 2 || len <= 7 || strcmp(x->name + len - 7, ".weight") != 0 || !selected(t, x->name))
+			continue;
+		snprintf(tn, sizeof tn, "%.*s", (int)(len - 7), x->name);
+		if (lora_adapter_find(a, tn) || !(y = lora_model_find(tuned, x->name)) || !same_shape(x, y))
+			continue;
+		int changed = tensor_changed(x, y, t1, t2, CHUNK);
+		lora_st_release(x);
+		lora_st_release(y);
+		if (changed && (rc = push_name(&r->only_b, &r->n_only_b, x->name, e)))
+			goto fail;
+	}
+	goto out;
+fail:
+	lora_diff_result_free(r);
+out:
+	free(xs), free(ys), free(D), free(T), free(t1), free(t2);
+	return rc;
+}
+
+void lora_diff_models_free(lora_diff_models_result *r)
+{
+	free(r->tensors);
+	free(r->only_base);
+	free(r->only_tuned);
+	memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,41 @@
+/* merge: fold adapters into a checkpoint, streaming tensor by tensor.
+ *
+ * W' = W + sum_i k_i * s_i * B_i A_i for every adapted weight (k_i the
+ * user's scale, negated by subtract; s_i the adapter's alpha/r), computed
+ * in f32 and rounded once to the output dtype. DoRA layers then rescale
+ * each output row to the magnitude vector; lora_B biases are added to the
+ * module's bias. Everything is matched and shape-checked before a byte is
+ * written; the output appears only when complete. */
+#ifndef LORA_MERGE_H
+#define LORA_MERGE_H
+
+#include <stdint.h>
+
+#include "core/adapter.h"
+#include "io/safetensors.h"
+
+typedef struct {
+	const lora_adapter *a;
+	const char *path; /* for messages */
+	double scale;
+} lora_merge_input;
+
+typedef struct {
+	int subtract;
+	int ignore_unknown; /* skip adapter tensors that are not linear LoRA factors */
+	int force;          /* replace an existing output */
+	int dtype;          /* -1: keep each tensor's dtype; else a float lora_dtype */
+	/* Called after each tensor (may be NULL): tensors and bytes done/total. */
+	void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes, uint64_t total_bytes);
+	void *ctx;
+} lora_merge_opts;
+
+/* Merge into out. A model given as one .safetensors file is written as one
+ * file; a directory or an index is written as a directory with the same
+ * shard layout, an updated index, and every other file copied. Returns 0 or
+ * LORA_E*; on error nothing is left at out. *merged (may be NULL) receives
+ * the number of tensors changed. */
+int lora_merge(const lora_model *m, const lora_merge_input *in, size_t n, const char *out,
+               const lora_merge_opts *o, size_t *merged, lora_err *e);
+
+#endif

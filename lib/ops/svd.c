@@ -1,0 +1,507 @@
+#include "ops/svd.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "math/linalg.h"
+#include "core/rng.h"
+
+static size_t min2(size_t a, size_t b) { return a < b ? a : b; }
+
+static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memory"); }
+
+/* malloc of n elements of size bytes; NULL on overflow, never malloc(0). */
+static void *xalloc(size_t n, size_t size)
+{
+	size_t b;
+	if (lora_mul_size(n, size, &b))
+		return NULL;
+	return malloc(b ? b : 1);
+}
+
+void lora_svd_opts_init(lora_svd_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->method = LORA_SVD_RANDOMIZED;
+	o->oversample = 10;
+	o->power_iters = 2;
+	o->dtype = LORA_F32;
+}
+
+static const char *const method_names[] = {"randomized", "exact"};
+
+const char *lora_svd_method_name(lora_svd_method m) { return method_names[m]; }
+
+int lora_svd_method_parse(const char *s, lora_svd_method *m)
+{
+	for (int i = 0; i < 2; i++)
+		if (strcmp(s, method_names[i]) == 0) {
+			*m = (lora_svd_method)i;
+			return 0;
+		}
+	return -1;
+}
+
+void lora_svd_report_free(lora_svd_report *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->nlayers; i++)
+		free(r->layers[i].name);
+	for (size_t i = 0; i < r->nskipped; i++)
+		free(r->skipped[i]);
+	free(r->layers);
+	free(r->skipped);
+	memset(r, 0, sizeof *r);
+}
+
+static lora_svd_layer_report *report_add(lora_svd_report *r, const char *name, lora_err *e)
+{
+	if (!r)
+		return NULL;
+	lora_svd_layer_report *l = realloc(r->layers, (r->nlayers + 1) * sizeof *l);
+	if (!l) {
+		nomem(e);
+		return NULL;
+	}
+	r->layers = l;
+	l += r->nlayers;
+	memset(l, 0, sizeof *l);
+	if (!(l->name = strdup(name))) {
+		nomem(e);
+		return NULL;
+	}
+	r->nlayers++;
+	return l;
+}
+
+static int report_skip(lora_svd_report *r, const char *name, lora_err *e)
+{
+	if (!r)
+		return 0;
+	char **s = realloc(r->skipped, (r->nskipped + 1) * sizeof *s);
+	if (!s)
+		return nomem(e);
+	r->skipped = s;
+	if (!(s[r->nskipped] = strdup(name)))
+		return nomem(e);
+	r->nskipped++;
+	return 0;
+}
+
+size_t lora_svd_pick_rank(const double *s2, size_t n, double total, double energy, size_t cap)
+{
+	size_t lim = cap && cap < n ? cap : n;
+	double want = energy * total, cum = 0;
+	for (size_t k = 0; k < lim; k++) {
+		cum += s2[k];
+		if (cum >= want)
+			return k + 1;
+	}
+	return lim ? lim : 1;
+}
+
+/* Round x to dtype t and back, so the numbers we report are those stored. */
+static void round_to(float *x, size_t n, lora_dtype t)
+{
+	if (t == LORA_F32)
+		return;
+	enum { CH = 4096 };
+	uint16_t buf[CH];
+	for (size_t i = 0; i < n; i += CH) {
+		size_t k = n - i < CH ? n - i : CH;
+		lora_from_f32(buf, x + i, t, k);
+		lora_to_f32(x + i, buf, t, k);
+	}
+}
+
+/* B = U_k S_k^(1/2) (m x k), A = S_k^(1/2) Vt_k (k x n), U (m x ku), Vt
+ * (kv x n) with their first k vectors used. */
+static void split_sqrt(float *B, float *A, const float *U, size_t ku, const double *S, const float *Vt,
+                       size_t m, size_t n, size_t k)
+{
+	for (size_t i = 0; i < m; i++)
+		for (size_t j = 0; j < k; j++)
+			B[i * k + j] = (float)(U[i * ku + j] * sqrt(S[j]));
+	for (size_t j = 0; j < k; j++) {
+		float r = (float)sqrt(S[j]);
+		for (size_t c = 0; c < n; c++)
+			A[j * n + c] = r * Vt[j * n + c];
+	}
+}
+
+int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, size_t m, size_t n,
+                    const lora_svd_opts *o, uint64_t seed, lora_svd_layer_report *rep, lora_err *e)
+{
+	size_t p = min2(m, n), cap = o->rank ? min2(o->rank, p) : (o->max_rank ? min2(o->max_rank, p) : p);
+	size_t k = 0, kt;
+	double total = lora_sumsq(dW, m * n), *S = xalloc(p, sizeof *S), *s2 = NULL;
+	float *U = NULL, *Vt = NULL, *B = NULL, *A = NULL;
+	int rc = 0, exact = o->method == LORA_SVD_EXACT;
+	*Bout = *Aout = NULL;
+	if (!S || !(s2 = xalloc(p, sizeof *s2))) {
+		rc = nomem(e);
+		goto out;
+	}
+	/* Randomized with an energy rule: the rank is not known up front, so
+	 * sketch for kt directions, doubling kt until the kept energy is reached
+	 * or the cap is; once the sketch would span most of the matrix the exact
+	 * SVD is cheaper. */
+	kt = o->rank ? cap : min2(cap, 32);
+	for (;;) {
+		if (!exact && !o->rank && kt + o->oversample >= p)
+			exact = 1;
+		size_t want = exact ? cap : kt;
+		free(U), free(Vt);
+		U = xalloc(m * want, sizeof *U);
+		Vt = xalloc(n * want, sizeof *Vt);
+		if (!U || !Vt) {
+			rc = nomem(e);
+			goto out;
+		}
+		size_t ns;
+		if (exact) {
+			rc = lora_svd_exact(U, S, Vt, dW, m, n, want, e);
+			ns = p;
+		} else {
+			rc = lora_svd_randomized(U, S, Vt, dW, m, n, want, o->oversample, o->power_iters, seed, e);
+			ns = want;
+		}
+		if (rc)
+			goto out;
+		for (size_t i = 0; i < ns; i++)
+			s2[i] = S[i] * S[i];
+		if (o->rank) {
+			k = cap;
+		} else {
+			k = lora_svd_pick_rank(s2, min2(ns, want), total, o->energy, cap);
+			double cum = 0;
+			for (size_t i = 0; i < k; i++)
+				cum += s2[i];
+			/* Sketch too small: the energy was not reached inside it. */
+			if (!exact && k == want && want < cap && cum < o->energy * total) {
+				kt = min2(2 * kt, cap);
+				continue;
+			}
+		}
+		kt = want;
+		break;
+	}
+	if (!(B = xalloc(m * k, sizeof *B)) || !(A = xalloc(k * n, sizeof *A))) {
+		rc = nomem(e);
+		goto out;
+	}
+	split_sqrt(B, A, U, kt, S, Vt, m, n, k);
+	round_to(B, m * k, o->dtype);
+	round_to(A, k * n, o->dtype);
+	if (rep) {
+		double res, kept = 0;
+		if ((rc = lora_residual_sq(&res, dW, 1.0f, B, A, m, k, n, e)))
+			goto out;
+		for (size_t i = 0; i < k; i++)
+			kept += s2[i];
+		rep->out = m, rep->in = n, rep->rank = k;
+		rep->norm = sqrt(total);
+		rep->energy = total > 0 ? fmin(kept / total, 1.0) : 1;
+		rep->rel_error = total > 0 ? sqrt(res / total) : 0;
+	}
+	*Bout = B, *Aout = A, *rank = k;
+	B = A = NULL;
+out:
+	free(S), free(s2), free(U), free(Vt), free(B), free(A);
+	return rc;
+}
+
+/* ---- re-ranking ---- */
+
+int lora_svd_copy_meta(lora_adapter *dst, const lora_adapter *src, lora_err *e)
+{
+	dst->dtype = src->dtype;
+	dst->rslora = src->rslora;
+	dst->fan_in_fan_out = src->fan_in_fan_out;
+	if ((src->base_name && !(dst->base_name = strdup(src->base_name))) ||
+	    (src->base_fingerprint && !(dst->base_fingerprint = strdup(src->base_fingerprint))))
+		return nomem(e);
+	for (size_t i = 0; i < src->ntargets; i++)
+		if (lora_adapter_add_target(dst, src->targets[i], e))
+			return e ? e->code : LORA_ENOMEM;
+	for (size_t i = 0; i < src->nextras; i++) {
+		const lora_extra *x = &src->extras[i];
+		if (!lora_adapter_add_extra(dst, x->name, x->dtype, x->ndim, x->shape, x->data, e))
+			return e ? e->code : LORA_ENOMEM;
+	}
+	return 0;
+}
+
+static float *dup_floats(const float *x, size_t n)
+{
+	float *y = xalloc(n, sizeof *y);
+	if (y)
+		memcpy(y, x, n * sizeof *y);
+	return y;
+}
+
+/* Re-rank one layer of src (scale s) into a new layer of dst. */
+static int rerank_layer(lora_adapter *dst, const lora_layer *l, double s, const lora_svd_opts *o,
+                        lora_svd_report *rep, lora_err *e)
+{
+	size_t m = l->out, n = l->in, kk = min2(min2(m, n), l->rank), p = min2(m, n);
+	double *U = xalloc(m * kk, sizeof *U), *S = xalloc(kk, sizeof *S);
+	double *Vt = xalloc(kk * n, sizeof *Vt), *s2 = xalloc(kk, sizeof *s2);
+	int rc = 0;
+	if (!U || !S || !Vt || !s2) {
+		rc = nomem(e);
+		goto out;
+	}
+	if ((rc = lora_lowrank_svd(U, S, Vt, l->B, l->A, m, l->rank, n, e))) {
+		lora_err_prefix(e, "layer '%s'", l->name);
+		goto out;
+	}
+	/* Fold the scale: s B A = U (|s| S) V^T, its sign going to U. */
+	double total = 0;
+	for (size_t i = 0; i < kk; i++) {
+		S[i] *= fabs(s);
+		s2[i] = S[i] * S[i];
+		total += s2[i];
+	}
+	size_t k = o->rank ? min2(o->rank, p)
+	           : total > 0 ? lora_svd_pick_rank(s2, kk, total, o->energy, o->max_rank) : 1;
+	lora_layer *nl = lora_adapter_add(dst, l->name, m, n, k, (double)k, 0, e);
+	if (!nl) {
+		rc = e ? e->code : LORA_ENOMEM;
+		goto out;
+	}
+	size_t kept = min2(k, kk); /* directions beyond kk stay zero: B A has no more */
+	double sign = s < 0 ? -1.0 : 1.0;
+	for (size_t i = 0; i < m; i++)
+		for (size_t j = 0; j < kept; j++)
+			nl->B[i * k + j] = (float)(sign * U[i * kk + j] * sqrt(S[j]));
+	for (size_t j = 0; j < kept; j++)
+		for (size_t c = 0; c < n; c++)
+			nl->A[j * n + c] = (float)(sqrt(S[j]) * Vt[j * n + c]);
+	round_to(nl->B, m * k, o->dtype);
+	round_to(nl->A, k * n, o->dtype);
+	if ((l->magnitude && !(nl->magnitude = dup_floats(l->magnitude, m))) ||
+	    (l->bias && !(nl->bias = dup_floats(l->bias, m)))) {
+		rc = nomem(e);
+		goto out;
+	}
+	/* PEFT scales lora_B's output, bias included: fold s into it as well. */
+	for (size_t i = 0; nl->bias && i < m; i++)
+		nl->bias[i] = (float)(s * nl->bias[i]);
+	nl->has_magnitude = nl->magnitude != NULL;
+	nl->has_bias = nl->bias != NULL;
+	if (rep) {
+		lora_svd_layer_report *r = report_add(rep, l->name, e);
+		double d, kept_e = 0;
+		if (!r) {
+			rc = e ? e->code : LORA_ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < kept; i++)
+			kept_e += s2[i];
+		/* In f32 the dropped tail of the spectrum is the error, up to f32
+		 * rounding; f16/bf16 rounding is larger, so then it is measured on
+		 * the stored factors (QR of the stacked factors: costs about as
+		 * much as the re-rank itself). */
+		if (o->dtype == LORA_F32) {
+			d = 0;
+			for (size_t i = kept; i < kk; i++)
+				d += s2[i];
+			d = sqrt(d);
+		} else if ((rc = lora_lowrank_dist(&d, s, l->B, l->A, l->rank, 1.0, nl->B, nl->A, k, m, n, e))) {
+			lora_err_prefix(e, "layer '%s'", l->name);
+			goto out;
+		}
+		r->out = m, r->in = n, r->old_rank = l->rank, r->rank = k;
+		r->norm = sqrt(total);
+		r->energy = total > 0 ? kept_e / total : 1;
+		r->rel_error = total > 0 ? d / sqrt(total) : 0;
+	}
+out:
+	free(U), free(S), free(Vt), free(s2);
+	return rc;
+}
+
+int lora_svd_rerank(lora_adapter **out, const lora_adapter *in, const lora_svd_opts *o,
+                    lora_svd_report *rep, lora_err *e)
+{
+	lora_adapter *a = lora_adapter_new();
+	int rc = 0;
+	*out = NULL;
+	if (!a)
+		return nomem(e);
+	if ((rc = lora_svd_copy_meta(a, in, e)))
+		goto fail;
+	a->dtype = o->dtype;
+	a->rslora = 0;
+	for (size_t i = 0; i < in->nlayers; i++) {
+		const lora_layer *l = &in->layers[i];
+		if (o->progress)
+			o->progress(o->progress_ctx, i, in->nlayers, l->name);
+		if ((rc = rerank_layer(a, l, lora_layer_scale(in, l), o, rep, e)))
+			goto fail;
+	}
+	*out = a;
+	return 0;
+fail:
+	lora_adapter_free(a);
+	return rc;
+}
+
+/* ---- extraction ---- */
+
+static void shape_str(char *buf, size_t n, const lora_st_tensor *t)
+{
+	size_t used = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < t->ndim && used < n; i++)
+		used += (size_t)snprintf(buf + used, n - used, "%s%zu", i ? "x" : "", t->shape[i]);
+	if (!t->ndim)
+		snprintf(buf, n, "scalar");
+}
+
+/* dW = tuned - base in f32, converting base a chunk at a time. */
+static void difference(float *dW, const lora_st_tensor *base, const lora_st_tensor *tuned, float *tmp,
+                       size_t chunk)
+{
+	size_t n = tuned->nelem, es = lora_dtype_size(base->dtype);
+	lora_to_f32(dW, tuned->data, tuned->dtype, n);
+	for (size_t i = 0; i < n; i += chunk) {
+		size_t k = n - i < chunk ? n - i : chunk;
+		lora_to_f32(tmp, (const unsigned char *)base->data + i * es, base->dtype, k);
+		for (size_t j = 0; j < k; j++)
+			dW[i + j] -= tmp[j];
+	}
+}
+
+/* Module name of a tensor "MODULE.weight" into buf, or 0 if it is not one. */
+static int module_of(const char *tensor, char *buf, size_t n)
+{
+	size_t len = strlen(tensor);
+	if (len <= 7 || strcmp(tensor + len - 7, ".weight") != 0 || len - 7 >= n)
+		return 0;
+	memcpy(buf, tensor, len - 7);
+	buf[len - 7] = 0;
+	return 1;
+}
+
+int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_model *tuned,
+                     const lora_targets *t, const lora_svd_opts *o, lora_svd_report *rep,
+                     lora_err *e)
+{
+	enum { CHUNK = 1 << 16 };
+	lora_adapter *a = lora_adapter_new();
+	const lora_st_tensor **sel = calloc(base->ntensors ? base->ntensors : 1, sizeof *sel);
+	float *dW = NULL, *tmp = malloc(CHUNK * sizeof *tmp), *B = NULL, *A = NULL;
+	size_t nsel = 0, maxel = 0;
+	char module[1024], s1[64], s2[64];
+	int rc = 0;
+	*out = NULL;
+	if (!a || !sel || !tmp) {
+		rc = nomem(e);
+		goto fail;
+	}
+	a->dtype = o->dtype;
+	/* Check every selected tensor before the first (slow) factorisation. */
+	for (size_t i = 0; i < base->ntensors; i++) {
+		const lora_st_tensor *x = base->tensors[i], *y;
+		if (!module_of(x->name, module, sizeof module) || !lora_targets_match(t, module))
+			continue;
+		if (x->ndim != 2) {
+			if (t->all_linear)
+				continue;
+			rc = lora_err_set(e, LORA_EINVAL, "%s: tensor '%s' is %zu-D; only 2-D linear weights can be adapted",
+			                  base->path, x->name, x->ndim);
+			goto fail;
+		}
+		if (!(y = lora_model_find(tuned, x->name))) {
+			rc = lora_err_set(e, LORA_EINVAL, "%s: no tensor '%s' (it is in %s)", tuned->path, x->name,
+			                  base->path);
+			goto fail;
+		}
+		if (y->ndim != 2 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1]) {
+			shape_str(s1, sizeof s1, x);
+			shape_str(s2, sizeof s2, y);
+			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': shape %s in %s but %s in %s", x->name, s1,
+			                  base->path, s2, tuned->path);
+			goto fail;
+		}
+		const lora_st_tensor *bad = !lora_dtype_is_float(x->dtype) ? x : !lora_dtype_is_float(y->dtype) ? y : NULL;
+		if (bad) {
+			rc = lora_err_set(e, LORA_EINVAL, "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 can be differenced",
+			                  bad == x ? base->path : tuned->path, x->name, lora_dtype_st_name(bad->dtype));
+			goto fail;
+		}
+		sel[nsel++] = x;
+		if (x->nelem > maxel)
+			maxel = x->nelem;
+	}
+	if (!nsel) {
+		rc = lora_err_set(e, LORA_EINVAL, "%s: no tensor matches the targets", base->path);
+		goto fail;
+	}
+	if (!(dW = xalloc(maxel, sizeof *dW))) {
+		rc = nomem(e);
+		goto fail;
+	}
+	for (size_t i = 0; i < nsel; i++) {
+		const lora_st_tensor *x = sel[i], *y = lora_model_find(tuned, x->name);
+		size_t m = x->shape[0], n = x->shape[1], k;
+		module_of(x->name, module, sizeof module);
+		if (o->progress)
+			o->progress(o->progress_ctx, i, nsel, x->name);
+		difference(dW, x, y, tmp, CHUNK);
+		/* Only dW is needed from here: keep the resident size at one tensor. */
+		lora_st_release(x);
+		lora_st_release(y);
+		double ss = lora_sumsq(dW, m * n);
+		if (!isfinite(ss)) {
+			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': the difference of %s and %s is not finite",
+			                  x->name, tuned->path, base->path);
+			goto fail;
+		}
+		if (ss == 0) {
+			if ((rc = report_skip(rep, module, e)))
+				goto fail;
+			continue;
+		}
+		lora_svd_layer_report *r = rep ? report_add(rep, module, e) : NULL;
+		if (rep && !r) {
+			rc = e ? e->code : LORA_ENOMEM;
+			goto fail;
+		}
+		if ((rc = lora_svd_factor(&B, &A, &k, dW, m, n, o, o->seed ^ lora_fnv1a(LORA_FNV_INIT, module, strlen(module)), r, e))) {
+			lora_err_prefix(e, "tensor '%s'", x->name);
+			goto fail;
+		}
+		lora_layer *l = lora_adapter_add(a, module, m, n, k, (double)k, 1, e);
+		if (!l) {
+			rc = e ? e->code : LORA_ENOMEM;
+			goto fail;
+		}
+		l->B = B, l->A = A;
+		B = A = NULL;
+	}
+	if (!a->nlayers) {
+		rc = lora_err_set(e, LORA_EINVAL, "%s and %s do not differ in any target tensor", base->path,
+		                  tuned->path);
+		goto fail;
+	}
+	char fp[17];
+	lora_model_fingerprint(base, fp);
+	if ((base->name && !(a->base_name = strdup(base->name))) || !(a->base_fingerprint = strdup(fp))) {
+		rc = nomem(e);
+		goto fail;
+	}
+	*out = a;
+	a = NULL;
+	goto done;
+fail:
+	lora_adapter_free(a);
+done:
+	free(sel), free(dW), free(tmp), free(B), free(A);
+	return rc;
+}

@@ -1,0 +1,402 @@
+#include "train/train.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io/lorafile.h"
+#include "core/outfile.h"
+
+size_t lora_train_nparams(const lora_adapter *a)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < a->nlayers; i++)
+		n += a->layers[i].rank * (a->layers[i].in + a->layers[i].out);
+	return n;
+}
+
+long lora_train_total_steps(const lora_trainconf *c, size_t batches)
+{
+	if (c->max_steps > 0)
+		return (long)c->max_steps;
+	size_t per_epoch = batches / (size_t)c->gradient_accumulation_steps;
+	return (long)ceil(c->num_epochs * (double)per_epoch);
+}
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Flat copies between the adapter's factors and the optimizer's vector,
+ * in layer order, A then B. */
+static void gather(float *dst, const lora_adapter *a)
+{
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *l = &a->layers[i];
+		memcpy(dst, l->A, l->rank * l->in * sizeof *dst);
+		dst += l->rank * l->in;
+		memcpy(dst, l->B, l->out * l->rank * sizeof *dst);
+		dst += l->out * l->rank;
+	}
+}
+
+static void scatter(lora_adapter *a, const float *src)
+{
+	for (size_t i = 0; i < a->nlayers; i++) {
+		lora_layer *l = &a->layers[i];
+		memcpy(l->A, src, l->rank * l->in * sizeof *src);
+		src += l->rank * l->in;
+		memcpy(l->B, src, l->out * l->rank * sizeof *src);
+		src += l->out * l->rank;
+	}
+}
+
+static void gather_grads(float *dst, const lora_llama *m, const lora_adapter *a, float k)
+{
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *l = &a->layers[i];
+		float *dA, *dB;
+		lora_llama_grad(m, i, &dA, &dB);
+		for (size_t j = 0; j < l->rank * l->in; j++)
+			*dst++ = dA[j] * k;
+		for (size_t j = 0; j < l->out * l->rank; j++)
+			*dst++ = dB[j] * k;
+	}
+}
+
+int lora_train_eval(lora_llama *m, const lora_data *d, size_t B, size_t T, size_t n, double *loss,
+                    lora_err *e)
+{
+	lora_batches b;
+	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
+	int rc = 0;
+	if (!in || !tg) {
+		free(in), free(tg);
+		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+	}
+	if ((rc = lora_batches_init(&b, d, B, T, 0, 0, e))) {
+		free(in), free(tg);
+		return rc;
+	}
+	if (!n || n > b.nbatches)
+		n = b.nbatches;
+	double sum = 0;
+	size_t count = 0;
+	for (size_t k = 0; k < n && !rc; k++) {
+		double l;
+		size_t nt;
+		lora_batches_get(&b, k, in, tg);
+		if (!(rc = lora_llama_forward(m, in, tg, &l, &nt, e))) {
+			sum += l * (double)nt;
+			count += nt;
+		}
+	}
+	*loss = count ? sum / (double)count : NAN;
+	lora_batches_free(&b);
+	free(in), free(tg);
+	return rc;
+}
+
+/* ---- checkpoints ---- */
+
+static char *path_join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+	if (p)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+static int write_text(const char *path, const char *text, lora_err *e)
+{
+	lora_outfile o;
+	int rc = lora_outfile_open(&o, path, LORA_OUT_FORCE, e);
+	if (rc)
+		return rc;
+	fputs(text, o.fp);
+	fputc('\n', o.fp);
+	return lora_outfile_commit(&o, e);
+}
+
+/* DIR/checkpoint-STEP, assembled in a temporary directory beside it. */
+static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long step, double loss,
+                           char **where, lora_err *e)
+{
+	char name[64], *final = NULL, *tmp = NULL, *pa = NULL, *po = NULL, *ps = NULL, *text = NULL;
+	cJSON *st = NULL;
+	int rc = 0;
+	if (mkdir(o->ckpt_dir, 0777) != 0 && errno != EEXIST)
+		return lora_err_set(e, LORA_EIO, "%s: cannot create: %s", o->ckpt_dir, strerror(errno));
+	snprintf(name, sizeof name, "checkpoint-%ld", step);
+	final = path_join(o->ckpt_dir, name);
+	snprintf(name, sizeof name, ".checkpoint-%ld.XXXXXX", step);
+	tmp = path_join(o->ckpt_dir, name);
+	if (!final || !tmp) {
+		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (lora_outfile_mkdtemp(tmp)) {
+		rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+		free(tmp);
+		tmp = NULL;
+		goto out;
+	}
+	pa = path_join(tmp, "adapter.lora");
+	po = path_join(tmp, "optimizer.bin");
+	ps = path_join(tmp, "state.json");
+	st = cJSON_CreateObject();
+	char *conf = lora_trainconf_json(o->conf);
+	cJSON *cj = conf ? cJSON_Parse(conf) : NULL;
+	free(conf);
+	if (!pa || !po || !ps || !st || !cj) {
+		cJSON_Delete(cj);
+		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		goto out;
+	}
+	cJSON_AddNumberToObject(st, "step", (double)step);
+	cJSON_AddNumberToObject(st, "train_loss", isfinite(loss) ? loss : 0);
+	cJSON_AddStringToObject(st, "data", o->data_id ? o->data_id : "");
+	cJSON_AddItemToObject(st, "config", cj);
+	text = cJSON_Print(st);
+	/* The master weights are saved in f32 whatever the output dtype, so a
+	 * resumed run continues from exactly these values. */
+	lora_dtype keep = o->adapter->dtype;
+	o->adapter->dtype = LORA_F32;
+	rc = lora_file_save(o->adapter, pa, 1, e);
+	o->adapter->dtype = keep;
+	if (rc || (rc = lora_optim_save(opt, po, e)) || (rc = write_text(ps, text ? text : "{}", e)))
+		goto out;
+	/* Replace an older checkpoint of the same step (a resumed run). */
+	char *old = path_join(o->ckpt_dir, ".replaced");
+	if (old && access(final, F_OK) == 0 && rename(final, old) == 0) {
+		const char *f[] = {"adapter.lora", "optimizer.bin", "state.json"};
+		for (int i = 0; i < 3; i++) {
+			char *p = path_join(old, f[i]);
+			if (p)
+				unlink(p);
+			free(p);
+		}
+		rmdir(old);
+	}
+	free(old);
+	if (rename(tmp, final) != 0) {
+		rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", final, strerror(errno));
+		goto out;
+	}
+	lora_outfile_untrack(tmp);
+	free(tmp);
+	tmp = NULL;
+	free(*where);
+	*where = final;
+	final = NULL;
+out:
+	if (tmp) {
+		unlink(pa), unlink(po), unlink(ps);
+		rmdir(tmp);
+		lora_outfile_untrack(tmp);
+		free(tmp);
+	}
+	free(final), free(pa), free(po), free(ps);
+	cJSON_free(text);
+	cJSON_Delete(st);
+	return rc;
+}
+
+int lora_train_load_checkpoint(const char *dir, lora_adapter **a, char **conf_json, char **data_id,
+                               long *step, lora_err *e)
+{
+	char *pa = path_join(dir, "adapter.lora"), *ps = path_join(dir, "state.json"), *text = NULL;
+	cJSON *st = NULL;
+	int rc = 0;
+	*a = NULL, *conf_json = NULL, *data_id = NULL;
+	if (!pa || !ps) {
+		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		goto out;
+	}
+	FILE *f = fopen(ps, "rb");
+	if (!f) {
+		rc = lora_err_set(e, LORA_EIO, "%s: %s", ps, strerror(errno));
+		goto out;
+	}
+	text = calloc(1, 1 << 20);
+	size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
+	fclose(f);
+	st = text ? cJSON_ParseWithLength(text, n) : NULL;
+	const cJSON *js = cJSON_GetObjectItemCaseSensitive(st, "step");
+	const cJSON *jc = cJSON_GetObjectItemCaseSensitive(st, "config");
+	const cJSON *jd = cJSON_GetObjectItemCaseSensitive(st, "data");
+	if (!cJSON_IsNumber(js) || js->valuedouble < 0 || js->valuedouble > 1e9 ||
+	    js->valuedouble != floor(js->valuedouble) || !cJSON_IsObject(jc) || !cJSON_IsString(jd)) {
+		rc = lora_err_set(e, LORA_EFORMAT, "%s: not a lora-train checkpoint state (step, config, data)", ps);
+		goto out;
+	}
+	*step = (long)js->valuedouble;
+	if (!(*conf_json = cJSON_PrintUnformatted(jc)) || !(*data_id = strdup(jd->valuestring))) {
+		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = lora_file_read(a, pa, LORA_READ_ALL, e);
+out:
+	if (rc) {
+		free(*conf_json), free(*data_id);
+		*conf_json = *data_id = NULL;
+	}
+	cJSON_Delete(st);
+	free(text), free(pa), free(ps);
+	return rc;
+}
+
+int lora_train_load_optimizer(const char *dir, lora_optim *opt, lora_err *e)
+{
+	char *po = path_join(dir, "optimizer.bin");
+	if (!po)
+		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+	int rc = lora_optim_load(opt, po, e);
+	free(po);
+	return rc;
+}
+
+/* ---- the loop ---- */
+
+static void log_line(FILE *f, const lora_train_status *s)
+{
+	if (!f)
+		return;
+	if (s->eval)
+		fprintf(f, "{\"step\":%ld,\"eval_loss\":%.9g,\"elapsed\":%.3f}\n", s->step, s->eval_loss, s->elapsed);
+	else
+		fprintf(f,
+		        "{\"step\":%ld,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"elapsed\":%.3f}\n",
+		        s->step, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed);
+	fflush(f);
+}
+
+int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_train_result *r,
+                   lora_err *e)
+{
+	const lora_trainconf *c = o->conf;
+	size_t B = (size_t)c->micro_batch_size, T = (size_t)c->sequence_len;
+	size_t accum = (size_t)c->gradient_accumulation_steps, n = lora_train_nparams(o->adapter);
+	lora_batches b = {0};
+	long epoch = -1;
+	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
+	float *p = malloc((n ? n : 1) * sizeof *p), *g = malloc((n ? n : 1) * sizeof *g);
+	int rc = 0;
+	lora_schedule sched;
+	lora_train_status s = {.eval_loss = NAN};
+	memset(r, 0, sizeof *r);
+	r->loss = r->eval_loss = NAN;
+	r->step = start;
+	if (!in || !tg || !p || !g) {
+		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		goto out;
+	}
+	/* The planned length, from the data, fixes the schedule. */
+	if ((rc = lora_batches_init(&b, o->train, B, T, 0, 0, e)))
+		goto out;
+	size_t nb = b.nbatches;
+	lora_batches_free(&b);
+	memset(&b, 0, sizeof b);
+	s.total = lora_train_total_steps(c, nb);
+	lora_trainconf_schedule(c, s.total, &sched);
+	double t0 = now();
+	size_t tokens = 0;
+	for (long step = start; step < s.total; step++) {
+		double loss_sum = 0;
+		size_t nt_sum = 0;
+		lora_llama_zero_grad(o->model);
+		lora_llama_set_dropout(o->model, (float)c->lora_dropout, (uint64_t)c->seed * 0x9e3779b97f4a7c15ull + (uint64_t)step);
+		for (size_t micro = 0; micro < accum; micro++) {
+			size_t j = (size_t)step * accum + micro;
+			long ep = (long)(j / nb);
+			if (ep != epoch) { /* each epoch its own order */
+				lora_batches_free(&b);
+				if ((rc = lora_batches_init(&b, o->train, B, T, o->shuffle,
+				                            (uint64_t)c->seed + (uint64_t)ep * 0x632be59bd9b4e019ull, e)))
+					goto out;
+				epoch = ep;
+			}
+			double l;
+			size_t nt;
+			lora_batches_get(&b, j % nb, in, tg);
+			if ((rc = lora_llama_forward(o->model, in, tg, &l, &nt, e)) ||
+			    (rc = lora_llama_backward(o->model, e)))
+				goto out;
+			loss_sum += l;
+			nt_sum += nt;
+		}
+		double loss = loss_sum / (double)accum;
+		if (!isfinite(loss)) {
+			rc = lora_err_set(e, LORA_EINVAL, "step %ld: the loss is %s; stopping (the last checkpoint is kept)",
+			                  step + 1, isnan(loss) ? "NaN" : "infinite");
+			goto out;
+		}
+		/* Each micro-batch's loss is a mean: average their gradients. */
+		gather_grads(g, o->model, o->adapter, 1.0f / (float)accum);
+		double norm = lora_clip_grad_norm(g, n, c->max_grad_norm);
+		if (!isfinite(norm)) {
+			rc = lora_err_set(e, LORA_EINVAL,
+			                  "step %ld: the gradient is not finite; stopping (the last checkpoint is kept)", step + 1);
+			goto out;
+		}
+		double lr = lora_lr_at(&sched, step);
+		gather(p, o->adapter);
+		if ((rc = lora_optim_step(opt, p, g, n, lr))) {
+			rc = lora_err_set(e, rc, "step %ld: optimizer state does not fit the adapter", step + 1);
+			goto out;
+		}
+		size_t bad = lora_find_nonfinite(p, n);
+		if (bad < n) {
+			rc = lora_err_set(e, LORA_EINVAL,
+			                  "step %ld: a parameter became non-finite; stopping (the last checkpoint is kept)", step + 1);
+			goto out;
+		}
+		scatter(o->adapter, p);
+		tokens += nt_sum;
+		s.step = step + 1;
+		s.loss = loss;
+		s.lr = lr;
+		s.grad_norm = norm;
+		s.elapsed = now() - t0;
+		s.tokens_per_s = s.elapsed > 0 ? (double)tokens / s.elapsed : 0;
+		s.eval = 0;
+		r->step = s.step;
+		r->loss = loss;
+		log_line(o->log, &s);
+		if (o->report)
+			o->report(o->ctx, &s);
+		int last = s.step == s.total;
+		if (o->eval && ((c->eval_steps > 0 && s.step % c->eval_steps == 0) || last)) {
+			lora_llama_set_dropout(o->model, 0, 0);
+			if ((rc = lora_train_eval(o->model, o->eval, B, T, o->eval_batches, &s.eval_loss, e)))
+				goto out;
+			r->eval_loss = s.eval_loss;
+			s.eval = 1;
+			s.elapsed = now() - t0;
+			log_line(o->log, &s);
+			if (o->report)
+				o->report(o->ctx, &s);
+		}
+		int stop = o->stop && *o->stop;
+		if (o->ckpt_dir && ((c->save_steps > 0 && s.step % c->save_steps == 0) || stop))
+			if ((rc = save_checkpoint(o, opt, s.step, loss, &r->checkpoint, e)))
+				goto out;
+		if (stop) {
+			r->stopped = 1;
+			break;
+		}
+	}
+out:
+	lora_batches_free(&b);
+	free(in), free(tg), free(p), free(g);
+	return rc;
+}
