@@ -106,7 +106,7 @@ int main(int argc, char **argv)
 		rc = lora_err_set(&e, LORA_ENOMEM, "out of memory");
 		goto fail;
 	}
-	if ((rc = to ? lora_peft_write(a, out, force, &e) : lora_file_save(a, out, force, &e)))
+	if ((rc = to ? lora_peft_write(a, out, force, &e) : lora_lorafile_save(a, out, force, &e)))
 		goto fail;
 	if (lora_cli_progress_ok(quiet))
 		fprintf(stderr, "lora-convert: %zu layers, %s -> %s, %s\n", a->nlayers, from_peft ? "PEFT" : ".lora",

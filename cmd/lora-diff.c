@@ -256,7 +256,7 @@ out:
 static int run_adapter_model(const settings *s, lora_err *e)
 {
 	lora_adapter *a = NULL;
-	lora_model *base = NULL, *tuned = NULL;
+	lora_ckpt *base = NULL, *tuned = NULL;
 	lora_targets t = {0}, *tp = NULL;
 	lora_diff_result r = {0};
 	char nb[2048];
@@ -266,8 +266,8 @@ static int run_adapter_model(const settings *s, lora_err *e)
 			goto out;
 		tp = &t;
 	}
-	if ((rc = lora_load_adapter(&a, s->a, e)) || (rc = lora_model_open(&base, s->base, e)) ||
-	    (rc = lora_model_open(&tuned, s->tuned, e)))
+	if ((rc = lora_load_adapter(&a, s->a, e)) || (rc = lora_ckpt_open(&base, s->base, e)) ||
+	    (rc = lora_ckpt_open(&tuned, s->tuned, e)))
 		goto out;
 	int prog = lora_cli_progress_ok(s->quiet);
 	rc = lora_diff_adapter_model(&r, a, display(s->a), base, tuned, tp, prog ? progress : NULL, NULL, e);
@@ -281,8 +281,8 @@ out:
 	lora_diff_result_free(&r);
 	lora_targets_free(&t);
 	lora_adapter_free(a);
-	lora_model_close(base);
-	lora_model_close(tuned);
+	lora_ckpt_close(base);
+	lora_ckpt_close(tuned);
 	return rc;
 }
 
@@ -298,7 +298,7 @@ static void rank_str(char *buf, size_t n, long r)
 
 static int run_models(const settings *s, lora_err *e)
 {
-	lora_model *base = NULL, *tuned = NULL;
+	lora_ckpt *base = NULL, *tuned = NULL;
 	lora_targets t = {0}, *tp = NULL;
 	lora_diff_models_result r = {0};
 	int rc;
@@ -307,7 +307,7 @@ static int run_models(const settings *s, lora_err *e)
 			goto out;
 		tp = &t;
 	}
-	if ((rc = lora_model_open(&base, s->base, e)) || (rc = lora_model_open(&tuned, s->tuned, e)))
+	if ((rc = lora_ckpt_open(&base, s->base, e)) || (rc = lora_ckpt_open(&tuned, s->tuned, e)))
 		goto out;
 	int prog = lora_cli_progress_ok(s->quiet);
 	rc = lora_diff_models(&r, base, tuned, tp, prog ? progress : NULL, NULL, e);
@@ -385,8 +385,8 @@ static int run_models(const settings *s, lora_err *e)
 out:
 	lora_diff_models_free(&r);
 	lora_targets_free(&t);
-	lora_model_close(base);
-	lora_model_close(tuned);
+	lora_ckpt_close(base);
+	lora_ckpt_close(tuned);
 	return rc;
 }
 

@@ -74,10 +74,10 @@ int main(int argc, char **argv)
 	size_t nads = 0;
 	lora_err e = {0};
 	lora_cli c;
-	lora_model *ck = NULL;
+	lora_ckpt *ck = NULL;
 	lora_llama *m = NULL;
 	lora_data *d = NULL;
-	lora_batches bt = {0};
+	lora_data_batches bt = {0};
 	int32_t *in = NULL, *tg = NULL;
 	char *model_name = NULL;
 
@@ -118,12 +118,12 @@ int main(int argc, char **argv)
 		lora_cli_usage_error(&tool, "need -d DATA");
 	int threads = lora_blas_set_threads(jobs);
 
-	if (lora_model_open(&ck, model, &e) || lora_llama_open(&m, ck, &e))
+	if (lora_ckpt_open(&ck, model, &e) || lora_llama_open(&m, ck, &e))
 		goto fail;
 	const lora_llama_config *cfg = lora_llama_get_config(m);
 	if (ck->name && !(model_name = strdup(ck->name)))
 		goto nomem;
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	ck = NULL;
 	for (size_t i = 0; i < nads; i++) {
 		if (lora_load_adapter(&ads[i].a, ads[i].path, &e) ||
@@ -133,7 +133,7 @@ int main(int argc, char **argv)
 	}
 	if (!T)
 		T = cfg->max_pos && cfg->max_pos < 1024 ? cfg->max_pos : 1024;
-	if (lora_data_open(&d, data, fmt, cfg->vocab_size, &e) || lora_batches_init(&bt, d, B, T, shuffle, seed, &e) ||
+	if (lora_data_open(&d, data, fmt, cfg->vocab_size, &e) || lora_data_batches_init(&bt, d, B, T, shuffle, seed, &e) ||
 	    lora_llama_plan(m, B, T, 0, &e))
 		goto fail;
 	size_t nb = limit && limit < bt.nbatches ? limit : bt.nbatches;
@@ -147,7 +147,7 @@ int main(int argc, char **argv)
 	for (size_t k = 0; k < nb; k++) {
 		double loss;
 		size_t n;
-		lora_batches_get(&bt, k, in, tg);
+		lora_data_batches_get(&bt, k, in, tg);
 		if (lora_llama_forward(m, in, tg, &loss, &n, &e))
 			goto fail;
 		sum += loss * (double)n;
@@ -224,10 +224,10 @@ out:
 	free(model_name);
 	free(in);
 	free(tg);
-	lora_batches_free(&bt);
+	lora_data_batches_free(&bt);
 	lora_data_close(d);
 	lora_llama_free(m);
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	for (size_t i = 0; i < nads; i++) {
 		free(ads[i].path);
 		lora_adapter_free(ads[i].a);

@@ -73,7 +73,7 @@ int main(int argc, char **argv)
 	lora_sampler smp = {1.0, 0, 1.0};
 	lora_err e = {0};
 	lora_cli c;
-	lora_model *ck = NULL;
+	lora_ckpt *ck = NULL;
 	lora_llama *m = NULL;
 	lora_adapter **ads = NULL;
 	lora_data *pd = NULL;
@@ -131,7 +131,7 @@ int main(int argc, char **argv)
 	if (prompt_path && !pfmt_set)
 		pfmt = fmt;
 	lora_blas_set_threads(threads);
-	if (lora_model_open(&ck, model, &e) || lora_llama_open(&m, ck, &e))
+	if (lora_ckpt_open(&ck, model, &e) || lora_llama_open(&m, ck, &e))
 		goto fail;
 	const lora_llama_config *cfg = lora_llama_get_config(m);
 	size_t V = cfg->vocab_size;
@@ -201,7 +201,7 @@ int main(int argc, char **argv)
 	for (size_t t = np; t < total; t++) {
 		const float *logits = lora_llama_logits(m);
 		for (size_t r = 0; r < rows; r++) {
-			seq[r * total + t] = (int32_t)lora_sample(logits + r * V, V, &smp, &rng, scratch);
+			seq[r * total + t] = (int32_t)lora_sample_next(logits + r * V, V, &smp, &rng, scratch);
 			tok[r] = seq[r * total + t];
 		}
 		if (t + 1 < total && lora_llama_decode(m, tok, 1, t, &e))
@@ -230,6 +230,6 @@ done:
 	for (size_t i = 0; ads && i < na; i++)
 		lora_adapter_free(ads[i]);
 	free(ads);
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	return rc;
 }

@@ -102,7 +102,7 @@ int main(int argc, char **argv)
 	lora_dtype dtype = LORA_F32;
 	lora_err e = {0};
 	lora_cli c;
-	lora_model *m = NULL;
+	lora_ckpt *m = NULL;
 	lora_adapter *a = NULL;
 	lora_targets t = {0};
 
@@ -146,7 +146,7 @@ int main(int argc, char **argv)
 		if ((rc = lora_targets_init(&t, targets, regex, &e)) ||
 		    (layers && (rc = lora_targets_set_layers(&t, layers, &e))))
 			goto fail;
-		if ((rc = lora_model_open(&m, model, &e)) || (rc = lora_init_from_model(a, m, &t, rank, alpha, &e)))
+		if ((rc = lora_ckpt_open(&m, model, &e)) || (rc = lora_init_from_model(a, m, &t, rank, alpha, &e)))
 			goto fail;
 		if (regex)
 			rc = lora_adapter_add_target(a, regex, &e);
@@ -165,7 +165,7 @@ int main(int argc, char **argv)
 	lora_init_weights(a, init, seed);
 	if (!(a->provenance = provenance(model, init, seed)))
 		goto fail_nomem;
-	if ((rc = lora_file_save(a, out, force, &e)))
+	if ((rc = lora_lorafile_save(a, out, force, &e)))
 		goto fail;
 	if (lora_cli_progress_ok(quiet))
 		fprintf(stderr, "lora-init: %zu layers, rank %zu, %llu parameters\n", a->nlayers, rank,
@@ -179,7 +179,7 @@ fail:
 	rc = lora_cli_fail(&tool, &e);
 out:
 	lora_targets_free(&t);
-	lora_model_close(m);
+	lora_ckpt_close(m);
 	lora_adapter_free(a);
 	return rc;
 }

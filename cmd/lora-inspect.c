@@ -69,10 +69,10 @@ static int compute_stats(const lora_adapter *a, layer_stats *st, lora_err *e)
 		if (!st[i].sv)
 			return lora_err_set(e, LORA_ENOMEM, "out of memory");
 		st[i].nsv = k;
-		int rc = lora_lowrank_svals(st[i].sv, l->B, l->A, l->out, l->rank, l->in, e);
+		int rc = lora_linalg_lowrank_svals(st[i].sv, l->B, l->A, l->out, l->rank, l->in, e);
 		if (rc)
 			return lora_err_prefix(e, "layer '%s'", l->name);
-		double s = fabs(lora_layer_scale(a, l)), sum = 0;
+		double s = fabs(lora_adapter_layer_scale(a, l)), sum = 0;
 		for (size_t j = 0; j < k; j++) {
 			st[i].sv[j] *= s;
 			sum += st[i].sv[j] * st[i].sv[j];
@@ -166,7 +166,7 @@ static int show_adapter(const char *path, lora_adapter *a, int peft, const setti
 	for (size_t i = 0; i < a->nlayers; i++) {
 		histo_add(&ranks, (double)a->layers[i].rank);
 		histo_add(&alphas, a->layers[i].alpha);
-		histo_add(&scales, lora_layer_scale(a, &a->layers[i]));
+		histo_add(&scales, lora_adapter_layer_scale(a, &a->layers[i]));
 	}
 	uint64_t params = lora_adapter_params(a), raw = lora_adapter_raw_bytes(a);
 	double ratio = a->file_bytes ? (double)raw / (double)a->file_bytes : 0;
@@ -233,7 +233,7 @@ static int show_adapter(const char *path, lora_adapter *a, int peft, const setti
 			cJSON_AddNumberToObject(o, "in", (double)l->in);
 			cJSON_AddNumberToObject(o, "rank", (double)l->rank);
 			cJSON_AddNumberToObject(o, "alpha", l->alpha);
-			cJSON_AddNumberToObject(o, "scale", lora_layer_scale(a, l));
+			cJSON_AddNumberToObject(o, "scale", lora_adapter_layer_scale(a, l));
 			cJSON_AddBoolToObject(o, "dora", l->magnitude || l->has_magnitude);
 			cJSON_AddBoolToObject(o, "bias", l->bias || l->has_bias);
 			if (st) {
@@ -298,7 +298,7 @@ static int show_adapter(const char *path, lora_adapter *a, int peft, const setti
 			const lora_layer *l = &a->layers[i];
 			char shp[48];
 			snprintf(shp, sizeof shp, "%zux%zu", l->out, l->in);
-			printf("%-48s %13s %5zu %8g %8g", l->name, shp, l->rank, l->alpha, lora_layer_scale(a, l));
+			printf("%-48s %13s %5zu %8g %8g", l->name, shp, l->rank, l->alpha, lora_adapter_layer_scale(a, l));
 			if (st) {
 				printf(" %11.5g ", st[i].norm);
 				for (size_t k = 0; k < st[i].nsv && k < s->top; k++)
@@ -323,7 +323,7 @@ static int show_lora(const char *path, FILE *f, const settings *s, lora_err *e)
 	int regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
 	int mode = s->stats ? LORA_READ_ALL
 	           : (s->check || !regular) ? LORA_READ_VERIFY : LORA_READ_HEADER;
-	int rc = lora_file_readf(&a, f, path, mode, e);
+	int rc = lora_lorafile_readf(&a, f, path, mode, e);
 	return rc ? rc : show_adapter(path, a, 0, s, e);
 }
 
@@ -340,8 +340,8 @@ static int show_peft(const char *path, const settings *s, lora_err *e)
 
 static int show_model(const char *path, const settings *s, lora_err *e)
 {
-	lora_model *m = NULL;
-	int rc = lora_model_open(&m, path, e);
+	lora_ckpt *m = NULL;
+	int rc = lora_ckpt_open(&m, path, e);
 	if (rc)
 		return rc;
 	uint64_t n[LORA_DTYPE_COUNT] = {0}, p[LORA_DTYPE_COUNT] = {0}, b[LORA_DTYPE_COUNT] = {0};
@@ -354,7 +354,7 @@ static int show_model(const char *path, const settings *s, lora_err *e)
 	for (size_t i = 0; i < m->nshards; i++)
 		disk += m->shards[i]->file_size;
 	char fp[17];
-	lora_model_fingerprint(m, fp);
+	lora_ckpt_fingerprint(m, fp);
 	if (s->json) {
 		cJSON *j = cJSON_CreateObject(), *d, *ts;
 		cJSON_AddStringToObject(j, "file", path);
@@ -394,7 +394,7 @@ static int show_model(const char *path, const settings *s, lora_err *e)
 			puts(txt);
 		cJSON_free(txt);
 		cJSON_Delete(j);
-		lora_model_close(m);
+		lora_ckpt_close(m);
 		return 0;
 	}
 	char hb[32];
@@ -418,7 +418,7 @@ static int show_model(const char *path, const settings *s, lora_err *e)
 			printf("%s\n", t->ndim ? "" : "scalar");
 		}
 	}
-	lora_model_close(m);
+	lora_ckpt_close(m);
 	return 0;
 }
 
@@ -462,7 +462,7 @@ int main(int argc, char **argv)
 		unsigned char magic[8];
 		if (!f) {
 			rc = lora_err_set(&e, LORA_EIO, "%s: %s", path, strerror(errno));
-		} else if ((fread(magic, 1, 8, f) == 8 && lora_file_is_lora(magic, 8)) ||
+		} else if ((fread(magic, 1, 8, f) == 8 && lora_lorafile_is_lora(magic, 8)) ||
 		           (strlen(path) > 5 && strcmp(path + strlen(path) - 5, ".lora") == 0)) {
 			rewind(f);
 			rc = show_lora(path, f, &s, &e);

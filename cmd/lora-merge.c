@@ -75,7 +75,7 @@ int main(int argc, char **argv)
 	size_t rank = 0;
 	double energy = 0;
 	lora_err e = {0};
-	lora_model *m = NULL;
+	lora_ckpt *m = NULL;
 	lora_cli c;
 	progress pr = {0};
 
@@ -177,7 +177,7 @@ int main(int argc, char **argv)
 		if (!r && mo.dtype >= 0)
 			res->dtype = (lora_dtype)mo.dtype;
 		if (!r)
-			r = lora_file_save(res, out, mo.force, &e);
+			r = lora_lorafile_save(res, out, mo.force, &e);
 		free(names);
 		free(w);
 		lora_adapter_free(res);
@@ -185,14 +185,14 @@ int main(int argc, char **argv)
 			goto fail;
 		goto done;
 	}
-	if (lora_model_open(&m, model, &e))
+	if (lora_ckpt_open(&m, model, &e))
 		goto fail;
 	if (lora_cli_progress_ok(quiet)) {
 		clock_gettime(CLOCK_MONOTONIC, &pr.t0);
 		mo.progress = show;
 		mo.ctx = &pr;
 	}
-	if (lora_merge(m, in, n, out, &mo, &merged, &e))
+	if (lora_merge_checkpoint(m, in, n, out, &mo, &merged, &e))
 		goto fail;
 	if (pr.shown)
 		fprintf(stderr, "\rlora-merge: %zu tensors merged into %s\033[K\n", merged, out);
@@ -211,6 +211,6 @@ done:
 	free(loaded);
 	free(paths);
 	free(in);
-	lora_model_close(m);
+	lora_ckpt_close(m);
 	return rc;
 }

@@ -254,7 +254,7 @@ static void parse(settings *s, int argc, char **argv)
 }
 
 /* 1 if path is one of m's files (with -f the output would replace it). */
-static int is_model_file(const lora_model *m, const char *path)
+static int is_model_file(const lora_ckpt *m, const char *path)
 {
 	struct stat a, b;
 	if (stat(path, &a) != 0)
@@ -267,14 +267,14 @@ static int is_model_file(const lora_model *m, const char *path)
 
 static int extract(settings *s, lora_adapter **out, lora_svd_report *rep, lora_err *e)
 {
-	lora_model *base = NULL, *tuned = NULL;
+	lora_ckpt *base = NULL, *tuned = NULL;
 	lora_targets t = {0};
 	const char *list = s->regex ? NULL : s->targets ? s->targets : "all-linear";
 	int rc;
 	if ((rc = lora_targets_init(&t, list, s->regex, e)) ||
 	    (s->layers && (rc = lora_targets_set_layers(&t, s->layers, e))))
 		goto out;
-	if ((rc = lora_model_open(&base, s->base, e)) || (rc = lora_model_open(&tuned, s->tuned, e)))
+	if ((rc = lora_ckpt_open(&base, s->base, e)) || (rc = lora_ckpt_open(&tuned, s->tuned, e)))
 		goto out;
 	if (s->out && (is_model_file(base, s->out) || is_model_file(tuned, s->out))) {
 		rc = lora_err_set(e, LORA_EUSAGE, "%s: output would overwrite an input model", s->out);
@@ -291,8 +291,8 @@ static int extract(settings *s, lora_adapter **out, lora_svd_report *rep, lora_e
 		rc = lora_adapter_add_target(*out, "all-linear", e);
 out:
 	lora_targets_free(&t);
-	lora_model_close(base);
-	lora_model_close(tuned);
+	lora_ckpt_close(base);
+	lora_ckpt_close(tuned);
 	return rc;
 }
 
@@ -306,7 +306,7 @@ int main(int argc, char **argv)
 
 	lora_cli_signals();
 	parse(&s, argc, argv);
-	/* Refuse what lora_file_save would refuse before the slow part, not after. */
+	/* Refuse what lora_lorafile_save would refuse before the slow part, not after. */
 	struct stat sb;
 	if ((!s.out || strcmp(s.out, "-") == 0) && isatty(STDOUT_FILENO))
 		lora_cli_usage_error(&tool, "refusing to write binary data to a terminal; use -o FILE or a pipe");
@@ -333,7 +333,7 @@ int main(int argc, char **argv)
 		rc = lora_err_set(&e, LORA_ENOMEM, "out of memory");
 		goto fail;
 	}
-	if ((rc = lora_file_save(a, s.out, s.force, &e)))
+	if ((rc = lora_lorafile_save(a, s.out, s.force, &e)))
 		goto fail;
 	if (s.json)
 		report_json(&s, &rep, a);

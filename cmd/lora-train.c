@@ -150,7 +150,7 @@ static char *data_identity(const char *path, lora_err *e)
 	unsigned char buf[1 << 16];
 	size_t k;
 	while ((k = fread(buf, 1, sizeof buf, f)) > 0) {
-		h = lora_fnv1a(h, buf, k);
+		h = lora_rng_fnv1a(h, buf, k);
 		n += k;
 	}
 	fclose(f);
@@ -188,7 +188,7 @@ static int conf_from_json(lora_trainconf *c, const char *json, lora_err *e)
 	return rc;
 }
 
-static char *provenance(const lora_trainconf *c, const lora_model *ck, const char *data_id,
+static char *provenance(const lora_trainconf *c, const lora_ckpt *ck, const char *data_id,
                         const char *eval_id, const lora_train_result *r)
 {
 	cJSON *p = cJSON_CreateObject();
@@ -223,7 +223,7 @@ int main(int argc, char **argv)
 	lora_err e = {0};
 	lora_cli cl;
 	lora_trainconf conf;
-	lora_model *ck = NULL;
+	lora_ckpt *ck = NULL;
 	lora_llama *m = NULL;
 	lora_adapter *a = NULL;
 	lora_data *dtrain = NULL, *deval = NULL;
@@ -317,7 +317,7 @@ int main(int argc, char **argv)
 	signal(SIGHUP, on_stop);
 	signal(SIGXFSZ, SIG_IGN);
 	lora_blas_set_threads(threads);
-	if (lora_model_open(&ck, model, &e) || lora_llama_open(&m, ck, &e))
+	if (lora_ckpt_open(&ck, model, &e) || lora_llama_open(&m, ck, &e))
 		goto fail;
 	if (!resume && adapter_path && lora_load_adapter(&a, adapter_path, &e))
 		goto fail;
@@ -392,12 +392,12 @@ int main(int argc, char **argv)
 		goto fail;
 	/* What the adapter is: the model it was trained for and how. */
 	char fp[17];
-	lora_model_fingerprint(ck, fp);
+	lora_ckpt_fingerprint(ck, fp);
 	free(a->base_name), free(a->base_fingerprint), free(a->provenance);
 	a->base_name = ck->name ? strdup(ck->name) : NULL;
 	a->base_fingerprint = strdup(fp);
 	a->provenance = provenance(&conf, ck, data_id, eval_id, &res);
-	if (lora_file_save(a, out, force, &e))
+	if (lora_lorafile_save(a, out, force, &e))
 		goto fail;
 	if (res.stopped) {
 		lora_cli_error(&tool, "interrupted at step %ld; checkpoint in %s", res.step,
@@ -423,7 +423,7 @@ done:
 	lora_data_close(deval);
 	lora_llama_free(m);
 	lora_adapter_free(a);
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	lora_trainconf_free(&conf);
 	return rc;
 }

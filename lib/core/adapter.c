@@ -43,8 +43,8 @@ lora_layer *lora_adapter_add(lora_adapter *a, const char *name, size_t out, size
                              size_t rank, double alpha, int header_only, lora_err *e)
 {
 	size_t na, nb;
-	if (lora_mul_size(rank, in, &na) || lora_mul_size(na, sizeof(float), &na) ||
-	    lora_mul_size(out, rank, &nb) || lora_mul_size(nb, sizeof(float), &nb)) {
+	if (lora_shape_mul(rank, in, &na) || lora_shape_mul(na, sizeof(float), &na) ||
+	    lora_shape_mul(out, rank, &nb) || lora_shape_mul(nb, sizeof(float), &nb)) {
 		lora_err_set(e, LORA_EFORMAT, "layer '%s': shape %zux%zu at rank %zu is too large", name,
 		             out, in, rank);
 		return NULL;
@@ -90,7 +90,7 @@ int lora_adapter_add_target(lora_adapter *a, const char *target, lora_err *e)
 	return 0;
 }
 
-double lora_layer_scale(const lora_adapter *a, const lora_layer *l)
+double lora_adapter_layer_scale(const lora_adapter *a, const lora_layer *l)
 {
 	return a->rslora ? l->alpha / sqrt((double)l->rank) : l->alpha / (double)l->rank;
 }

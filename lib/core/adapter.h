@@ -49,7 +49,7 @@ typedef struct {
 	lora_dtype dtype;      /* storage dtype for A and B */
 	int rslora;
 	char *base_name;       /* base model identity, or NULL */
-	char *base_fingerprint;/* lora_model_fingerprint, or NULL */
+	char *base_fingerprint;/* lora_ckpt_fingerprint, or NULL */
 	char **targets;        /* target patterns the adapter was built for */
 	size_t ntargets;
 	char *provenance;      /* JSON object text, or NULL */
@@ -74,7 +74,7 @@ lora_layer *lora_adapter_add(lora_adapter *a, const char *name, size_t out, size
 /* Add a target pattern (copied). */
 int lora_adapter_add_target(lora_adapter *a, const char *target, lora_err *e);
 /* Scaling s of a layer: alpha/rank or alpha/sqrt(rank). */
-double lora_layer_scale(const lora_adapter *a, const lora_layer *l);
+double lora_adapter_layer_scale(const lora_adapter *a, const lora_layer *l);
 /* Number of trainable parameters (sum of rank*(in+out)). */
 uint64_t lora_adapter_params(const lora_adapter *a);
 /* Bytes of A and B at the storage dtype, uncompressed. */

@@ -42,7 +42,7 @@ int lora_dtype_parse(const char *s, lora_dtype *t)
 	return -1;
 }
 
-int lora_mul_size(size_t a, size_t b, size_t *out)
+int lora_shape_mul(size_t a, size_t b, size_t *out)
 {
 	if (a && b > SIZE_MAX / a)
 		return -1;
@@ -54,7 +54,7 @@ int lora_shape_bytes(const size_t *shape, size_t ndim, size_t elem, size_t *out)
 {
 	size_t n = elem;
 	for (size_t i = 0; i < ndim; i++)
-		if (lora_mul_size(n, shape[i], &n))
+		if (lora_shape_mul(n, shape[i], &n))
 			return -1;
 	*out = n;
 	return 0;
@@ -74,9 +74,9 @@ static float bits_f32(uint32_t u)
 	return f;
 }
 
-float lora_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+float lora_dtype_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
-uint16_t lora_f32_to_bf16(float f)
+uint16_t lora_dtype_f32_to_bf16(float f)
 {
 	uint32_t u = f32_bits(f);
 	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep sign, force quiet */
@@ -87,7 +87,7 @@ uint16_t lora_f32_to_bf16(float f)
 	return (uint16_t)(u >> 16);
 }
 
-float lora_f16_to_f32(uint16_t h)
+float lora_dtype_f16_to_f32(uint16_t h)
 {
 	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
 	uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
@@ -103,7 +103,7 @@ float lora_f16_to_f32(uint16_t h)
 	return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
 }
 
-uint16_t lora_f32_to_f16(float f)
+uint16_t lora_dtype_f32_to_f16(float f)
 {
 	uint32_t u = f32_bits(f);
 	uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
@@ -125,7 +125,7 @@ uint16_t lora_f32_to_f16(float f)
 	return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
 
-void lora_to_f32(float *dst, const void *src, lora_dtype t, size_t n)
+void lora_dtype_to_f32(float *dst, const void *src, lora_dtype t, size_t n)
 {
 	const unsigned char *p = src;
 	switch (t) {
@@ -134,18 +134,18 @@ void lora_to_f32(float *dst, const void *src, lora_dtype t, size_t n)
 		break;
 	case LORA_F16:
 		for (size_t i = 0; i < n; i++)
-			dst[i] = lora_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+			dst[i] = lora_dtype_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
 		break;
 	case LORA_BF16:
 		for (size_t i = 0; i < n; i++)
-			dst[i] = lora_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+			dst[i] = lora_dtype_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
 		break;
 	default:
 		break;
 	}
 }
 
-void lora_from_f32(void *dst, const float *src, lora_dtype t, size_t n)
+void lora_dtype_from_f32(void *dst, const float *src, lora_dtype t, size_t n)
 {
 	unsigned char *p = dst;
 	uint16_t h;
@@ -156,7 +156,7 @@ void lora_from_f32(void *dst, const float *src, lora_dtype t, size_t n)
 	case LORA_F16:
 	case LORA_BF16:
 		for (size_t i = 0; i < n; i++) {
-			h = t == LORA_F16 ? lora_f32_to_f16(src[i]) : lora_f32_to_bf16(src[i]);
+			h = t == LORA_F16 ? lora_dtype_f32_to_f16(src[i]) : lora_dtype_f32_to_bf16(src[i]);
 			p[2 * i] = (unsigned char)h;
 			p[2 * i + 1] = (unsigned char)(h >> 8);
 		}
@@ -166,7 +166,7 @@ void lora_from_f32(void *dst, const float *src, lora_dtype t, size_t n)
 	}
 }
 
-size_t lora_find_nonfinite(const float *x, size_t n)
+size_t lora_dtype_find_nonfinite(const float *x, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		if (!isfinite(x[i]))

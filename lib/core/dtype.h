@@ -34,21 +34,21 @@ size_t lora_dtype_size(lora_dtype t);
 int lora_dtype_is_float(lora_dtype t);
 
 /* *out = a * b, or return -1 on size_t overflow. */
-int lora_mul_size(size_t a, size_t b, size_t *out);
+int lora_shape_mul(size_t a, size_t b, size_t *out);
 /* Product of shape[0..ndim) times elem; -1 on overflow. */
 int lora_shape_bytes(const size_t *shape, size_t ndim, size_t elem, size_t *out);
 
-float lora_f16_to_f32(uint16_t h);
-uint16_t lora_f32_to_f16(float f);
-float lora_bf16_to_f32(uint16_t h);
-uint16_t lora_f32_to_bf16(float f);
+float lora_dtype_f16_to_f32(uint16_t h);
+uint16_t lora_dtype_f32_to_f16(float f);
+float lora_dtype_bf16_to_f32(uint16_t h);
+uint16_t lora_dtype_f32_to_bf16(float f);
 
 /* Convert n elements of little-endian src (dtype t) to f32 dst. */
-void lora_to_f32(float *dst, const void *src, lora_dtype t, size_t n);
+void lora_dtype_to_f32(float *dst, const void *src, lora_dtype t, size_t n);
 /* Convert n f32 values to little-endian dst of dtype t (float types only). */
-void lora_from_f32(void *dst, const float *src, lora_dtype t, size_t n);
+void lora_dtype_from_f32(void *dst, const float *src, lora_dtype t, size_t n);
 
 /* Return the index of the first non-finite value among n, or n if none. */
-size_t lora_find_nonfinite(const float *x, size_t n);
+size_t lora_dtype_find_nonfinite(const float *x, size_t n);
 
 #endif

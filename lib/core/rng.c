@@ -42,7 +42,7 @@ float lora_rng_normal(lora_rng *r)
 	return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-uint64_t lora_fnv1a(uint64_t h, const void *p, size_t n)
+uint64_t lora_rng_fnv1a(uint64_t h, const void *p, size_t n)
 {
 	const unsigned char *s = p;
 	for (size_t i = 0; i < n; i++)
@@ -52,5 +52,5 @@ uint64_t lora_fnv1a(uint64_t h, const void *p, size_t n)
 
 void lora_rng_seed_name(lora_rng *r, uint64_t seed, const char *name)
 {
-	lora_rng_seed(r, seed ^ lora_fnv1a(LORA_FNV_INIT, name, strlen(name)));
+	lora_rng_seed(r, seed ^ lora_rng_fnv1a(LORA_FNV_INIT, name, strlen(name)));
 }

@@ -25,6 +25,6 @@ float lora_rng_normal(lora_rng *r);
 void lora_rng_seed_name(lora_rng *r, uint64_t seed, const char *name);
 /* 64-bit FNV-1a of n bytes, continuing from h (start with LORA_FNV_INIT). */
 #define LORA_FNV_INIT 0xcbf29ce484222325ull
-uint64_t lora_fnv1a(uint64_t h, const void *p, size_t n);
+uint64_t lora_rng_fnv1a(uint64_t h, const void *p, size_t n);
 
 #endif

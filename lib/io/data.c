@@ -160,13 +160,13 @@ out:
 	return rc;
 }
 
-int lora_batches_init(lora_batches *b, const lora_data *d, size_t B, size_t T, int shuffle, uint64_t seed,
+int lora_data_batches_init(lora_data_batches *b, const lora_data *d, size_t B, size_t T, int shuffle, uint64_t seed,
                       lora_err *e)
 {
 	memset(b, 0, sizeof *b);
 	b->d = d, b->B = B, b->T = T;
 	size_t bt;
-	if (B == 0 || T == 0 || lora_mul_size(B, T, &bt) || bt == SIZE_MAX)
+	if (B == 0 || T == 0 || lora_shape_mul(B, T, &bt) || bt == SIZE_MAX)
 		return lora_err_set(e, LORA_EUSAGE, "batch %zu x %zu is out of range", B, T);
 	if (d->ntokens < bt + 1)
 		return lora_err_set(e, LORA_EINVAL,
@@ -197,24 +197,24 @@ int lora_batches_init(lora_batches *b, const lora_data *d, size_t B, size_t T, i
 	return 0;
 }
 
-void lora_batches_free(lora_batches *b)
+void lora_data_batches_free(lora_data_batches *b)
 {
 	free(b->order);
 	b->order = NULL;
 }
 
-size_t lora_batches_row_offset(const lora_batches *b, size_t k, size_t r)
+size_t lora_data_batches_row_offset(const lora_data_batches *b, size_t k, size_t r)
 {
 	if (b->order)
 		return b->order[k * b->B + r] * b->T;
 	return (k * b->B + r) * b->T;
 }
 
-void lora_batches_get(const lora_batches *b, size_t k, int32_t *inputs, int32_t *targets)
+void lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs, int32_t *targets)
 {
 	size_t T = b->T;
 	for (size_t r = 0; r < b->B; r++) {
-		size_t off = lora_batches_row_offset(b, k, r);
+		size_t off = lora_data_batches_row_offset(b, k, r);
 		for (size_t t = 0; t < T; t++) {
 			inputs[r * T + t] = (int32_t)lora_data_token(b->d, off + t);
 			targets[r * T + t] = (int32_t)lora_data_token(b->d, off + t + 1);

@@ -63,16 +63,16 @@ typedef struct {
 	size_t B, T;
 	size_t nbatches;
 	size_t *order; /* shuffled window order, or NULL */
-} lora_batches;
+} lora_data_batches;
 
 /* Plan batches of B x T over d, shuffled with seed or not. Data too short
  * for one batch is an error saying how many tokens a batch needs. */
-int lora_batches_init(lora_batches *b, const lora_data *d, size_t B, size_t T, int shuffle, uint64_t seed,
+int lora_data_batches_init(lora_data_batches *b, const lora_data *d, size_t B, size_t T, int shuffle, uint64_t seed,
                       lora_err *e);
-void lora_batches_free(lora_batches *b);
+void lora_data_batches_free(lora_data_batches *b);
 /* Fill batch k (< nbatches): inputs and targets, each (B,T). */
-void lora_batches_get(const lora_batches *b, size_t k, int32_t *inputs, int32_t *targets);
+void lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs, int32_t *targets);
 /* Token offset in the file of row r of batch k (its first input). */
-size_t lora_batches_row_offset(const lora_batches *b, size_t k, size_t r);
+size_t lora_data_batches_row_offset(const lora_data_batches *b, size_t k, size_t r);
 
 #endif

@@ -15,7 +15,7 @@ int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e)
 	struct stat sb;
 	*out = NULL;
 	if (strcmp(path, "-") == 0)
-		return lora_file_read(out, "-", LORA_READ_ALL, e);
+		return lora_lorafile_read(out, "-", LORA_READ_ALL, e);
 	if (stat(path, &sb) != 0)
 		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
 	if (S_ISDIR(sb.st_mode))
@@ -32,10 +32,10 @@ int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e)
 		got = fread(magic, 1, sizeof magic, f);
 		fclose(f);
 		size_t n = strlen(path);
-		if (!lora_file_is_lora(magic, got) && n > 12 && strcmp(path + n - 12, ".safetensors") == 0)
+		if (!lora_lorafile_is_lora(magic, got) && n > 12 && strcmp(path + n - 12, ".safetensors") == 0)
 			return lora_peft_read(out, path, e);
 	}
-	return lora_file_read(out, path, LORA_READ_ALL, e);
+	return lora_lorafile_read(out, path, LORA_READ_ALL, e);
 }
 
 int lora_load_spec(const char *spec, char **path, double *scale, lora_err *e)

@@ -12,7 +12,7 @@
 
 #define CHUNK (1u << 16)
 
-int lora_file_is_lora(const void *buf, size_t n)
+int lora_lorafile_is_lora(const void *buf, size_t n)
 {
 	return n >= 8 && memcmp(buf, LORA_FILE_MAGIC, 8) == 0;
 }
@@ -70,7 +70,7 @@ static size_t find_overflow(const unsigned char *conv, lora_dtype t, size_t n)
 		return n;
 	for (size_t i = 0; i < n; i++) {
 		uint16_t h = (uint16_t)(conv[2 * i] | conv[2 * i + 1] << 8);
-		float v = t == LORA_F16 ? lora_f16_to_f32(h) : lora_bf16_to_f32(h);
+		float v = t == LORA_F16 ? lora_dtype_f16_to_f32(h) : lora_dtype_bf16_to_f32(h);
 		if (!isfinite(v))
 			return i;
 	}
@@ -84,7 +84,7 @@ static void compress_chunk(chunk *c)
 	const unsigned char *plain;
 	uLongf zn = compressBound(raw);
 	if (c->x) {
-		size_t bad = lora_find_nonfinite(c->x, c->n);
+		size_t bad = lora_dtype_find_nonfinite(c->x, c->n);
 		if (bad < c->n) {
 			c->err = 1, c->bad = bad;
 			goto out;
@@ -93,7 +93,7 @@ static void compress_chunk(chunk *c)
 			c->err = 2;
 			goto out;
 		}
-		lora_from_f32(conv, c->x, c->t, c->n);
+		lora_dtype_from_f32(conv, c->x, c->t, c->n);
 		if ((bad = find_overflow(conv, c->t, c->n)) < c->n) {
 			c->err = 4, c->bad = bad;
 			goto out;
@@ -308,7 +308,7 @@ nomem:
 	return NULL;
 }
 
-int lora_file_write(const lora_adapter *a, FILE *f, const char *name, uint64_t *nbytes, lora_err *e)
+int lora_lorafile_write(const lora_adapter *a, FILE *f, const char *name, uint64_t *nbytes, lora_err *e)
 {
 	int rc = 0;
 	plan p;
@@ -383,14 +383,14 @@ out:
 	return rc;
 }
 
-int lora_file_save(const lora_adapter *a, const char *path, int force, lora_err *e)
+int lora_lorafile_save(const lora_adapter *a, const char *path, int force, lora_err *e)
 {
 	lora_outfile o;
 	const char *name = path && strcmp(path, "-") ? path : "standard output";
 	int rc = lora_outfile_open(&o, path, LORA_OUT_BINARY | (force ? LORA_OUT_FORCE : 0), e);
 	if (rc)
 		return rc;
-	rc = lora_file_write(a, o.fp, name, NULL, e);
+	rc = lora_lorafile_write(a, o.fp, name, NULL, e);
 	if (rc) {
 		lora_outfile_abort(&o);
 		return rc;
@@ -796,9 +796,9 @@ static int read_one(src *s, lora_adapter *a, const payload *p, int keep, lora_er
 		free(plain);
 		return lora_err_set(e, LORA_ENOMEM, "%s: %s: out of memory", s->name, what);
 	}
-	lora_to_f32(f, plain, a->dtype, n);
+	lora_dtype_to_f32(f, plain, a->dtype, n);
 	free(plain);
-	size_t bad = lora_find_nonfinite(f, n);
+	size_t bad = lora_dtype_find_nonfinite(f, n);
 	if (bad < n) {
 		free(f);
 		if (cols)
@@ -811,7 +811,7 @@ static int read_one(src *s, lora_adapter *a, const payload *p, int keep, lora_er
 	return 0;
 }
 
-int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lora_err *e)
+int lora_lorafile_readf(lora_adapter **out, FILE *f, const char *name, int mode, lora_err *e)
 {
 	unsigned char pre[16], crcb[4];
 	char *text = NULL;
@@ -824,7 +824,7 @@ int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lor
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
 	size_t got = fread(pre, 1, 16, f);
 	s.pos = got;
-	if (got < 8 || !lora_file_is_lora(pre, got)) {
+	if (got < 8 || !lora_lorafile_is_lora(pre, got)) {
 		rc = ferror(f) ? lora_err_set(e, LORA_EIO, "%s: read error: %s", name, strerror(errno))
 		               : lora_err_set(e, LORA_EFORMAT, "%s: not a .lora file (bad magic)", name);
 		goto out;
@@ -914,15 +914,15 @@ out:
 	return rc;
 }
 
-int lora_file_read(lora_adapter **out, const char *path, int mode, lora_err *e)
+int lora_lorafile_read(lora_adapter **out, const char *path, int mode, lora_err *e)
 {
 	*out = NULL;
 	if (!path || strcmp(path, "-") == 0)
-		return lora_file_readf(out, stdin, "standard input", mode, e);
+		return lora_lorafile_readf(out, stdin, "standard input", mode, e);
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	int rc = lora_file_readf(out, f, path, mode, e);
+	int rc = lora_lorafile_readf(out, f, path, mode, e);
 	fclose(f);
 	return rc;
 }

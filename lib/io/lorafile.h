@@ -31,22 +31,22 @@ enum {
 };
 
 /* 1 if the first bytes of buf (n >= 8) are the .lora magic. */
-int lora_file_is_lora(const void *buf, size_t n);
+int lora_lorafile_is_lora(const void *buf, size_t n);
 
 /* Read an adapter from path ("-" for standard input). In LORA_READ_HEADER
  * mode a regular file's size is still checked against the header, so
  * truncation is caught without touching payloads. Caller frees *out. */
-int lora_file_read(lora_adapter **out, const char *path, int mode, lora_err *e);
+int lora_lorafile_read(lora_adapter **out, const char *path, int mode, lora_err *e);
 /* Same from an open stream; name is used in messages. */
-int lora_file_readf(lora_adapter **out, FILE *f, const char *name, int mode, lora_err *e);
+int lora_lorafile_readf(lora_adapter **out, FILE *f, const char *name, int mode, lora_err *e);
 
 /* Write a (all layers must have A and B; extras their data) to f. Values
  * are converted to a->dtype; a non-finite value, or one that overflows
  * a->dtype, is an error naming the layer, tensor and element. *nbytes (may
  * be NULL) receives the bytes written. */
-int lora_file_write(const lora_adapter *a, FILE *f, const char *name, uint64_t *nbytes, lora_err *e);
+int lora_lorafile_write(const lora_adapter *a, FILE *f, const char *name, uint64_t *nbytes, lora_err *e);
 /* Write atomically to path ("-" = stdout, refused on a terminal); an
  * existing file needs force. */
-int lora_file_save(const lora_adapter *a, const char *path, int force, lora_err *e);
+int lora_lorafile_save(const lora_adapter *a, const char *path, int force, lora_err *e);
 
 #endif

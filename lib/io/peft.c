@@ -651,8 +651,8 @@ static int load_f32(float **out, const lora_st_tensor *t, const char *path, lora
 	float *f = malloc((n ? n : 1) * sizeof *f);
 	if (!f)
 		return lora_err_set(e, LORA_ENOMEM, "%s: tensor '%s': out of memory", path, t->name);
-	lora_to_f32(f, t->data, t->dtype, n);
-	size_t bad = lora_find_nonfinite(f, n);
+	lora_dtype_to_f32(f, t->data, t->dtype, n);
+	size_t bad = lora_dtype_find_nonfinite(f, n);
 	if (bad < n) {
 		free(f);
 		if (cols)
@@ -1199,7 +1199,7 @@ out:
 
 typedef struct {
 	char *key;
-	lora_stw_spec spec;
+	lora_st_spec spec;
 	const float *f;         /* float payload, or NULL */
 	const lora_extra *x;    /* raw payload when f is NULL */
 	const lora_layer *l;
@@ -1220,9 +1220,9 @@ static int check_values(const wtensor *w, lora_dtype t, lora_err *e)
 		float v = w->f[i];
 		int fin = isfinite(v);
 		if (fin && t == LORA_F16)
-			fin = isfinite(lora_f16_to_f32(lora_f32_to_f16(v)));
+			fin = isfinite(lora_dtype_f16_to_f32(lora_dtype_f32_to_f16(v)));
 		else if (fin && t == LORA_BF16)
-			fin = isfinite(lora_bf16_to_f32(lora_f32_to_bf16(v)));
+			fin = isfinite(lora_dtype_bf16_to_f32(lora_dtype_f32_to_bf16(v)));
 		if (fin)
 			continue;
 		char at[64];
@@ -1271,9 +1271,9 @@ static int write_weights(const lora_adapter *a, const char *path, lora_err *e)
 {
 	size_t cap = 4 * a->nlayers + a->nextras, n = 0;
 	wtensor *ws = calloc(cap ? cap : 1, sizeof *ws);
-	lora_stw_spec *specs = calloc(cap ? cap : 1, sizeof *specs);
+	lora_st_spec *specs = calloc(cap ? cap : 1, sizeof *specs);
 	unsigned char *buf = NULL;
-	lora_stw *w = NULL;
+	lora_st_writer *w = NULL;
 	int rc = 0;
 	static const lora_st_meta meta[] = {{"format", "pt"}};
 	if (!ws || !specs)
@@ -1315,21 +1315,21 @@ static int write_weights(const lora_adapter *a, const char *path, lora_err *e)
 	}
 	if (!(buf = malloc((biggest ? biggest : 1) * lora_dtype_size(a->dtype))))
 		goto nomem;
-	if ((rc = lora_stw_open(&w, path, specs, n, meta, 1, 0, e)))
+	if ((rc = lora_st_writer_open(&w, path, specs, n, meta, 1, 0, e)))
 		goto out;
 	for (size_t i = 0; i < n && !rc; i++) {
 		if (ws[i].f) {
 			size_t k = ws[i].spec.shape[0] * (ws[i].spec.ndim == 2 ? ws[i].spec.shape[1] : 1);
-			lora_from_f32(buf, ws[i].f, a->dtype, k);
-			rc = lora_stw_write(w, buf, k * lora_dtype_size(a->dtype), e);
+			lora_dtype_from_f32(buf, ws[i].f, a->dtype, k);
+			rc = lora_st_writer_write(w, buf, k * lora_dtype_size(a->dtype), e);
 		} else {
-			rc = lora_stw_write(w, ws[i].x->data, ws[i].x->nbytes, e);
+			rc = lora_st_writer_write(w, ws[i].x->data, ws[i].x->nbytes, e);
 		}
 	}
 	if (rc)
-		lora_stw_abort(w);
+		lora_st_writer_abort(w);
 	else
-		rc = lora_stw_commit(w, e);
+		rc = lora_st_writer_commit(w, e);
 	goto out;
 nomem:
 	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");

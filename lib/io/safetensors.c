@@ -499,7 +499,7 @@ const lora_st_tensor *lora_st_find(const lora_st *st, const char *name)
 
 /* ---- writer ---- */
 
-struct lora_stw {
+struct lora_st_writer {
 	lora_outfile out;
 	char **names;
 	size_t *sizes;
@@ -528,7 +528,7 @@ static int valid_utf8(const char *s)
 }
 
 /* Check the request so that we never write a file our reader refuses. */
-static int check_specs(const char *path, const lora_stw_spec *specs, size_t n, const lora_st_meta *meta,
+static int check_specs(const char *path, const lora_st_spec *specs, size_t n, const lora_st_meta *meta,
                        size_t nmeta, size_t *sizes, lora_err *e)
 {
 	const char **names = malloc(((n > nmeta ? n : nmeta) + 1) * sizeof *names);
@@ -537,7 +537,7 @@ static int check_specs(const char *path, const lora_stw_spec *specs, size_t n, c
 	if (!names)
 		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 	for (size_t i = 0; i < n && !rc; i++) {
-		const lora_stw_spec *s = &specs[i];
+		const lora_st_spec *s = &specs[i];
 		if (!s->name || !valid_utf8(s->name) || strcmp(s->name, "__metadata__") == 0)
 			rc = lora_err_set(e, LORA_EINVAL, "%s: tensor %zu: invalid name", path, i);
 		else if ((unsigned)s->dtype >= LORA_DTYPE_COUNT || s->ndim > LORA_MAX_DIMS)
@@ -575,7 +575,7 @@ static int check_specs(const char *path, const lora_stw_spec *specs, size_t n, c
 }
 
 /* Header JSON, compact, tensors in the given order at contiguous offsets. */
-static int build_header(char **out, size_t *len, const lora_stw_spec *specs, size_t n,
+static int build_header(char **out, size_t *len, const lora_st_spec *specs, size_t n,
                         const size_t *sizes, const lora_st_meta *meta, size_t nmeta)
 {
 	FILE *f = open_memstream(out, len);
@@ -620,7 +620,7 @@ static int build_header(char **out, size_t *len, const lora_stw_spec *specs, siz
 }
 
 /* Step past tensors already complete, including zero-byte ones. */
-static void stw_advance(lora_stw *w)
+static void stw_advance(lora_st_writer *w)
 {
 	while (w->cur < w->n && w->done == w->sizes[w->cur]) {
 		w->cur++;
@@ -628,7 +628,7 @@ static void stw_advance(lora_stw *w)
 	}
 }
 
-static void stw_free(lora_stw *w)
+static void stw_free(lora_st_writer *w)
 {
 	for (size_t i = 0; i < w->n; i++)
 		free(w->names[i]);
@@ -637,7 +637,7 @@ static void stw_free(lora_stw *w)
 	free(w);
 }
 
-int lora_stw_open(lora_stw **out, const char *path, const lora_stw_spec *specs, size_t n,
+int lora_st_writer_open(lora_st_writer **out, const char *path, const lora_st_spec *specs, size_t n,
                   const lora_st_meta *meta, size_t nmeta, int force, lora_err *e)
 {
 	int rc;
@@ -646,7 +646,7 @@ int lora_stw_open(lora_stw **out, const char *path, const lora_stw_spec *specs, 
 	*out = NULL;
 	if (!path || strcmp(path, "-") == 0)
 		return lora_err_set(e, LORA_EUSAGE, "safetensors output needs a file name, not standard output");
-	lora_stw *w = calloc(1, sizeof *w);
+	lora_st_writer *w = calloc(1, sizeof *w);
 	if (!w)
 		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 	w->names = calloc(n ? n : 1, sizeof *w->names);
@@ -692,7 +692,7 @@ fail:
 	return rc;
 }
 
-int lora_stw_write(lora_stw *w, const void *data, size_t nbytes, lora_err *e)
+int lora_st_writer_write(lora_st_writer *w, const void *data, size_t nbytes, lora_err *e)
 {
 	if (nbytes == 0)
 		return 0;
@@ -719,7 +719,7 @@ int lora_stw_write(lora_stw *w, const void *data, size_t nbytes, lora_err *e)
 	return 0;
 }
 
-int lora_stw_commit(lora_stw *w, lora_err *e)
+int lora_st_writer_commit(lora_st_writer *w, lora_err *e)
 {
 	int rc;
 	if (w->cur < w->n) {
@@ -733,7 +733,7 @@ int lora_stw_commit(lora_stw *w, lora_err *e)
 	return rc;
 }
 
-void lora_stw_abort(lora_stw *w)
+void lora_st_writer_abort(lora_st_writer *w)
 {
 	if (!w)
 		return;
@@ -824,7 +824,7 @@ static size_t find_str(const char *const *v, size_t n, const char *s)
 
 /* Open every shard named in the index once (in file-name order) and check
  * that the weight_map and the shards' contents agree exactly. */
-static int open_index(lora_model *m, const char *prefix, lora_err *e)
+static int open_index(lora_ckpt *m, const char *prefix, lora_err *e)
 {
 	const char *ip = m->index_path;
 	cJSON *root = NULL;
@@ -933,7 +933,7 @@ static char *dir_base(const char *dir)
 	return s;
 }
 
-static int model_name(lora_model *m, int dir_input, lora_err *e)
+static int model_name(lora_ckpt *m, int dir_input, lora_err *e)
 {
 	if (m->config_path) {
 		cJSON *cfg;
@@ -967,7 +967,7 @@ static int cmp_tptr(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-int lora_model_open(lora_model **out, const char *path, lora_err *e)
+int lora_ckpt_open(lora_ckpt **out, const char *path, lora_err *e)
 {
 	int rc = 0, dir_input;
 	char *prefix = NULL, *single = NULL;
@@ -975,7 +975,7 @@ int lora_model_open(lora_model **out, const char *path, lora_err *e)
 	*out = NULL;
 	if (stat(path, &sb) != 0)
 		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	lora_model *m = calloc(1, sizeof *m);
+	lora_ckpt *m = calloc(1, sizeof *m);
 	if (!m || !(m->path = strdup(path))) {
 		free(m);
 		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
@@ -1076,11 +1076,11 @@ out:
 	free(prefix);
 	free(single);
 	if (rc)
-		lora_model_close(m);
+		lora_ckpt_close(m);
 	return rc;
 }
 
-void lora_model_close(lora_model *m)
+void lora_ckpt_close(lora_ckpt *m)
 {
 	if (!m)
 		return;
@@ -1097,7 +1097,7 @@ void lora_model_close(lora_model *m)
 	free(m);
 }
 
-const lora_st_tensor *lora_model_find(const lora_model *m, const char *name)
+const lora_st_tensor *lora_ckpt_find(const lora_ckpt *m, const char *name)
 {
 	size_t lo = 0, hi = m->ntensors;
 	while (lo < hi) {
@@ -1121,7 +1121,7 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
 	return h;
 }
 
-void lora_model_fingerprint(const lora_model *m, char buf[17])
+void lora_ckpt_fingerprint(const lora_ckpt *m, char buf[17])
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	for (size_t i = 0; i < m->ntensors; i++) {

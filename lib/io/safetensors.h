@@ -61,27 +61,27 @@ void lora_st_release(const lora_st_tensor *t);
 /* Streaming writer. The header needs every name, dtype and shape up front;
  * data is then written tensor by tensor in the declared order. The output is
  * a temporary file in the destination directory renamed into place by
- * lora_stw_commit; lora_stw_abort (or any error) removes it. */
-typedef struct lora_stw lora_stw;
+ * lora_st_writer_commit; lora_st_writer_abort (or any error) removes it. */
+typedef struct lora_st_writer lora_st_writer;
 typedef struct {
 	const char *name;
 	lora_dtype dtype;
 	size_t ndim;
 	size_t shape[LORA_MAX_DIMS];
-} lora_stw_spec;
+} lora_st_spec;
 
 /* Begin writing path with the given tensors (written in this order) and
  * optional metadata (nmeta pairs, may be 0). Fails if path exists unless
  * force. */
-int lora_stw_open(lora_stw **out, const char *path, const lora_stw_spec *specs, size_t n,
+int lora_st_writer_open(lora_st_writer **out, const char *path, const lora_st_spec *specs, size_t n,
                   const lora_st_meta *meta, size_t nmeta, int force, lora_err *e);
 /* Append bytes of the current tensor; may be called several times per
  * tensor. Writing more than the declared size is an error. */
-int lora_stw_write(lora_stw *w, const void *data, size_t nbytes, lora_err *e);
+int lora_st_writer_write(lora_st_writer *w, const void *data, size_t nbytes, lora_err *e);
 /* Check every tensor was written in full, flush, fsync, rename; frees w. */
-int lora_stw_commit(lora_stw *w, lora_err *e);
+int lora_st_writer_commit(lora_st_writer *w, lora_err *e);
 /* Remove the temporary file and free w (w may be NULL). */
-void lora_stw_abort(lora_stw *w);
+void lora_st_writer_abort(lora_st_writer *w);
 
 /* A model: one or more shards seen as one tensor set. */
 typedef struct {
@@ -95,18 +95,18 @@ typedef struct {
 	const lora_st_tensor **tensors; /* all tensors sorted by name */
 	size_t *tensor_shard;           /* shard index of tensors[i] */
 	size_t ntensors;
-} lora_model;
+} lora_ckpt;
 
 /* Open a model given as a .safetensors file, a *.index.json file, or a
  * directory holding model.safetensors or model.safetensors.index.json (and
  * usually config.json). A sharded index must map every tensor to a shard
  * that holds it, and every tensor in the shards must appear in the index;
  * names are unique across shards. */
-int lora_model_open(lora_model **out, const char *path, lora_err *e);
-void lora_model_close(lora_model *m);
-const lora_st_tensor *lora_model_find(const lora_model *m, const char *name);
+int lora_ckpt_open(lora_ckpt **out, const char *path, lora_err *e);
+void lora_ckpt_close(lora_ckpt *m);
+const lora_st_tensor *lora_ckpt_find(const lora_ckpt *m, const char *name);
 /* 64-bit FNV-1a over the sorted (name, dtype, shape) list, as 16 hex digits
  * in buf (17 bytes): identifies a model's architecture without reading data. */
-void lora_model_fingerprint(const lora_model *m, char buf[17]);
+void lora_ckpt_fingerprint(const lora_ckpt *m, char buf[17]);
 
 #endif

@@ -31,7 +31,7 @@ int lora_blas_threads(void) { return nthreads ? nthreads : lora_blas_set_threads
 /* ---- shape trace ---- */
 
 static volatile int tracing;
-static lora_gemm_shape *trace;
+static lora_blas_shape *trace;
 static size_t ntrace, captrace;
 
 static void record(int ta, int tb, size_t M, size_t N, size_t K)
@@ -40,12 +40,12 @@ static void record(int ta, int tb, size_t M, size_t N, size_t K)
 	{
 		if (ntrace == captrace) {
 			size_t cap = captrace ? 2 * captrace : 256;
-			lora_gemm_shape *t = realloc(trace, cap * sizeof *t);
+			lora_blas_shape *t = realloc(trace, cap * sizeof *t);
 			if (t)
 				trace = t, captrace = cap;
 		}
 		if (ntrace < captrace)
-			trace[ntrace++] = (lora_gemm_shape){ta, tb, M, N, K};
+			trace[ntrace++] = (lora_blas_shape){ta, tb, M, N, K};
 	}
 }
 
@@ -57,9 +57,9 @@ void lora_blas_trace_begin(void)
 	tracing = 1;
 }
 
-lora_gemm_shape *lora_blas_trace_end(size_t *n)
+lora_blas_shape *lora_blas_trace_end(size_t *n)
 {
-	lora_gemm_shape *t = trace;
+	lora_blas_shape *t = trace;
 	tracing = 0;
 	*n = t ? ntrace : 0;
 	trace = NULL;
@@ -78,7 +78,7 @@ static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, cons
 	            (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
-void lora_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                        size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	if (tracing)
@@ -86,7 +86,7 @@ void lora_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha
 	gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void lora_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                 const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	if (tracing)
@@ -113,7 +113,7 @@ void lora_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const
 	}
 }
 
-void lora_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                       size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	for (size_t i = 0; i < M; i++)
@@ -129,7 +129,7 @@ void lora_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha,
 		}
 }
 
-void lora_sgemm_openblas(int n, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+void lora_blas_sgemm_openblas(int n, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                          size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	openblas_set_num_threads(n < 1 ? 1 : n);

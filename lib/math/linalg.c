@@ -24,7 +24,7 @@ static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memo
 static void *alloc3(size_t a, size_t b, size_t size)
 {
 	size_t n;
-	if (lora_mul_size(a, b, &n) || lora_mul_size(n, size, &n))
+	if (lora_shape_mul(a, b, &n) || lora_shape_mul(n, size, &n))
 		return NULL;
 	return malloc(n ? n : 1);
 }
@@ -88,13 +88,13 @@ static int svals(double *sv, double *M, size_t m, size_t n)
 	return info == 0 ? 0 : -1;
 }
 
-int lora_lowrank_svals(double *sv, const float *B, const float *A, size_t m, size_t r, size_t n,
+int lora_linalg_lowrank_svals(double *sv, const float *B, const float *A, size_t m, size_t r, size_t n,
                        lora_err *e)
 {
-	return lora_lowrank_svd(NULL, sv, NULL, B, A, m, r, n, e);
+	return lora_linalg_lowrank_svd(NULL, sv, NULL, B, A, m, r, n, e);
 }
 
-int lora_dense_svals(double *sv, const float *B, const float *A, size_t m, size_t r, size_t n,
+int lora_linalg_dense_svals(double *sv, const float *B, const float *A, size_t m, size_t r, size_t n,
                      lora_err *e)
 {
 	if (too_big(m, n, r))
@@ -136,7 +136,7 @@ static int dsvd(double *U, double *S, double *Vt, double *M, size_t m, size_t n)
 	return info == 0 ? 0 : -1;
 }
 
-int lora_lowrank_svd(double *U, double *S, double *Vt, const float *B, const float *A, size_t m,
+int lora_linalg_lowrank_svd(double *U, double *S, double *Vt, const float *B, const float *A, size_t m,
                      size_t r, size_t n, lora_err *e)
 {
 	if (too_big(m, n, r))
@@ -190,14 +190,14 @@ static double *to_double(const float *x, size_t n)
 	return d;
 }
 
-int lora_lowrank_inner(double *out, const float *B1, const float *A1, size_t r1, const float *B2,
+int lora_linalg_lowrank_inner(double *out, const float *B1, const float *A1, size_t r1, const float *B2,
                        const float *A2, size_t r2, size_t m, size_t n, lora_err *e)
 {
 	if (too_big(m, n, r1) || too_big(r2, 1, 1))
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for BLAS", m, n);
 	size_t nb1, nb2, na1, na2;
-	if (lora_mul_size(m, r1, &nb1) || lora_mul_size(m, r2, &nb2) || lora_mul_size(r1, n, &na1) ||
-	    lora_mul_size(r2, n, &na2))
+	if (lora_shape_mul(m, r1, &nb1) || lora_shape_mul(m, r2, &nb2) || lora_shape_mul(r1, n, &na1) ||
+	    lora_shape_mul(r2, n, &na2))
 		return nomem(e);
 	double *b1 = to_double(B1, nb1), *b2 = to_double(B2, nb2), *a1 = to_double(A1, na1);
 	double *a2 = to_double(A2, na2), *GB = alloc3(r1, r2, sizeof(double));
@@ -218,7 +218,7 @@ out:
 	return rc;
 }
 
-int lora_svd_exact(float *U, double *S, float *Vt, const float *X, size_t m, size_t n, size_t k,
+int lora_linalg_svd_exact(float *U, double *S, float *Vt, const float *X, size_t m, size_t n, size_t k,
                    lora_err *e)
 {
 	size_t kk = min2(m, n);
@@ -267,7 +267,7 @@ static int orth_cm(float *X, size_t rows, size_t l, float *tau)
 	                      (lapack_int)rows, tau) ? -1 : 0;
 }
 
-int lora_svd_randomized(float *U, double *S, float *Vt, const float *X, size_t m, size_t n,
+int lora_linalg_svd_randomized(float *U, double *S, float *Vt, const float *X, size_t m, size_t n,
                         size_t k, size_t p, size_t q, uint64_t seed, lora_err *e)
 {
 	size_t kk = min2(m, n), l = k + p < kk ? k + p : kk;
@@ -322,7 +322,7 @@ out:
 	return rc;
 }
 
-int lora_sq_svals(double *ev, const float *X, size_t m, size_t n, lora_err *e)
+int lora_linalg_sq_svals(double *ev, const float *X, size_t m, size_t n, lora_err *e)
 {
 	size_t p = min2(m, n), bs = 256;
 	/* dsyevd's workspace is 1 + 6p + 2p^2 doubles, indexed with int. */
@@ -359,7 +359,7 @@ out:
 	return rc;
 }
 
-int lora_residual_sq(double *out, const float *X, float scale, const float *B, const float *A,
+int lora_linalg_residual_sq(double *out, const float *X, float scale, const float *B, const float *A,
                      size_t m, size_t k, size_t n, lora_err *e)
 {
 	size_t rows = 256;
@@ -376,14 +376,14 @@ int lora_residual_sq(double *out, const float *X, float scale, const float *B, c
 		size_t b = m - i0 < rows ? m - i0 : rows;
 		memcpy(t, X + i0 * n, b * n * sizeof *t);
 		lora_linalg_sgemm(0, 0, b, n, k, -scale, B + i0 * k, A, 1.0f, t);
-		s += lora_sumsq(t, b * n);
+		s += lora_linalg_sumsq(t, b * n);
 	}
 	free(t);
 	*out = s;
 	return 0;
 }
 
-double lora_sumsq(const float *x, size_t n)
+double lora_linalg_sumsq(const float *x, size_t n)
 {
 	/* Four interleaved partial sums: the loop vectorises without -ffast-math
 	 * and the order, hence the result, is fixed. */
@@ -397,7 +397,7 @@ double lora_sumsq(const float *x, size_t n)
 	return (p[0] + p[1]) + (p[2] + p[3]);
 }
 
-int lora_lowrank_dist(double *out, double s1, const float *B1, const float *A1, size_t r1, double s2,
+int lora_linalg_lowrank_dist(double *out, double s1, const float *B1, const float *A1, size_t r1, double s2,
                       const float *B2, const float *A2, size_t r2, size_t m, size_t n, lora_err *e)
 {
 	size_t r = r1 + r2;

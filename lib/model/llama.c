@@ -466,10 +466,10 @@ static void fmt_shape(char *buf, size_t n, const size_t *shape, size_t ndim)
 /* Find tensor name with shape rows x cols (cols 0: 1-D). Returns the
  * tensor, NULL with *rc = 0 when absent and optional, or NULL with an
  * error. */
-static const lora_st_tensor *want(const lora_model *ck, const char *name, size_t rows, size_t cols,
+static const lora_st_tensor *want(const lora_ckpt *ck, const char *name, size_t rows, size_t cols,
                                   int optional, int *rc, lora_err *e)
 {
-	const lora_st_tensor *t = lora_model_find(ck, name);
+	const lora_st_tensor *t = lora_ckpt_find(ck, name);
 	*rc = 0;
 	if (!t) {
 		if (!optional)
@@ -501,11 +501,11 @@ typedef struct {
  * the resident size stays the f32 weights, not weights plus checkpoint. */
 static void convert(float *dst, const lora_st_tensor *t, size_t n)
 {
-	lora_to_f32(dst, t->data, t->dtype, n);
+	lora_dtype_to_f32(dst, t->data, t->dtype, n);
 	lora_st_release(t);
 }
 
-int lora_llama_open(lora_llama **out, const lora_model *ck, lora_err *e)
+int lora_llama_open(lora_llama **out, const lora_ckpt *ck, lora_err *e)
 {
 	int rc;
 	*out = NULL;
@@ -801,7 +801,7 @@ int lora_llama_attach(lora_llama *m, const lora_adapter *a, double k, int traina
 		size_t blk;
 		int mod;
 		parse_module(l->name, &blk, &mod);
-		float s = (float)(k * lora_layer_scale(a, l));
+		float s = (float)(k * lora_adapter_layer_scale(a, l));
 		*t = (attachment){l->A, l->B, l->bias, NULL, NULL, l->rank, l->in, l->out, s, blk, mod, trainable};
 		if (trainable) {
 			t->dA = m->gA[i];
@@ -886,7 +886,7 @@ int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 	size_t C = c->dim, F = c->hidden_dim, V = c->vocab_size, L = c->n_layers, NH = c->n_heads;
 	size_t BT;
 	free_plan(m);
-	if (B == 0 || T == 0 || lora_mul_size(B, T, &BT) || BT > ((size_t)1 << 31) / 16)
+	if (B == 0 || T == 0 || lora_shape_mul(B, T, &BT) || BT > ((size_t)1 << 31) / 16)
 		return lora_err_set(e, LORA_EUSAGE, "batch %zu x sequence %zu is out of range", B, T);
 	int train = flags & LORA_LLAMA_TRAIN, recompute = train && (flags & LORA_LLAMA_RECOMPUTE);
 	int nthr = lora_blas_threads();
@@ -1093,12 +1093,12 @@ static void attention_forward(float *att, float *lse, const float *qkv, float *s
 		float *O = att + b * T * QD + h * HD, *L = lse + (b * NH + h) * T;
 		for (size_t i0 = 0; i0 < T; i0 += QB) {
 			size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(i0, d->window), kl = i0 + n - k0;
-			lora_sgemm_serial(0, 1, n, kl, HD, d->scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
+			lora_blas_sgemm_serial(0, 1, n, kl, HD, d->scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
 			for (size_t r = 0; r < n; r++) {
 				size_t t = i0 + r;
 				L[t] = softmax_row(S + r * kl, key_lo(t, d->window) - k0, t - k0 + 1, kl);
 			}
-			lora_sgemm_serial(0, 0, n, HD, kl, 1, S, kl, Vv + k0 * QKV, QKV, 0, O + i0 * QD, QD);
+			lora_blas_sgemm_serial(0, 0, n, HD, kl, 1, S, kl, Vv + k0 * QKV, QKV, 0, O + i0 * QD, QD);
 		}
 	}
 }
@@ -1137,14 +1137,14 @@ static void attention_backward(float *dqkv, const float *datt, const float *att,
 			}
 			for (size_t i0 = 0; i0 < T; i0 += QB) {
 				size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(i0, d->window), kl = i0 + n - k0;
-				lora_sgemm_serial(0, 1, n, kl, HD, d->scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
+				lora_blas_sgemm_serial(0, 1, n, kl, HD, d->scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
 				for (size_t r = 0; r < n; r++) {
 					size_t t = i0 + r;
 					softmax_recompute_row(S + r * kl, key_lo(t, d->window) - k0, t - k0 + 1, kl, L[t]);
 				}
 				// dV += P^T dO; dP = dO V^T
-				lora_sgemm_serial(1, 0, kl, HD, n, 1, S, kl, dO + i0 * QD, QD, 1, dV + k0 * QKV, QKV);
-				lora_sgemm_serial(0, 1, n, kl, HD, 1, dO + i0 * QD, QD, Vv + k0 * QKV, QKV, 0, dP, kl);
+				lora_blas_sgemm_serial(1, 0, kl, HD, n, 1, S, kl, dO + i0 * QD, QD, 1, dV + k0 * QKV, QKV);
+				lora_blas_sgemm_serial(0, 1, n, kl, HD, 1, dO + i0 * QD, QD, Vv + k0 * QKV, QKV, 0, dP, kl);
 				for (size_t r = 0; r < n; r++) {
 					float *s = S + r * kl, *dp = dP + r * kl, Dt = D[i0 + r];
 #pragma omp simd
@@ -1152,8 +1152,8 @@ static void attention_backward(float *dqkv, const float *datt, const float *att,
 						dp[j] = s[j] * (dp[j] - Dt);
 				}
 				// dQ = scale dS K; dK += scale dS^T Q
-				lora_sgemm_serial(0, 0, n, HD, kl, d->scale, dP, kl, K + k0 * QKV, QKV, 0, dQ + i0 * QKV, QKV);
-				lora_sgemm_serial(1, 0, kl, HD, n, d->scale, dP, kl, Q + i0 * QKV, QKV, 1, dK + k0 * QKV, QKV);
+				lora_blas_sgemm_serial(0, 0, n, HD, kl, d->scale, dP, kl, K + k0 * QKV, QKV, 0, dQ + i0 * QKV, QKV);
+				lora_blas_sgemm_serial(1, 0, kl, HD, n, d->scale, dP, kl, Q + i0 * QKV, QKV, 1, dK + k0 * QKV, QKV);
 			}
 		}
 	}
@@ -1181,12 +1181,12 @@ static void attention_decode(float *att, const float *qkv, float *kc, float *vc,
 		float *O = att + b * T * QD + h * HD;
 		for (size_t i0 = 0; i0 < T; i0 += QB) {
 			size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(pos + i0, d->window), kl = pos + i0 + n - k0;
-			lora_sgemm_serial(0, 1, n, kl, HD, d->scale, Q + i0 * QKV, QKV, K + k0 * KVD, KVD, 0, S, kl);
+			lora_blas_sgemm_serial(0, 1, n, kl, HD, d->scale, Q + i0 * QKV, QKV, K + k0 * KVD, KVD, 0, S, kl);
 			for (size_t r = 0; r < n; r++) {
 				size_t t = pos + i0 + r;
 				softmax_row(S + r * kl, key_lo(t, d->window) - k0, t - k0 + 1, kl);
 			}
-			lora_sgemm_serial(0, 0, n, HD, kl, 1, S, kl, Vv + k0 * KVD, KVD, 0, O + i0 * QD, QD);
+			lora_blas_sgemm_serial(0, 0, n, HD, kl, 1, S, kl, Vv + k0 * KVD, KVD, 0, O + i0 * QD, QD);
 		}
 	}
 }
@@ -1271,8 +1271,8 @@ static void lora_forward(lora_llama *m, size_t blk, int mod, const float *x, flo
 			dropout_apply(m->xd, x, N, a->in, dropout_key(m, blk, mod), m->dropout, 0);
 			xi = m->xd;
 		}
-		lora_sgemm(0, 1, N, a->r, a->in, 1, xi, a->in, a->A, a->in, 0, m->u, a->r);
-		lora_sgemm(0, 1, N, a->out, a->r, a->s, m->u, a->r, a->B, a->r, 1, y, ldy);
+		lora_blas_sgemm(0, 1, N, a->r, a->in, 1, xi, a->in, a->A, a->in, 0, m->u, a->r);
+		lora_blas_sgemm(0, 1, N, a->out, a->r, a->s, m->u, a->r, a->B, a->r, 1, y, ldy);
 		if (a->bias)
 			add_bias(y, ldy, a->bias, a->s, N, a->out);
 	}
@@ -1293,23 +1293,23 @@ static void lora_backward(lora_llama *m, size_t blk, int mod, const float *x, co
 		uint64_t key = drop ? dropout_key(m, blk, mod) : 0;
 		const float *xi = x;
 		// du = s dy B   (N, r)
-		lora_sgemm(0, 0, N, a->r, a->out, a->s, dy, ldy, a->B, a->r, 0, m->u, a->r);
+		lora_blas_sgemm(0, 0, N, a->r, a->out, a->s, dy, ldy, a->B, a->r, 0, m->u, a->r);
 		if (a->trainable) {
 			if (drop) {
 				dropout_apply(m->xd, x, N, a->in, key, m->dropout, 0);
 				xi = m->xd;
 			}
 			// u = d(x) A^T recomputed; dB += s dy^T u; dA += du^T d(x)
-			lora_sgemm(0, 1, N, a->r, a->in, 1, xi, a->in, a->A, a->in, 0, m->u2, a->r);
-			lora_sgemm(1, 0, a->out, a->r, N, a->s, dy, ldy, m->u2, a->r, 1, a->dB, a->r);
-			lora_sgemm(1, 0, a->r, a->in, N, 1, m->u, a->r, xi, a->in, 1, a->dA, a->in);
+			lora_blas_sgemm(0, 1, N, a->r, a->in, 1, xi, a->in, a->A, a->in, 0, m->u2, a->r);
+			lora_blas_sgemm(1, 0, a->out, a->r, N, a->s, dy, ldy, m->u2, a->r, 1, a->dB, a->r);
+			lora_blas_sgemm(1, 0, a->r, a->in, N, 1, m->u, a->r, xi, a->in, 1, a->dA, a->in);
 		}
 		if (dx) {
 			if (drop) {
-				lora_sgemm(0, 0, N, a->in, a->r, 1, m->u, a->r, a->A, a->in, 0, m->tmp, a->in);
+				lora_blas_sgemm(0, 0, N, a->in, a->r, 1, m->u, a->r, a->A, a->in, 0, m->tmp, a->in);
 				dropout_apply(dx, m->tmp, N, a->in, key, m->dropout, 1);
 			} else {
-				lora_sgemm(0, 0, N, a->in, a->r, 1, m->u, a->r, a->A, a->in, 1, dx, a->in);
+				lora_blas_sgemm(0, 0, N, a->in, a->r, 1, m->u, a->r, a->A, a->in, 1, dx, a->in);
 			}
 		}
 	}
@@ -1339,7 +1339,7 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 	attn_dims d = dims(m, l);
 	// attention
 	rmsnorm_forward(m->ln, s->rstd1, xin, w->ln1, N, C, (float)c->rms_eps);
-	lora_sgemm(0, 1, N, QKV, C, 1, m->ln, C, w->wqkv, C, 0, s->qkv, QKV);
+	lora_blas_sgemm(0, 1, N, QKV, C, 1, m->ln, C, w->wqkv, C, 0, s->qkv, QKV);
 	if (w->bqkv)
 		add_bias(s->qkv, QKV, w->bqkv, 1, N, QKV);
 	lora_forward(m, l, LORA_MOD_Q, m->ln, s->qkv, QKV, train);
@@ -1354,13 +1354,13 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 		attention_forward(s->att, s->lse, s->qkv, m->attn_scratch, scratch_stride(m), &d, m->nthr);
 	if (xmid != xin)
 		memcpy(xmid, xin, N * C * sizeof(float));
-	lora_sgemm(0, 1, N, C, QD, 1, s->att, QD, w->wo, QD, 1, xmid, C);
+	lora_blas_sgemm(0, 1, N, C, QD, 1, s->att, QD, w->wo, QD, 1, xmid, C);
 	if (w->bo)
 		add_bias(xmid, C, w->bo, 1, N, C);
 	lora_forward(m, l, LORA_MOD_O, s->att, xmid, C, train);
 	// MLP
 	rmsnorm_forward(m->ln, s->rstd2, xmid, w->ln2, N, C, (float)c->rms_eps);
-	lora_sgemm(0, 1, N, 2 * F, C, 1, m->ln, C, w->wgu, C, 0, s->gu, 2 * F);
+	lora_blas_sgemm(0, 1, N, 2 * F, C, 1, m->ln, C, w->wgu, C, 0, s->gu, 2 * F);
 	if (w->bgu)
 		add_bias(s->gu, 2 * F, w->bgu, 1, N, 2 * F);
 	lora_forward(m, l, LORA_MOD_GATE, m->ln, s->gu, 2 * F, train);
@@ -1370,7 +1370,7 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 	swiglu_forward(m->h, s->gu, N, F);
 	if (xout != xmid)
 		memcpy(xout, xmid, N * C * sizeof(float));
-	lora_sgemm(0, 1, N, C, F, 1, m->h, F, w->wd, F, 1, xout, C);
+	lora_blas_sgemm(0, 1, N, C, F, 1, m->h, F, w->wd, F, 1, xout, C);
 	if (w->bd)
 		add_bias(xout, C, w->bd, 1, N, C);
 	lora_forward(m, l, LORA_MOD_DOWN, m->h, xout, C, train);
@@ -1414,14 +1414,14 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	if (trainable_in(m, l, LORA_MOD_DOWN))
 		swiglu_forward(m->h, s->gu, N, F);
 	if (depth >= 2)
-		lora_sgemm(0, 0, N, F, C, 1, dres, C, w->wd, F, 0, m->dh, F);
+		lora_blas_sgemm(0, 0, N, F, C, 1, dres, C, w->wd, F, 0, m->dh, F);
 	lora_backward(m, l, LORA_MOD_DOWN, m->h, dres, C, depth >= 2 ? m->dh : NULL);
 	if (depth < 2)
 		return;
 	swiglu_backward(m->dgu, m->dh, s->gu, N, F);
 	rmsnorm_apply(m->ln, s->xmid, w->ln2, s->rstd2, N, C);
 	if (depth >= 3)
-		lora_sgemm(0, 0, N, C, 2 * F, 1, m->dgu, 2 * F, w->wgu, C, 0, m->dln, C);
+		lora_blas_sgemm(0, 0, N, C, 2 * F, 1, m->dgu, 2 * F, w->wgu, C, 0, m->dln, C);
 	lora_backward(m, l, LORA_MOD_GATE, m->ln, m->dgu, 2 * F, depth >= 3 ? m->dln : NULL);
 	lora_backward(m, l, LORA_MOD_UP, m->ln, m->dgu + F, 2 * F, depth >= 3 ? m->dln : NULL);
 	if (depth < 3)
@@ -1429,7 +1429,7 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	rmsnorm_backward(dres, m->dln, s->xmid, w->ln2, s->rstd2, N, C);
 	// attention: xmid = xin + o(att)
 	if (depth >= 4)
-		lora_sgemm(0, 0, N, QD, C, 1, dres, C, w->wo, QD, 0, m->datt, QD);
+		lora_blas_sgemm(0, 0, N, QD, C, 1, dres, C, w->wo, QD, 0, m->datt, QD);
 	lora_backward(m, l, LORA_MOD_O, s->att, dres, C, depth >= 4 ? m->datt : NULL);
 	if (depth < 4)
 		return;
@@ -1440,7 +1440,7 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	rmsnorm_apply(m->ln, xin, w->ln1, s->rstd1, N, C);
 	float *dln = depth >= 5 ? m->dln : NULL;
 	if (dln)
-		lora_sgemm(0, 0, N, C, QKV, 1, m->dqkv, QKV, w->wqkv, C, 0, dln, C);
+		lora_blas_sgemm(0, 0, N, C, QKV, 1, m->dqkv, QKV, w->wqkv, C, 0, dln, C);
 	lora_backward(m, l, LORA_MOD_Q, m->ln, m->dqkv, QKV, dln);
 	lora_backward(m, l, LORA_MOD_K, m->ln, m->dqkv + QD, QKV, dln);
 	lora_backward(m, l, LORA_MOD_V, m->ln, m->dqkv + QD + m->KVD, QKV, dln);
@@ -1502,7 +1502,7 @@ int lora_llama_forward(lora_llama *m, const int32_t *inputs, const int32_t *targ
 	if (!targets) {
 		for (size_t b = 0; b < B; b++)
 			rmsnorm_forward(m->lnf_out + b * C, NULL, top + (b * T + T - 1) * C, m->lnf, 1, C, (float)c->rms_eps);
-		lora_sgemm(0, 1, B, V, C, 1, m->lnf_out, C, m->head, C, 0, m->last_logits, V);
+		lora_blas_sgemm(0, 1, B, V, C, 1, m->lnf_out, C, m->head, C, 0, m->last_logits, V);
 		if (loss)
 			*loss = 0;
 		if (ntargets)
@@ -1514,13 +1514,13 @@ int lora_llama_forward(lora_llama *m, const int32_t *inputs, const int32_t *targ
 	double sum = 0;
 	for (size_t i0 = 0; i0 < N; i0 += m->chunk) {
 		size_t n = N - i0 < m->chunk ? N - i0 : m->chunk;
-		lora_sgemm(0, 1, n, V, C, 1, m->lnf_out + i0 * C, C, m->head, C, 0, m->logits, V);
+		lora_blas_sgemm(0, 1, n, V, C, 1, m->lnf_out + i0 * C, C, m->head, C, 0, m->logits, V);
 		crossentropy_forward(m->logits, m->rowloss, targets + i0, n, V, gscale);
 		for (size_t i = 0; i < n; i++)
 			sum += m->rowloss[i];
 		if (train) {
 			if (count)
-				lora_sgemm(0, 0, n, C, V, 1, m->logits, V, m->head, C, 0, m->dlnf + i0 * C, C);
+				lora_blas_sgemm(0, 0, n, C, V, 1, m->logits, V, m->head, C, 0, m->dlnf + i0 * C, C);
 			else
 				memset(m->dlnf + i0 * C, 0, n * C * sizeof(float));
 		}
@@ -1564,7 +1564,7 @@ int lora_llama_plan_decode(lora_llama *m, size_t B, size_t maxT, lora_err *e)
 	int rc = lora_llama_plan(m, B, maxT, 0, e);
 	if (rc)
 		return rc;
-	if (lora_mul_size(B * maxT, m->KVD, &n) || !(m->kc = calloc(2 * (L ? L : 1), sizeof *m->kc))) {
+	if (lora_shape_mul(B * maxT, m->KVD, &n) || !(m->kc = calloc(2 * (L ? L : 1), sizeof *m->kc))) {
 		free_plan(m);
 		return lora_err_set(e, LORA_ENOMEM, "out of memory for the key/value cache");
 	}
@@ -1603,7 +1603,7 @@ int lora_llama_decode(lora_llama *m, const int32_t *tokens, size_t n, size_t pos
 		block_forward(m, l, &m->slots[0], x, x, x, 0, 0);
 	for (size_t b = 0; b < B; b++)
 		rmsnorm_forward(m->lnf_out + b * C, NULL, x + (b * n + n - 1) * C, m->lnf, 1, C, (float)c->rms_eps);
-	lora_sgemm(0, 1, B, V, C, 1, m->lnf_out, C, m->head, C, 0, m->last_logits, V);
+	lora_blas_sgemm(0, 1, B, V, C, 1, m->lnf_out, C, m->head, C, 0, m->last_logits, V);
 	return 0;
 }
 

@@ -82,7 +82,7 @@ typedef struct lora_llama lora_llama;
  * float dtype (errors name the tensor and both shapes); q/k/v/o and MLP
  * biases are used when present. Weights are copied (as f32), so ck may be
  * closed afterwards. Caller frees with lora_llama_free. */
-int lora_llama_open(lora_llama **out, const lora_model *ck, lora_err *e);
+int lora_llama_open(lora_llama **out, const lora_ckpt *ck, lora_err *e);
 void lora_llama_free(lora_llama *m);
 const lora_llama_config *lora_llama_get_config(const lora_llama *m);
 /* Weights in the f32 arena (what the model computes with). */

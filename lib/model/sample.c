@@ -15,7 +15,7 @@ static int by_prob(const void *a, const void *b, void *key)
 	return (i > j) - (i < j);
 }
 
-uint32_t lora_sample(const float *logits, size_t V, const lora_sampler *s, lora_rng *r, void *scratch)
+uint32_t lora_sample_next(const float *logits, size_t V, const lora_sampler *s, lora_rng *r, void *scratch)
 {
 	uint32_t best = 0;
 	for (size_t i = 1; i < V; i++)

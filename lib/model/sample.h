@@ -18,6 +18,6 @@ typedef struct {
  * V * (sizeof(float) + sizeof(uint32_t)) bytes. Uses one uniform draw from r unless greedy.
  * Candidates are ordered by probability, then by id, so the result depends
  * only on the logits, the settings and the generator's state. */
-uint32_t lora_sample(const float *logits, size_t V, const lora_sampler *s, lora_rng *r, void *scratch);
+uint32_t lora_sample_next(const float *logits, size_t V, const lora_sampler *s, lora_rng *r, void *scratch);
 
 #endif

@@ -124,7 +124,7 @@ int lora_combine_cat(lora_adapter **out, lora_adapter *const *in, const double *
 				const lora_layer *x = lora_adapter_find(in[q], l->name);
 				if (!x)
 					continue;
-				double s = (weights ? weights[q] : 1.0) * lora_layer_scale(in[q], x);
+				double s = (weights ? weights[q] : 1.0) * lora_adapter_layer_scale(in[q], x);
 				for (size_t r = 0; r < l->out; r++)
 					memcpy(c->B + r * rank + off, x->B + r * x->rank, x->rank * sizeof *c->B);
 				for (size_t r = 0; r < x->rank; r++)

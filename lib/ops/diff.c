@@ -16,7 +16,7 @@ static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memo
 static void *xalloc(size_t n, size_t size)
 {
 	size_t b;
-	if (lora_mul_size(n, size, &b))
+	if (lora_shape_mul(n, size, &b))
 		return NULL;
 	return malloc(b ? b : 1);
 }
@@ -31,7 +31,7 @@ static int push_name(const char ***list, size_t *n, const char *name, lora_err *
 	return 0;
 }
 
-int lora_subspace_phi(double *phi, const double *U1t, size_t k1, const double *U2t, size_t k2,
+int lora_diff_subspace_phi(double *phi, const double *U1t, size_t k1, const double *U2t, size_t k2,
                       size_t n, lora_err *e)
 {
 	double *M = xalloc(k1 * k2, sizeof *M);
@@ -90,11 +90,11 @@ static double *singular_rows(const lora_layer *l, int of_B, size_t *k, lora_err 
 	if (of_B) {
 		if (!(T = xalloc(*k * side, sizeof *T)))
 			goto fail;
-		if (lora_lowrank_svd(T, S, NULL, l->B, NULL, side, r, r, e))
+		if (lora_linalg_lowrank_svd(T, S, NULL, l->B, NULL, side, r, r, e))
 			goto err;
 		transpose(V, T, side, *k);
 		free(T);
-	} else if (lora_lowrank_svd(NULL, S, V, NULL, l->A, r, r, side, e)) {
+	} else if (lora_linalg_lowrank_svd(NULL, S, V, NULL, l->A, r, r, side, e)) {
 		goto err;
 	}
 	free(S);
@@ -124,7 +124,7 @@ static int subspace(lora_diff_layer *d, const lora_layer *la, const lora_layer *
 			goto out;
 		}
 		*rows = ka, *cols = kb;
-		if ((rc = lora_subspace_phi(*phi, Va, ka, Vb, kb, side ? m : n, e)))
+		if ((rc = lora_diff_subspace_phi(*phi, Va, ka, Vb, kb, side ? m : n, e)))
 			goto out;
 		free(Va), free(Vb);
 		Va = Vb = NULL;
@@ -143,8 +143,8 @@ static int subspace(lora_diff_layer *d, const lora_layer *la, const lora_layer *
 		rc = nomem(e);
 		goto out;
 	}
-	if ((rc = lora_lowrank_svd(Ua, Sa, Wa, la->B, la->A, m, la->rank, n, e)) ||
-	    (rc = lora_lowrank_svd(Ub, Sb, Wb, lb->B, lb->A, m, lb->rank, n, e)))
+	if ((rc = lora_linalg_lowrank_svd(Ua, Sa, Wa, la->B, la->A, m, la->rank, n, e)) ||
+	    (rc = lora_linalg_lowrank_svd(Ub, Sb, Wb, lb->B, lb->A, m, lb->rank, n, e)))
 		goto out;
 	transpose(UaT, Ua, m, ka);
 	transpose(UbT, Ub, m, kb);
@@ -197,15 +197,15 @@ static int compare_layer(lora_diff_layer *d, const lora_layer *la, double sa, co
 	int rc;
 	d->name = la->name;
 	d->out = m, d->in = n, d->rank_a = la->rank, d->rank_b = lb->rank;
-	if ((rc = lora_lowrank_inner(&aa, la->B, la->A, la->rank, la->B, la->A, la->rank, m, n, e)) ||
-	    (rc = lora_lowrank_inner(&bb, lb->B, lb->A, lb->rank, lb->B, lb->A, lb->rank, m, n, e)) ||
-	    (rc = lora_lowrank_inner(&ab, la->B, la->A, la->rank, lb->B, lb->A, lb->rank, m, n, e)))
+	if ((rc = lora_linalg_lowrank_inner(&aa, la->B, la->A, la->rank, la->B, la->A, la->rank, m, n, e)) ||
+	    (rc = lora_linalg_lowrank_inner(&bb, lb->B, lb->A, lb->rank, lb->B, lb->A, lb->rank, m, n, e)) ||
+	    (rc = lora_linalg_lowrank_inner(&ab, la->B, la->A, la->rank, lb->B, lb->A, lb->rank, m, n, e)))
 		return rc;
 	d->norm_a = fabs(sa) * sqrt(aa > 0 ? aa : 0);
 	d->norm_b = fabs(sb) * sqrt(bb > 0 ? bb : 0);
 	if (same_layer(la, sa, lb, sb))
 		dist = 0;
-	else if ((rc = lora_lowrank_dist(&dist, sa, la->B, la->A, la->rank, sb, lb->B, lb->A, lb->rank, m, n, e)))
+	else if ((rc = lora_linalg_lowrank_dist(&dist, sa, la->B, la->A, la->rank, sb, lb->B, lb->A, lb->rank, m, n, e)))
 		return rc;
 	double mx = d->norm_a > d->norm_b ? d->norm_a : d->norm_b;
 	d->rel_diff = mx > 0 ? dist / mx : 0;
@@ -240,7 +240,7 @@ int lora_diff_adapters(lora_diff_result *r, const lora_adapter *a, const char *n
 			goto fail;
 		}
 		lora_diff_layer *d = &r->layers[r->nlayers++];
-		double sa = lora_layer_scale(a, la), sb = lora_layer_scale(b, lb);
+		double sa = lora_adapter_layer_scale(a, la), sb = lora_adapter_layer_scale(b, lb);
 		if ((rc = compare_layer(d, la, sa, lb, sb, e)) || (subspace_on && (rc = subspace(d, la, lb, top, e)))) {
 			lora_err_prefix(e, "layer '%s'", la->name);
 			goto fail;
@@ -310,18 +310,18 @@ static double tensor_difference(float *D, const lora_st_tensor *x, const lora_st
 {
 	size_t n = x->nelem, es = lora_dtype_size(x->dtype);
 	double bn = 0;
-	lora_to_f32(D, y->data, y->dtype, n);
+	lora_dtype_to_f32(D, y->data, y->dtype, n);
 	for (size_t j = 0; j < n; j += chunk) {
 		size_t k = n - j < chunk ? n - j : chunk;
-		lora_to_f32(tmp, (const unsigned char *)x->data + j * es, x->dtype, k);
-		bn += lora_sumsq(tmp, k);
+		lora_dtype_to_f32(tmp, (const unsigned char *)x->data + j * es, x->dtype, k);
+		bn += lora_linalg_sumsq(tmp, k);
 		for (size_t q = 0; q < k; q++)
 			D[j + q] -= tmp[q];
 	}
 	return bn;
 }
 
-int lora_diff_models(lora_diff_models_result *r, const lora_model *base, const lora_model *tuned,
+int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lora_ckpt *tuned,
                      const lora_targets *t,
                      void (*progress)(void *ctx, size_t i, size_t n, const char *name), void *ctx,
                      lora_err *e)
@@ -342,7 +342,7 @@ int lora_diff_models(lora_diff_models_result *r, const lora_model *base, const l
 		const lora_st_tensor *x = base->tensors[i], *y;
 		if (!selected(t, x->name))
 			continue;
-		if (!(y = lora_model_find(tuned, x->name))) {
+		if (!(y = lora_ckpt_find(tuned, x->name))) {
 			if ((rc = push_name(&r->only_base, &r->n_only_base, x->name, e)))
 				goto fail;
 			continue;
@@ -365,7 +365,7 @@ int lora_diff_models(lora_diff_models_result *r, const lora_model *base, const l
 			maxp = min2(x->shape[0], x->shape[1]);
 	}
 	for (size_t i = 0; i < tuned->ntensors; i++)
-		if (selected(t, tuned->tensors[i]->name) && !lora_model_find(base, tuned->tensors[i]->name) &&
+		if (selected(t, tuned->tensors[i]->name) && !lora_ckpt_find(base, tuned->tensors[i]->name) &&
 		    (rc = push_name(&r->only_tuned, &r->n_only_tuned, tuned->tensors[i]->name, e)))
 			goto fail;
 	if (!(dW = xalloc(maxel, sizeof *dW)) || !(ev = xalloc(maxp, sizeof *ev))) {
@@ -374,7 +374,7 @@ int lora_diff_models(lora_diff_models_result *r, const lora_model *base, const l
 	}
 	for (size_t i = 0; i < r->ntensors; i++) {
 		lora_diff_tensor *d = &r->tensors[i];
-		const lora_st_tensor *x = lora_model_find(base, d->name), *y = lora_model_find(tuned, d->name);
+		const lora_st_tensor *x = lora_ckpt_find(base, d->name), *y = lora_ckpt_find(tuned, d->name);
 		if (progress)
 			progress(ctx, i, r->ntensors, d->name);
 		d->rank50 = d->rank90 = d->rank99 = -1;
@@ -390,7 +390,7 @@ int lora_diff_models(lora_diff_models_result *r, const lora_model *base, const l
 		double bn = tensor_difference(dW, x, y, tmp, CHUNK);
 		lora_st_release(x);
 		lora_st_release(y);
-		double ss = lora_sumsq(dW, n);
+		double ss = lora_linalg_sumsq(dW, n);
 		if (!isfinite(ss)) {
 			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': the difference of %s and %s is not finite",
 			                  d->name, tuned->path, base->path);
@@ -406,7 +406,7 @@ int lora_diff_models(lora_diff_models_result *r, const lora_model *base, const l
 			d->rank50 = d->rank90 = d->rank99 = 0;
 			continue;
 		}
-		if ((rc = lora_sq_svals(ev, dW, rows, cols, e))) {
+		if ((rc = lora_linalg_sq_svals(ev, dW, rows, cols, e))) {
 			lora_err_prefix(e, "tensor '%s'", d->name);
 			goto fail;
 		}
@@ -436,8 +436,8 @@ static int tensor_changed(const lora_st_tensor *x, const lora_st_tensor *y, floa
 	size_t ex = lora_dtype_size(x->dtype), ey = lora_dtype_size(y->dtype);
 	for (size_t j = 0; j < x->nelem; j += chunk) {
 		size_t k = x->nelem - j < chunk ? x->nelem - j : chunk;
-		lora_to_f32(t1, (const unsigned char *)x->data + j * ex, x->dtype, k);
-		lora_to_f32(t2, (const unsigned char *)y->data + j * ey, y->dtype, k);
+		lora_dtype_to_f32(t1, (const unsigned char *)x->data + j * ex, x->dtype, k);
+		lora_dtype_to_f32(t2, (const unsigned char *)y->data + j * ey, y->dtype, k);
 		for (size_t q = 0; q < k; q++)
 			if (t1[q] != t2[q])
 				return 1;
@@ -446,7 +446,7 @@ static int tensor_changed(const lora_st_tensor *x, const lora_st_tensor *y, floa
 }
 
 int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const char *name_a,
-                            const lora_model *base, const lora_model *tuned, const lora_targets *t,
+                            const lora_ckpt *base, const lora_ckpt *tuned, const lora_targets *t,
                             void (*progress)(void *ctx, size_t i, size_t n, const char *name),
                             void *ctx, lora_err *e)
 {
@@ -465,10 +465,10 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
 	/* Every layer must find its tensor, of its shape, before any work. */
 	for (size_t i = 0; i < a->nlayers; i++) {
 		const lora_layer *l = &a->layers[i];
-		const lora_model *ms[2] = {base, tuned};
+		const lora_ckpt *ms[2] = {base, tuned};
 		snprintf(tn, sizeof tn, "%s.weight", l->name);
 		for (int k = 0; k < 2; k++) {
-			const lora_st_tensor *x = lora_model_find(ms[k], tn);
+			const lora_st_tensor *x = lora_ckpt_find(ms[k], tn);
 			if (!x) {
 				rc = lora_err_set(e, LORA_EINVAL, "layer '%s' of %s: no tensor '%s' in %s", l->name, name_a, tn,
 				                  ms[k]->path);
@@ -500,13 +500,13 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
 		const lora_layer *l = &a->layers[i];
 		lora_diff_layer *d = &r->layers[r->nlayers++];
 		size_t m = l->out, n = l->in;
-		double s = lora_layer_scale(a, l), aa, res;
+		double s = lora_adapter_layer_scale(a, l), aa, res;
 		if (progress)
 			progress(ctx, i, a->nlayers, l->name);
 		tensor_difference(D, xs[i], ys[i], t1, CHUNK);
 		lora_st_release(xs[i]);
 		lora_st_release(ys[i]);
-		double dd = lora_sumsq(D, m * n);
+		double dd = lora_linalg_sumsq(D, m * n);
 		if (!isfinite(dd)) {
 			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': the difference of %s and %s is not finite",
 			                  xs[i]->name, tuned->path, base->path);
@@ -521,8 +521,8 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
 		for (size_t q = 0; q < m * l->rank; q++)
 			ip += (double)l->B[q] * T[q];
 		ip *= s;
-		if ((rc = lora_lowrank_inner(&aa, l->B, l->A, l->rank, l->B, l->A, l->rank, m, n, e)) ||
-		    (rc = lora_residual_sq(&res, D, (float)s, l->B, l->A, m, l->rank, n, e))) {
+		if ((rc = lora_linalg_lowrank_inner(&aa, l->B, l->A, l->rank, l->B, l->A, l->rank, m, n, e)) ||
+		    (rc = lora_linalg_residual_sq(&res, D, (float)s, l->B, l->A, m, l->rank, n, e))) {
 			lora_err_prefix(e, "layer '%s'", l->name);
 			goto fail;
 		}
@@ -544,7 +544,7 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
 		if (x->ndim != 2 || len <= 7 || strcmp(x->name + len - 7, ".weight") != 0 || !selected(t, x->name))
 			continue;
 		snprintf(tn, sizeof tn, "%.*s", (int)(len - 7), x->name);
-		if (lora_adapter_find(a, tn) || !(y = lora_model_find(tuned, x->name)) || !same_shape(x, y))
+		if (lora_adapter_find(a, tn) || !(y = lora_ckpt_find(tuned, x->name)) || !same_shape(x, y))
 			continue;
 		int changed = tensor_changed(x, y, t1, t2, CHUNK);
 		lora_st_release(x);

@@ -66,14 +66,14 @@ void lora_diff_result_free(lora_diff_result *r);
  * not NULL) that changed but have no layer in a; only_a stays empty. The
  * result points into a and the models. */
 int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const char *name_a,
-                            const lora_model *base, const lora_model *tuned, const lora_targets *t,
+                            const lora_ckpt *base, const lora_ckpt *tuned, const lora_targets *t,
                             void (*progress)(void *ctx, size_t i, size_t n, const char *name),
                             void *ctx, lora_err *e);
 
 /* phi(i, j) for all 1 <= i <= k1, 1 <= j <= k2 (row-major k1 x k2 into phi)
  * from two sets of orthonormal vectors given as rows: U1t (k1 x n), U2t
  * (k2 x n). Uses M = U1t U2t^T and running sums of M^2. */
-int lora_subspace_phi(double *phi, const double *U1t, size_t k1, const double *U2t, size_t k2,
+int lora_diff_subspace_phi(double *phi, const double *U1t, size_t k1, const double *U2t, size_t k2,
                       size_t n, lora_err *e);
 
 /* One tensor of a checkpoint comparison. */
@@ -97,11 +97,11 @@ typedef struct {
 
 /* Compare every tensor of base with the same tensor of tuned (only
  * MODULE.weight tensors with MODULE selected by t, when t is not NULL).
- * The ranks come from the full spectrum of dW (lora_sq_svals). A shape
+ * The ranks come from the full spectrum of dW (lora_linalg_sq_svals). A shape
  * mismatch is an error naming the tensor and both paths; a non-finite
  * difference too. progress (may be NULL) is called before each tensor.
  * The result points into the models. */
-int lora_diff_models(lora_diff_models_result *r, const lora_model *base, const lora_model *tuned,
+int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lora_ckpt *tuned,
                      const lora_targets *t,
                      void (*progress)(void *ctx, size_t i, size_t n, const char *name), void *ctx,
                      lora_err *e);

@@ -20,7 +20,7 @@ int lora_init_parse(const char *s, lora_init_kind *k)
 
 const char *lora_init_name(lora_init_kind k) { return names[k]; }
 
-int lora_init_from_model(lora_adapter *a, const lora_model *m, const lora_targets *t,
+int lora_init_from_model(lora_adapter *a, const lora_ckpt *m, const lora_targets *t,
                          size_t rank, double alpha, lora_err *e)
 {
 	char fp[17];
@@ -53,7 +53,7 @@ int lora_init_from_model(lora_adapter *a, const lora_model *m, const lora_target
 	}
 	if (!added)
 		return lora_err_set(e, LORA_EINVAL, "%s: no tensor matches the targets", m->path);
-	lora_model_fingerprint(m, fp);
+	lora_ckpt_fingerprint(m, fp);
 	free(a->base_name);
 	free(a->base_fingerprint);
 	a->base_name = m->name ? strdup(m->name) : NULL;

@@ -19,7 +19,7 @@ const char *lora_init_name(lora_init_kind k);
  * tensor name ending in ".weight" minus that suffix. A selected tensor that
  * is not 2-D, or whose smaller side is below rank, is an error naming it;
  * so is selecting nothing. Records the model's name and fingerprint. */
-int lora_init_from_model(lora_adapter *a, const lora_model *m, const lora_targets *t,
+int lora_init_from_model(lora_adapter *a, const lora_ckpt *m, const lora_targets *t,
                          size_t rank, double alpha, lora_err *e);
 
 /* Fill every layer's factors. kaiming: A ~ U(-1/sqrt(in), 1/sqrt(in)), PEFT's

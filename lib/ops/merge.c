@@ -63,7 +63,7 @@ static int plan_add(plan *p, const char *tensor, size_t input, const lora_adapte
 
 /* Match every adapter layer to the model and check shapes, before any
  * heavy work or output. */
-static int build_plan(plan *p, const lora_model *m, const lora_merge_input *in, size_t n,
+static int build_plan(plan *p, const lora_ckpt *m, const lora_merge_input *in, size_t n,
                       const lora_merge_opts *o, lora_err *e)
 {
 	char name[1100];
@@ -83,7 +83,7 @@ static int build_plan(plan *p, const lora_model *m, const lora_merge_input *in, 
 		for (size_t k = 0; k < a->nlayers; k++) {
 			const lora_layer *l = &a->layers[k];
 			snprintf(name, sizeof name, "%s.weight", l->name);
-			const lora_st_tensor *t = lora_model_find(m, name);
+			const lora_st_tensor *t = lora_ckpt_find(m, name);
 			if (!t)
 				return lora_err_set(e, LORA_EINVAL, "%s: layer '%s': no tensor '%s' in %s", in[i].path,
 				                    l->name, name, m->path);
@@ -103,13 +103,13 @@ static int build_plan(plan *p, const lora_model *m, const lora_merge_input *in, 
 				return lora_err_set(e, LORA_EINVAL,
 				                    "%s: layer '%s' is DoRA: its merge rescales rows and cannot be subtracted",
 				                    in[i].path, l->name);
-			float coef = (float)((o->subtract ? -1.0 : 1.0) * in[i].scale * lora_layer_scale(a, l));
+			float coef = (float)((o->subtract ? -1.0 : 1.0) * in[i].scale * lora_adapter_layer_scale(a, l));
 			int rc = plan_add(p, name, i, a, l, coef, 0, e);
 			if (rc)
 				return rc;
 			if (l->bias) {
 				snprintf(name, sizeof name, "%s.bias", l->name);
-				const lora_st_tensor *b = lora_model_find(m, name);
+				const lora_st_tensor *b = lora_ckpt_find(m, name);
 				if (!b)
 					return lora_err_set(e, LORA_EINVAL, "%s: layer '%s' has a lora_B bias but %s has no '%s'",
 					                    in[i].path, l->name, m->path, name);
@@ -186,7 +186,7 @@ static lora_dtype out_dtype(const lora_st_tensor *t, const lora_merge_opts *o)
 
 /* Write one tensor: merged through f32 when it has ops, converted in
  * chunks when only the dtype changes, copied byte for byte otherwise. */
-static int write_tensor(lora_stw *w, const lora_st_tensor *t, const plan *p, const lora_merge_opts *o,
+static int write_tensor(lora_st_writer *w, const lora_st_tensor *t, const plan *p, const lora_merge_opts *o,
                         int *changed, lora_err *e)
 {
 	size_t first, nops = find_ops(p, t->name, &first);
@@ -195,7 +195,7 @@ static int write_tensor(lora_stw *w, const lora_st_tensor *t, const plan *p, con
 	int rc = 0;
 	*changed = nops > 0;
 	if (!nops && od == t->dtype)
-		return lora_stw_write(w, t->data, t->nbytes, e);
+		return lora_st_writer_write(w, t->data, t->nbytes, e);
 	size_t chunk = nops ? t->nelem : (t->nelem < (1u << 20) ? t->nelem : (1u << 20));
 	float *f = malloc((chunk ? chunk : 1) * sizeof *f);
 	unsigned char *buf = od == LORA_F32 ? NULL : malloc((chunk ? chunk : 1) * es);
@@ -206,11 +206,11 @@ static int write_tensor(lora_stw *w, const lora_st_tensor *t, const plan *p, con
 	size_t isz = lora_dtype_size(t->dtype);
 	for (size_t off = 0; off < t->nelem || (off == 0 && t->nelem == 0); off += chunk) {
 		size_t k = t->nelem - off < chunk ? t->nelem - off : chunk;
-		lora_to_f32(f, (const unsigned char *)t->data + off * isz, t->dtype, k);
+		lora_dtype_to_f32(f, (const unsigned char *)t->data + off * isz, t->dtype, k);
 		for (size_t i = 0; i < nops; i++)
 			apply_op(f, &p->ops[first + i]);
 		if (nops) {
-			size_t bad = lora_find_nonfinite(f, k);
+			size_t bad = lora_dtype_find_nonfinite(f, k);
 			if (bad < k) {
 				rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': merged value at index %zu is not finite",
 				                  t->name, bad);
@@ -218,8 +218,8 @@ static int write_tensor(lora_stw *w, const lora_st_tensor *t, const plan *p, con
 			}
 		}
 		if (buf)
-			lora_from_f32(buf, f, od, k);
-		if ((rc = lora_stw_write(w, buf ? (void *)buf : (void *)f, k * es, e)))
+			lora_dtype_from_f32(buf, f, od, k);
+		if ((rc = lora_st_writer_write(w, buf ? (void *)buf : (void *)f, k * es, e)))
 			goto out;
 		if (t->nelem == 0)
 			break;
@@ -235,8 +235,8 @@ static int merge_shard(const lora_st *st, const char *path, const plan *p, const
                        size_t *done, size_t total, uint64_t *bytes, uint64_t total_bytes,
                        size_t *merged, uint64_t *written, lora_err *e)
 {
-	lora_stw_spec *specs = calloc(st->ntensors ? st->ntensors : 1, sizeof *specs);
-	lora_stw *w = NULL;
+	lora_st_spec *specs = calloc(st->ntensors ? st->ntensors : 1, sizeof *specs);
+	lora_st_writer *w = NULL;
 	int rc;
 	if (!specs)
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
@@ -248,13 +248,13 @@ static int merge_shard(const lora_st *st, const char *path, const plan *p, const
 		memcpy(specs[i].shape, t->shape, sizeof t->shape);
 		*written += t->nelem * lora_dtype_size(specs[i].dtype);
 	}
-	if ((rc = lora_stw_open(&w, path, specs, st->ntensors, st->meta, st->nmeta, o->force, e)))
+	if ((rc = lora_st_writer_open(&w, path, specs, st->ntensors, st->meta, st->nmeta, o->force, e)))
 		goto out;
 	for (size_t i = 0; i < st->ntensors; i++) {
 		const lora_st_tensor *t = &st->tensors[i];
 		int changed;
 		if ((rc = write_tensor(w, t, p, o, &changed, e))) {
-			lora_stw_abort(w);
+			lora_st_writer_abort(w);
 			goto out;
 		}
 		lora_st_release(t);
@@ -264,7 +264,7 @@ static int merge_shard(const lora_st *st, const char *path, const plan *p, const
 		if (o->progress)
 			o->progress(o->ctx, *done, total, *bytes, total_bytes);
 	}
-	rc = lora_stw_commit(w, e);
+	rc = lora_st_writer_commit(w, e);
 out:
 	free(specs);
 	return rc;
@@ -306,7 +306,7 @@ out:
 }
 
 /* The index with total_size updated; every other key kept. */
-static int write_index(const lora_model *m, const char *path, uint64_t total, lora_err *e)
+static int write_index(const lora_ckpt *m, const char *path, uint64_t total, lora_err *e)
 {
 	FILE *f = fopen(m->index_path, "rb");
 	char *text = NULL, *outtext = NULL;
@@ -319,7 +319,7 @@ static int write_index(const lora_model *m, const char *path, uint64_t total, lo
 		goto out;
 	}
 	text[n] = 0;
-	j = cJSON_Parse(text); /* already validated by lora_model_open */
+	j = cJSON_Parse(text); /* already validated by lora_ckpt_open */
 	cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "metadata");
 	if (!cJSON_IsObject(meta)) {
 		meta = cJSON_CreateObject();
@@ -399,7 +399,7 @@ static void untrack_all(paths *ps, int remove)
 	ps->n = 0;
 }
 
-int lora_merge(const lora_model *m, const lora_merge_input *in, size_t n, const char *out,
+int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t n, const char *out,
                const lora_merge_opts *o, size_t *merged_out, lora_err *e)
 {
 	plan p = {0};

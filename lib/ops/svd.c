@@ -16,7 +16,7 @@ static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memo
 static void *xalloc(size_t n, size_t size)
 {
 	size_t b;
-	if (lora_mul_size(n, size, &b))
+	if (lora_shape_mul(n, size, &b))
 		return NULL;
 	return malloc(b ? b : 1);
 }
@@ -112,8 +112,8 @@ static void round_to(float *x, size_t n, lora_dtype t)
 	uint16_t buf[CH];
 	for (size_t i = 0; i < n; i += CH) {
 		size_t k = n - i < CH ? n - i : CH;
-		lora_from_f32(buf, x + i, t, k);
-		lora_to_f32(x + i, buf, t, k);
+		lora_dtype_from_f32(buf, x + i, t, k);
+		lora_dtype_to_f32(x + i, buf, t, k);
 	}
 }
 
@@ -137,7 +137,7 @@ int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, s
 {
 	size_t p = min2(m, n), cap = o->rank ? min2(o->rank, p) : (o->max_rank ? min2(o->max_rank, p) : p);
 	size_t k = 0, kt;
-	double total = lora_sumsq(dW, m * n), *S = xalloc(p, sizeof *S), *s2 = NULL;
+	double total = lora_linalg_sumsq(dW, m * n), *S = xalloc(p, sizeof *S), *s2 = NULL;
 	float *U = NULL, *Vt = NULL, *B = NULL, *A = NULL;
 	int rc = 0, exact = o->method == LORA_SVD_EXACT;
 	*Bout = *Aout = NULL;
@@ -163,10 +163,10 @@ int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, s
 		}
 		size_t ns;
 		if (exact) {
-			rc = lora_svd_exact(U, S, Vt, dW, m, n, want, e);
+			rc = lora_linalg_svd_exact(U, S, Vt, dW, m, n, want, e);
 			ns = p;
 		} else {
-			rc = lora_svd_randomized(U, S, Vt, dW, m, n, want, o->oversample, o->power_iters, seed, e);
+			rc = lora_linalg_svd_randomized(U, S, Vt, dW, m, n, want, o->oversample, o->power_iters, seed, e);
 			ns = want;
 		}
 		if (rc)
@@ -198,7 +198,7 @@ int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, s
 	round_to(A, k * n, o->dtype);
 	if (rep) {
 		double res, kept = 0;
-		if ((rc = lora_residual_sq(&res, dW, 1.0f, B, A, m, k, n, e)))
+		if ((rc = lora_linalg_residual_sq(&res, dW, 1.0f, B, A, m, k, n, e)))
 			goto out;
 		for (size_t i = 0; i < k; i++)
 			kept += s2[i];
@@ -255,7 +255,7 @@ static int rerank_layer(lora_adapter *dst, const lora_layer *l, double s, const 
 		rc = nomem(e);
 		goto out;
 	}
-	if ((rc = lora_lowrank_svd(U, S, Vt, l->B, l->A, m, l->rank, n, e))) {
+	if ((rc = lora_linalg_lowrank_svd(U, S, Vt, l->B, l->A, m, l->rank, n, e))) {
 		lora_err_prefix(e, "layer '%s'", l->name);
 		goto out;
 	}
@@ -311,7 +311,7 @@ static int rerank_layer(lora_adapter *dst, const lora_layer *l, double s, const 
 			for (size_t i = kept; i < kk; i++)
 				d += s2[i];
 			d = sqrt(d);
-		} else if ((rc = lora_lowrank_dist(&d, s, l->B, l->A, l->rank, 1.0, nl->B, nl->A, k, m, n, e))) {
+		} else if ((rc = lora_linalg_lowrank_dist(&d, s, l->B, l->A, l->rank, 1.0, nl->B, nl->A, k, m, n, e))) {
 			lora_err_prefix(e, "layer '%s'", l->name);
 			goto out;
 		}
@@ -341,7 +341,7 @@ int lora_svd_rerank(lora_adapter **out, const lora_adapter *in, const lora_svd_o
 		const lora_layer *l = &in->layers[i];
 		if (o->progress)
 			o->progress(o->progress_ctx, i, in->nlayers, l->name);
-		if ((rc = rerank_layer(a, l, lora_layer_scale(in, l), o, rep, e)))
+		if ((rc = rerank_layer(a, l, lora_adapter_layer_scale(in, l), o, rep, e)))
 			goto fail;
 	}
 	*out = a;
@@ -368,10 +368,10 @@ static void difference(float *dW, const lora_st_tensor *base, const lora_st_tens
                        size_t chunk)
 {
 	size_t n = tuned->nelem, es = lora_dtype_size(base->dtype);
-	lora_to_f32(dW, tuned->data, tuned->dtype, n);
+	lora_dtype_to_f32(dW, tuned->data, tuned->dtype, n);
 	for (size_t i = 0; i < n; i += chunk) {
 		size_t k = n - i < chunk ? n - i : chunk;
-		lora_to_f32(tmp, (const unsigned char *)base->data + i * es, base->dtype, k);
+		lora_dtype_to_f32(tmp, (const unsigned char *)base->data + i * es, base->dtype, k);
 		for (size_t j = 0; j < k; j++)
 			dW[i + j] -= tmp[j];
 	}
@@ -388,7 +388,7 @@ static int module_of(const char *tensor, char *buf, size_t n)
 	return 1;
 }
 
-int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_model *tuned,
+int lora_svd_extract(lora_adapter **out, const lora_ckpt *base, const lora_ckpt *tuned,
                      const lora_targets *t, const lora_svd_opts *o, lora_svd_report *rep,
                      lora_err *e)
 {
@@ -417,7 +417,7 @@ int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_mode
 			                  base->path, x->name, x->ndim);
 			goto fail;
 		}
-		if (!(y = lora_model_find(tuned, x->name))) {
+		if (!(y = lora_ckpt_find(tuned, x->name))) {
 			rc = lora_err_set(e, LORA_EINVAL, "%s: no tensor '%s' (it is in %s)", tuned->path, x->name,
 			                  base->path);
 			goto fail;
@@ -448,7 +448,7 @@ int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_mode
 		goto fail;
 	}
 	for (size_t i = 0; i < nsel; i++) {
-		const lora_st_tensor *x = sel[i], *y = lora_model_find(tuned, x->name);
+		const lora_st_tensor *x = sel[i], *y = lora_ckpt_find(tuned, x->name);
 		size_t m = x->shape[0], n = x->shape[1], k;
 		module_of(x->name, module, sizeof module);
 		if (o->progress)
@@ -457,7 +457,7 @@ int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_mode
 		/* Only dW is needed from here: keep the resident size at one tensor. */
 		lora_st_release(x);
 		lora_st_release(y);
-		double ss = lora_sumsq(dW, m * n);
+		double ss = lora_linalg_sumsq(dW, m * n);
 		if (!isfinite(ss)) {
 			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': the difference of %s and %s is not finite",
 			                  x->name, tuned->path, base->path);
@@ -473,7 +473,7 @@ int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_mode
 			rc = e ? e->code : LORA_ENOMEM;
 			goto fail;
 		}
-		if ((rc = lora_svd_factor(&B, &A, &k, dW, m, n, o, o->seed ^ lora_fnv1a(LORA_FNV_INIT, module, strlen(module)), r, e))) {
+		if ((rc = lora_svd_factor(&B, &A, &k, dW, m, n, o, o->seed ^ lora_rng_fnv1a(LORA_FNV_INIT, module, strlen(module)), r, e))) {
 			lora_err_prefix(e, "tensor '%s'", x->name);
 			goto fail;
 		}
@@ -491,7 +491,7 @@ int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_mode
 		goto fail;
 	}
 	char fp[17];
-	lora_model_fingerprint(base, fp);
+	lora_ckpt_fingerprint(base, fp);
 	if ((base->name && !(a->base_name = strdup(base->name))) || !(a->base_fingerprint = strdup(fp))) {
 		rc = nomem(e);
 		goto fail;

@@ -99,7 +99,7 @@ int lora_svd_rerank(lora_adapter **out, const lora_adapter *in, const lora_svd_o
  * in tuned, shape mismatch, non-float dtype, a non-2-D target (unless
  * all-linear), non-finite difference, nothing selected, nothing differing.
  * Records the base model's name and fingerprint. Caller frees *out. */
-int lora_svd_extract(lora_adapter **out, const lora_model *base, const lora_model *tuned,
+int lora_svd_extract(lora_adapter **out, const lora_ckpt *base, const lora_ckpt *tuned,
                      const lora_targets *t, const lora_svd_opts *o, lora_svd_report *rep,
                      lora_err *e);
 

@@ -99,7 +99,7 @@ void lora_targets_free(lora_targets *t)
 	memset(t, 0, sizeof *t);
 }
 
-long lora_module_layer(const char *module)
+long lora_targets_module_layer(const char *module)
 {
 	const char *p = module;
 	while (*p) {
@@ -144,7 +144,7 @@ int lora_targets_match(const lora_targets *t, const char *module)
 		for (size_t i = 0; i < t->nkeys && !ok; i++)
 			ok = ends_with_key(module, t->keys[i]);
 	if (ok && t->layers) {
-		long l = lora_module_layer(module);
+		long l = lora_targets_module_layer(module);
 		ok = l >= 0 && (size_t)l < t->nlayers && t->layers[l];
 	}
 	return ok;

@@ -33,6 +33,6 @@ void lora_targets_free(lora_targets *t);
 /* 1 if the module name is selected by name and layer (shape not checked). */
 int lora_targets_match(const lora_targets *t, const char *module);
 /* Block index of a module name, or -1 if it has none. */
-long lora_module_layer(const char *module);
+long lora_targets_module_layer(const char *module);
 
 #endif

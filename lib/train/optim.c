@@ -123,7 +123,7 @@ int lora_optim_step(lora_optim *o, float *params, const float *grads, size_t n, 
 	return 0;
 }
 
-double lora_clip_grad_norm(float *g, size_t n, double max_norm)
+double lora_optim_clip_grad_norm(float *g, size_t n, double max_norm)
 {
 	/* Blocks are summed in groups of GROUP; partial sums are added in
 	 * block order. Squares of finite floats cannot overflow a double. */
@@ -158,7 +158,7 @@ double lora_clip_grad_norm(float *g, size_t n, double max_norm)
 	return norm;
 }
 
-double lora_lr_at(const lora_schedule *s, long step)
+double lora_optim_lr_at(const lora_optim_schedule *s, long step)
 {
 	double W = s->warmup > 0 ? (double)s->warmup : 0, T = (double)s->total;
 	double st = step > 0 ? (double)step : 0;

@@ -85,19 +85,19 @@ int lora_optim_step(lora_optim *o, float *params, const float *grads, size_t n, 
  * max_norm / (norm + 1e-6) if that is below 1; max_norm <= 0 only measures.
  * A non-finite norm (an inf or NaN gradient) leaves g untouched: the caller
  * decides whether to skip the step. Returns the norm before clipping. */
-double lora_clip_grad_norm(float *g, size_t n, double max_norm);
+double lora_optim_clip_grad_norm(float *g, size_t n, double max_norm);
 
-typedef enum { LORA_SCHED_CONSTANT = 0, LORA_SCHED_LINEAR = 1, LORA_SCHED_COSINE = 2 } lora_sched_kind;
+typedef enum { LORA_SCHED_CONSTANT = 0, LORA_SCHED_LINEAR = 1, LORA_SCHED_COSINE = 2 } lora_optim_sched_kind;
 
 typedef struct {
-	lora_sched_kind kind;
+	lora_optim_sched_kind kind;
 	double lr;   /* base (peak) rate */
 	long warmup; /* W >= 0 */
 	long total;  /* T: number of optimizer steps in the run */
-} lora_schedule;
+} lora_optim_schedule;
 
 /* Learning rate at step s (from 0), by the formulas above. */
-double lora_lr_at(const lora_schedule *s, long step);
+double lora_optim_lr_at(const lora_optim_schedule *s, long step);
 
 /* State files, for bit-exact resume. All integers and floats little-endian:
  *     offset  size  field

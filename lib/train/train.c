@@ -75,14 +75,14 @@ static void gather_grads(float *dst, const lora_llama *m, const lora_adapter *a,
 int lora_train_eval(lora_llama *m, const lora_data *d, size_t B, size_t T, size_t n, double *loss,
                     lora_err *e)
 {
-	lora_batches b;
+	lora_data_batches b;
 	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
 	int rc = 0;
 	if (!in || !tg) {
 		free(in), free(tg);
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
 	}
-	if ((rc = lora_batches_init(&b, d, B, T, 0, 0, e))) {
+	if ((rc = lora_data_batches_init(&b, d, B, T, 0, 0, e))) {
 		free(in), free(tg);
 		return rc;
 	}
@@ -93,14 +93,14 @@ int lora_train_eval(lora_llama *m, const lora_data *d, size_t B, size_t T, size_
 	for (size_t k = 0; k < n && !rc; k++) {
 		double l;
 		size_t nt;
-		lora_batches_get(&b, k, in, tg);
+		lora_data_batches_get(&b, k, in, tg);
 		if (!(rc = lora_llama_forward(m, in, tg, &l, &nt, e))) {
 			sum += l * (double)nt;
 			count += nt;
 		}
 	}
 	*loss = count ? sum / (double)count : NAN;
-	lora_batches_free(&b);
+	lora_data_batches_free(&b);
 	free(in), free(tg);
 	return rc;
 }
@@ -171,7 +171,7 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 	 * resumed run continues from exactly these values. */
 	lora_dtype keep = o->adapter->dtype;
 	o->adapter->dtype = LORA_F32;
-	rc = lora_file_save(o->adapter, pa, 1, e);
+	rc = lora_lorafile_save(o->adapter, pa, 1, e);
 	o->adapter->dtype = keep;
 	if (rc || (rc = lora_optim_save(opt, po, e)) || (rc = write_text(ps, text ? text : "{}", e)))
 		goto out;
@@ -244,7 +244,7 @@ int lora_train_load_checkpoint(const char *dir, lora_adapter **a, char **conf_js
 		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = lora_file_read(a, pa, LORA_READ_ALL, e);
+	rc = lora_lorafile_read(a, pa, LORA_READ_ALL, e);
 out:
 	if (rc) {
 		free(*conf_json), free(*data_id);
@@ -286,12 +286,12 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	const lora_trainconf *c = o->conf;
 	size_t B = (size_t)c->micro_batch_size, T = (size_t)c->sequence_len;
 	size_t accum = (size_t)c->gradient_accumulation_steps, n = lora_train_nparams(o->adapter);
-	lora_batches b = {0};
+	lora_data_batches b = {0};
 	long epoch = -1;
 	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
 	float *p = malloc((n ? n : 1) * sizeof *p), *g = malloc((n ? n : 1) * sizeof *g);
 	int rc = 0;
-	lora_schedule sched;
+	lora_optim_schedule sched;
 	lora_train_status s = {.eval_loss = NAN};
 	memset(r, 0, sizeof *r);
 	r->loss = r->eval_loss = NAN;
@@ -301,10 +301,10 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		goto out;
 	}
 	/* The planned length, from the data, fixes the schedule. */
-	if ((rc = lora_batches_init(&b, o->train, B, T, 0, 0, e)))
+	if ((rc = lora_data_batches_init(&b, o->train, B, T, 0, 0, e)))
 		goto out;
 	size_t nb = b.nbatches;
-	lora_batches_free(&b);
+	lora_data_batches_free(&b);
 	memset(&b, 0, sizeof b);
 	s.total = lora_train_total_steps(c, nb);
 	lora_trainconf_schedule(c, s.total, &sched);
@@ -319,15 +319,15 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 			size_t j = (size_t)step * accum + micro;
 			long ep = (long)(j / nb);
 			if (ep != epoch) { /* each epoch its own order */
-				lora_batches_free(&b);
-				if ((rc = lora_batches_init(&b, o->train, B, T, o->shuffle,
+				lora_data_batches_free(&b);
+				if ((rc = lora_data_batches_init(&b, o->train, B, T, o->shuffle,
 				                            (uint64_t)c->seed + (uint64_t)ep * 0x632be59bd9b4e019ull, e)))
 					goto out;
 				epoch = ep;
 			}
 			double l;
 			size_t nt;
-			lora_batches_get(&b, j % nb, in, tg);
+			lora_data_batches_get(&b, j % nb, in, tg);
 			if ((rc = lora_llama_forward(o->model, in, tg, &l, &nt, e)) ||
 			    (rc = lora_llama_backward(o->model, e)))
 				goto out;
@@ -342,19 +342,19 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		}
 		/* Each micro-batch's loss is a mean: average their gradients. */
 		gather_grads(g, o->model, o->adapter, 1.0f / (float)accum);
-		double norm = lora_clip_grad_norm(g, n, c->max_grad_norm);
+		double norm = lora_optim_clip_grad_norm(g, n, c->max_grad_norm);
 		if (!isfinite(norm)) {
 			rc = lora_err_set(e, LORA_EINVAL,
 			                  "step %ld: the gradient is not finite; stopping (the last checkpoint is kept)", step + 1);
 			goto out;
 		}
-		double lr = lora_lr_at(&sched, step);
+		double lr = lora_optim_lr_at(&sched, step);
 		gather(p, o->adapter);
 		if ((rc = lora_optim_step(opt, p, g, n, lr))) {
 			rc = lora_err_set(e, rc, "step %ld: optimizer state does not fit the adapter", step + 1);
 			goto out;
 		}
-		size_t bad = lora_find_nonfinite(p, n);
+		size_t bad = lora_dtype_find_nonfinite(p, n);
 		if (bad < n) {
 			rc = lora_err_set(e, LORA_EINVAL,
 			                  "step %ld: a parameter became non-finite; stopping (the last checkpoint is kept)", step + 1);
@@ -396,7 +396,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		}
 	}
 out:
-	lora_batches_free(&b);
+	lora_data_batches_free(&b);
 	free(in), free(tg), free(p), free(g);
 	return rc;
 }

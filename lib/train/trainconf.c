@@ -11,7 +11,7 @@
 #include <yaml.h>
 
 /* Step counts stop at a billion: far beyond any run, and inside a 32-bit
- * long, the type lora_schedule counts steps in. Sizes stop at 2^20, as
+ * long, the type lora_optim_schedule counts steps in. Sizes stop at 2^20, as
  * lora-init's --rank does. */
 #define MAX_STEPS 1000000000LL
 #define MAX_SIZE (1LL << 20)
@@ -28,7 +28,7 @@
 #define K_LIST(name, def, what, help) \
 	{#name, LORA_TC_LIST, offsetof(lora_trainconf, name), 0, 0, 0, 0, 0, NULL, NULL, def, what, help}
 
-/* The enum choices are listed in the order of lora_sched_kind and
+/* The enum choices are listed in the order of lora_optim_sched_kind and
  * lora_optim_kind: the stored index is the enum value. */
 static const lora_trainconf_key keys[] = {
 	K_ENUM(adapter, "lora", NULL, "lora", "lora",
@@ -838,10 +838,10 @@ void lora_trainconf_optim(const lora_trainconf *c, lora_optim_conf *o)
 	};
 }
 
-void lora_trainconf_schedule(const lora_trainconf *c, long total, lora_schedule *s)
+void lora_trainconf_schedule(const lora_trainconf *c, long total, lora_optim_schedule *s)
 {
-	*s = (lora_schedule){
-		.kind = (lora_sched_kind)c->lr_scheduler,
+	*s = (lora_optim_schedule){
+		.kind = (lora_optim_sched_kind)c->lr_scheduler,
 		.lr = c->learning_rate,
 		.warmup = (long)c->warmup_steps,
 		.total = total,

@@ -56,7 +56,7 @@ typedef struct {
 	double num_epochs;                 /* fractional epochs allowed, as in axolotl */
 	long long max_steps;               /* -1: not set, num_epochs decides */
 	double learning_rate;
-	int lr_scheduler;                  /* lora_sched_kind */
+	int lr_scheduler;                  /* lora_optim_sched_kind */
 	long long warmup_steps;
 	double weight_decay;
 	double max_grad_norm;              /* 0: no clipping */
@@ -130,6 +130,6 @@ char *lora_trainconf_targets(const lora_trainconf *c);
 void lora_trainconf_optim(const lora_trainconf *c, lora_optim_conf *o);
 /* The schedule for a run of total optimizer steps (computed by the
  * caller from max_steps or num_epochs and the data). */
-void lora_trainconf_schedule(const lora_trainconf *c, long total, lora_schedule *s);
+void lora_trainconf_schedule(const lora_trainconf *c, long total, lora_optim_schedule *s);
 
 #endif

@@ -37,8 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Cut it into batches both ways, with a shape from the input. */
 	size_t B = 1 + data[1] % 3, T = 1 + data[0] % 5;
 	for (int shuffle = 0; shuffle < 2; shuffle++) {
-		lora_batches b;
-		rc = lora_batches_init(&b, d, B, T, shuffle, data[0], &e);
+		lora_data_batches b;
+		rc = lora_data_batches_init(&b, d, B, T, shuffle, data[0], &e);
 		if (rc) {
 			fuzz_check_error(rc, &e);
 			FUZZ_CHECK(d->ntokens < B * T + 1);
@@ -48,15 +48,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int32_t in[15], tg[15];
 		size_t ks[2] = {0, b.nbatches - 1};
 		for (int k = 0; k < 2; k++) {
-			lora_batches_get(&b, ks[k], in, tg);
+			lora_data_batches_get(&b, ks[k], in, tg);
 			for (size_t r = 0; r < B; r++) {
-				size_t off = lora_batches_row_offset(&b, ks[k], r);
+				size_t off = lora_data_batches_row_offset(&b, ks[k], r);
 				FUZZ_CHECK(off + T < d->ntokens);
 				for (size_t t = 0; t < T; t++)
 					FUZZ_CHECK((size_t)in[r * T + t] < vocab || vocab > INT32_MAX);
 			}
 		}
-		lora_batches_free(&b);
+		lora_data_batches_free(&b);
 	}
 	lora_data_close(d);
 	return 0;

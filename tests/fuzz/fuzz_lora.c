@@ -1,4 +1,4 @@
-/* Fuzz the .lora reader (lora_file_readf) in its three modes, through a
+/* Fuzz the .lora reader (lora_lorafile_readf) in its three modes, through a
  * memory stream as a pipe would deliver the file.
  *
  * Every input is read twice: as it is, and with its checksums made right
@@ -9,7 +9,7 @@
  * replays the same way without libFuzzer.
  *
  * An adapter read in full must also pass the header-only and verify-only
- * reads, and must survive a round trip: written with lora_file_write and
+ * reads, and must survive a round trip: written with lora_lorafile_write and
  * read back, it is the same adapter bit for bit. */
 #include <cJSON.h>
 #include <zlib.h>
@@ -36,7 +36,7 @@ static int read_mem(lora_adapter **a, const uint8_t *data, size_t size, int mode
 	FUZZ_CHECK(f != NULL);
 	if (!size)
 		fgetc(f); /* fmemopen cannot open an empty buffer: consume its one byte */
-	int rc = lora_file_readf(a, f, "in.lora", mode, e);
+	int rc = lora_lorafile_readf(a, f, "in.lora", mode, e);
 	fclose(f);
 	if (rc) {
 		fuzz_check_error(rc, e);
@@ -69,7 +69,7 @@ static int fix_one(cJSON *c, const uint8_t *data, size_t size, size_t *pos)
  * A and B of each layer, then magnitudes and biases, then extras. */
 static uint8_t *fix_checksums(const uint8_t *data, size_t size, size_t *n)
 {
-	if (size < 20 || !lora_file_is_lora(data, size))
+	if (size < 20 || !lora_lorafile_is_lora(data, size))
 		return NULL;
 	uint32_t hl = get32(data + 12);
 	if (hl > size - 20)
@@ -133,7 +133,7 @@ static void one(const uint8_t *data, size_t size)
 		uint64_t n = 0;
 		FILE *f = open_memstream(&buf, &len);
 		FUZZ_CHECK(f != NULL);
-		int rc = lora_file_write(a, f, "out.lora", &n, &e);
+		int rc = lora_lorafile_write(a, f, "out.lora", &n, &e);
 		FUZZ_CHECK(fclose(f) == 0);
 		if (rc)
 			fprintf(stderr, "round trip: %s\n", e.msg);

@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(rc == 0);
 			fuzz_check_same(a, b, 0);
 			for (size_t i = 0; i < a->nlayers; i++)
-				FUZZ_CHECK(lora_layer_scale(a, &a->layers[i]) == lora_layer_scale(b, &b->layers[i]));
+				FUZZ_CHECK(lora_adapter_layer_scale(a, &a->layers[i]) == lora_adapter_layer_scale(b, &b->layers[i]));
 		}
 	}
 	lora_adapter_free(a);

@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (lora_dtype_is_float(t->dtype)) {
 				float f[64];
 				size_t n = t->nelem < 64 ? t->nelem : 64;
-				lora_to_f32(f, t->data, t->dtype, n);
+				lora_dtype_to_f32(f, t->data, t->dtype, n);
 			}
 		}
 		pos += t->nbytes;

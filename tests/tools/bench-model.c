@@ -64,7 +64,7 @@ static void die(const lora_err *e)
 }
 
 /* Time the traced products; native: OpenBLAS's threading, else the pool. */
-static double replay(const lora_gemm_shape *s, size_t n, int nthr, int native, float *A, float *B, float *C)
+static double replay(const lora_blas_shape *s, size_t n, int nthr, int native, float *A, float *B, float *C)
 {
 	double t0 = now();
 	for (size_t i = 0; i < n; i++) {
@@ -75,9 +75,9 @@ static double replay(const lora_gemm_shape *s, size_t n, int nthr, int native, f
 		if (!ldb)
 			ldb = 1;
 		if (native)
-			lora_sgemm_openblas(nthr, s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
+			lora_blas_sgemm_openblas(nthr, s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
 		else
-			lora_sgemm(s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
+			lora_blas_sgemm(s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
 	}
 	return now() - t0;
 }
@@ -107,15 +107,15 @@ int main(int argc, char **argv)
 	if (!model)
 		lora_cli_usage_error(&tool, "need -m MODEL");
 	int nthr = lora_blas_set_threads(jobs);
-	lora_model *ck;
+	lora_ckpt *ck;
 	lora_llama *m;
 	lora_targets tg;
 	lora_adapter *a = lora_adapter_new();
-	if (lora_model_open(&ck, model, &e) || lora_llama_open(&m, ck, &e) || lora_targets_init(&tg, targets, NULL, &e) ||
+	if (lora_ckpt_open(&ck, model, &e) || lora_llama_open(&m, ck, &e) || lora_targets_init(&tg, targets, NULL, &e) ||
 	    lora_init_from_model(a, ck, &tg, rank, 2.0 * (double)rank, &e))
 		die(&e);
 	lora_init_weights(a, LORA_INIT_GAUSSIAN, 1);
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	lora_targets_free(&tg);
 	if (lora_llama_attach(m, a, 1, 1, "bench", &e) ||
 	    lora_llama_plan(m, B, T, LORA_LLAMA_TRAIN | (recompute ? LORA_LLAMA_RECOMPUTE : 0), &e))
@@ -133,7 +133,7 @@ int main(int argc, char **argv)
 	if (lora_llama_forward(m, in, tgt, &loss, NULL, &e) || lora_llama_backward(m, &e))
 		die(&e);
 	size_t ncalls;
-	lora_gemm_shape *shapes = lora_blas_trace_end(&ncalls);
+	lora_blas_shape *shapes = lora_blas_trace_end(&ncalls);
 	double best = 1e30;
 	for (int s = 0; s < steps; s++) {
 		double t0 = now();

@@ -41,24 +41,24 @@ static double ulp_of(double v, lora_dtype t)
 
 static int restored(const char *basep, const char *backp, const char *mergedp)
 {
-	lora_model *m[3];
+	lora_ckpt *m[3];
 	const char *p[3] = {basep, backp, mergedp};
 	lora_err e;
 	for (int j = 0; j < 3; j++)
-		if (lora_model_open(&m[j], p[j], &e)) {
+		if (lora_ckpt_open(&m[j], p[j], &e)) {
 			fprintf(stderr, "checkmerge: %s\n", e.msg);
 			return 2;
 		}
 	double worst = 0;
 	for (size_t t = 0; t < m[0]->ntensors; t++) {
-		const lora_st_tensor *W = m[0]->tensors[t], *B = lora_model_find(m[1], W->name),
-		                     *M = lora_model_find(m[2], W->name);
+		const lora_st_tensor *W = m[0]->tensors[t], *B = lora_ckpt_find(m[1], W->name),
+		                     *M = lora_ckpt_find(m[2], W->name);
 		if (!B || !M || B->nelem != W->nelem || !lora_dtype_is_float(W->dtype))
 			continue;
 		float *w = malloc(W->nelem * 4), *b = malloc(W->nelem * 4), *mm = malloc(W->nelem * 4);
-		lora_to_f32(w, W->data, W->dtype, W->nelem);
-		lora_to_f32(b, B->data, B->dtype, B->nelem);
-		lora_to_f32(mm, M->data, M->dtype, M->nelem);
+		lora_dtype_to_f32(w, W->data, W->dtype, W->nelem);
+		lora_dtype_to_f32(b, B->data, B->dtype, B->nelem);
+		lora_dtype_to_f32(mm, M->data, M->dtype, M->nelem);
 		for (size_t x = 0; x < W->nelem; x++) {
 			double step = 0.5 * ulp_of(mm[x], B->dtype) + 0.5 * ulp_of(w[x], B->dtype) + 1e-6 * fabs(mm[x]);
 			double d = fabs((double)b[x] - w[x]);
@@ -73,7 +73,7 @@ static int restored(const char *basep, const char *backp, const char *mergedp)
 	}
 	printf("ok restored within %.2f rounding steps\n", worst);
 	for (int j = 0; j < 3; j++)
-		lora_model_close(m[j]);
+		lora_ckpt_close(m[j]);
 	return 0;
 }
 
@@ -89,8 +89,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: checkmerge [--subtract] BASE MERGED ADAPTER[:SCALE]...\n");
 		return 2;
 	}
-	lora_model *base, *merged;
-	if (lora_model_open(&base, argv[i], &e) || lora_model_open(&merged, argv[i + 1], &e)) {
+	lora_ckpt *base, *merged;
+	if (lora_ckpt_open(&base, argv[i], &e) || lora_ckpt_open(&merged, argv[i + 1], &e)) {
 		fprintf(stderr, "checkmerge: %s\n", e.msg);
 		return 2;
 	}
@@ -115,7 +115,7 @@ int main(int argc, char **argv)
 	size_t adapted = 0;
 	double maxu = 0;
 	for (size_t t = 0; t < merged->ntensors; t++) {
-		const lora_st_tensor *M = merged->tensors[t], *W = lora_model_find(base, M->name);
+		const lora_st_tensor *M = merged->tensors[t], *W = lora_ckpt_find(base, M->name);
 		if (!W || W->nelem != M->nelem || W->ndim != M->ndim) {
 			printf("tensor '%s' missing or reshaped\n", M->name);
 			return 1;
@@ -129,8 +129,8 @@ int main(int argc, char **argv)
 		}
 		double *want = malloc(W->nelem * sizeof *want), *mag = malloc(W->nelem * sizeof *mag);
 		float *wf = malloc(W->nelem * sizeof *wf), *mf = malloc(M->nelem * sizeof *mf);
-		lora_to_f32(wf, W->data, W->dtype, W->nelem);
-		lora_to_f32(mf, M->data, M->dtype, M->nelem);
+		lora_dtype_to_f32(wf, W->data, W->dtype, W->nelem);
+		lora_dtype_to_f32(mf, M->data, M->dtype, M->nelem);
 		for (size_t x = 0; x < W->nelem; x++)
 			want[x] = wf[x], mag[x] = fabs(wf[x]);
 		int touched = 0;
@@ -206,7 +206,7 @@ int main(int argc, char **argv)
 		lora_adapter_free(ad[j]);
 	free(ad);
 	free(k);
-	lora_model_close(base);
-	lora_model_close(merged);
+	lora_ckpt_close(base);
+	lora_ckpt_close(merged);
 	return 0;
 }

@@ -27,8 +27,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	lora_err e;
-	lora_model *m;
-	if (lora_model_open(&m, argv[1], &e))
+	lora_ckpt *m;
+	if (lora_ckpt_open(&m, argv[1], &e))
 		fail(e.msg);
 	size_t na = (size_t)(argc - 3);
 	lora_adapter **ad = calloc(na + 1, sizeof *ad);
@@ -52,7 +52,7 @@ int main(int argc, char **argv)
 		fclose(in);
 		fclose(o);
 	}
-	lora_stw_spec *sp = calloc(m->ntensors, sizeof *sp);
+	lora_st_spec *sp = calloc(m->ntensors, sizeof *sp);
 	for (size_t i = 0; i < m->ntensors; i++) {
 		sp[i].name = m->tensors[i]->name;
 		sp[i].dtype = LORA_F32;
@@ -60,13 +60,13 @@ int main(int argc, char **argv)
 		memcpy(sp[i].shape, m->tensors[i]->shape, sizeof sp[i].shape);
 	}
 	snprintf(out, sizeof out, "%s/model.safetensors", argv[2]);
-	lora_stw *w;
-	if (lora_stw_open(&w, out, sp, m->ntensors, NULL, 0, 1, &e))
+	lora_st_writer *w;
+	if (lora_st_writer_open(&w, out, sp, m->ntensors, NULL, 0, 1, &e))
 		fail(e.msg);
 	for (size_t i = 0; i < m->ntensors; i++) {
 		const lora_st_tensor *t = m->tensors[i];
 		float *x = malloc((t->nelem ? t->nelem : 1) * sizeof *x);
-		lora_to_f32(x, t->data, t->dtype, t->nelem);
+		lora_dtype_to_f32(x, t->data, t->dtype, t->nelem);
 		size_t n = strlen(t->name);
 		for (size_t a = 0; a < na && n > 7 && strcmp(t->name + n - 7, ".weight") == 0; a++) {
 			char mod[1024];
@@ -76,7 +76,7 @@ int main(int argc, char **argv)
 				continue;
 			if (t->ndim != 2 || t->shape[0] != l->out || t->shape[1] != l->in)
 				fail("shape mismatch");
-			double s = k[a] * lora_layer_scale(ad[a], l);
+			double s = k[a] * lora_adapter_layer_scale(ad[a], l);
 			for (size_t r = 0; r < l->out; r++)
 				for (size_t c = 0; c < l->in; c++) {
 					double d = 0;
@@ -85,17 +85,17 @@ int main(int argc, char **argv)
 					x[r * l->in + c] = (float)((double)x[r * l->in + c] + s * d);
 				}
 		}
-		if (lora_stw_write(w, x, t->nelem * sizeof *x, &e))
+		if (lora_st_writer_write(w, x, t->nelem * sizeof *x, &e))
 			fail(e.msg);
 		free(x);
 	}
-	if (lora_stw_commit(w, &e))
+	if (lora_st_writer_commit(w, &e))
 		fail(e.msg);
 	for (size_t i = 0; i < na; i++)
 		lora_adapter_free(ad[i]);
 	free(ad);
 	free(k);
 	free(sp);
-	lora_model_close(m);
+	lora_ckpt_close(m);
 	return 0;
 }

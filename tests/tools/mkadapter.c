@@ -72,7 +72,7 @@ int main(int argc, char **argv)
 				p++;
 		}
 	}
-	if (lora_file_save(a, "-", 0, &e)) {
+	if (lora_lorafile_save(a, "-", 0, &e)) {
 		fprintf(stderr, "mkadapter: %s\n", e.msg);
 		return 1;
 	}

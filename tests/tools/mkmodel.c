@@ -56,7 +56,7 @@ typedef struct {
 } params;
 
 typedef struct {
-	lora_stw_spec spec;
+	lora_st_spec spec;
 	char name[80];
 	int is_norm;
 	size_t nbytes;
@@ -114,7 +114,7 @@ static tensor *plan(const params *p, size_t *count)
 #define CHUNK 65536
 
 /* Generate tensor t chunk by chunk into the writer. */
-static int write_tensor(lora_stw *w, const tensor *t, const params *p, float *f, unsigned char *buf,
+static int write_tensor(lora_st_writer *w, const tensor *t, const params *p, float *f, unsigned char *buf,
                         lora_err *e)
 {
 	size_t n = t->nbytes / lora_dtype_size(p->dtype), es = lora_dtype_size(p->dtype);
@@ -124,8 +124,8 @@ static int write_tensor(lora_stw *w, const tensor *t, const params *p, float *f,
 		size_t k = n - done < CHUNK ? n - done : CHUNK;
 		for (size_t i = 0; i < k; i++)
 			f[i] = t->is_norm ? 1.0f : (float)p->scale * (2.0f * lora_rng_uniform(&r) - 1.0f);
-		lora_from_f32(buf, f, p->dtype, k);
-		int rc = lora_stw_write(w, buf, k * es, e);
+		lora_dtype_from_f32(buf, f, p->dtype, k);
+		int rc = lora_st_writer_write(w, buf, k * es, e);
 		if (rc)
 			return rc;
 		done += k;
@@ -145,11 +145,11 @@ static char *out_path(const params *p, const char *file)
 static int write_shard(const params *p, const char *file, const tensor *t, size_t n, lora_err *e)
 {
 	static const lora_st_meta meta[] = {{"format", "pt"}};
-	lora_stw_spec *specs = malloc((n ? n : 1) * sizeof *specs);
+	lora_st_spec *specs = malloc((n ? n : 1) * sizeof *specs);
 	float *f = malloc(CHUNK * sizeof *f);
 	unsigned char *buf = malloc(CHUNK * 4);
 	char *path = out_path(p, file);
-	lora_stw *w = NULL;
+	lora_st_writer *w = NULL;
 	int rc = 0;
 	if (!specs || !f || !buf || !path) {
 		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
@@ -157,14 +157,14 @@ static int write_shard(const params *p, const char *file, const tensor *t, size_
 	}
 	for (size_t i = 0; i < n; i++)
 		specs[i] = t[i].spec;
-	if ((rc = lora_stw_open(&w, path, specs, n, meta, 1, 1, e)))
+	if ((rc = lora_st_writer_open(&w, path, specs, n, meta, 1, 1, e)))
 		goto out;
 	for (size_t i = 0; i < n && !rc; i++)
 		rc = write_tensor(w, &t[i], p, f, buf, e);
 	if (rc)
-		lora_stw_abort(w);
+		lora_st_writer_abort(w);
 	else
-		rc = lora_stw_commit(w, e);
+		rc = lora_st_writer_commit(w, e);
 out:
 	free(specs);
 	free(f);

@@ -105,7 +105,7 @@ static void fill(tensor *x, uint64_t seed, float lo, float width, const float *f
 	float *v = malloc((n + 1) * sizeof *v);
 	for (size_t i = 0; i < n; i++)
 		v[i] = f ? f[i] : lo + width * lora_rng_uniform(&r);
-	lora_from_f32(x->data, v, x->dtype, n);
+	lora_dtype_from_f32(x->data, v, x->dtype, n);
 	free(v);
 }
 
@@ -303,7 +303,7 @@ int main(int argc, char **argv)
 		if (i == nts || !lora_dtype_is_float(ts[i].dtype) || (k + 1) * lora_dtype_size(ts[i].dtype) > ts[i].nbytes)
 			lora_cli_usage_error(&tool, "--poison '%s': no such float tensor element", poisons[d]);
 		float nan = 0.0f / 0.0f;
-		lora_from_f32(ts[i].data + k * lora_dtype_size(ts[i].dtype), &nan, ts[i].dtype, 1);
+		lora_dtype_from_f32(ts[i].data + k * lora_dtype_size(ts[i].dtype), &nan, ts[i].dtype, 1);
 	}
 	qsort(ts, nts, sizeof *ts, cmp_key);
 	if (reverse)
@@ -363,7 +363,7 @@ int main(int argc, char **argv)
 	cJSON_Delete(tm);
 	cJSON_Delete(rankp);
 	cJSON_Delete(alphap);
-	lora_stw_spec *specs = calloc(nts + 1, sizeof *specs);
+	lora_st_spec *specs = calloc(nts + 1, sizeof *specs);
 	for (size_t i = 0; i < nts; i++) {
 		specs[i].name = ts[i].key;
 		specs[i].dtype = ts[i].dtype;
@@ -371,16 +371,16 @@ int main(int argc, char **argv)
 		memcpy(specs[i].shape, ts[i].shape, sizeof ts[i].shape);
 	}
 	static const lora_st_meta meta[] = {{"format", "pt"}};
-	lora_stw *w;
+	lora_st_writer *w;
 	snprintf(path, sizeof path, "%s/adapter_model.safetensors", outdir);
-	if (lora_stw_open(&w, path, specs, nts, meta, 1, 1, &e))
+	if (lora_st_writer_open(&w, path, specs, nts, meta, 1, 1, &e))
 		return lora_cli_fail(&tool, &e);
 	for (size_t i = 0; i < nts; i++)
-		if (lora_stw_write(w, ts[i].data, ts[i].nbytes, &e)) {
-			lora_stw_abort(w);
+		if (lora_st_writer_write(w, ts[i].data, ts[i].nbytes, &e)) {
+			lora_st_writer_abort(w);
 			return lora_cli_fail(&tool, &e);
 		}
-	if (lora_stw_commit(w, &e))
+	if (lora_st_writer_commit(w, &e))
 		return lora_cli_fail(&tool, &e);
 	for (size_t i = 0; i < nts; i++)
 		free(ts[i].data);

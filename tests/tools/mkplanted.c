@@ -88,7 +88,7 @@ int main(int argc, char **argv)
 				l->A[k * in + c] = (float)V[c * rank + k];
 		free(U), free(V), free(s);
 	}
-	if (lora_file_save(a, "-", 0, &e)) {
+	if (lora_lorafile_save(a, "-", 0, &e)) {
 		fprintf(stderr, "mkplanted: %s\n", e.msg);
 		return 1;
 	}

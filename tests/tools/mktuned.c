@@ -136,15 +136,15 @@ static char *out_path(const params *p, const char *file)
 	return s;
 }
 
-static int write_shard(const params *p, const lora_model *m, const char *file, const size_t *idx, size_t n,
+static int write_shard(const params *p, const lora_ckpt *m, const char *file, const size_t *idx, size_t n,
                        lora_err *e)
 {
 	static const lora_st_meta meta[] = {{"format", "pt"}};
-	lora_stw_spec *specs = calloc(n ? n : 1, sizeof *specs);
+	lora_st_spec *specs = calloc(n ? n : 1, sizeof *specs);
 	char *path = out_path(p, file);
 	float *f = NULL;
 	void *buf = NULL;
-	lora_stw *w = NULL;
+	lora_st_writer *w = NULL;
 	int rc = 0;
 	if (!specs || !path) {
 		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
@@ -157,13 +157,13 @@ static int write_shard(const params *p, const lora_model *m, const char *file, c
 		specs[i].ndim = t->ndim;
 		memcpy(specs[i].shape, t->shape, sizeof specs[i].shape);
 	}
-	if ((rc = lora_stw_open(&w, path, specs, n, meta, 1, 1, e)))
+	if ((rc = lora_st_writer_open(&w, path, specs, n, meta, 1, 1, e)))
 		goto out;
 	for (size_t i = 0; i < n && !rc; i++) {
 		const lora_st_tensor *t = m->tensors[idx[i]];
 		const plant *pl = t->ndim == 2 && lora_dtype_is_float(t->dtype) ? find_plant(p, t->name) : NULL;
 		if (!pl && specs[i].dtype == t->dtype) {
-			rc = lora_stw_write(w, t->data, t->nbytes, e);
+			rc = lora_st_writer_write(w, t->data, t->nbytes, e);
 			continue;
 		}
 		size_t es = lora_dtype_size(specs[i].dtype);
@@ -174,16 +174,16 @@ static int write_shard(const params *p, const lora_model *m, const char *file, c
 			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
 			break;
 		}
-		lora_to_f32(f, t->data, t->dtype, t->nelem);
+		lora_dtype_to_f32(f, t->data, t->dtype, t->nelem);
 		if (pl && (rc = add_planted(f, t->shape[0], t->shape[1], pl, p, t->name, e)))
 			break;
-		lora_from_f32(buf, f, specs[i].dtype, t->nelem);
-		rc = lora_stw_write(w, buf, t->nelem * es, e);
+		lora_dtype_from_f32(buf, f, specs[i].dtype, t->nelem);
+		rc = lora_st_writer_write(w, buf, t->nelem * es, e);
 	}
 	if (rc)
-		lora_stw_abort(w);
+		lora_st_writer_abort(w);
 	else
-		rc = lora_stw_commit(w, e);
+		rc = lora_st_writer_commit(w, e);
 out:
 	free(specs), free(path), free(f), free(buf);
 	return rc;
@@ -204,7 +204,7 @@ static int write_text(const params *p, const char *file, const char *text, size_
 	return rc;
 }
 
-static int copy_config(const params *p, const lora_model *m, lora_err *e)
+static int copy_config(const params *p, const lora_ckpt *m, lora_err *e)
 {
 	if (!m->config_path)
 		return 0;
@@ -236,8 +236,8 @@ static int copy_config(const params *p, const lora_model *m, lora_err *e)
 
 static int run(const params *p, lora_err *e)
 {
-	lora_model *m = NULL;
-	int rc = lora_model_open(&m, p->base, e);
+	lora_ckpt *m = NULL;
+	int rc = lora_ckpt_open(&m, p->base, e);
 	if (rc)
 		return rc;
 	size_t *idx = malloc((m->ntensors ? m->ntensors : 1) * sizeof *idx), n = 0;
@@ -300,7 +300,7 @@ static int run(const params *p, lora_err *e)
 		rc = lora_err_set(e, LORA_EIO, "%s: cannot remove: %s", stale, strerror(errno));
 out:
 	free(idx), free(first), free(stale);
-	lora_model_close(m);
+	lora_ckpt_close(m);
 	return rc;
 }
 

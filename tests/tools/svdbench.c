@@ -150,7 +150,7 @@ static int rerank(size_t m, size_t n, size_t r, size_t k, size_t layers)
 	float *X = malloc(m * n * sizeof *X);
 	double tb, eb;
 	t = now();
-	lora_linalg_sgemm(0, 0, m, n, r, (float)lora_layer_scale(a, l), l->B, l->A, 0.0f, X);
+	lora_linalg_sgemm(0, 0, m, n, r, (float)lora_adapter_layer_scale(a, l), l->B, l->A, 0.0f, X);
 	double tform = now() - t;
 	if (factor(X, m, n, k, LORA_SVD_EXACT, &tb, &eb))
 		return 1;

@@ -24,7 +24,7 @@ static lora_layer *random_layer(lora_adapter *a, const char *name, size_t m, siz
 /* Dense s B A of a layer, in double. */
 static double *delta(const lora_adapter *a, const lora_layer *l)
 {
-	double *P = malloc(l->out * l->in * sizeof *P), s = lora_layer_scale(a, l);
+	double *P = malloc(l->out * l->in * sizeof *P), s = lora_adapter_layer_scale(a, l);
 	product(P, l->B, l->A, l->out, l->rank, l->in);
 	for (size_t i = 0; i < l->out * l->in; i++)
 		P[i] *= s;
@@ -36,7 +36,7 @@ static void test_phi(void)
 	/* U1 = [e1 e2], U2 = [e2 e3] in R^4 (rows are the vectors). */
 	double U1[8] = {1, 0, 0, 0, 0, 1, 0, 0}, U2[8] = {0, 1, 0, 0, 0, 0, 1, 0}, phi[4];
 	lora_err e;
-	CHECK(lora_subspace_phi(phi, U1, 2, U2, 2, 4, &e) == 0, "phi");
+	CHECK(lora_diff_subspace_phi(phi, U1, 2, U2, 2, 4, &e) == 0, "phi");
 	CHECK(phi[0] == 0 && phi[1] == 0 && phi[2] == 1 && phi[3] == 0.5, "phi = %g %g %g %g, want 0 0 1 0.5", phi[0],
 	      phi[1], phi[2], phi[3]);
 	/* Self-similarity is 1 everywhere, in any basis. */
@@ -47,7 +47,7 @@ static void test_phi(void)
 	for (size_t i = 0; i < 50; i++)
 		for (size_t j = 0; j < 6; j++)
 			Qt[j * 50 + i] = Q[i * 6 + j];
-	CHECK(lora_subspace_phi(P, Qt, 6, Qt, 6, 50, &e) == 0, "self phi");
+	CHECK(lora_diff_subspace_phi(P, Qt, 6, Qt, 6, 50, &e) == 0, "self phi");
 	double worst = 0;
 	for (int i = 0; i < 36; i++)
 		worst = fmax(worst, fabs(P[i] - 1));
@@ -135,7 +135,7 @@ static void test_cat_and_svd(void)
 	      !strcmp(c->layers[2].name, "r"), "layer order of first appearance");
 	CHECK(c->ntargets == 2 && !c->rslora, "targets union, standard scaling");
 	const lora_layer *p = lora_adapter_find(c, "p");
-	CHECK(p->rank == 6 && p->alpha == 6 && lora_layer_scale(c, p) == 1, "rank sum 2+3+1");
+	CHECK(p->rank == 6 && p->alpha == 6 && lora_adapter_layer_scale(c, p) == 1, "rank sum 2+3+1");
 	double want[192] = {0};
 	for (int i = 0; i < 3; i++) {
 		const lora_layer *x = lora_adapter_find(in[i], "p");
@@ -158,7 +158,7 @@ static void test_cat_and_svd(void)
 	CHECK(lora_combine_svd(&s, in, w, NULL, 3, &o, &rep, &e) == 0, "combine svd: %s", e.msg);
 	const lora_layer *sp = lora_adapter_find(s, "p");
 	double sv[6], sv2[2];
-	CHECK(lora_dense_svals(sv, p->B, p->A, 16, 6, 12, &e) == 0 && lora_dense_svals(sv2, sp->B, sp->A, 16, 2, 12, &e) == 0,
+	CHECK(lora_linalg_dense_svals(sv, p->B, p->A, 16, 6, 12, &e) == 0 && lora_linalg_dense_svals(sv2, sp->B, sp->A, 16, 2, 12, &e) == 0,
 	      "svals");
 	CHECK(sp->rank == 2 && fabs(sv2[0] - sv[0]) < 1e-5 * sv[0] && fabs(sv2[1] - sv[1]) < 1e-5 * sv[0],
 	      "top-2 values %g %g vs %g %g", sv2[0], sv2[1], sv[0], sv[1]);

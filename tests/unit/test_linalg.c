@@ -19,8 +19,8 @@ static void one(size_t m, size_t r, size_t n, uint64_t seed)
 	k = k < r ? k : r;
 	double *s1 = calloc(k, sizeof *s1), *s2 = calloc(k, sizeof *s2);
 	lora_err e;
-	CHECK(lora_lowrank_svals(s1, B, A, m, r, n, &e) == 0, "lowrank %zux%zux%zu", m, r, n);
-	CHECK(lora_dense_svals(s2, B, A, m, r, n, &e) == 0, "dense %zux%zux%zu", m, r, n);
+	CHECK(lora_linalg_lowrank_svals(s1, B, A, m, r, n, &e) == 0, "lowrank %zux%zux%zu", m, r, n);
+	CHECK(lora_linalg_dense_svals(s2, B, A, m, r, n, &e) == 0, "dense %zux%zux%zu", m, r, n);
 	for (size_t i = 0; i < k; i++)
 		CHECK(fabs(s1[i] - s2[i]) <= 1e-9 * s2[0], "%zux%zux%zu sv[%zu] %.17g vs %.17g", m, r, n, i,
 		      s1[i], s2[i]);
@@ -44,7 +44,7 @@ int main(void)
 	A[0 * 5 + 2] = 1.0f, A[1 * 5 + 4] = 1.0f;
 	double sv[2];
 	lora_err e;
-	CHECK(lora_lowrank_svals(sv, B, A, m, r, n, &e) == 0 && fabs(sv[0] - 3) < 1e-12 &&
+	CHECK(lora_linalg_lowrank_svals(sv, B, A, m, r, n, &e) == 0 && fabs(sv[0] - 3) < 1e-12 &&
 	      fabs(sv[1] - 0.5) < 1e-12, "planted 3, 0.5: got %g %g", sv[0], sv[1]);
 	DONE();
 }

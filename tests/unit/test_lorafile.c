@@ -29,10 +29,10 @@ static lora_adapter *sample(lora_dtype t, uint64_t seed)
 			l->B[j] = lora_rng_normal(&g) * 1e-3f;
 		/* store values the dtype represents exactly, so the round trip is exact */
 		unsigned char tmp[2048 * 4];
-		lora_from_f32(tmp, l->A, t, l->rank * l->in);
-		lora_to_f32(l->A, tmp, t, l->rank * l->in);
-		lora_from_f32(tmp, l->B, t, l->out * l->rank);
-		lora_to_f32(l->B, tmp, t, l->out * l->rank);
+		lora_dtype_from_f32(tmp, l->A, t, l->rank * l->in);
+		lora_dtype_to_f32(l->A, tmp, t, l->rank * l->in);
+		lora_dtype_from_f32(tmp, l->B, t, l->out * l->rank);
+		lora_dtype_to_f32(l->B, tmp, t, l->out * l->rank);
 	}
 	return a;
 }
@@ -42,7 +42,7 @@ static unsigned char *encode(const lora_adapter *a, size_t *n)
 	char *buf = NULL;
 	FILE *f = open_memstream(&buf, n);
 	lora_err e;
-	int rc = lora_file_write(a, f, "mem", NULL, &e);
+	int rc = lora_lorafile_write(a, f, "mem", NULL, &e);
 	fclose(f);
 	CHECK(rc == 0, "write: %s", e.msg);
 	return (unsigned char *)buf;
@@ -54,7 +54,7 @@ static int decode(lora_adapter **a, const unsigned char *buf, size_t n, int mode
 	if (n == 0) { /* fmemopen refuses size 0; read past the one byte instead */
 		fgetc(f);
 	}
-	int rc = lora_file_readf(a, f, "x.lora", mode, e);
+	int rc = lora_lorafile_readf(a, f, "x.lora", mode, e);
 	fclose(f);
 	return rc;
 }
@@ -93,10 +93,10 @@ static lora_adapter *sample_full(lora_dtype t, uint64_t seed)
 				l->magnitude[j] = 1.0f + lora_rng_uniform(&g);
 				l->bias[j] = lora_rng_normal(&g);
 			}
-			lora_from_f32(tmp, l->magnitude, t, l->out);
-			lora_to_f32(l->magnitude, tmp, t, l->out);
-			lora_from_f32(tmp, l->bias, t, l->out);
-			lora_to_f32(l->bias, tmp, t, l->out);
+			lora_dtype_from_f32(tmp, l->magnitude, t, l->out);
+			lora_dtype_to_f32(l->magnitude, tmp, t, l->out);
+			lora_dtype_from_f32(tmp, l->bias, t, l->out);
+			lora_dtype_to_f32(l->bias, tmp, t, l->out);
 		}
 	}
 	unsigned char raw[96];
@@ -271,18 +271,18 @@ int main(void)
 		/* values are checked at write time, the vector by index */
 		a->layers[2].magnitude[2] = 0.0f / 0.0f;
 		FILE *nul = fopen("/dev/null", "wb");
-		CHECK(lora_file_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
+		CHECK(lora_lorafile_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
 		      strcmp(e.msg, "layer 'w' magnitude: non-finite value at [2]") == 0, "nan magnitude: %s", e.msg);
 		a->layers[2].magnitude[2] = 1.0f;
 		/* a value that is finite in f32 but not at the storage dtype */
 		a->dtype = LORA_F16;
 		a->layers[2].A[4] = 70000.0f;
-		CHECK(lora_file_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
+		CHECK(lora_lorafile_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
 		      strcmp(e.msg, "layer 'w' A: value 70000 at [0,4] overflows f16") == 0, "f16 overflow: %s", e.msg);
 		a->dtype = LORA_BF16;
-		CHECK(lora_file_write(a, nul, "out", NULL, &e) == 0, "70000 fits bf16: %s", e.msg);
+		CHECK(lora_lorafile_write(a, nul, "out", NULL, &e) == 0, "70000 fits bf16: %s", e.msg);
 		a->layers[2].A[4] = 3.4e38f;
-		CHECK(lora_file_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
+		CHECK(lora_lorafile_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
 		      strcmp(e.msg, "layer 'w' A: value 3.4e+38 at [0,4] overflows bf16") == 0, "bf16 overflow: %s", e.msg);
 		fclose(nul);
 		lora_adapter_free(a);
@@ -316,7 +316,7 @@ int main(void)
 	/* non-finite values are refused at write time, naming the element */
 	a->layers[1].A[5] = 1.0f / 0.0f;
 	FILE *nul = fopen("/dev/null", "wb");
-	CHECK(lora_file_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
+	CHECK(lora_lorafile_write(a, nul, "out", NULL, &e) == LORA_EINVAL &&
 	      strcmp(e.msg, "layer 'model.layers.1.q_proj' A: non-finite value at [0,5]") == 0, "inf: %s", e.msg);
 	fclose(nul);
 	lora_adapter_free(a);

@@ -36,10 +36,10 @@ static void test_sgemm(void)
 						memcpy(C2, C1, M * ldc * 4);
 						float b = beta ? 0.5f : 0.0f;
 						if (serial)
-							lora_sgemm_serial(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C1, ldc);
+							lora_blas_sgemm_serial(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C1, ldc);
 						else
-							lora_sgemm(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C1, ldc);
-						lora_sgemm_naive(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C2, ldc);
+							lora_blas_sgemm(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C1, ldc);
+						lora_blas_sgemm_naive(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C2, ldc);
 						double worst = 0;
 						for (size_t i = 0; i < M * ldc; i++) {
 							double d = fabs((double)C1[i] - C2[i]) / (1 + fabs(C2[i]));
@@ -52,10 +52,10 @@ static void test_sgemm(void)
 	/* The trace sees every call. */
 	float x[4] = {1, 2, 3, 4}, y[4];
 	lora_blas_trace_begin();
-	lora_sgemm(0, 0, 2, 2, 2, 1, x, 2, x, 2, 0, y, 2);
-	lora_sgemm_serial(1, 1, 1, 2, 2, 1, x, 1, x, 2, 0, y, 2);
+	lora_blas_sgemm(0, 0, 2, 2, 2, 1, x, 2, x, 2, 0, y, 2);
+	lora_blas_sgemm_serial(1, 1, 1, 2, 2, 1, x, 1, x, 2, 0, y, 2);
 	size_t n;
-	lora_gemm_shape *t = lora_blas_trace_end(&n);
+	lora_blas_shape *t = lora_blas_trace_end(&n);
 	CHECK(n == 2 && t && t[1].ta == 1 && t[1].M == 1 && t[1].N == 2 && t[1].K == 2, "trace");
 	free(t);
 }
@@ -194,21 +194,21 @@ static void test_data(const char *dir)
 	/* llm.c's rule without shuffling. */
 	lora_data *d;
 	lora_data_open(&d, p16, LORA_DATA_AUTO, 256, &e);
-	lora_batches bt;
-	CHECK(lora_batches_init(&bt, d, 2, 7, 0, 0, &e) == 0, "batches: %s", e.msg);
+	lora_data_batches bt;
+	CHECK(lora_data_batches_init(&bt, d, 2, 7, 0, 0, &e) == 0, "batches: %s", e.msg);
 	CHECK(bt.nbatches == 7, "no-shuffle batches %zu", bt.nbatches); /* (101-1)/14 */
 	int32_t in[30], tg[30];
 	int ok = 1;
 	for (size_t k = 0; k < bt.nbatches; k++) {
-		lora_batches_get(&bt, k, in, tg);
+		lora_data_batches_get(&bt, k, in, tg);
 		for (size_t b = 0; b < 2; b++)
 			for (size_t t = 0; t < 7; t++)
 				ok &= in[b * 7 + t] == u16[k * 14 + b * 7 + t] && tg[b * 7 + t] == u16[k * 14 + b * 7 + t + 1];
 	}
 	CHECK(ok, "no-shuffle batch k is tokens [k*B*T, k*B*T+B*T+1)");
-	lora_batches_free(&bt);
+	lora_data_batches_free(&bt);
 	/* Shuffled: every window once, reproducible by seed. */
-	CHECK(lora_batches_init(&bt, d, 3, 10, 1, 42, &e) == 0, "shuffle: %s", e.msg);
+	CHECK(lora_data_batches_init(&bt, d, 3, 10, 1, 42, &e) == 0, "shuffle: %s", e.msg);
 	CHECK(bt.nbatches == 3, "shuffle batches %zu", bt.nbatches); /* 10 windows / 3 */
 	int seen[10] = {0};
 	for (size_t i = 0; i < 10; i++)
@@ -217,20 +217,20 @@ static void test_data(const char *dir)
 	for (int i = 0; i < 10; i++)
 		ok &= seen[i] == 1;
 	CHECK(ok, "shuffle is a permutation of the windows");
-	lora_batches_get(&bt, 1, in, tg);
-	size_t off = lora_batches_row_offset(&bt, 1, 2);
+	lora_data_batches_get(&bt, 1, in, tg);
+	size_t off = lora_data_batches_row_offset(&bt, 1, 2);
 	CHECK(off == bt.order[5] * 10 && in[2 * 10] == u16[off] && tg[2 * 10 + 9] == u16[off + 10], "shuffled row");
-	lora_batches b2;
-	lora_batches_init(&b2, d, 3, 10, 1, 42, &e);
+	lora_data_batches b2;
+	lora_data_batches_init(&b2, d, 3, 10, 1, 42, &e);
 	CHECK(memcmp(bt.order, b2.order, 10 * sizeof *bt.order) == 0, "same seed, same order");
-	lora_batches_free(&b2);
-	lora_batches_init(&b2, d, 3, 10, 1, 43, &e);
+	lora_data_batches_free(&b2);
+	lora_data_batches_init(&b2, d, 3, 10, 1, 43, &e);
 	CHECK(memcmp(bt.order, b2.order, 10 * sizeof *bt.order) != 0, "another seed, another order");
-	lora_batches_free(&b2);
-	lora_batches_free(&bt);
-	CHECK(lora_batches_init(&bt, d, 4, 25, 0, 0, &e) == 0 && bt.nbatches == 1, "exactly one batch (101 tokens)");
-	lora_batches_free(&bt);
-	CHECK(lora_batches_init(&bt, d, 4, 26, 0, 0, &e) == LORA_EINVAL, "short data");
+	lora_data_batches_free(&b2);
+	lora_data_batches_free(&bt);
+	CHECK(lora_data_batches_init(&bt, d, 4, 25, 0, 0, &e) == 0 && bt.nbatches == 1, "exactly one batch (101 tokens)");
+	lora_data_batches_free(&bt);
+	CHECK(lora_data_batches_init(&bt, d, 4, 26, 0, 0, &e) == LORA_EINVAL, "short data");
 	char want_msg[700];
 	snprintf(want_msg, sizeof want_msg,
 	         "%s: 101 tokens is fewer than one batch needs (batch 4 x sequence 26 + 1 = 105)", p16);
@@ -454,38 +454,38 @@ static void test_open(const char *dir)
 	snprintf(mdir, sizeof mdir, "%s/m2", dir);
 	tm_spec s = {"llama", 16, 24, 1, 4, 2, 0, 32, 1, 0, 0, 0, NULL, NULL, LORA_BF16, 2};
 	tm_write(mdir, &s);
-	lora_model *ck;
+	lora_ckpt *ck;
 	lora_llama *m;
 	lora_err e;
-	lora_model_open(&ck, mdir, &e);
+	lora_ckpt_open(&ck, mdir, &e);
 	CHECK(lora_llama_open(&m, ck, &e) == 0, "tied bf16: %s", e.msg);
 	lora_llama_free(m);
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	/* Config says untied: lm_head.weight is then required. */
 	snprintf(path, sizeof path, "%s/config.json", mdir);
 	FILE *f = fopen(path, "w");
 	fprintf(f, "{\"model_type\": \"llama\", \"hidden_size\": 16, \"intermediate_size\": 24, \"num_hidden_layers\": 1, "
 	           "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"vocab_size\": 32}");
 	fclose(f);
-	lora_model_open(&ck, mdir, &e);
+	lora_ckpt_open(&ck, mdir, &e);
 	CHECK(lora_llama_open(&m, ck, &e) == LORA_EFORMAT, "untied without lm_head");
 	char want[900];
 	snprintf(want, sizeof want, "%s: tensor 'lm_head.weight' is missing", mdir);
 	CHECK(strcmp(e.msg, want) == 0, "missing: %s", e.msg);
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	f = fopen(path, "w");
 	fprintf(f, "{\"model_type\": \"llama\", \"hidden_size\": 16, \"intermediate_size\": 24, \"num_hidden_layers\": 1, "
 	           "\"num_attention_heads\": 4, \"vocab_size\": 32, \"tie_word_embeddings\": true}");
 	fclose(f);
-	lora_model_open(&ck, mdir, &e);
+	lora_ckpt_open(&ck, mdir, &e);
 	CHECK(lora_llama_open(&m, ck, &e) == LORA_EFORMAT, "kv heads mismatch");
 	snprintf(want, sizeof want,
 	         "%s: tensor 'model.layers.0.self_attn.k_proj.weight' has shape 8x16 but config.json implies 16x16", mdir);
 	CHECK(strcmp(e.msg, want) == 0, "shape: %s", e.msg);
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	snprintf(path, sizeof path, "%s/model.safetensors", mdir);
-	CHECK(lora_model_open(&ck, path, &e) == 0, "open file: %s", e.msg);
-	lora_model_close(ck);
+	CHECK(lora_ckpt_open(&ck, path, &e) == 0, "open file: %s", e.msg);
+	lora_ckpt_close(ck);
 	unlink(path);
 }
 

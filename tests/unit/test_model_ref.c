@@ -86,17 +86,17 @@ static void run_case(const char *root, const char *name)
 		snprintf(key, sizeof key, "base_model.model.%s.lora_B.weight", ln);
 		const lora_st_tensor *tB = lora_st_find(ad, key);
 		lora_layer *y = lora_adapter_add(a, ln, tB->shape[0], tA->shape[1], r, alpha, 0, &e);
-		lora_to_f32(y->A, tA->data, tA->dtype, tA->nelem);
-		lora_to_f32(y->B, tB->data, tB->dtype, tB->nelem);
+		lora_dtype_to_f32(y->A, tA->data, tA->dtype, tA->nelem);
+		lora_dtype_to_f32(y->B, tB->data, tB->dtype, tB->nelem);
 	}
 
 	snprintf(path, sizeof path, "%s/%s", root, name);
-	lora_model *ck;
+	lora_ckpt *ck;
 	lora_llama *m = NULL, *base = NULL;
-	CHECK(lora_model_open(&ck, path, &e) == 0, "%s", e.msg);
+	CHECK(lora_ckpt_open(&ck, path, &e) == 0, "%s", e.msg);
 	CHECK(lora_llama_open(&m, ck, &e) == 0, "%s: %s", name, e.msg);
 	CHECK(lora_llama_open(&base, ck, &e) == 0, "%s: %s", name, e.msg);
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	if (!m || !base)
 		return;
 
@@ -126,7 +126,7 @@ static void run_case(const char *root, const char *name)
 			if (!t)
 				continue;
 			float *want = malloc(t->nelem * sizeof *want);
-			lora_to_f32(want, t->data, t->dtype, t->nelem);
+			lora_dtype_to_f32(want, t->data, t->dtype, t->nelem);
 			double mr, r = rel_err(k ? dB : dA, want, t->nelem, &mr);
 			CHECK(r < 1e-4 && mr < 1e-4, "%s: gradient %s: relative error %.3g (max-norm %.3g)", name, key, r, mr);
 			worst = r > worst ? r : worst;

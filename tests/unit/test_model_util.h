@@ -56,7 +56,7 @@ static int tm_write(const char *dir, const tm_spec *s)
 	fclose(f);
 	size_t hdim = tm_hd(s), QD = s->NH * hdim, KVD = s->NKV * hdim;
 	size_t cap = 16 + s->L * 16, n = 0;
-	lora_stw_spec *sp = calloc(cap, sizeof *sp);
+	lora_st_spec *sp = calloc(cap, sizeof *sp);
 	char (*names)[96] = calloc(cap, sizeof *names);
 	int *is_norm = calloc(cap, sizeof *is_norm);
 #define ADD(nm, r, c, norm)                                                                                    \
@@ -95,9 +95,9 @@ static int tm_write(const char *dir, const tm_spec *s)
 		ADD("lm_head.weight", s->V, s->C, 0);
 #undef ADD
 	snprintf(path, sizeof path, "%s/model.safetensors", dir);
-	lora_stw *w;
+	lora_st_writer *w;
 	lora_err e;
-	int rc = lora_stw_open(&w, path, sp, n, NULL, 0, 1, &e);
+	int rc = lora_st_writer_open(&w, path, sp, n, NULL, 0, 1, &e);
 	lora_rng r;
 	lora_rng_seed(&r, s->seed);
 	for (size_t i = 0; i < n && !rc; i++) {
@@ -110,15 +110,15 @@ static int tm_write(const char *dir, const tm_spec *s)
 			tm_fill(x, cnt, &r, -0.2f, 0.2f);
 		else
 			tm_fill(x, cnt, &r, -0.3f, 0.3f);
-		lora_from_f32(b, x, s->dtype, cnt);
-		rc = lora_stw_write(w, b, cnt * lora_dtype_size(s->dtype), &e);
+		lora_dtype_from_f32(b, x, s->dtype, cnt);
+		rc = lora_st_writer_write(w, b, cnt * lora_dtype_size(s->dtype), &e);
 		free(x);
 		free(b);
 	}
 	if (!rc)
-		rc = lora_stw_commit(w, &e);
+		rc = lora_st_writer_commit(w, &e);
 	else
-		lora_stw_abort(w);
+		lora_st_writer_abort(w);
 	if (rc)
 		fprintf(stderr, "tm_write: %s\n", e.msg);
 	free(sp);
@@ -180,14 +180,14 @@ static void tm_rmtree(const char *dir)
 /* Open dir as a model; NULL (message printed) on error. */
 static lora_llama *tm_open(const char *dir)
 {
-	lora_model *ck;
+	lora_ckpt *ck;
 	lora_llama *m = NULL;
 	lora_err e;
-	if (lora_model_open(&ck, dir, &e) || lora_llama_open(&m, ck, &e)) {
+	if (lora_ckpt_open(&ck, dir, &e) || lora_llama_open(&m, ck, &e)) {
 		printf("FAIL open %s: %s\n", dir, e.msg);
 		m = NULL;
 	}
-	lora_model_close(ck);
+	lora_ckpt_close(ck);
 	return m;
 }
 

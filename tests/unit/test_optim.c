@@ -202,30 +202,30 @@ static void test_clip(void)
 {
 	/* (3, 4): norm 5; max 1 -> coef = 1/(5 + 1e-6): (0.599999880000024, 0.799999840000032) */
 	float g[2] = {3, 4};
-	double norm = lora_clip_grad_norm(g, 2, 1.0);
+	double norm = lora_optim_clip_grad_norm(g, 2, 1.0);
 	CHECK(norm == 5.0, "norm %.17g", norm);
 	CHECKF(g[0], 3 / 5.000001, "clipped g0");
 	CHECKF(g[1], 0.799999840000032, "clipped g1");
 	/* coef >= 1: untouched */
 	float h[2] = {3, 4};
-	CHECK(lora_clip_grad_norm(h, 2, 10.0) == 5.0 && h[0] == 3 && h[1] == 4, "below max: unchanged");
+	CHECK(lora_optim_clip_grad_norm(h, 2, 10.0) == 5.0 && h[0] == 3 && h[1] == 4, "below max: unchanged");
 	/* max 0 disables but still measures */
-	CHECK(lora_clip_grad_norm(h, 2, 0.0) == 5.0 && h[0] == 3 && h[1] == 4, "max 0: measure only");
+	CHECK(lora_optim_clip_grad_norm(h, 2, 0.0) == 5.0 && h[0] == 3 && h[1] == 4, "max 0: measure only");
 	/* max equal to the norm still scales by 5/(5 + 1e-6), as torch does */
-	lora_clip_grad_norm(h, 2, 5.0);
+	lora_optim_clip_grad_norm(h, 2, 5.0);
 	CHECK(h[0] < 3 && near(h[0], 3 * 5 / 5.000001, 1e-6), "max == norm: %.9g", h[0]);
 	/* non-finite norm: reported, gradient left alone */
 	float bad[3] = {INFINITY, 1, 2};
-	CHECK(isinf(lora_clip_grad_norm(bad, 3, 1.0)) && bad[1] == 1 && bad[2] == 2, "inf gradient left alone");
+	CHECK(isinf(lora_optim_clip_grad_norm(bad, 3, 1.0)) && bad[1] == 1 && bad[2] == 2, "inf gradient left alone");
 	float nan_[2] = {NAN, 1};
-	CHECK(isnan(lora_clip_grad_norm(nan_, 2, 1.0)) && nan_[1] == 1, "NaN gradient left alone");
-	CHECK(lora_clip_grad_norm(NULL, 0, 1.0) == 0, "empty vector");
+	CHECK(isnan(lora_optim_clip_grad_norm(nan_, 2, 1.0)) && nan_[1] == 1, "NaN gradient left alone");
+	CHECK(lora_optim_clip_grad_norm(NULL, 0, 1.0) == 0, "empty vector");
 	/* many blocks: 1000003 values of 0.5, norm 0.5*sqrt(1000003) */
 	size_t n = 1000003;
 	float *big = malloc(n * sizeof *big);
 	for (size_t i = 0; i < n; i++)
 		big[i] = 0.5f;
-	norm = lora_clip_grad_norm(big, n, 1.0);
+	norm = lora_optim_clip_grad_norm(big, n, 1.0);
 	CHECK(near(norm, 0.5 * sqrt(1000003.0), 1e-9), "long norm %.17g", norm);
 	double sq = 0;
 	for (size_t i = 0; i < n; i++)
@@ -236,40 +236,40 @@ static void test_clip(void)
 
 static void test_schedules(void)
 {
-	lora_schedule s = {LORA_SCHED_COSINE, 2e-4, 10, 100};
+	lora_optim_schedule s = {LORA_SCHED_COSINE, 2e-4, 10, 100};
 	/* warmup: s/10; then 0.5*(1 + cos(pi*(s-10)/90)) */
-	CHECK(lora_lr_at(&s, 0) == 0, "cosine 0");
-	CHECK(near(lora_lr_at(&s, 5), 2e-4 * 0.5, 1e-18), "cosine 5");
-	CHECK(near(lora_lr_at(&s, 10), 2e-4, 1e-18), "cosine 10 (end of warmup)");
-	CHECK(near(lora_lr_at(&s, 40), 2e-4 * 0.75, 1e-18), "cosine 40: q = 1/3, 0.5*(1+cos(pi/3)) = 0.75");
-	CHECK(near(lora_lr_at(&s, 55), 2e-4 * 0.5, 1e-18), "cosine 55: q = 1/2, 0.5");
-	CHECK(near(lora_lr_at(&s, 100), 0, 1e-18), "cosine 100");
-	CHECK(near(lora_lr_at(&s, 150), 0, 1e-18), "cosine past the end holds 0");
-	CHECK(lora_lr_at(&s, -3) == 0, "negative step counts as 0");
+	CHECK(lora_optim_lr_at(&s, 0) == 0, "cosine 0");
+	CHECK(near(lora_optim_lr_at(&s, 5), 2e-4 * 0.5, 1e-18), "cosine 5");
+	CHECK(near(lora_optim_lr_at(&s, 10), 2e-4, 1e-18), "cosine 10 (end of warmup)");
+	CHECK(near(lora_optim_lr_at(&s, 40), 2e-4 * 0.75, 1e-18), "cosine 40: q = 1/3, 0.5*(1+cos(pi/3)) = 0.75");
+	CHECK(near(lora_optim_lr_at(&s, 55), 2e-4 * 0.5, 1e-18), "cosine 55: q = 1/2, 0.5");
+	CHECK(near(lora_optim_lr_at(&s, 100), 0, 1e-18), "cosine 100");
+	CHECK(near(lora_optim_lr_at(&s, 150), 0, 1e-18), "cosine past the end holds 0");
+	CHECK(lora_optim_lr_at(&s, -3) == 0, "negative step counts as 0");
 	s.kind = LORA_SCHED_LINEAR;
 	/* (100 - s)/90 after warmup */
-	CHECK(lora_lr_at(&s, 0) == 0, "linear 0");
-	CHECK(near(lora_lr_at(&s, 5), 1e-4, 1e-18), "linear 5");
-	CHECK(near(lora_lr_at(&s, 10), 2e-4, 1e-18), "linear 10");
-	CHECK(near(lora_lr_at(&s, 55), 1e-4, 1e-18), "linear 55: 45/90");
-	CHECK(near(lora_lr_at(&s, 91), 2e-4 / 10, 1e-18), "linear 91: 9/90");
-	CHECK(lora_lr_at(&s, 100) == 0 && lora_lr_at(&s, 1000) == 0, "linear 100 and beyond");
+	CHECK(lora_optim_lr_at(&s, 0) == 0, "linear 0");
+	CHECK(near(lora_optim_lr_at(&s, 5), 1e-4, 1e-18), "linear 5");
+	CHECK(near(lora_optim_lr_at(&s, 10), 2e-4, 1e-18), "linear 10");
+	CHECK(near(lora_optim_lr_at(&s, 55), 1e-4, 1e-18), "linear 55: 45/90");
+	CHECK(near(lora_optim_lr_at(&s, 91), 2e-4 / 10, 1e-18), "linear 91: 9/90");
+	CHECK(lora_optim_lr_at(&s, 100) == 0 && lora_optim_lr_at(&s, 1000) == 0, "linear 100 and beyond");
 	s.kind = LORA_SCHED_CONSTANT;
-	CHECK(lora_lr_at(&s, 0) == 0, "constant 0");
-	CHECK(near(lora_lr_at(&s, 5), 1e-4, 1e-18), "constant 5");
-	CHECK(lora_lr_at(&s, 10) == 2e-4 && lora_lr_at(&s, 99) == 2e-4 && lora_lr_at(&s, 500) == 2e-4,
+	CHECK(lora_optim_lr_at(&s, 0) == 0, "constant 0");
+	CHECK(near(lora_optim_lr_at(&s, 5), 1e-4, 1e-18), "constant 5");
+	CHECK(lora_optim_lr_at(&s, 10) == 2e-4 && lora_optim_lr_at(&s, 99) == 2e-4 && lora_optim_lr_at(&s, 500) == 2e-4,
 	      "constant after warmup");
 	/* no warmup: full rate from step 0 */
-	lora_schedule z = {LORA_SCHED_LINEAR, 1.0, 0, 4};
-	CHECK(lora_lr_at(&z, 0) == 1 && lora_lr_at(&z, 1) == 0.75 && lora_lr_at(&z, 3) == 0.25 && lora_lr_at(&z, 4) == 0,
+	lora_optim_schedule z = {LORA_SCHED_LINEAR, 1.0, 0, 4};
+	CHECK(lora_optim_lr_at(&z, 0) == 1 && lora_optim_lr_at(&z, 1) == 0.75 && lora_optim_lr_at(&z, 3) == 0.25 && lora_optim_lr_at(&z, 4) == 0,
 	      "linear, no warmup: 1, 0.75, .., 0");
 	z.kind = LORA_SCHED_COSINE;
-	CHECK(lora_lr_at(&z, 0) == 1 && near(lora_lr_at(&z, 2), 0.5, 1e-15), "cosine, no warmup");
+	CHECK(lora_optim_lr_at(&z, 0) == 1 && near(lora_optim_lr_at(&z, 2), 0.5, 1e-15), "cosine, no warmup");
 	z.kind = LORA_SCHED_CONSTANT;
-	CHECK(lora_lr_at(&z, 0) == 1, "constant, no warmup");
+	CHECK(lora_optim_lr_at(&z, 0) == 1, "constant, no warmup");
 	/* warmup of 1: step 0 is 0/1 */
-	lora_schedule one = {LORA_SCHED_CONSTANT, 3.0, 1, 10};
-	CHECK(lora_lr_at(&one, 0) == 0 && lora_lr_at(&one, 1) == 3, "warmup 1");
+	lora_optim_schedule one = {LORA_SCHED_CONSTANT, 3.0, 1, 10};
+	CHECK(lora_optim_lr_at(&one, 0) == 0 && lora_optim_lr_at(&one, 1) == 3, "warmup 1");
 }
 
 /* Three AdamW and three SGD steps, clipping included, with the given
@@ -290,7 +290,7 @@ static void run_threads(int threads, size_t n, float *out)
 	for (int t = 0; t < 3; t++) {
 		for (size_t i = 0; i < n; i++)
 			g[i] = lora_rng_normal(&r) * 0.01f;
-		norms += lora_clip_grad_norm(g, n, 0.5);
+		norms += lora_optim_clip_grad_norm(g, n, 0.5);
 		lora_optim_step(&a, p, g, n, 1e-3);
 		lora_optim_step(&s, p, g, n, 0.05);
 	}

@@ -212,7 +212,7 @@ int main(void)
 	      "read back fields");
 	for (size_t i = 0; b && i < 2; i++)
 		for (size_t k = 0; k < a->layers[i].rank * 6; k++)
-			CHECK(b->layers[i].A[k] == lora_bf16_to_f32(lora_f32_to_bf16(a->layers[i].A[k])), "A rounded to bf16");
+			CHECK(b->layers[i].A[k] == lora_dtype_bf16_to_f32(lora_dtype_f32_to_bf16(a->layers[i].A[k])), "A rounded to bf16");
 	lora_adapter_free(b);
 	CHECK(lora_peft_write(a, out, 0, &e) == LORA_EINVAL && strstr(e.msg, "already exists (use -f to overwrite)"),
 	      "exists: %s", e.msg);

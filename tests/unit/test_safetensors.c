@@ -88,19 +88,19 @@ static void expect_st_err(int line, const char *path, int code, const char *want
 }
 #define ST_ERR(path, code, want) expect_st_err(__LINE__, path, code, want)
 
-/* lora_model_open must fail with code and a message starting with start
+/* lora_ckpt_open must fail with code and a message starting with start
  * (the input or the index) and containing want. */
 static void expect_model_err(int line, const char *path, int code, const char *start, const char *want)
 {
-	lora_model *m = (lora_model *)1;
+	lora_ckpt *m = (lora_ckpt *)1;
 	lora_err e = {0, ""};
-	int rc = lora_model_open(&m, path, &e);
+	int rc = lora_ckpt_open(&m, path, &e);
 	check(rc == code, line, "%s: rc %d, want %d (%s)", path, rc, code, e.msg);
 	check(m == NULL, line, "%s: out not NULL on error", path);
 	check(strncmp(e.msg, start, strlen(start)) == 0, line, "message does not start with %s: %s", start, e.msg);
 	check(strstr(e.msg, want) != NULL, line, "message '%s' lacks '%s'", e.msg, want);
 	if (rc == 0)
-		lora_model_close(m);
+		lora_ckpt_close(m);
 }
 #define MODEL_ERR(path, code, start, want) expect_model_err(__LINE__, path, code, start, want)
 
@@ -108,11 +108,11 @@ static void expect_model_err(int line, const char *path, int code, const char *s
 static unsigned char pat(size_t i, size_t k) { return (unsigned char)(i * 31 + k * 7 + 1); }
 
 /* Write tensors with pattern data, chunk bytes per write call. */
-static int write_st(const char *path, const lora_stw_spec *s, size_t n, const lora_st_meta *meta,
+static int write_st(const char *path, const lora_st_spec *s, size_t n, const lora_st_meta *meta,
                     size_t nmeta, int force, size_t chunk, lora_err *e)
 {
-	lora_stw *w;
-	int rc = lora_stw_open(&w, path, s, n, meta, nmeta, force, e);
+	lora_st_writer *w;
+	int rc = lora_st_writer_open(&w, path, s, n, meta, nmeta, force, e);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
@@ -122,14 +122,14 @@ static int write_st(const char *path, const lora_stw_spec *s, size_t n, const lo
 		for (size_t k = 0; k < nb; k++)
 			buf[k] = pat(i, k);
 		for (size_t k = 0; k < nb && !rc; k += chunk)
-			rc = lora_stw_write(w, buf + k, nb - k < chunk ? nb - k : chunk, e);
+			rc = lora_st_writer_write(w, buf + k, nb - k < chunk ? nb - k : chunk, e);
 		free(buf);
 		if (rc) {
-			lora_stw_abort(w);
+			lora_st_writer_abort(w);
 			return rc;
 		}
 	}
-	return lora_stw_commit(w, e);
+	return lora_st_writer_commit(w, e);
 }
 
 /* Number of dot files (temporaries) in the test directory. */
@@ -154,7 +154,7 @@ static int exists(const char *path)
 
 static void test_roundtrip(void)
 {
-	const lora_stw_spec s[] = {
+	const lora_st_spec s[] = {
 		{"a", LORA_F32, 2, {2, 3}},
 		{"b.weight", LORA_BF16, 1, {4}},
 		{"scalar", LORA_F32, 0, {0}},
@@ -227,7 +227,7 @@ static void test_empty(void)
 		lora_st_close(st);
 	}
 	/* Only zero-byte tensors: empty data section, file ends at the header. */
-	const lora_stw_spec z[] = {{"z", LORA_F32, 1, {0}}, {"y", LORA_BF16, 2, {3, 0}}};
+	const lora_st_spec z[] = {{"z", LORA_F32, 1, {0}}, {"y", LORA_BF16, 2, {3, 0}}};
 	path = P("zero.safetensors");
 	CHECK(write_st(path, z, 2, NULL, 0, 0, 1, &e) == 0, "write zero: %s", e.msg);
 	CHECK(lora_st_open(&st, path, &e) == 0, "open zero: %s", e.msg);
@@ -375,47 +375,47 @@ static void test_bad_files(void)
 static void test_writer_errors(void)
 {
 	lora_err e = {0, ""};
-	lora_stw *w = (lora_stw *)1;
-	const lora_stw_spec s[] = {{"a", LORA_F32, 1, {2}}, {"b", LORA_F32, 1, {2}}};
+	lora_st_writer *w = (lora_st_writer *)1;
+	const lora_st_spec s[] = {{"a", LORA_F32, 1, {2}}, {"b", LORA_F32, 1, {2}}};
 	float buf[3] = {1, 2, 3};
 	const char *path = P("w.safetensors");
 
-	CHECK(lora_stw_open(&w, "-", s, 2, NULL, 0, 0, &e) == LORA_EUSAGE && w == NULL, "'-' refused: %s", e.msg);
+	CHECK(lora_st_writer_open(&w, "-", s, 2, NULL, 0, 0, &e) == LORA_EUSAGE && w == NULL, "'-' refused: %s", e.msg);
 
 	/* Too many bytes for a tensor: refused before anything is written. */
-	CHECK(lora_stw_open(&w, path, s, 2, NULL, 0, 0, &e) == 0, "open: %s", e.msg);
+	CHECK(lora_st_writer_open(&w, path, s, 2, NULL, 0, 0, &e) == 0, "open: %s", e.msg);
 	CHECK(count_temps() == 1 && !exists(path), "temporary while writing");
-	int rc = lora_stw_write(w, buf, 12, &e);
+	int rc = lora_st_writer_write(w, buf, 12, &e);
 	CHECK(rc == LORA_EINVAL && strstr(e.msg, "tensor 'a': write of 12 bytes exceeds the 8 bytes left of its 8"),
 	      "too many: %d %s", rc, e.msg);
-	CHECK(lora_stw_write(w, buf, 8, &e) == 0 && lora_stw_write(w, buf, 4, &e) == 0, "writes: %s", e.msg);
-	rc = lora_stw_write(w, buf, 8, &e);
+	CHECK(lora_st_writer_write(w, buf, 8, &e) == 0 && lora_st_writer_write(w, buf, 4, &e) == 0, "writes: %s", e.msg);
+	rc = lora_st_writer_write(w, buf, 8, &e);
 	CHECK(rc == LORA_EINVAL && strstr(e.msg, "tensor 'b': write of 8 bytes exceeds the 4 bytes left of its 8"),
 	      "too many in b: %d %s", rc, e.msg);
-	CHECK(lora_stw_write(w, buf, 4, &e) == 0, "finish b: %s", e.msg);
-	rc = lora_stw_write(w, buf, 1, &e);
+	CHECK(lora_st_writer_write(w, buf, 4, &e) == 0, "finish b: %s", e.msg);
+	rc = lora_st_writer_write(w, buf, 1, &e);
 	CHECK(rc == LORA_EINVAL && strstr(e.msg, "tensor 'b': write of 1 bytes exceeds the 0 bytes left"),
 	      "past the end: %d %s", rc, e.msg);
-	lora_stw_abort(w);
+	lora_st_writer_abort(w);
 	CHECK(count_temps() == 0 && !exists(path), "abort leaves nothing");
 
 	/* Incomplete tensor at commit. */
-	CHECK(lora_stw_open(&w, path, s, 2, NULL, 0, 0, &e) == 0, "open: %s", e.msg);
-	CHECK(lora_stw_write(w, buf, 8, &e) == 0 && lora_stw_write(w, buf, 4, &e) == 0, "writes: %s", e.msg);
-	rc = lora_stw_commit(w, &e);
+	CHECK(lora_st_writer_open(&w, path, s, 2, NULL, 0, 0, &e) == 0, "open: %s", e.msg);
+	CHECK(lora_st_writer_write(w, buf, 8, &e) == 0 && lora_st_writer_write(w, buf, 4, &e) == 0, "writes: %s", e.msg);
+	rc = lora_st_writer_commit(w, &e);
 	CHECK(rc == LORA_EINVAL && strstr(e.msg, "w.safetensors: tensor 'b': only 4 of 8 bytes written"),
 	      "incomplete: %d %s", rc, e.msg);
 	CHECK(count_temps() == 0 && !exists(path), "failed commit leaves nothing");
 
 	/* Requests the reader would refuse are refused up front. */
-	const lora_stw_spec dup[] = {{"a", LORA_F32, 1, {2}}, {"a", LORA_F32, 1, {2}}};
-	CHECK(lora_stw_open(&w, path, dup, 2, NULL, 0, 0, &e) == LORA_EINVAL && strstr(e.msg, "duplicate tensor name 'a'"),
+	const lora_st_spec dup[] = {{"a", LORA_F32, 1, {2}}, {"a", LORA_F32, 1, {2}}};
+	CHECK(lora_st_writer_open(&w, path, dup, 2, NULL, 0, 0, &e) == LORA_EINVAL && strstr(e.msg, "duplicate tensor name 'a'"),
 	      "dup names: %s", e.msg);
-	const lora_stw_spec bad[] = {{"a\xff", LORA_F32, 1, {2}}};
-	CHECK(lora_stw_open(&w, path, bad, 1, NULL, 0, 0, &e) == LORA_EINVAL && strstr(e.msg, "invalid name"),
+	const lora_st_spec bad[] = {{"a\xff", LORA_F32, 1, {2}}};
+	CHECK(lora_st_writer_open(&w, path, bad, 1, NULL, 0, 0, &e) == LORA_EINVAL && strstr(e.msg, "invalid name"),
 	      "bad utf-8 name: %s", e.msg);
 	const lora_st_meta dm[] = {{"k", "v"}, {"k", "w"}};
-	CHECK(lora_stw_open(&w, path, s, 2, dm, 2, 0, &e) == LORA_EINVAL && strstr(e.msg, "duplicate metadata key 'k'"),
+	CHECK(lora_st_writer_open(&w, path, s, 2, dm, 2, 0, &e) == LORA_EINVAL && strstr(e.msg, "duplicate metadata key 'k'"),
 	      "dup meta: %s", e.msg);
 	CHECK(count_temps() == 0 && !exists(path), "refused opens leave nothing");
 }
@@ -438,14 +438,14 @@ static unsigned long long fnv(unsigned long long h, const void *p, size_t n)
 static void test_model(void)
 {
 	lora_err e = {0, ""};
-	lora_model *m = NULL;
-	const lora_stw_spec s[] = {{"z.weight", LORA_F32, 2, {2, 2}}, {"a.weight", LORA_BF16, 1, {3}}};
+	lora_ckpt *m = NULL;
+	const lora_st_spec s[] = {{"z.weight", LORA_F32, 2, {2, 2}}, {"a.weight", LORA_BF16, 1, {3}}};
 
 	/* Single file in a directory with config.json. */
 	mkdir(P("single"), 0777);
 	CHECK(write_st(P("single/model.safetensors"), s, 2, NULL, 0, 0, 64, &e) == 0, "write: %s", e.msg);
 	put_config(P("single/config.json"), "org/my-model");
-	CHECK(lora_model_open(&m, P("single"), &e) == 0, "open single: %s", e.msg);
+	CHECK(lora_ckpt_open(&m, P("single"), &e) == 0, "open single: %s", e.msg);
 	if (m) {
 		CHECK(strcmp(m->name, "org/my-model") == 0, "name '%s'", m->name);
 		CHECK(m->index_path == NULL && m->config_path && strstr(m->config_path, "single/config.json"), "paths");
@@ -454,9 +454,9 @@ static void test_model(void)
 		CHECK(strcmp(m->tensors[0]->name, "a.weight") == 0 && strcmp(m->tensors[1]->name, "z.weight") == 0,
 		      "sorted by name");
 		CHECK(m->tensor_shard[0] == 0 && m->tensor_shard[1] == 0, "shard indices");
-		CHECK(lora_model_find(m, "z.weight") == m->tensors[1] && !lora_model_find(m, "q"), "model find");
+		CHECK(lora_ckpt_find(m, "z.weight") == m->tensors[1] && !lora_ckpt_find(m, "q"), "model find");
 		char fp[17];
-		lora_model_fingerprint(m, fp);
+		lora_ckpt_fingerprint(m, fp);
 		unsigned long long h = 0xcbf29ce484222325ull;
 		const unsigned char d3[8] = {3}, d2[8] = {2};
 		h = fnv(h, "a.weight", 9), h = fnv(h, "BF16", 5), h = fnv(h, d3, 8);
@@ -464,36 +464,36 @@ static void test_model(void)
 		char want[17];
 		snprintf(want, sizeof want, "%016llx", h);
 		CHECK(strcmp(fp, want) == 0, "fingerprint %s, want %s", fp, want);
-		lora_model_close(m);
+		lora_ckpt_close(m);
 	}
 	/* The file itself, with config.json beside it: the config still names it. */
-	CHECK(lora_model_open(&m, P("single/model.safetensors"), &e) == 0, "open file: %s", e.msg);
+	CHECK(lora_ckpt_open(&m, P("single/model.safetensors"), &e) == 0, "open file: %s", e.msg);
 	if (m) {
 		CHECK(strcmp(m->name, "org/my-model") == 0 && m->config_path, "file name '%s'", m->name);
-		lora_model_close(m);
+		lora_ckpt_close(m);
 	}
 	/* Config without a usable name: directory base name. */
 	put_file(P("single/config.json"), "{\"_name_or_path\": \"\"}", 21);
-	CHECK(lora_model_open(&m, P("single/"), &e) == 0, "open single/: %s", e.msg);
+	CHECK(lora_ckpt_open(&m, P("single/"), &e) == 0, "open single/: %s", e.msg);
 	if (m) {
 		CHECK(strcmp(m->name, "single") == 0, "dir name '%s'", m->name);
-		lora_model_close(m);
+		lora_ckpt_close(m);
 	}
 	put_file(P("single/config.json"), "{\"_name_or_path\": ", 18);
 	MODEL_ERR(P("single"), LORA_EFORMAT, P("single/config.json"), "config.json: file is not valid JSON");
 	unlink(P("single/config.json"));
 	/* No config: a file is named after itself. */
-	CHECK(lora_model_open(&m, P("rt.safetensors"), &e) == 0, "open rt: %s", e.msg);
+	CHECK(lora_ckpt_open(&m, P("rt.safetensors"), &e) == 0, "open rt: %s", e.msg);
 	if (m) {
 		CHECK(strcmp(m->name, "rt") == 0 && !m->config_path && strcmp(m->dir, dir) == 0, "file name '%s'",
 		      m->name);
-		lora_model_close(m);
+		lora_ckpt_close(m);
 	}
 
 	/* Sharded. */
 	mkdir(P("sh"), 0777);
-	const lora_stw_spec s1[] = {{"b", LORA_F32, 1, {2}}, {"a", LORA_F32, 1, {1}}};
-	const lora_stw_spec s2[] = {{"c", LORA_F16, 2, {2, 2}}};
+	const lora_st_spec s1[] = {{"b", LORA_F32, 1, {2}}, {"a", LORA_F32, 1, {1}}};
+	const lora_st_spec s2[] = {{"c", LORA_F16, 2, {2, 2}}};
 	const char *n1 = N1, *n2 = N2;
 	char p1[4200], p2[4200], idx[4200], buf[1024];
 	snprintf(p1, sizeof p1, "%s/sh/%s", dir, n1);
@@ -510,7 +510,7 @@ static void test_model(void)
 	CHECK(write_st(P("sh/model.safetensors"), s2, 1, NULL, 0, 0, 64, &e) == 0, "write stray: %s", e.msg);
 	const char *inputs[] = {P("sh"), idx};
 	for (int k = 0; k < 2; k++) {
-		CHECK(lora_model_open(&m, inputs[k], &e) == 0, "open sharded %s: %s", inputs[k], e.msg);
+		CHECK(lora_ckpt_open(&m, inputs[k], &e) == 0, "open sharded %s: %s", inputs[k], e.msg);
 		if (!m)
 			continue;
 		CHECK(m->index_path && strcmp(m->index_path, idx) == 0, "index path");
@@ -522,9 +522,9 @@ static void test_model(void)
 			CHECK(strcmp(m->tensors[i]->name, want[i]) == 0 && m->tensor_shard[i] == shard[i],
 			      "sharded tensor %zu", i);
 		CHECK(strstr(m->shards[1]->path, n2) != NULL, "shard order");
-		const lora_st_tensor *c = lora_model_find(m, "c");
+		const lora_st_tensor *c = lora_ckpt_find(m, "c");
 		CHECK(c && c->nbytes == 8 && ((const unsigned char *)c->data)[0] == pat(0, 0), "sharded data");
-		lora_model_close(m);
+		lora_ckpt_close(m);
 	}
 
 	const char *bad[][2] = {
@@ -550,7 +550,7 @@ static void test_model(void)
 		MODEL_ERR(P("sh"), k == 1 ? LORA_EIO : LORA_EFORMAT, idx, bad[k][1]);
 	}
 	/* Same tensor in two shards. */
-	const lora_stw_spec s2b[] = {{"c", LORA_F16, 2, {2, 2}}, {"b", LORA_F32, 1, {2}}};
+	const lora_st_spec s2b[] = {{"c", LORA_F16, 2, {2, 2}}, {"b", LORA_F32, 1, {2}}};
 	unlink(p2);
 	CHECK(write_st(p2, s2b, 2, NULL, 0, 0, 64, &e) == 0, "write dup shard: %s", e.msg);
 	snprintf(buf, sizeof buf, "{\"weight_map\": {\"a\": \"%s\", \"b\": \"%s\", \"c\": \"%s\"}}", n1, n2, n2);

@@ -12,7 +12,7 @@ static void freq(const float *logits, size_t V, const lora_sampler *s, size_t n,
 	void *scratch = malloc(V * 8);
 	size_t *count = calloc(V, sizeof *count);
 	for (size_t i = 0; i < n; i++)
-		count[lora_sample(logits, V, s, &r, scratch)]++;
+		count[lora_sample_next(logits, V, s, &r, scratch)]++;
 	for (size_t i = 0; i < V; i++)
 		f[i] = (double)count[i] / (double)n;
 	free(count);

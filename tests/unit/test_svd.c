@@ -60,8 +60,8 @@ static void test_lowrank_svd(size_t m, size_t r, size_t n, int noB, int noA, uin
 	double *U = malloc(m * k * sizeof *U), *S = malloc(k * sizeof *S), *Vt = malloc(k * n * sizeof *Vt);
 	double *P = malloc(m * n * sizeof *P), *R = malloc(m * n * sizeof *R), *sv = malloc(k * sizeof *sv);
 	lora_err e;
-	CHECK(lora_lowrank_svd(U, S, Vt, noB ? NULL : B, noA ? NULL : A, m, r, n, &e) == 0, "lowrank_svd");
-	CHECK(lora_dense_svals(sv, B, A, m, r, n, &e) == 0, "dense_svals");
+	CHECK(lora_linalg_lowrank_svd(U, S, Vt, noB ? NULL : B, noA ? NULL : A, m, r, n, &e) == 0, "lowrank_svd");
+	CHECK(lora_linalg_dense_svals(sv, B, A, m, r, n, &e) == 0, "dense_svals");
 	product(P, B, A, m, r, n);
 	memset(R, 0, m * n * sizeof *R);
 	for (size_t i = 0; i < m; i++)
@@ -111,12 +111,12 @@ static void test_inner_dist(void)
 	for (size_t i = 0; i < m * n; i++)
 		nd += P1[i] * P2[i];
 	lora_err e;
-	CHECK(lora_lowrank_inner(&in, B1, A1, r1, B2, A2, r2, m, n, &e) == 0 && fabs(in - nd) < 1e-10 * fabs(nd) + 1e-10,
+	CHECK(lora_linalg_lowrank_inner(&in, B1, A1, r1, B2, A2, r2, m, n, &e) == 0 && fabs(in - nd) < 1e-10 * fabs(nd) + 1e-10,
 	      "inner %.17g vs %.17g", in, nd);
 	double s1 = 0.75, s2 = -1.5;
 	for (size_t i = 0; i < m * n; i++)
 		D[i] = s1 * P1[i] - s2 * P2[i];
-	CHECK(lora_lowrank_dist(&dist, s1, B1, A1, r1, s2, B2, A2, r2, m, n, &e) == 0 &&
+	CHECK(lora_linalg_lowrank_dist(&dist, s1, B1, A1, r1, s2, B2, A2, r2, m, n, &e) == 0 &&
 	      fabs(dist - fro(D, m * n)) < 1e-12 * fro(D, m * n), "dist %.17g vs %.17g", dist, fro(D, m * n));
 	/* A tiny difference of two large products is resolved: B1 with one
 	 * entry nudged by 2^-20 relative. */
@@ -127,9 +127,9 @@ static void test_inner_dist(void)
 	product(P3, B3, A1, m, r1, n);
 	for (size_t i = 0; i < m * n; i++)
 		D[i] = P1[i] - P3[i];
-	CHECK(lora_lowrank_dist(&dist, 1, B1, A1, r1, 1, B3, A1, r1, m, n, &e) == 0 &&
+	CHECK(lora_linalg_lowrank_dist(&dist, 1, B1, A1, r1, 1, B3, A1, r1, m, n, &e) == 0 &&
 	      fabs(dist - fro(D, m * n)) < 1e-6 * fro(D, m * n), "tiny dist %.17g vs %.17g", dist, fro(D, m * n));
-	CHECK(lora_lowrank_dist(&dist, 2, B1, A1, r1, 2, B1, A1, r1, m, n, &e) == 0 && dist < 1e-13 * fro(P1, m * n),
+	CHECK(lora_linalg_lowrank_dist(&dist, 2, B1, A1, r1, 2, B1, A1, r1, m, n, &e) == 0 && dist < 1e-13 * fro(P1, m * n),
 	      "X - X = %g", dist);
 }
 
@@ -192,7 +192,7 @@ static void test_exact(size_t m, size_t n)
 	float *U = malloc(m * k * sizeof *U), *Vt = malloc(k * n * sizeof *Vt);
 	double *S = malloc(p * sizeof *S);
 	lora_err e;
-	CHECK(lora_svd_exact(U, S, Vt, t.Xf, m, n, k, &e) == 0, "exact");
+	CHECK(lora_linalg_svd_exact(U, S, Vt, t.Xf, m, n, k, &e) == 0, "exact");
 	for (size_t i = 0; i < p; i++)
 		CHECK(fabs(S[i] - s[i]) < 2e-5 * s[0], "%zux%zu exact S[%zu] %g vs planted %g", m, n, i, S[i], s[i]);
 	/* The rank-k truncation equals the planted one: U_k s_k V_k^T. */
@@ -213,14 +213,14 @@ static void test_exact(size_t m, size_t n)
 	CHECK(fabs(err - tail(&t, k)) < 1e-5 * s[0], "exact error %g vs optimal %g", err, tail(&t, k));
 	/* Values only. */
 	double *S2 = malloc(p * sizeof *S2);
-	CHECK(lora_svd_exact(NULL, S2, NULL, t.Xf, m, n, 0, &e) == 0 && fabs(S2[p - 1] - S[p - 1]) < 1e-6 * s[0],
+	CHECK(lora_linalg_svd_exact(NULL, S2, NULL, t.Xf, m, n, 0, &e) == 0 && fabs(S2[p - 1] - S[p - 1]) < 1e-6 * s[0],
 	      "values only");
 	/* Squared singular values from the Gram matrix. */
-	CHECK(lora_sq_svals(S2, t.Xf, m, n, &e) == 0, "sq_svals");
+	CHECK(lora_linalg_sq_svals(S2, t.Xf, m, n, &e) == 0, "sq_svals");
 	for (size_t i = 0; i < p; i++)
 		CHECK(fabs(S2[i] - s[i] * s[i]) < 1e-5 * s[0] * s[0], "%zux%zu sq_svals[%zu] %g vs %g", m, n, i, S2[i],
 		      s[i] * s[i]);
-	CHECK(lora_svd_exact(U, S, Vt, t.Xf, m, n, p + 1, &e) == LORA_EINVAL, "rank above min(m, n)");
+	CHECK(lora_linalg_svd_exact(U, S, Vt, t.Xf, m, n, p + 1, &e) == LORA_EINVAL, "rank above min(m, n)");
 	free(s), free(U), free(Vt), free(S), free(S2), free(T), free(R);
 	unplant(&t);
 }
@@ -236,14 +236,14 @@ static void test_randomized(size_t m, size_t n, double decay, size_t k)
 	float *U2 = malloc(m * k * sizeof *U2), *Vt2 = malloc(k * n * sizeof *Vt2);
 	double *S = malloc((k + 10) * sizeof *S), *S2 = malloc((k + 10) * sizeof *S2);
 	lora_err e;
-	CHECK(lora_svd_randomized(U, S, Vt, t.Xf, m, n, k, 10, 2, 7, &e) == 0, "randomized");
+	CHECK(lora_linalg_svd_randomized(U, S, Vt, t.Xf, m, n, k, 10, 2, 7, &e) == 0, "randomized");
 	double err = trunc_err(&t, U, S, Vt, k), opt = tail(&t, k);
 	CHECK(err <= 1.01 * opt, "%zux%zu decay %g k %zu: randomized error %g above 1.01 x optimal %g", m, n, decay,
 	      k, err, opt);
 	for (size_t i = 0; i < k; i++)
 		CHECK(S[i] <= s[i] * (1 + 1e-5) && S[i] >= s[i] * 0.95, "randomized S[%zu] %g vs %g", i, S[i], s[i]);
 	/* Same seed, same bits; the thread count is not an input. */
-	CHECK(lora_svd_randomized(U2, S2, Vt2, t.Xf, m, n, k, 10, 2, 7, &e) == 0 &&
+	CHECK(lora_linalg_svd_randomized(U2, S2, Vt2, t.Xf, m, n, k, 10, 2, 7, &e) == 0 &&
 	      !memcmp(U, U2, m * k * sizeof *U) && !memcmp(Vt, Vt2, k * n * sizeof *Vt) &&
 	      !memcmp(S, S2, k * sizeof *S), "same seed, same output");
 	free(s), free(U), free(Vt), free(U2), free(Vt2), free(S), free(S2);
@@ -258,14 +258,14 @@ static void test_exact_lowrank_randomized(void)
 	float U[90 * 6], Vt[6 * 70];
 	double S[16];
 	lora_err e;
-	CHECK(lora_svd_randomized(U, S, Vt, t.Xf, 90, 70, 6, 10, 2, 1, &e) == 0, "randomized rank 6");
+	CHECK(lora_linalg_svd_randomized(U, S, Vt, t.Xf, 90, 70, 6, 10, 2, 1, &e) == 0, "randomized rank 6");
 	for (int i = 0; i < 6; i++)
 		CHECK(fabs(S[i] - s[i]) < 1e-5 * s[0], "rank-6 S[%d] %g vs %g", i, S[i], s[i]);
 	CHECK(trunc_err(&t, U, S, Vt, 6) < 1e-5 * 5, "rank-6 residual %g", trunc_err(&t, U, S, Vt, 6));
 	/* q = 0 and p = 0 still give a valid (if worse) answer. */
-	CHECK(lora_svd_randomized(U, S, Vt, t.Xf, 90, 70, 6, 0, 0, 1, &e) == 0 && trunc_err(&t, U, S, Vt, 6) < 1e-4,
+	CHECK(lora_linalg_svd_randomized(U, S, Vt, t.Xf, 90, 70, 6, 0, 0, 1, &e) == 0 && trunc_err(&t, U, S, Vt, 6) < 1e-4,
 	      "p = q = 0");
-	CHECK(lora_svd_randomized(U, S, Vt, t.Xf, 90, 70, 0, 10, 2, 1, &e) == LORA_EINVAL, "rank 0 refused");
+	CHECK(lora_linalg_svd_randomized(U, S, Vt, t.Xf, 90, 70, 0, 10, 2, 1, &e) == LORA_EINVAL, "rank 0 refused");
 	unplant(&t);
 }
 
@@ -288,15 +288,15 @@ static void test_residual_sumsq(void)
 		ss += (double)X[i] * X[i];
 	}
 	lora_err e;
-	CHECK(lora_residual_sq(&got, X, 1.0f, B, A, m, k, n, &e) == 0 && fabs(got - want) < 1e-5 * want,
+	CHECK(lora_linalg_residual_sq(&got, X, 1.0f, B, A, m, k, n, &e) == 0 && fabs(got - want) < 1e-5 * want,
 	      "residual %g vs %g", got, want);
 	/* X - 2 B A */
 	double want2 = 0;
 	for (size_t i = 0; i < m * n; i++)
 		want2 += (X[i] - 2 * P[i]) * (X[i] - 2 * P[i]);
-	CHECK(lora_residual_sq(&got, X, 2.0f, B, A, m, k, n, &e) == 0 && fabs(got - want2) < 1e-5 * want2,
+	CHECK(lora_linalg_residual_sq(&got, X, 2.0f, B, A, m, k, n, &e) == 0 && fabs(got - want2) < 1e-5 * want2,
 	      "scaled residual %g vs %g", got, want2);
-	CHECK(fabs(lora_sumsq(X, m * n) - ss) < 1e-12 * ss, "sumsq");
+	CHECK(fabs(lora_linalg_sumsq(X, m * n) - ss) < 1e-12 * ss, "sumsq");
 	free(X), free(B), free(A), free(P);
 }
 
@@ -365,7 +365,7 @@ static void test_factor(lora_svd_method method)
 	CHECK(lora_svd_factor(&B, &A, &k, t.Xf, m, n, &o, 3, &r, &e) == 0, "bf16");
 	int exact_bf16 = 1;
 	for (size_t i = 0; i < m * k; i++)
-		exact_bf16 &= lora_bf16_to_f32(lora_f32_to_bf16(B[i])) == B[i];
+		exact_bf16 &= lora_dtype_bf16_to_f32(lora_dtype_f32_to_bf16(B[i])) == B[i];
 	CHECK(exact_bf16, "bf16 factors are bf16 values");
 	CHECK(r.rel_error > 1e-3 && r.rel_error < 1e-2, "bf16 rounding shows in the error: %g", r.rel_error);
 	free(B), free(A);
@@ -402,7 +402,7 @@ static void test_rerank(void)
 	double s[6] = {6, 5, 4, 3, 2, 1}, *U, *V;
 	/* alpha -12 at rank 6 with rsLoRA: scale -12 / sqrt(6). */
 	lora_adapter *a = planted_adapter(m, n, r, s, -12, 1, 81, &U, &V), *b = NULL;
-	double sc = lora_layer_scale(a, &a->layers[0]), tot = 0;
+	double sc = lora_adapter_layer_scale(a, &a->layers[0]), tot = 0;
 	for (int i = 0; i < 6; i++)
 		tot += s[i] * s[i] * sc * sc;
 	double *P = malloc(m * n * sizeof *P), *Q = malloc(m * n * sizeof *Q);
@@ -417,7 +417,7 @@ static void test_rerank(void)
 		o.rank = newr;
 		CHECK(lora_svd_rerank(&b, a, &o, &rep, &e) == 0, "rerank %zu", newr);
 		const lora_layer *l = &b->layers[0];
-		CHECK(l->rank == newr && l->alpha == (double)newr && !b->rslora && lora_layer_scale(b, l) == 1,
+		CHECK(l->rank == newr && l->alpha == (double)newr && !b->rslora && lora_adapter_layer_scale(b, l) == 1,
 		      "rank %zu alpha %g scale 1", l->rank, l->alpha);
 		product(Q, l->B, l->A, m, newr, n);
 		if (newr >= r) {

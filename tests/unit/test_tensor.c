@@ -53,8 +53,8 @@ int main(void)
 {
 	/* every f16 and bf16 code through f32 and back */
 	for (unsigned h = 0; h < 65536; h++) {
-		float x = lora_f16_to_f32((uint16_t)h);
-		unsigned back = lora_f32_to_f16(x);
+		float x = lora_dtype_f16_to_f32((uint16_t)h);
+		unsigned back = lora_dtype_f32_to_f16(x);
 		int nan = ((h >> 10) & 31) == 31 && (h & 1023);
 		if (nan)
 			CHECK(isnan(x) && (back & 0x7e00) == 0x7e00 && (back & 0x8000) == (h & 0x8000),
@@ -65,10 +65,10 @@ int main(void)
 			double ref = f16_value(h & 0x7fff) * ((h & 0x8000) ? -1 : 1);
 			CHECK((double)x == ref, "f16 %04x decodes to %g, want %g", h, x, ref);
 		}
-		float y = lora_bf16_to_f32((uint16_t)h);
-		unsigned bb = lora_f32_to_bf16(y);
+		float y = lora_dtype_bf16_to_f32((uint16_t)h);
+		unsigned bb = lora_dtype_f32_to_bf16(y);
 		if (isnan(y))
-			CHECK(isnan(lora_bf16_to_f32((uint16_t)bb)) && (bb & 0x8000) == (h & 0x8000),
+			CHECK(isnan(lora_dtype_bf16_to_f32((uint16_t)bb)) && (bb & 0x8000) == (h & 0x8000),
 			      "bf16 NaN %04x -> %04x", h, bb);
 		else
 			CHECK(bb == h, "bf16 %04x -> %04x", h, bb);
@@ -82,40 +82,40 @@ int main(void)
 			x = f((u(x) & 0x80ffffffu) | ((uint32_t)(100 + lora_rng_u64(&r) % 48) << 23));
 		if (isnan(x))
 			continue;
-		CHECK(lora_f32_to_f16(x) == ref_f32_to_f16(x), "f32 %08x -> f16 %04x, want %04x", u(x),
-		      lora_f32_to_f16(x), ref_f32_to_f16(x));
-		CHECK(lora_f32_to_bf16(x) == ref_f32_to_bf16(x), "f32 %08x -> bf16 %04x, want %04x", u(x),
-		      lora_f32_to_bf16(x), ref_f32_to_bf16(x));
+		CHECK(lora_dtype_f32_to_f16(x) == ref_f32_to_f16(x), "f32 %08x -> f16 %04x, want %04x", u(x),
+		      lora_dtype_f32_to_f16(x), ref_f32_to_f16(x));
+		CHECK(lora_dtype_f32_to_bf16(x) == ref_f32_to_bf16(x), "f32 %08x -> bf16 %04x, want %04x", u(x),
+		      lora_dtype_f32_to_bf16(x), ref_f32_to_bf16(x));
 	}
 	for (unsigned h = 0; h < 0x7bff; h++) {
 		float mid = (float)((f16_value(h) + f16_value(h + 1)) / 2); /* exact in f32 */
-		CHECK(lora_f32_to_f16(mid) == ref_f32_to_f16(mid), "f16 tie after %04x", h);
-		CHECK(lora_f32_to_f16(mid) == ((h & 1) ? h + 1 : h), "f16 tie after %04x rounds to even", h);
+		CHECK(lora_dtype_f32_to_f16(mid) == ref_f32_to_f16(mid), "f16 tie after %04x", h);
+		CHECK(lora_dtype_f32_to_f16(mid) == ((h & 1) ? h + 1 : h), "f16 tie after %04x rounds to even", h);
 	}
 	/* named edge cases */
-	CHECK(lora_f32_to_f16(65504.0f) == 0x7bff, "f16 max");
-	CHECK(lora_f32_to_f16(65519.99f) == 0x7bff, "just below the overflow threshold");
-	CHECK(lora_f32_to_f16(65520.0f) == 0x7c00, "65520 rounds to inf");
-	CHECK(lora_f32_to_f16(-INFINITY) == 0xfc00, "-inf");
-	CHECK(lora_f32_to_f16(0x1p-25f) == 0x0000, "half the smallest subnormal ties to zero");
-	CHECK(lora_f32_to_f16(0x1.8p-25f) == 0x0001, "above half rounds up to 2^-24");
-	CHECK(lora_f32_to_f16(-0.0f) == 0x8000, "negative zero keeps its sign");
-	CHECK(lora_f32_to_bf16(f(0x3f808000u)) == 0x3f80, "bf16 tie to even (down)");
-	CHECK(lora_f32_to_bf16(f(0x3f818000u)) == 0x3f82, "bf16 tie to even (up)");
-	CHECK(lora_f32_to_bf16(f(0x7f7fffffu)) == 0x7f80, "FLT_MAX rounds to bf16 inf");
-	CHECK(lora_f32_to_bf16(f(0x00000001u)) == 0x0000, "smallest f32 subnormal to bf16 zero");
-	CHECK(lora_f32_to_bf16(NAN) != 0x7f80 && isnan(lora_bf16_to_f32(lora_f32_to_bf16(NAN))), "bf16 NaN stays NaN");
+	CHECK(lora_dtype_f32_to_f16(65504.0f) == 0x7bff, "f16 max");
+	CHECK(lora_dtype_f32_to_f16(65519.99f) == 0x7bff, "just below the overflow threshold");
+	CHECK(lora_dtype_f32_to_f16(65520.0f) == 0x7c00, "65520 rounds to inf");
+	CHECK(lora_dtype_f32_to_f16(-INFINITY) == 0xfc00, "-inf");
+	CHECK(lora_dtype_f32_to_f16(0x1p-25f) == 0x0000, "half the smallest subnormal ties to zero");
+	CHECK(lora_dtype_f32_to_f16(0x1.8p-25f) == 0x0001, "above half rounds up to 2^-24");
+	CHECK(lora_dtype_f32_to_f16(-0.0f) == 0x8000, "negative zero keeps its sign");
+	CHECK(lora_dtype_f32_to_bf16(f(0x3f808000u)) == 0x3f80, "bf16 tie to even (down)");
+	CHECK(lora_dtype_f32_to_bf16(f(0x3f818000u)) == 0x3f82, "bf16 tie to even (up)");
+	CHECK(lora_dtype_f32_to_bf16(f(0x7f7fffffu)) == 0x7f80, "FLT_MAX rounds to bf16 inf");
+	CHECK(lora_dtype_f32_to_bf16(f(0x00000001u)) == 0x0000, "smallest f32 subnormal to bf16 zero");
+	CHECK(lora_dtype_f32_to_bf16(NAN) != 0x7f80 && isnan(lora_dtype_bf16_to_f32(lora_dtype_f32_to_bf16(NAN))), "bf16 NaN stays NaN");
 
 	/* buffer conversions are little-endian */
 	float v[3] = {1.0f, -2.0f, 0.5f}, back[3];
 	unsigned char buf[12];
-	lora_from_f32(buf, v, LORA_BF16, 3);
+	lora_dtype_from_f32(buf, v, LORA_BF16, 3);
 	CHECK(buf[0] == 0x80 && buf[1] == 0x3f && buf[2] == 0x00 && buf[3] == 0xc0, "bf16 LE bytes");
-	lora_to_f32(back, buf, LORA_BF16, 3);
+	lora_dtype_to_f32(back, buf, LORA_BF16, 3);
 	CHECK(memcmp(back, v, sizeof v) == 0, "bf16 buffer round trip");
-	lora_from_f32(buf, v, LORA_F16, 3);
+	lora_dtype_from_f32(buf, v, LORA_F16, 3);
 	CHECK(buf[0] == 0x00 && buf[1] == 0x3c, "f16 LE bytes");
-	lora_to_f32(back, buf, LORA_F16, 3);
+	lora_dtype_to_f32(back, buf, LORA_F16, 3);
 	CHECK(memcmp(back, v, sizeof v) == 0, "f16 buffer round trip");
 
 	/* overflow-checked shape products */

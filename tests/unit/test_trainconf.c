@@ -181,7 +181,7 @@ static void test_good_file(void)
 	lora_trainconf_optim(&c, &oc);
 	CHECK(oc.kind == LORA_OPTIM_SGD && oc.lr == 3e-5 && oc.beta1 == 0.8 && oc.beta2 == 0.95 && oc.eps == 1e-6 &&
 	          oc.weight_decay == 0.01 && oc.momentum == 0.9, "optimizer conf");
-	lora_schedule s;
+	lora_optim_schedule s;
 	lora_trainconf_schedule(&c, 700, &s);
 	CHECK(s.kind == LORA_SCHED_LINEAR && s.lr == 3e-5 && s.warmup == 20 && s.total == 700, "schedule");
 
