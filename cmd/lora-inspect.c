@@ -13,7 +13,7 @@
 #include "io/load.h"
 #include "io/lorafile.h"
 #include "io/peft.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 
 enum { O_JSON = 256, O_LAYERS, O_STATS, O_CHECK, O_TOP };
 

@@ -138,7 +138,7 @@ small_memory() {
 	assert_equal "$stderr" "lora-inspect: far.safetensors: tensor 'w': data_offsets must be [begin, end], non-negative integers"
 	mkst wrap.safetensors '{"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}}'
 	run -1 --separate-stderr small_memory lora-inspect wrap.safetensors
-	assert_equal "$stderr" "lora-inspect: wrap.safetensors: tensor 'w': shape [4294967296,4294967296,4] x F32 overflows"
+	assert_equal "$stderr" "lora-inspect: wrap.safetensors: tensor 'w': F32 4294967296x4294967296x4 overflows"
 }
 
 @test "YAML aliases cannot expand: lora-train refuses anchors before reading on" {
@@ -155,7 +155,7 @@ small_memory() {
 	mkpeft p q=4x4x1 >/dev/null
 	printf '%s' "$deep" >p/adapter_config.json
 	run -1 --separate-stderr lora-inspect p
-	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: not valid JSON (error near byte 1000)"
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: file is not valid JSON (error near byte 1000)"
 	cp -r "$FIX/model/llama_gqa" m
 	printf '%s' "$deep" >m/config.json
 	run -1 --separate-stderr lora-inspect m

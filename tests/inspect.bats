@@ -174,5 +174,5 @@ setup() {
 @test "safetensors: dtype and byte length disagree" {
 	mkst d.safetensors '{"w":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,16]}}' 16
 	run -1 --separate-stderr lora-inspect d.safetensors
-	assert_equal "$stderr" "lora-inspect: d.safetensors: tensor 'w': shape [2,2] x BF16 is 8 bytes but data_offsets span 16"
+	assert_equal "$stderr" "lora-inspect: d.safetensors: tensor 'w': BF16 2x2 is 8 bytes but data_offsets span 16"
 }

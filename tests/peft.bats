@@ -123,17 +123,20 @@ refused() {
 @test "config: malformed JSON, not an object, no peft_type, another peft_type" {
 	mkpeft p w=16x16x4
 	printf '{"peft_type": "LORA",' >p/adapter_config.json
-	refused 'p/adapter_config.json: not valid JSON (error near byte 20)'
+	refused 'p/adapter_config.json: file is not valid JSON (error near byte 20)'
 	printf '[1]' >p/adapter_config.json
-	refused 'p/adapter_config.json: not a JSON object'
+	refused 'p/adapter_config.json: file is not a JSON object'
 	printf '{"r": 4}' >p/adapter_config.json
 	refused "p/adapter_config.json: 'peft_type' is missing"
 	printf '{"peft_type": "LORA"} x' >p/adapter_config.json
-	refused 'p/adapter_config.json: data after the JSON object (byte 22)'
+	refused 'p/adapter_config.json: file has data after the JSON object (byte 22)'
 	printf '{"peft_type": "LORA", "base_model_name_or_path": "\351"}' >p/adapter_config.json
-	refused 'p/adapter_config.json: not valid UTF-8 (byte 50)'
+	refused 'p/adapter_config.json: file is not valid UTF-8 (byte 50)'
 	printf '{"peft_type": "LORA", "base_model_name_or_path": "\000"}' >p/adapter_config.json
-	refused 'p/adapter_config.json: contains a NUL byte'
+	refused 'p/adapter_config.json: file contains a control character at byte 50'
+	# Python keeps the last of two equal keys, cJSON the first: refuse, do not guess.
+	printf '{"peft_type": "LORA", "lora_alpha": 16, "r": 8, "lora_alpha": 1600}' >p/adapter_config.json
+	refused "p/adapter_config.json: file has the key 'lora_alpha' twice in one object"
 	mkpeft --peft-type LOHA p w=16x16x4
 	refused "p/adapter_config.json: peft_type 'LOHA' is not supported (only LORA)"
 }

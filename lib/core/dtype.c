@@ -42,23 +42,6 @@ int lora_dtype_parse(const char *s, lora_dtype *t)
 	return -1;
 }
 
-int lora_shape_mul(size_t a, size_t b, size_t *out)
-{
-	if (a && b > SIZE_MAX / a)
-		return -1;
-	*out = a * b;
-	return 0;
-}
-
-int lora_shape_bytes(const size_t *shape, size_t ndim, size_t elem, size_t *out)
-{
-	size_t n = elem;
-	for (size_t i = 0; i < ndim; i++)
-		if (lora_shape_mul(n, shape[i], &n))
-			return -1;
-	*out = n;
-	return 0;
-}
 
 static uint32_t f32_bits(float f)
 {

@@ -1,16 +1,17 @@
-/* tensor: element types, shapes and float conversions.
+/* dtype: element types and float conversions.
  *
  * Every safetensors dtype is known by name and size so that readers can
  * validate any checkpoint; arithmetic is done in f32 and only F32, F16 and
  * BF16 are converted. Conversions to f16/bf16 round to nearest even and keep
  * inf, NaN (quieted) and subnormals. */
-#ifndef LORA_TENSOR_H
-#define LORA_TENSOR_H
+#ifndef LORA_DTYPE_H
+#define LORA_DTYPE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/shape.h"
 
 typedef enum {
 	LORA_F32, LORA_F16, LORA_BF16,           /* the float types we compute on */
@@ -18,8 +19,6 @@ typedef enum {
 	LORA_U16, LORA_U8, LORA_BOOL, LORA_F8_E4M3, LORA_F8_E5M2,
 	LORA_DTYPE_COUNT
 } lora_dtype;
-
-#define LORA_MAX_DIMS 8
 
 /* Safetensors name ("F32", "BF16", ...) of a dtype. */
 const char *lora_dtype_st_name(lora_dtype t);
@@ -33,10 +32,6 @@ size_t lora_dtype_size(lora_dtype t);
 /* 1 if t is F32, F16 or BF16. */
 int lora_dtype_is_float(lora_dtype t);
 
-/* *out = a * b, or return -1 on size_t overflow. */
-int lora_shape_mul(size_t a, size_t b, size_t *out);
-/* Product of shape[0..ndim) times elem; -1 on overflow. */
-int lora_shape_bytes(const size_t *shape, size_t ndim, size_t elem, size_t *out);
 
 float lora_dtype_f16_to_f32(uint16_t h);
 uint16_t lora_dtype_f32_to_f16(float f);

@@ -61,3 +61,5 @@ int lora_err_prefix(lora_err *e, const char *fmt, ...)
 	one_line(e->msg, sizeof e->msg);
 	return e->code;
 }
+
+int lora_err_nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memory"); }

@@ -30,4 +30,7 @@ int lora_err_set(lora_err *e, int code, const char *fmt, ...)
 int lora_err_prefix(lora_err *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* "out of memory" with LORA_ENOMEM; returns LORA_ENOMEM. */
+int lora_err_nomem(lora_err *e);
+
 #endif

@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "core/dtype.h"
+#include "core/path.h"
 
 static const char *const names[] = {"auto", "u16", "u32", "llmc", "bytes"};
 
@@ -25,11 +26,6 @@ int lora_data_format_parse(const char *s, lora_data_format *f)
 
 const char *lora_data_format_name(lora_data_format f) { return names[f]; }
 
-static int ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && strcmp(s + a - b, suf) == 0;
-}
 
 static uint32_t rd32(const unsigned char *p)
 {
@@ -88,9 +84,9 @@ int lora_data_open(lora_data **out, const char *path, lora_data_format fmt, size
 	if (fmt == LORA_DATA_AUTO) {
 		if (size >= LORA_LLMC_HEADER_BYTES && (magic == LORA_LLMC_MAGIC_U16 || magic == LORA_LLMC_MAGIC_U32))
 			fmt = LORA_DATA_LLMC;
-		else if (ends_with(path, ".u32"))
+		else if (lora_path_has_suffix(path, ".u32"))
 			fmt = LORA_DATA_U32;
-		else if (ends_with(path, ".bin") || ends_with(path, ".u16"))
+		else if (lora_path_has_suffix(path, ".bin") || lora_path_has_suffix(path, ".u16"))
 			fmt = LORA_DATA_U16;
 		else {
 			rc = lora_err_set(e, LORA_EUSAGE,

@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/json.h"
 #include "core/outfile.h"
+#include "core/path.h"
 #include "io/safetensors.h"
 
 /* PEFT saves LoRA models wrapped as base_model.model.<module>. */
@@ -23,43 +25,9 @@ static const char PREFIX[] = "base_model.model.";
 #define DEFAULT_R 8
 #define DEFAULT_ALPHA 8
 
-/* ---- paths ---- */
 
-static int ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && strcmp(s + a - b, suf) == 0;
-}
 
-static int is_file(const char *p)
-{
-	struct stat sb;
-	return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
 
-/* dir + "/" + file, without doubling a trailing slash of dir. */
-static char *join(const char *dir, const char *file)
-{
-	size_t n = strlen(dir);
-	while (n > 1 && dir[n - 1] == '/')
-		n--;
-	size_t len = n + strlen(file) + 2;
-	char *s = malloc(len);
-	if (s)
-		snprintf(s, len, "%.*s/%s", (int)n, dir, file);
-	return s;
-}
-
-/* Directory part of a file path ("." when there is none). */
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
-}
 
 int lora_peft_detect(const char *path)
 {
@@ -69,12 +37,12 @@ int lora_peft_detect(const char *path)
 	if (stat(path, &sb) != 0)
 		return 0;
 	if (S_ISDIR(sb.st_mode)) {
-		cfg = join(path, LORA_PEFT_CONFIG);
-	} else if (S_ISREG(sb.st_mode) && ends_with(path, ".safetensors")) {
-		dir = dir_of(path);
-		cfg = dir ? join(dir, LORA_PEFT_CONFIG) : NULL;
+		cfg = lora_path_join(path, LORA_PEFT_CONFIG);
+	} else if (S_ISREG(sb.st_mode) && lora_path_has_suffix(path, ".safetensors")) {
+		dir = lora_path_dir(path);
+		cfg = dir ? lora_path_join(dir, LORA_PEFT_CONFIG) : NULL;
 	}
-	yes = cfg && is_file(cfg);
+	yes = cfg && lora_path_is_file(cfg);
 	free(dir);
 	free(cfg);
 	return yes;
@@ -90,15 +58,15 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 	if (stat(path, &sb) != 0)
 		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
 	if (S_ISDIR(sb.st_mode)) {
-		*cfg = join(path, LORA_PEFT_CONFIG);
-		*weights = join(path, LORA_PEFT_WEIGHTS);
-		bin = join(path, "adapter_model.bin");
+		*cfg = lora_path_join(path, LORA_PEFT_CONFIG);
+		*weights = lora_path_join(path, LORA_PEFT_WEIGHTS);
+		bin = lora_path_join(path, "adapter_model.bin");
 		if (!*cfg || !*weights || !bin) {
 			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
-		} else if (!is_file(*cfg)) {
+		} else if (!lora_path_is_file(*cfg)) {
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s (not a PEFT adapter directory)", path,
 			                  LORA_PEFT_CONFIG);
-		} else if (!is_file(*weights) && is_file(bin)) {
+		} else if (!lora_path_is_file(*weights) && lora_path_is_file(bin)) {
 			rc = lora_err_set(e, LORA_EFORMAT,
 			                  "%s: adapter_model.bin (a Python pickle) is not supported; save the adapter as %s",
 			                  path, LORA_PEFT_WEIGHTS);
@@ -107,11 +75,11 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 		}
 	} else {
 		*weights = strdup(path);
-		dir = dir_of(path);
-		*cfg = dir ? join(dir, LORA_PEFT_CONFIG) : NULL;
+		dir = lora_path_dir(path);
+		*cfg = dir ? lora_path_join(dir, LORA_PEFT_CONFIG) : NULL;
 		if (!*weights || !*cfg)
 			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
-		else if (!is_file(*cfg))
+		else if (!lora_path_is_file(*cfg))
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s beside it (not a PEFT adapter)", path,
 			                  LORA_PEFT_CONFIG);
 	}
@@ -411,52 +379,16 @@ static int compile_pattern(const cJSON *o, int ranks, pkey **res, size_t *n, con
 	return 0;
 }
 
-/* Offset of the first byte of s[0..n) that breaks UTF-8 (overlong forms,
- * surrogates, code points past U+10FFFF), or n. The text may end up in a
- * .lora header, which must be UTF-8. */
-static size_t utf8_bad(const unsigned char *s, size_t n)
-{
-	for (size_t i = 0; i < n;) {
-		unsigned c = s[i];
-		size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-		uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-		static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-		if (!len || n - i < len)
-			return i;
-		for (size_t k = 1; k < len; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return i;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return i;
-		i += len;
-	}
-	return n;
-}
 
 /* Parse and check a LoRA config from text; name is used in messages. */
-static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *name, lora_err *e)
+static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *name, const char *what,
+                         lora_err *e)
 {
-	const char *end = NULL;
 	const cJSON *x;
 	int rc;
 	memset(c, 0, sizeof *c);
-	size_t bad;
-	if (memchr(text, 0, len))
-		return lora_err_set(e, LORA_EFORMAT, "%s: contains a NUL byte", name);
-	if ((bad = utf8_bad((const unsigned char *)text, len)) < len)
-		return lora_err_set(e, LORA_EFORMAT, "%s: not valid UTF-8 (byte %zu)", name, bad);
-	c->root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-	if (!c->root)
-		return lora_err_set(e, LORA_EFORMAT, "%s: not valid JSON (error near byte %zu)", name,
-		                    end ? (size_t)(end - text) : (size_t)0);
-	for (const char *p = end; p < text + len; p++)
-		if (!strchr(" \t\r\n", *p))
-			return lora_err_set(e, LORA_EFORMAT, "%s: data after the JSON object (byte %zu)", name,
-			                    (size_t)(p - text));
-	if (!cJSON_IsObject(c->root))
-		return lora_err_set(e, LORA_EFORMAT, "%s: not a JSON object", name);
+	if ((rc = lora_json_parse(&c->root, name, what, text, len, e)))
+		return rc;
 	x = cJSON_GetObjectItemCaseSensitive(c->root, "peft_type");
 	if (!x)
 		return lora_err_set(e, LORA_EFORMAT, "%s: 'peft_type' is missing", name);
@@ -549,49 +481,6 @@ static void pconfig_resolve(const pconfig *c, const char *module, size_t *rank, 
 		}
 }
 
-/* Read a whole (small) file into memory, NUL-terminated. */
-static int slurp(const char *path, char **buf, size_t *len, lora_err *e)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
-	struct stat sb;
-	*buf = NULL;
-	if (fd < 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: not a readable regular file", path);
-		goto out;
-	}
-	if ((uintmax_t)sb.st_size > LORA_PEFT_MAX_CONFIG) {
-		rc = lora_err_set(e, LORA_EFORMAT, "%s: %lld bytes is too large for an adapter config", path,
-		                  (long long)sb.st_size);
-		goto out;
-	}
-	size_t n = (size_t)sb.st_size, have = 0;
-	if (!(*buf = malloc(n + 1))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
-	while (have < n) {
-		ssize_t k = read(fd, *buf + have, n - have);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			rc = k < 0 ? lora_err_set(e, LORA_EIO, "%s: read error: %s", path, strerror(errno))
-			           : lora_err_set(e, LORA_EIO, "%s: file shrank while being read", path);
-			goto out;
-		}
-		have += (size_t)k;
-	}
-	(*buf)[n] = 0;
-	*len = n;
-out:
-	if (rc) {
-		free(*buf);
-		*buf = NULL;
-	}
-	close(fd);
-	return rc;
-}
 
 /* ---- reading ---- */
 
@@ -634,15 +523,6 @@ static int classify(const char *key, char **module)
 	return -1;
 }
 
-static void fmt_shape(char *buf, size_t n, const lora_st_tensor *t)
-{
-	size_t at = 0;
-	buf[0] = 0;
-	for (size_t d = 0; d < t->ndim && at < n; d++)
-		at += (size_t)snprintf(buf + at, n - at, "%s%zu", d ? "x" : "", t->shape[d]);
-	if (t->ndim == 0)
-		snprintf(buf, n, "scalar");
-}
 
 /* Convert tensor t to freshly allocated f32, refusing non-finite values. */
 static int load_f32(float **out, const lora_st_tensor *t, const char *path, lora_err *e)
@@ -689,14 +569,14 @@ static int add_layer(lora_adapter *a, const char *module, const lora_st_tensor *
 			                    tk[k]->name, tk[k]->ndim);
 	size_t rank = A->shape[0], in = A->shape[1], out = B->shape[0];
 	if (B->shape[1] != rank) {
-		fmt_shape(sh, sizeof sh, A);
+		lora_shape_format(sh, sizeof sh, A->shape, A->ndim);
 		return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': shape %s does not match lora_B rank %zu", path,
 		                    A->name, sh, B->shape[1]);
 	}
 	if (rank < 1 || in < 1 || out < 1 || rank > (1u << 31) || in > (1u << 31) || out > (1u << 31)) {
-		fmt_shape(sh, sizeof sh, A);
+		lora_shape_format(sh, sizeof sh, A->shape, A->ndim);
 		char shb[96];
-		fmt_shape(shb, sizeof shb, B);
+		lora_shape_format(shb, sizeof shb, B->shape, B->ndim);
 		return lora_err_set(e, LORA_EFORMAT,
 		                    "%s: module '%s': shapes %s (lora_A) and %s (lora_B) are out of range "
 		                    "(each side in [1, 2^31])",
@@ -724,7 +604,7 @@ static int add_layer(lora_adapter *a, const char *module, const lora_st_tensor *
 			return lora_err_set(e, LORA_EFORMAT, "%s: module '%s' has no '%s' but %s sets %s", path, module,
 			                    suffixes[k] + 1, cfgname, flag[k]);
 		if (tk[k] && (tk[k]->ndim != 1 || tk[k]->shape[0] != out)) {
-			fmt_shape(sh, sizeof sh, tk[k]);
+			lora_shape_format(sh, sizeof sh, tk[k]->shape, tk[k]->ndim);
 			return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': shape %s does not match lora_B (%zu outputs)",
 			                    path, tk[k]->name, sh, out);
 		}
@@ -754,8 +634,9 @@ int lora_peft_read(lora_adapter **out, const char *path, lora_err *e)
 	size_t nextra = 0;
 	int rc;
 	*out = NULL;
-	if ((rc = resolve(path, &cfg, &weights, e)) || (rc = slurp(cfg, &text, &len, e)) ||
-	    (rc = pconfig_parse(&c, text, len, cfg, e)) || (rc = lora_st_open(&st, weights, e)))
+	if ((rc = resolve(path, &cfg, &weights, e)) ||
+	    (rc = lora_json_slurp(&text, &len, cfg, LORA_PEFT_MAX_CONFIG, e)) ||
+	    (rc = pconfig_parse(&c, text, len, cfg, "file", e)) || (rc = lora_st_open(&st, weights, e)))
 		goto out;
 	a = lora_adapter_new();
 	ent = calloc(st->ntensors + 1, sizeof *ent);
@@ -990,7 +871,7 @@ static int set_ranks(cJSON *root, const lora_adapter *a, lora_err *e)
 		pconfig c;
 		if (!text)
 			goto nomem;
-		int ok = pconfig_parse(&c, text, strlen(text), "adapter_config.json", e) == 0 && ranks_agree(&c, a);
+		int ok = pconfig_parse(&c, text, strlen(text), "adapter_config.json", "text", e) == 0 && ranks_agree(&c, a);
 		pconfig_free(&c);
 		cJSON_free(text);
 		if (ok)
@@ -1162,7 +1043,7 @@ int lora_peft_config(const lora_adapter *a, char **text, lora_err *e)
 			goto out;
 		goto print;
 	}
-	if ((rc = pconfig_parse(&c, a->peft_config, strlen(a->peft_config), "the adapter's PEFT config", e)))
+	if ((rc = pconfig_parse(&c, a->peft_config, strlen(a->peft_config), "the adapter's PEFT config", "text", e)))
 		goto out;
 	int same_ranks = ranks_agree(&c, a), cover = targets_cover(c.targets, a);
 	int same_base = !a->base_name || (c.base && strcmp(c.base, a->base_name) == 0);
@@ -1374,7 +1255,7 @@ static int check_replaceable(const char *dir, lora_err *e)
 static void remove_adapter_dir(const char *dir)
 {
 	for (size_t i = 0; i < sizeof adapter_files / sizeof *adapter_files; i++) {
-		char *p = join(dir, adapter_files[i]);
+		char *p = lora_path_join(dir, adapter_files[i]);
 		if (p)
 			unlink(p);
 		free(p);
@@ -1422,7 +1303,7 @@ int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err 
 	size_t n = strlen(dir);
 	while (n > 1 && dir[n - 1] == '/')
 		n--;
-	if (!(target = strndup(dir, n)) || !(parent = dir_of(target)))
+	if (!(target = strndup(dir, n)) || !(parent = lora_path_dir(target)))
 		goto nomem;
 	exists = lstat(target, &sb) == 0;
 	if (exists && !force) {

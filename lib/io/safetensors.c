@@ -11,14 +11,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/json.h"
 #include "core/outfile.h"
+#include "core/utf8.h"
 
 /* JSON numbers reach us as doubles; above 2^53 a double no longer names a
  * single integer, so sizes and offsets beyond it are refused. */
 #define MAX_EXACT 9007199254740992.0
 
-/* Files bigger than this are not plausible index.json or config.json. */
-#define MAX_JSON_FILE (64u << 20)
 
 /* What lora_st_open hands out: the public struct plus a name index for
  * lora_st_find (binary search). */
@@ -31,102 +31,8 @@ typedef struct {
  * that data is never NULL. */
 static const unsigned char no_data[1];
 
-/* ---- text checks shared by the header, index.json and config.json ---- */
 
-/* Offset of the first byte that breaks strict UTF-8 (overlong forms,
- * surrogates and code points above U+10FFFF included), or n if none. */
-static size_t utf8_bad(const unsigned char *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		unsigned c = s[i];
-		size_t len;
-		uint32_t cp, min;
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			len = 2, cp = c & 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			len = 3, cp = c & 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			len = 4, cp = c & 0x07, min = 0x10000;
-		} else {
-			return i;
-		}
-		if (n - i < len)
-			return i;
-		for (size_t k = 1; k < len; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return i;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return i;
-		i += len;
-	}
-	return n;
-}
 
-/* JSON allows no raw control characters (tab, LF and CR only as
- * whitespace), and cJSON returns strings NUL-terminated, so a "\u0000"
- * escape would silently cut a tensor name short: refuse both. Returns what
- * was found (and its offset in *at) or NULL. */
-static const char *json_bad_char(const unsigned char *s, size_t n, size_t *at)
-{
-	int in_str = 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned c = s[i];
-		*at = i;
-		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
-			return "control character";
-		if (!in_str) {
-			in_str = c == '"';
-		} else if (c == '"') {
-			in_str = 0;
-		} else if (c == '\\' && i + 1 < n) {
-			if (n - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0)
-				return "\\u0000 escape";
-			i++;
-		}
-	}
-	return NULL;
-}
-
-static int json_space(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-/* Parse n bytes of JSON text that must be one object, with only whitespace
- * after it. what names the text in messages ("header"). */
-static int parse_json(cJSON **out, const char *path, const char *what, const char *s, size_t n,
-                      lora_err *e)
-{
-	size_t at;
-	const char *bad;
-	*out = NULL;
-	if ((at = utf8_bad((const unsigned char *)s, n)) < n)
-		return lora_err_set(e, LORA_EFORMAT, "%s: %s is not valid UTF-8 (byte %zu)", path, what, at);
-	if ((bad = json_bad_char((const unsigned char *)s, n, &at)))
-		return lora_err_set(e, LORA_EFORMAT, "%s: %s contains a %s at byte %zu", path, what, bad, at);
-	/* cJSON's require_null_terminated fails when the text ends exactly at
-	 * the given length (1.7.15), so trailing bytes are checked here. */
-	const char *end = NULL;
-	cJSON *j = cJSON_ParseWithLengthOpts(s, n, &end, 0);
-	if (!j)
-		return lora_err_set(e, LORA_EFORMAT, "%s: %s is not valid JSON (error near byte %zu)", path,
-		                    what, end ? (size_t)(end - s) : (size_t)0);
-	for (const char *p = end; p < s + n; p++)
-		if (!json_space((unsigned char)*p)) {
-			cJSON_Delete(j);
-			return lora_err_set(e, LORA_EFORMAT, "%s: %s has data after the JSON object (byte %zu)",
-			                    path, what, (size_t)(p - s));
-		}
-	if (!cJSON_IsObject(j)) {
-		cJSON_Delete(j);
-		return lora_err_set(e, LORA_EFORMAT, "%s: %s is not a JSON object", path, what);
-	}
-	*out = j;
-	return 0;
-}
 
 /* Read n bytes at off; a short read means the file shrank under us. */
 static int pread_full(int fd, void *buf, size_t n, size_t off, const char *path, lora_err *e)
@@ -152,26 +58,7 @@ static int cmp_str(const void *a, const void *b)
 
 /* ---- reader ---- */
 
-/* Accept only exact integers in [0, 2^53]. */
-static int json_size(const cJSON *j, size_t *v)
-{
-	if (!cJSON_IsNumber(j))
-		return -1;
-	double d = j->valuedouble;
-	if (!(d >= 0 && d <= MAX_EXACT) || (double)(uint64_t)d != d || (uint64_t)d > SIZE_MAX)
-		return -1;
-	*v = (size_t)d;
-	return 0;
-}
 
-static void fmt_shape(char *buf, size_t cap, const size_t *shape, size_t ndim)
-{
-	size_t k = (size_t)snprintf(buf, cap, "[");
-	for (size_t i = 0; i < ndim && k < cap; i++)
-		k += (size_t)snprintf(buf + k, cap - k, "%s%zu", i ? "," : "", shape[i]);
-	if (k < cap)
-		snprintf(buf + k, cap - k, "]");
-}
 
 static int parse_tensor(lora_st_tensor *t, const cJSON *j, size_t data_size, const char *path,
                         lora_err *e)
@@ -196,7 +83,7 @@ static int parse_tensor(lora_st_tensor *t, const cJSON *j, size_t data_size, con
 	t->ndim = (size_t)nd;
 	size_t i = 0;
 	for (const cJSON *d = sh->child; d; d = d->next, i++)
-		if (json_size(d, &t->shape[i])) {
+		if (lora_json_size(d, &t->shape[i])) {
 			if (cJSON_IsNumber(d))
 				return lora_err_set(e, LORA_EFORMAT,
 				                    "%s: tensor '%s': shape[%zu] is %.17g, not a non-negative integer",
@@ -205,8 +92,8 @@ static int parse_tensor(lora_st_tensor *t, const cJSON *j, size_t data_size, con
 			                    name, i);
 		}
 	size_t begin, end;
-	if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || json_size(off->child, &begin) ||
-	    json_size(off->child->next, &end))
+	if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || lora_json_size(off->child, &begin) ||
+	    lora_json_size(off->child->next, &end))
 		return lora_err_set(e, LORA_EFORMAT,
 		                    "%s: tensor '%s': data_offsets must be [begin, end], non-negative integers",
 		                    path, name);
@@ -218,15 +105,15 @@ static int parse_tensor(lora_st_tensor *t, const cJSON *j, size_t data_size, con
 		                    "%s: tensor '%s': data_offsets [%zu,%zu] run past the end of the %zu-byte data section",
 		                    path, name, begin, end, data_size);
 	char sbuf[256];
-	fmt_shape(sbuf, sizeof sbuf, t->shape, t->ndim);
+	lora_shape_format(sbuf, sizeof sbuf, t->shape, t->ndim);
 	const char *dn = lora_dtype_st_name(t->dtype);
 	if (lora_shape_bytes(t->shape, t->ndim, 1, &t->nelem) ||
 	    lora_shape_bytes(t->shape, t->ndim, lora_dtype_size(t->dtype), &t->nbytes))
-		return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': shape %s x %s overflows", path, name, sbuf, dn);
+		return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': %s %s overflows", path, name, dn, sbuf);
 	if (t->nbytes != end - begin)
 		return lora_err_set(e, LORA_EFORMAT,
-		                    "%s: tensor '%s': shape %s x %s is %zu bytes but data_offsets span %zu", path,
-		                    name, sbuf, dn, t->nbytes, end - begin);
+		                    "%s: tensor '%s': %s %s is %zu bytes but data_offsets span %zu", path,
+		                    name, dn, sbuf, t->nbytes, end - begin);
 	t->offset = begin;
 	return 0;
 }
@@ -237,37 +124,19 @@ static int parse_meta(lora_st *st, const cJSON *j, lora_err *e)
 	if (!cJSON_IsObject(j))
 		return lora_err_set(e, LORA_EFORMAT, "%s: __metadata__ is not an object", path);
 	size_t n = (size_t)cJSON_GetArraySize(j);
-	st->meta = calloc(n ? n : 1, sizeof *st->meta);
-	const char **keys = malloc((n ? n : 1) * sizeof *keys);
-	int rc = 0;
-	if (!st->meta || !keys) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
+	if (!(st->meta = calloc(n ? n : 1, sizeof *st->meta)))
+		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 	for (const cJSON *m = j->child; m; m = m->next) {
-		if (!cJSON_IsString(m)) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: __metadata__ value for key '%s' is not a string",
-			                  path, m->string);
-			goto out;
-		}
+		if (!cJSON_IsString(m))
+			return lora_err_set(e, LORA_EFORMAT, "%s: __metadata__ value for key '%s' is not a string",
+			                    path, m->string);
 		lora_st_meta *d = &st->meta[st->nmeta++];
 		d->key = strdup(m->string);
 		d->value = strdup(m->valuestring);
-		if (!d->key || !d->value) {
-			rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-			goto out;
-		}
-		keys[st->nmeta - 1] = d->key;
+		if (!d->key || !d->value)
+			return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 	}
-	qsort(keys, n, sizeof *keys, cmp_str);
-	for (size_t i = 1; i < n; i++)
-		if (strcmp(keys[i - 1], keys[i]) == 0) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: duplicate __metadata__ key '%s'", path, keys[i]);
-			goto out;
-		}
-out:
-	free(keys);
-	return rc;
+	return 0;
 }
 
 /* File order; zero-byte tensors sharing an offset are ordered by name so
@@ -298,19 +167,15 @@ static int parse_header(stfile *f, const char *hdr, size_t n, size_t data_size, 
 	 * leading whitespace); so do we. */
 	if (n == 0 || hdr[0] != '{')
 		return lora_err_set(e, LORA_EFORMAT, "%s: header does not start with '{'", path);
-	if ((rc = parse_json(&root, path, "header", hdr, n, e)))
+	if ((rc = lora_json_parse(&root, path, "header", hdr, n, e)))
 		return rc;
 	size_t nt = 0;
 	const cJSON *meta = NULL;
 	for (const cJSON *j = root->child; j; j = j->next) {
-		if (strcmp(j->string, "__metadata__") != 0) {
+		if (strcmp(j->string, "__metadata__") != 0)
 			nt++;
-		} else if (meta) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: duplicate __metadata__", path);
-			goto out;
-		} else {
+		else
 			meta = j;
-		}
 	}
 	if (meta && (rc = parse_meta(st, meta, e)))
 		goto out;
@@ -332,15 +197,10 @@ static int parse_header(stfile *f, const char *hdr, size_t n, size_t data_size, 
 			goto out;
 	}
 	qsort(st->tensors, nt, sizeof *st->tensors, cmp_offset);
-	/* cJSON keeps duplicate keys; sorting names finds them. */
+	/* Names are unique: lora_json_parse refuses a key given twice. */
 	for (size_t i = 0; i < nt; i++)
 		f->by_name[i] = &st->tensors[i];
 	qsort(f->by_name, nt, sizeof *f->by_name, cmp_tname);
-	for (size_t i = 1; i < nt; i++)
-		if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: duplicate tensor name '%s'", path, f->by_name[i]->name);
-			goto out;
-		}
 	/* The data section must be exactly the tensors, back to back. */
 	size_t pos = 0;
 	for (size_t i = 0; i < nt; i++) {
@@ -506,26 +366,7 @@ struct lora_st_writer {
 	size_t n, cur, done; /* tensor being written and its bytes so far */
 };
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
 
-static int valid_utf8(const char *s)
-{
-	size_t n = strlen(s);
-	return utf8_bad((const unsigned char *)s, n) == n;
-}
 
 /* Check the request so that we never write a file our reader refuses. */
 static int check_specs(const char *path, const lora_st_spec *specs, size_t n, const lora_st_meta *meta,
@@ -538,7 +379,7 @@ static int check_specs(const char *path, const lora_st_spec *specs, size_t n, co
 		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 	for (size_t i = 0; i < n && !rc; i++) {
 		const lora_st_spec *s = &specs[i];
-		if (!s->name || !valid_utf8(s->name) || strcmp(s->name, "__metadata__") == 0)
+		if (!s->name || !lora_utf8_valid(s->name) || strcmp(s->name, "__metadata__") == 0)
 			rc = lora_err_set(e, LORA_EINVAL, "%s: tensor %zu: invalid name", path, i);
 		else if ((unsigned)s->dtype >= LORA_DTYPE_COUNT || s->ndim > LORA_MAX_DIMS)
 			rc = lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': invalid dtype or rank", path, s->name);
@@ -560,7 +401,7 @@ static int check_specs(const char *path, const lora_st_spec *specs, size_t n, co
 				rc = lora_err_set(e, LORA_EINVAL, "%s: duplicate tensor name '%s'", path, names[i]);
 	}
 	for (size_t i = 0; i < nmeta && !rc; i++) {
-		if (!meta[i].key || !meta[i].value || !valid_utf8(meta[i].key) || !valid_utf8(meta[i].value))
+		if (!meta[i].key || !meta[i].value || !lora_utf8_valid(meta[i].key) || !lora_utf8_valid(meta[i].value))
 			rc = lora_err_set(e, LORA_EINVAL, "%s: metadata entry %zu: invalid key or value", path, i);
 		names[i] = meta[i].key;
 	}
@@ -587,9 +428,9 @@ static int build_header(char **out, size_t *len, const lora_st_spec *specs, size
 		for (size_t i = 0; i < nmeta; i++) {
 			if (i)
 				fputc(',', f);
-			json_str(f, meta[i].key);
+			lora_json_write_str(f, meta[i].key);
 			fputc(':', f);
-			json_str(f, meta[i].value);
+			lora_json_write_str(f, meta[i].value);
 		}
 		fputc('}', f);
 	}
@@ -597,7 +438,7 @@ static int build_header(char **out, size_t *len, const lora_st_spec *specs, size
 	for (size_t i = 0; i < n; i++) {
 		if (i || nmeta)
 			fputc(',', f);
-		json_str(f, specs[i].name);
+		lora_json_write_str(f, specs[i].name);
 		fprintf(f, ":{\"dtype\":\"%s\",\"shape\":[", lora_dtype_st_name(specs[i].dtype));
 		for (size_t d = 0; d < specs[i].ndim; d++)
 			fprintf(f, "%s%zu", d ? "," : "", specs[i].shape[d]);
@@ -739,402 +580,4 @@ void lora_st_writer_abort(lora_st_writer *w)
 		return;
 	lora_outfile_abort(&w->out);
 	stw_free(w);
-}
-
-/* ---- models ---- */
-
-static char *join(const char *prefix, const char *name)
-{
-	size_t a = strlen(prefix), b = strlen(name);
-	char *s = malloc(a + b + 1);
-	if (s) {
-		memcpy(s, prefix, a);
-		memcpy(s + a, name, b + 1);
-	}
-	return s;
-}
-
-static int is_file(const char *p)
-{
-	struct stat sb;
-	return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static int ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && strcmp(s + a - b, suf) == 0;
-}
-
-static int read_json_file(cJSON **out, const char *path, lora_err *e)
-{
-	int rc = 0, fd;
-	char *buf = NULL;
-	struct stat sb;
-	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: not a readable regular file", path);
-		goto out;
-	}
-	if ((uintmax_t)sb.st_size > MAX_JSON_FILE) {
-		rc = lora_err_set(e, LORA_EFORMAT, "%s: %lld bytes is too large for a JSON file", path,
-		                  (long long)sb.st_size);
-		goto out;
-	}
-	size_t n = (size_t)sb.st_size;
-	if (!(buf = malloc(n ? n : 1))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
-	if (!(rc = pread_full(fd, buf, n, 0, path, e)))
-		rc = parse_json(out, path, "file", buf, n, e);
-out:
-	free(buf);
-	close(fd);
-	return rc;
-}
-
-typedef struct {
-	const char *name, *shard;
-	size_t si;
-} wm_entry;
-
-static int cmp_wm(const void *a, const void *b)
-{
-	return strcmp(((const wm_entry *)a)->name, ((const wm_entry *)b)->name);
-}
-
-static size_t find_str(const char *const *v, size_t n, const char *s)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(s, v[mid]);
-		if (c == 0)
-			return mid;
-		if (c < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return n;
-}
-
-/* Open every shard named in the index once (in file-name order) and check
- * that the weight_map and the shards' contents agree exactly. */
-static int open_index(lora_ckpt *m, const char *prefix, lora_err *e)
-{
-	const char *ip = m->index_path;
-	cJSON *root = NULL;
-	wm_entry *ent = NULL;
-	const char **shard = NULL;
-	int rc;
-	if ((rc = read_json_file(&root, ip, e)))
-		return rc;
-	const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-	if (!cJSON_IsObject(wm) || !wm->child) {
-		rc = lora_err_set(e, LORA_EFORMAT, "%s: missing or empty \"weight_map\" object", ip);
-		goto out;
-	}
-	size_t n = (size_t)cJSON_GetArraySize(wm), k = 0;
-	ent = malloc(n * sizeof *ent);
-	shard = malloc(n * sizeof *shard);
-	if (!ent || !shard) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", ip);
-		goto out;
-	}
-	for (const cJSON *j = wm->child; j; j = j->next, k++) {
-		const char *s = cJSON_IsString(j) ? j->valuestring : NULL;
-		if (!s) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: weight_map value for tensor '%s' is not a string", ip,
-			                  j->string);
-			goto out;
-		}
-		/* Shards must sit beside the index: no paths, no "..". */
-		if (!*s || strchr(s, '/') || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': shard '%s' is not a plain file name", ip,
-			                  j->string, s);
-			goto out;
-		}
-		ent[k] = (wm_entry){j->string, s, 0};
-		shard[k] = s;
-	}
-	qsort(ent, n, sizeof *ent, cmp_wm);
-	for (size_t i = 1; i < n; i++)
-		if (strcmp(ent[i - 1].name, ent[i].name) == 0) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s' appears twice in the weight_map", ip,
-			                  ent[i].name);
-			goto out;
-		}
-	qsort(shard, n, sizeof *shard, cmp_str);
-	size_t ns = 0;
-	for (size_t i = 0; i < n; i++)
-		if (ns == 0 || strcmp(shard[ns - 1], shard[i]) != 0)
-			shard[ns++] = shard[i];
-	if (!(m->shards = calloc(ns, sizeof *m->shards))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", ip);
-		goto out;
-	}
-	for (size_t i = 0; i < ns; i++) {
-		char *sp = join(prefix, shard[i]);
-		if (!sp) {
-			rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", ip);
-			goto out;
-		}
-		rc = lora_st_open(&m->shards[i], sp, e);
-		free(sp);
-		if (rc) {
-			lora_err_prefix(e, "%s", ip);
-			goto out;
-		}
-		m->nshards++;
-	}
-	for (size_t i = 0; i < n; i++) {
-		ent[i].si = find_str(shard, ns, ent[i].shard);
-		if (!lora_st_find(m->shards[ent[i].si], ent[i].name)) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s' mapped to shard '%s' which does not contain it",
-			                  ip, ent[i].name, ent[i].shard);
-			goto out;
-		}
-	}
-	for (size_t si = 0; si < ns; si++) {
-		const lora_st *st = m->shards[si];
-		for (size_t t = 0; t < st->ntensors; t++) {
-			wm_entry key = {st->tensors[t].name, NULL, 0};
-			const wm_entry *f = bsearch(&key, ent, n, sizeof *ent, cmp_wm);
-			if (!f)
-				rc = lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s' in shard '%s' is not in the weight_map",
-				                  ip, key.name, shard[si]);
-			else if (f->si != si)
-				rc = lora_err_set(e, LORA_EFORMAT,
-				                  "%s: tensor '%s' is in shard '%s' but the weight_map maps it to '%s'", ip,
-				                  key.name, shard[si], f->shard);
-			if (rc)
-				goto out;
-		}
-	}
-out:
-	free(ent);
-	free(shard);
-	cJSON_Delete(root);
-	return rc;
-}
-
-/* Base name of a directory, resolved so that "." and "dir/" give a name. */
-static char *dir_base(const char *dir)
-{
-	char *real = realpath(dir, NULL);
-	const char *p = real ? real : dir;
-	const char *slash = strrchr(p, '/');
-	char *s = strdup(slash && slash[1] ? slash + 1 : p);
-	free(real);
-	return s;
-}
-
-static int model_name(lora_ckpt *m, int dir_input, lora_err *e)
-{
-	if (m->config_path) {
-		cJSON *cfg;
-		int rc = read_json_file(&cfg, m->config_path, e);
-		if (rc)
-			return rc;
-		const cJSON *nm = cJSON_GetObjectItemCaseSensitive(cfg, "_name_or_path");
-		if (cJSON_IsString(nm) && nm->valuestring[0])
-			m->name = strdup(nm->valuestring);
-		cJSON_Delete(cfg);
-		if (!m->name)
-			m->name = dir_base(m->dir);
-	} else if (dir_input) {
-		m->name = dir_base(m->dir);
-	} else {
-		const char *slash = strrchr(m->path, '/');
-		const char *base = slash ? slash + 1 : m->path;
-		size_t len = strlen(base);
-		if (ends_with(base, ".index.json"))
-			len -= strlen(".index.json");
-		if (len > 12 && strncmp(base + len - 12, ".safetensors", 12) == 0)
-			len -= 12;
-		m->name = strndup(base, len);
-	}
-	return m->name ? 0 : lora_err_set(e, LORA_ENOMEM, "%s: out of memory", m->path);
-}
-
-static int cmp_tptr(const void *a, const void *b)
-{
-	const lora_st_tensor *x = *(const lora_st_tensor *const *)a, *y = *(const lora_st_tensor *const *)b;
-	return strcmp(x->name, y->name);
-}
-
-int lora_ckpt_open(lora_ckpt **out, const char *path, lora_err *e)
-{
-	int rc = 0, dir_input;
-	char *prefix = NULL, *single = NULL;
-	struct stat sb;
-	*out = NULL;
-	if (stat(path, &sb) != 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	lora_ckpt *m = calloc(1, sizeof *m);
-	if (!m || !(m->path = strdup(path))) {
-		free(m);
-		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-	}
-	/* prefix: what to put before a file name to reach the model's directory. */
-	size_t len = strlen(path);
-	if ((dir_input = S_ISDIR(sb.st_mode))) {
-		m->dir = strdup(path);
-		prefix = malloc(len + 2);
-		if (prefix)
-			snprintf(prefix, len + 2, "%s%s", path, len && path[len - 1] == '/' ? "" : "/");
-	} else {
-		const char *slash = strrchr(path, '/');
-		size_t plen = slash ? (size_t)(slash - path) + 1 : 0;
-		prefix = strndup(path, plen);
-		m->dir = plen ? strndup(path, plen > 1 ? plen - 1 : 1) : strdup(".");
-	}
-	if (!m->dir || !prefix) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
-	if (dir_input) {
-		char *idx = join(prefix, "model.safetensors.index.json");
-		single = join(prefix, "model.safetensors");
-		if (!idx || !single) {
-			free(idx);
-			rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-			goto out;
-		}
-		if (is_file(idx)) {
-			m->index_path = idx;
-		} else {
-			free(idx);
-			if (!is_file(single)) {
-				rc = lora_err_set(e, LORA_EIO, "%s: no model.safetensors or model.safetensors.index.json",
-				                  path);
-				goto out;
-			}
-		}
-	} else if (ends_with(path, ".index.json")) {
-		if (!(m->index_path = strdup(path))) {
-			rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-			goto out;
-		}
-	} else if (!(single = strdup(path))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
-	char *cfg = join(prefix, "config.json");
-	if (cfg && is_file(cfg))
-		m->config_path = cfg;
-	else
-		free(cfg);
-	if (m->index_path) {
-		if ((rc = open_index(m, prefix, e)))
-			goto out;
-	} else {
-		if (!(m->shards = calloc(1, sizeof *m->shards))) {
-			rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-			goto out;
-		}
-		if ((rc = lora_st_open(&m->shards[0], single, e)))
-			goto out;
-		m->nshards = 1;
-	}
-	if ((rc = model_name(m, dir_input, e)))
-		goto out;
-	size_t nt = 0;
-	for (size_t i = 0; i < m->nshards; i++)
-		nt += m->shards[i]->ntensors;
-	m->tensors = malloc((nt ? nt : 1) * sizeof *m->tensors);
-	m->tensor_shard = malloc((nt ? nt : 1) * sizeof *m->tensor_shard);
-	if (!m->tensors || !m->tensor_shard) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
-	for (size_t i = 0; i < m->nshards; i++)
-		for (size_t t = 0; t < m->shards[i]->ntensors; t++)
-			m->tensors[m->ntensors++] = &m->shards[i]->tensors[t];
-	qsort(m->tensors, nt, sizeof *m->tensors, cmp_tptr);
-	/* The shard of each tensor: a shard's tensors form one contiguous
-	 * array, so the pointer tells which. */
-	for (size_t i = 0; i < nt; i++) {
-		for (size_t s = 0; s < m->nshards; s++) {
-			const lora_st *st = m->shards[s];
-			if (m->tensors[i] >= st->tensors && m->tensors[i] < st->tensors + st->ntensors)
-				m->tensor_shard[i] = s;
-		}
-		/* Already guaranteed by the index checks; kept as a backstop. */
-		if (i && strcmp(m->tensors[i - 1]->name, m->tensors[i]->name) == 0) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s' appears in more than one shard", path,
-			                  m->tensors[i]->name);
-			goto out;
-		}
-	}
-	*out = m;
-out:
-	free(prefix);
-	free(single);
-	if (rc)
-		lora_ckpt_close(m);
-	return rc;
-}
-
-void lora_ckpt_close(lora_ckpt *m)
-{
-	if (!m)
-		return;
-	for (size_t i = 0; i < m->nshards; i++)
-		lora_st_close(m->shards[i]);
-	free(m->shards);
-	free(m->tensors);
-	free(m->tensor_shard);
-	free(m->path);
-	free(m->dir);
-	free(m->index_path);
-	free(m->config_path);
-	free(m->name);
-	free(m);
-}
-
-const lora_st_tensor *lora_ckpt_find(const lora_ckpt *m, const char *name)
-{
-	size_t lo = 0, hi = m->ntensors;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(name, m->tensors[mid]->name);
-		if (c == 0)
-			return m->tensors[mid];
-		if (c < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return NULL;
-}
-
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *s = p;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ s[i]) * 0x100000001b3ull;
-	return h;
-}
-
-void lora_ckpt_fingerprint(const lora_ckpt *m, char buf[17])
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < m->ntensors; i++) {
-		const lora_st_tensor *t = m->tensors[i];
-		const char *dn = lora_dtype_st_name(t->dtype);
-		h = fnv1a(h, t->name, strlen(t->name) + 1);
-		h = fnv1a(h, dn, strlen(dn) + 1);
-		for (size_t d = 0; d < t->ndim; d++) {
-			unsigned char le[8];
-			for (int k = 0; k < 8; k++)
-				le[k] = (unsigned char)((uint64_t)t->shape[d] >> (8 * k));
-			h = fnv1a(h, le, 8);
-		}
-	}
-	snprintf(buf, 17, "%016llx", (unsigned long long)h);
 }

@@ -18,8 +18,6 @@ static int too_big(size_t a, size_t b, size_t c)
 	return a > INT_MAX || b > INT_MAX || c > INT_MAX;
 }
 
-static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memory"); }
-
 /* malloc of a*b*size bytes, NULL on overflow; never malloc(0). */
 static void *alloc3(size_t a, size_t b, size_t size)
 {
@@ -101,7 +99,7 @@ int lora_linalg_dense_svals(double *sv, const float *B, const float *A, size_t m
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for LAPACK", m, n);
 	double *M = calloc(m * n, sizeof *M);
 	if (!M)
-		return nomem(e);
+		return lora_err_nomem(e);
 	for (size_t i = 0; i < m; i++)
 		for (size_t k = 0; k < r; k++)
 			for (size_t j = 0; j < n; j++)
@@ -153,7 +151,7 @@ int lora_linalg_lowrank_svd(double *U, double *S, double *Vt, const float *B, co
 	int rc = 0, vec = U || Vt;
 	if (!Wb || !Wa || !RB || !RA || !M ||
 	    (vec && (!(Um = alloc3(kb, k, sizeof(double))) || !(Vm = alloc3(k, ka, sizeof(double)))))) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	for (size_t j = 0; j < r; j++)
@@ -198,13 +196,13 @@ int lora_linalg_lowrank_inner(double *out, const float *B1, const float *A1, siz
 	size_t nb1, nb2, na1, na2;
 	if (lora_shape_mul(m, r1, &nb1) || lora_shape_mul(m, r2, &nb2) || lora_shape_mul(r1, n, &na1) ||
 	    lora_shape_mul(r2, n, &na2))
-		return nomem(e);
+		return lora_err_nomem(e);
 	double *b1 = to_double(B1, nb1), *b2 = to_double(B2, nb2), *a1 = to_double(A1, na1);
 	double *a2 = to_double(A2, na2), *GB = alloc3(r1, r2, sizeof(double));
 	double *GA = alloc3(r1, r2, sizeof(double));
 	int rc = 0;
 	if (!b1 || !b2 || !a1 || !a2 || !GB || !GA) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	lora_linalg_dgemm(1, 0, r1, r2, m, 1.0, b1, b2, 0.0, GB); /* B1^T B2 */
@@ -230,7 +228,7 @@ int lora_linalg_svd_exact(float *U, double *S, float *Vt, const float *X, size_t
 	float *w = alloc3(m, n, sizeof *w), *s = alloc3(kk, 1, sizeof *s), *u = NULL, *vt = NULL;
 	int rc = 0;
 	if (!w || !s || (k && (!(u = alloc3(m, kk, sizeof *u)) || !(vt = alloc3(kk, n, sizeof *vt))))) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	memcpy(w, X, m * n * sizeof *w);
@@ -284,7 +282,7 @@ int lora_linalg_svd_randomized(float *U, double *S, float *Vt, const float *X, s
 	double *vt = alloc3(l, n, sizeof *vt);
 	int rc = 0;
 	if (!om || !yt || !zt || !tau || !ubk || !bs || !ub || !vt) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	lora_rng g;
@@ -333,7 +331,7 @@ int lora_linalg_sq_svals(double *ev, const float *X, size_t m, size_t n, lora_er
 	double *G = alloc3(p, p, sizeof *G), *blk = alloc3(p, bs, sizeof *blk);
 	int rc = 0;
 	if (!G || !blk) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	memset(G, 0, p * p * sizeof *G);
@@ -367,7 +365,7 @@ int lora_linalg_residual_sq(double *out, const float *X, float scale, const floa
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for BLAS", m, n);
 	float *t = alloc3(rows, n, sizeof *t);
 	if (!t)
-		return nomem(e);
+		return lora_err_nomem(e);
 	double s = 0;
 	/* T = X_block - B_block A by sgemm (beta 1 on a copy), then summed in
 	 * double in a fixed order. No OpenMP here: its spinning threads would
@@ -409,7 +407,7 @@ int lora_linalg_lowrank_dist(double *out, double s1, const float *B1, const floa
 	double *M = alloc3(kb, ka, sizeof(double));
 	int rc = 0;
 	if (!Wb || !Wa || !RB || !RA || !M) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	/* [B1 B2] and [s1 A1; -s2 A2]^T, column-major. */

@@ -35,7 +35,7 @@
 
 #include "core/adapter.h"
 #include "core/err.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 
 typedef enum { LORA_ROPE_DEFAULT, LORA_ROPE_LINEAR, LORA_ROPE_LLAMA3 } lora_rope_type;
 

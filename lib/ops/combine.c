@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memory"); }
-
 static const char *label(const char *const *names, size_t i, char *buf, size_t n)
 {
 	if (names && names[i])
@@ -65,7 +63,7 @@ static int prepare(lora_adapter *o, lora_adapter *const *in, const char *const *
 		if (in[i]->base_fingerprint || in[i]->base_name)
 			name = in[i]->base_name;
 	if ((name && !(o->base_name = strdup(name))) || (fp && !(o->base_fingerprint = strdup(fp))))
-		return nomem(e);
+		return lora_err_nomem(e);
 	return 0;
 }
 
@@ -77,7 +75,7 @@ int lora_combine_cat(lora_adapter **out, lora_adapter *const *in, const double *
 	int rc = 0;
 	*out = NULL;
 	if (!o)
-		return nomem(e);
+		return lora_err_nomem(e);
 	if (!n) {
 		rc = lora_err_set(e, LORA_EUSAGE, "no adapters to combine");
 		goto fail;
@@ -115,7 +113,7 @@ int lora_combine_cat(lora_adapter **out, lora_adapter *const *in, const double *
 				goto fail;
 			}
 			if (bias && !(c->bias = calloc(l->out, sizeof *c->bias))) {
-				rc = nomem(e);
+				rc = lora_err_nomem(e);
 				goto fail;
 			}
 			c->has_bias = bias;

@@ -10,22 +10,12 @@
 
 static size_t min2(size_t a, size_t b) { return a < b ? a : b; }
 
-static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memory"); }
-
-/* malloc of n elements of size bytes; NULL on overflow, never malloc(0). */
-static void *xalloc(size_t n, size_t size)
-{
-	size_t b;
-	if (lora_shape_mul(n, size, &b))
-		return NULL;
-	return malloc(b ? b : 1);
-}
 
 static int push_name(const char ***list, size_t *n, const char *name, lora_err *e)
 {
 	const char **l = realloc(*list, (*n + 1) * sizeof *l);
 	if (!l)
-		return nomem(e);
+		return lora_err_nomem(e);
 	l[(*n)++] = name;
 	*list = l;
 	return 0;
@@ -34,9 +24,9 @@ static int push_name(const char ***list, size_t *n, const char *name, lora_err *
 int lora_diff_subspace_phi(double *phi, const double *U1t, size_t k1, const double *U2t, size_t k2,
                       size_t n, lora_err *e)
 {
-	double *M = xalloc(k1 * k2, sizeof *M);
+	double *M = lora_shape_alloc(k1 * k2, sizeof *M);
 	if (!M)
-		return nomem(e);
+		return lora_err_nomem(e);
 	lora_linalg_dgemm(0, 1, k1, k2, n, 1.0, U1t, U2t, 0.0, M);
 	/* P(i, j) = sum of M(a, b)^2 over a <= i, b <= j, built row by row. */
 	for (size_t i = 0; i < k1; i++) {
@@ -64,9 +54,9 @@ static void transpose(double *dst, const double *src, size_t rows, size_t cols)
 /* ||X1_k X2_k^T||_F^2 / k for the first k rows of X1 (k1 x n) and X2 (k2 x n). */
 static double top_similarity(const double *X1, const double *X2, size_t k, size_t n, lora_err *e, int *rc)
 {
-	double *M = xalloc(k * k, sizeof *M), s = 0;
+	double *M = lora_shape_alloc(k * k, sizeof *M), s = 0;
 	if (!M) {
-		*rc = nomem(e);
+		*rc = lora_err_nomem(e);
 		return 0;
 	}
 	lora_linalg_dgemm(0, 1, k, k, n, 1.0, X1, X2, 0.0, M);
@@ -83,12 +73,12 @@ static double *singular_rows(const lora_layer *l, int of_B, size_t *k, lora_err 
 	size_t side = of_B ? l->out : l->in, r = l->rank;
 	double *S = NULL, *V = NULL, *T = NULL;
 	*k = min2(r, side);
-	S = xalloc(*k, sizeof *S);
-	V = xalloc(*k * side, sizeof *V);
+	S = lora_shape_alloc(*k, sizeof *S);
+	V = lora_shape_alloc(*k * side, sizeof *V);
 	if (!S || !V)
 		goto fail;
 	if (of_B) {
-		if (!(T = xalloc(*k * side, sizeof *T)))
+		if (!(T = lora_shape_alloc(*k * side, sizeof *T)))
 			goto fail;
 		if (lora_linalg_lowrank_svd(T, S, NULL, l->B, NULL, side, r, r, e))
 			goto err;
@@ -100,7 +90,7 @@ static double *singular_rows(const lora_layer *l, int of_B, size_t *k, lora_err 
 	free(S);
 	return V;
 fail:
-	nomem(e);
+	lora_err_nomem(e);
 err:
 	free(S), free(V), free(T);
 	return NULL;
@@ -119,8 +109,8 @@ static int subspace(lora_diff_layer *d, const lora_layer *la, const lora_layer *
 			rc = e ? e->code : LORA_ENOMEM;
 			goto out;
 		}
-		if (!(*phi = xalloc(ka * kb, sizeof **phi))) {
-			rc = nomem(e);
+		if (!(*phi = lora_shape_alloc(ka * kb, sizeof **phi))) {
+			rc = lora_err_nomem(e);
 			goto out;
 		}
 		*rows = ka, *cols = kb;
@@ -135,12 +125,12 @@ static int subspace(lora_diff_layer *d, const lora_layer *la, const lora_layer *
 	if (top && top < k)
 		k = top;
 	d->top = k;
-	Sa = xalloc(ka, sizeof *Sa), Sb = xalloc(kb, sizeof *Sb);
-	Ua = xalloc(m * ka, sizeof *Ua), Ub = xalloc(m * kb, sizeof *Ub);
-	Wa = xalloc(ka * n, sizeof *Wa), Wb = xalloc(kb * n, sizeof *Wb);
-	UaT = xalloc(m * ka, sizeof *UaT), UbT = xalloc(m * kb, sizeof *UbT);
+	Sa = lora_shape_alloc(ka, sizeof *Sa), Sb = lora_shape_alloc(kb, sizeof *Sb);
+	Ua = lora_shape_alloc(m * ka, sizeof *Ua), Ub = lora_shape_alloc(m * kb, sizeof *Ub);
+	Wa = lora_shape_alloc(ka * n, sizeof *Wa), Wb = lora_shape_alloc(kb * n, sizeof *Wb);
+	UaT = lora_shape_alloc(m * ka, sizeof *UaT), UbT = lora_shape_alloc(m * kb, sizeof *UbT);
 	if (!Sa || !Sb || !Ua || !Ub || !Wa || !Wb || !UaT || !UbT) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	if ((rc = lora_linalg_lowrank_svd(Ua, Sa, Wa, la->B, la->A, m, la->rank, n, e)) ||
@@ -226,7 +216,7 @@ int lora_diff_adapters(lora_diff_result *r, const lora_adapter *a, const char *n
 	int rc = 0;
 	memset(r, 0, sizeof *r);
 	if (!(r->layers = calloc(a->nlayers ? a->nlayers : 1, sizeof *r->layers)))
-		return nomem(e);
+		return lora_err_nomem(e);
 	for (size_t i = 0; i < a->nlayers; i++) {
 		const lora_layer *la = &a->layers[i], *lb = lora_adapter_find(b, la->name);
 		if (!lb) {
@@ -283,15 +273,6 @@ static int selected(const lora_targets *t, const char *tensor)
 	return lora_targets_match(t, module);
 }
 
-static void shape_str(char *buf, size_t n, const lora_st_tensor *t)
-{
-	size_t used = 0;
-	buf[0] = 0;
-	for (size_t i = 0; i < t->ndim && used < n; i++)
-		used += (size_t)snprintf(buf + used, n - used, "%s%zu", i ? "x" : "", t->shape[i]);
-	if (!t->ndim)
-		snprintf(buf, n, "scalar");
-}
 
 static int same_shape(const lora_st_tensor *x, const lora_st_tensor *y)
 {
@@ -334,7 +315,7 @@ int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lo
 	int rc = 0;
 	memset(r, 0, sizeof *r);
 	if (!tmp || !(r->tensors = calloc(base->ntensors ? base->ntensors : 1, sizeof *r->tensors))) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto fail;
 	}
 	/* Validate everything first, so trouble shows before the slow part. */
@@ -348,8 +329,8 @@ int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lo
 			continue;
 		}
 		if (!same_shape(x, y)) {
-			shape_str(s1, sizeof s1, x);
-			shape_str(s2s, sizeof s2s, y);
+			lora_shape_format(s1, sizeof s1, x->shape, x->ndim);
+			lora_shape_format(s2s, sizeof s2s, y->shape, y->ndim);
 			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': shape %s in %s but %s in %s", x->name, s1,
 			                  base->path, s2s, tuned->path);
 			goto fail;
@@ -368,8 +349,8 @@ int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lo
 		if (selected(t, tuned->tensors[i]->name) && !lora_ckpt_find(base, tuned->tensors[i]->name) &&
 		    (rc = push_name(&r->only_tuned, &r->n_only_tuned, tuned->tensors[i]->name, e)))
 			goto fail;
-	if (!(dW = xalloc(maxel, sizeof *dW)) || !(ev = xalloc(maxp, sizeof *ev))) {
-		rc = nomem(e);
+	if (!(dW = lora_shape_alloc(maxel, sizeof *dW)) || !(ev = lora_shape_alloc(maxp, sizeof *ev))) {
+		rc = lora_err_nomem(e);
 		goto fail;
 	}
 	for (size_t i = 0; i < r->ntensors; i++) {
@@ -459,7 +440,7 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
 	int rc = 0;
 	memset(r, 0, sizeof *r);
 	if (!xs || !ys || !t1 || !t2 || !(r->layers = calloc(a->nlayers ? a->nlayers : 1, sizeof *r->layers))) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto fail;
 	}
 	/* Every layer must find its tensor, of its shape, before any work. */
@@ -475,7 +456,7 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
 				goto fail;
 			}
 			if (x->ndim != 2 || x->shape[0] != l->out || x->shape[1] != l->in) {
-				shape_str(s1, sizeof s1, x);
+				lora_shape_format(s1, sizeof s1, x->shape, x->ndim);
 				rc = lora_err_set(e, LORA_EINVAL, "layer '%s': shape %zux%zu in %s but %s in %s", l->name, l->out,
 				                  l->in, name_a, s1, ms[k]->path);
 				goto fail;
@@ -492,8 +473,8 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
 		if (l->out * l->rank > maxr)
 			maxr = l->out * l->rank;
 	}
-	if (!(D = xalloc(maxel, sizeof *D)) || !(T = xalloc(maxr, sizeof *T))) {
-		rc = nomem(e);
+	if (!(D = lora_shape_alloc(maxel, sizeof *D)) || !(T = lora_shape_alloc(maxr, sizeof *T))) {
+		rc = lora_err_nomem(e);
 		goto fail;
 	}
 	for (size_t i = 0; i < a->nlayers; i++) {

@@ -10,7 +10,7 @@
 
 #include "core/adapter.h"
 #include "core/err.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 #include "ops/targets.h"
 
 typedef struct {

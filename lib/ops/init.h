@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "core/adapter.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 #include "ops/targets.h"
 
 typedef enum { LORA_INIT_KAIMING, LORA_INIT_GAUSSIAN, LORA_INIT_ZEROS } lora_init_kind;

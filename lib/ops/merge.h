@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "core/adapter.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 
 typedef struct {
 	const lora_adapter *a;

@@ -10,16 +10,6 @@
 
 static size_t min2(size_t a, size_t b) { return a < b ? a : b; }
 
-static int nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memory"); }
-
-/* malloc of n elements of size bytes; NULL on overflow, never malloc(0). */
-static void *xalloc(size_t n, size_t size)
-{
-	size_t b;
-	if (lora_shape_mul(n, size, &b))
-		return NULL;
-	return malloc(b ? b : 1);
-}
 
 void lora_svd_opts_init(lora_svd_opts *o)
 {
@@ -63,14 +53,14 @@ static lora_svd_layer_report *report_add(lora_svd_report *r, const char *name, l
 		return NULL;
 	lora_svd_layer_report *l = realloc(r->layers, (r->nlayers + 1) * sizeof *l);
 	if (!l) {
-		nomem(e);
+		lora_err_nomem(e);
 		return NULL;
 	}
 	r->layers = l;
 	l += r->nlayers;
 	memset(l, 0, sizeof *l);
 	if (!(l->name = strdup(name))) {
-		nomem(e);
+		lora_err_nomem(e);
 		return NULL;
 	}
 	r->nlayers++;
@@ -83,10 +73,10 @@ static int report_skip(lora_svd_report *r, const char *name, lora_err *e)
 		return 0;
 	char **s = realloc(r->skipped, (r->nskipped + 1) * sizeof *s);
 	if (!s)
-		return nomem(e);
+		return lora_err_nomem(e);
 	r->skipped = s;
 	if (!(s[r->nskipped] = strdup(name)))
-		return nomem(e);
+		return lora_err_nomem(e);
 	r->nskipped++;
 	return 0;
 }
@@ -137,12 +127,12 @@ int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, s
 {
 	size_t p = min2(m, n), cap = o->rank ? min2(o->rank, p) : (o->max_rank ? min2(o->max_rank, p) : p);
 	size_t k = 0, kt;
-	double total = lora_linalg_sumsq(dW, m * n), *S = xalloc(p, sizeof *S), *s2 = NULL;
+	double total = lora_linalg_sumsq(dW, m * n), *S = lora_shape_alloc(p, sizeof *S), *s2 = NULL;
 	float *U = NULL, *Vt = NULL, *B = NULL, *A = NULL;
 	int rc = 0, exact = o->method == LORA_SVD_EXACT;
 	*Bout = *Aout = NULL;
-	if (!S || !(s2 = xalloc(p, sizeof *s2))) {
-		rc = nomem(e);
+	if (!S || !(s2 = lora_shape_alloc(p, sizeof *s2))) {
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	/* Randomized with an energy rule: the rank is not known up front, so
@@ -155,10 +145,10 @@ int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, s
 			exact = 1;
 		size_t want = exact ? cap : kt;
 		free(U), free(Vt);
-		U = xalloc(m * want, sizeof *U);
-		Vt = xalloc(n * want, sizeof *Vt);
+		U = lora_shape_alloc(m * want, sizeof *U);
+		Vt = lora_shape_alloc(n * want, sizeof *Vt);
 		if (!U || !Vt) {
-			rc = nomem(e);
+			rc = lora_err_nomem(e);
 			goto out;
 		}
 		size_t ns;
@@ -189,8 +179,8 @@ int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, s
 		kt = want;
 		break;
 	}
-	if (!(B = xalloc(m * k, sizeof *B)) || !(A = xalloc(k * n, sizeof *A))) {
-		rc = nomem(e);
+	if (!(B = lora_shape_alloc(m * k, sizeof *B)) || !(A = lora_shape_alloc(k * n, sizeof *A))) {
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	split_sqrt(B, A, U, kt, S, Vt, m, n, k);
@@ -223,7 +213,7 @@ int lora_svd_copy_meta(lora_adapter *dst, const lora_adapter *src, lora_err *e)
 	dst->fan_in_fan_out = src->fan_in_fan_out;
 	if ((src->base_name && !(dst->base_name = strdup(src->base_name))) ||
 	    (src->base_fingerprint && !(dst->base_fingerprint = strdup(src->base_fingerprint))))
-		return nomem(e);
+		return lora_err_nomem(e);
 	for (size_t i = 0; i < src->ntargets; i++)
 		if (lora_adapter_add_target(dst, src->targets[i], e))
 			return e ? e->code : LORA_ENOMEM;
@@ -237,7 +227,7 @@ int lora_svd_copy_meta(lora_adapter *dst, const lora_adapter *src, lora_err *e)
 
 static float *dup_floats(const float *x, size_t n)
 {
-	float *y = xalloc(n, sizeof *y);
+	float *y = lora_shape_alloc(n, sizeof *y);
 	if (y)
 		memcpy(y, x, n * sizeof *y);
 	return y;
@@ -248,11 +238,11 @@ static int rerank_layer(lora_adapter *dst, const lora_layer *l, double s, const 
                         lora_svd_report *rep, lora_err *e)
 {
 	size_t m = l->out, n = l->in, kk = min2(min2(m, n), l->rank), p = min2(m, n);
-	double *U = xalloc(m * kk, sizeof *U), *S = xalloc(kk, sizeof *S);
-	double *Vt = xalloc(kk * n, sizeof *Vt), *s2 = xalloc(kk, sizeof *s2);
+	double *U = lora_shape_alloc(m * kk, sizeof *U), *S = lora_shape_alloc(kk, sizeof *S);
+	double *Vt = lora_shape_alloc(kk * n, sizeof *Vt), *s2 = lora_shape_alloc(kk, sizeof *s2);
 	int rc = 0;
 	if (!U || !S || !Vt || !s2) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	if ((rc = lora_linalg_lowrank_svd(U, S, Vt, l->B, l->A, m, l->rank, n, e))) {
@@ -285,7 +275,7 @@ static int rerank_layer(lora_adapter *dst, const lora_layer *l, double s, const 
 	round_to(nl->A, k * n, o->dtype);
 	if ((l->magnitude && !(nl->magnitude = dup_floats(l->magnitude, m))) ||
 	    (l->bias && !(nl->bias = dup_floats(l->bias, m)))) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	/* PEFT scales lora_B's output, bias included: fold s into it as well. */
@@ -332,7 +322,7 @@ int lora_svd_rerank(lora_adapter **out, const lora_adapter *in, const lora_svd_o
 	int rc = 0;
 	*out = NULL;
 	if (!a)
-		return nomem(e);
+		return lora_err_nomem(e);
 	if ((rc = lora_svd_copy_meta(a, in, e)))
 		goto fail;
 	a->dtype = o->dtype;
@@ -353,15 +343,6 @@ fail:
 
 /* ---- extraction ---- */
 
-static void shape_str(char *buf, size_t n, const lora_st_tensor *t)
-{
-	size_t used = 0;
-	buf[0] = 0;
-	for (size_t i = 0; i < t->ndim && used < n; i++)
-		used += (size_t)snprintf(buf + used, n - used, "%s%zu", i ? "x" : "", t->shape[i]);
-	if (!t->ndim)
-		snprintf(buf, n, "scalar");
-}
 
 /* dW = tuned - base in f32, converting base a chunk at a time. */
 static void difference(float *dW, const lora_st_tensor *base, const lora_st_tensor *tuned, float *tmp,
@@ -401,7 +382,7 @@ int lora_svd_extract(lora_adapter **out, const lora_ckpt *base, const lora_ckpt 
 	int rc = 0;
 	*out = NULL;
 	if (!a || !sel || !tmp) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto fail;
 	}
 	a->dtype = o->dtype;
@@ -423,8 +404,8 @@ int lora_svd_extract(lora_adapter **out, const lora_ckpt *base, const lora_ckpt 
 			goto fail;
 		}
 		if (y->ndim != 2 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1]) {
-			shape_str(s1, sizeof s1, x);
-			shape_str(s2, sizeof s2, y);
+			lora_shape_format(s1, sizeof s1, x->shape, x->ndim);
+			lora_shape_format(s2, sizeof s2, y->shape, y->ndim);
 			rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': shape %s in %s but %s in %s", x->name, s1,
 			                  base->path, s2, tuned->path);
 			goto fail;
@@ -443,8 +424,8 @@ int lora_svd_extract(lora_adapter **out, const lora_ckpt *base, const lora_ckpt 
 		rc = lora_err_set(e, LORA_EINVAL, "%s: no tensor matches the targets", base->path);
 		goto fail;
 	}
-	if (!(dW = xalloc(maxel, sizeof *dW))) {
-		rc = nomem(e);
+	if (!(dW = lora_shape_alloc(maxel, sizeof *dW))) {
+		rc = lora_err_nomem(e);
 		goto fail;
 	}
 	for (size_t i = 0; i < nsel; i++) {
@@ -493,7 +474,7 @@ int lora_svd_extract(lora_adapter **out, const lora_ckpt *base, const lora_ckpt 
 	char fp[17];
 	lora_ckpt_fingerprint(base, fp);
 	if ((base->name && !(a->base_name = strdup(base->name))) || !(a->base_fingerprint = strdup(fp))) {
-		rc = nomem(e);
+		rc = lora_err_nomem(e);
 		goto fail;
 	}
 	*out = a;

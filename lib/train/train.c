@@ -11,6 +11,7 @@
 
 #include "io/lorafile.h"
 #include "core/outfile.h"
+#include "core/path.h"
 
 size_t lora_train_nparams(const lora_adapter *a)
 {
@@ -107,14 +108,6 @@ int lora_train_eval(lora_llama *m, const lora_data *d, size_t B, size_t T, size_
 
 /* ---- checkpoints ---- */
 
-static char *path_join(const char *dir, const char *name)
-{
-	size_t n = strlen(dir) + strlen(name) + 2;
-	char *p = malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", dir, name);
-	return p;
-}
 
 static int write_text(const char *path, const char *text, lora_err *e)
 {
@@ -137,9 +130,9 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 	if (mkdir(o->ckpt_dir, 0777) != 0 && errno != EEXIST)
 		return lora_err_set(e, LORA_EIO, "%s: cannot create: %s", o->ckpt_dir, strerror(errno));
 	snprintf(name, sizeof name, "checkpoint-%ld", step);
-	final = path_join(o->ckpt_dir, name);
+	final = lora_path_join(o->ckpt_dir, name);
 	snprintf(name, sizeof name, ".checkpoint-%ld.XXXXXX", step);
-	tmp = path_join(o->ckpt_dir, name);
+	tmp = lora_path_join(o->ckpt_dir, name);
 	if (!final || !tmp) {
 		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
 		goto out;
@@ -150,9 +143,9 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 		tmp = NULL;
 		goto out;
 	}
-	pa = path_join(tmp, "adapter.lora");
-	po = path_join(tmp, "optimizer.bin");
-	ps = path_join(tmp, "state.json");
+	pa = lora_path_join(tmp, "adapter.lora");
+	po = lora_path_join(tmp, "optimizer.bin");
+	ps = lora_path_join(tmp, "state.json");
 	st = cJSON_CreateObject();
 	char *conf = lora_trainconf_json(o->conf);
 	cJSON *cj = conf ? cJSON_Parse(conf) : NULL;
@@ -176,11 +169,11 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 	if (rc || (rc = lora_optim_save(opt, po, e)) || (rc = write_text(ps, text ? text : "{}", e)))
 		goto out;
 	/* Replace an older checkpoint of the same step (a resumed run). */
-	char *old = path_join(o->ckpt_dir, ".replaced");
+	char *old = lora_path_join(o->ckpt_dir, ".replaced");
 	if (old && access(final, F_OK) == 0 && rename(final, old) == 0) {
 		const char *f[] = {"adapter.lora", "optimizer.bin", "state.json"};
 		for (int i = 0; i < 3; i++) {
-			char *p = path_join(old, f[i]);
+			char *p = lora_path_join(old, f[i]);
 			if (p)
 				unlink(p);
 			free(p);
@@ -214,7 +207,7 @@ out:
 int lora_train_load_checkpoint(const char *dir, lora_adapter **a, char **conf_json, char **data_id,
                                long *step, lora_err *e)
 {
-	char *pa = path_join(dir, "adapter.lora"), *ps = path_join(dir, "state.json"), *text = NULL;
+	char *pa = lora_path_join(dir, "adapter.lora"), *ps = lora_path_join(dir, "state.json"), *text = NULL;
 	cJSON *st = NULL;
 	int rc = 0;
 	*a = NULL, *conf_json = NULL, *data_id = NULL;
@@ -257,7 +250,7 @@ out:
 
 int lora_train_load_optimizer(const char *dir, lora_optim *opt, lora_err *e)
 {
-	char *po = path_join(dir, "optimizer.bin");
+	char *po = lora_path_join(dir, "optimizer.bin");
 	if (!po)
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
 	int rc = lora_optim_load(opt, po, e);

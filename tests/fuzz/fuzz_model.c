@@ -4,7 +4,7 @@
  * accepted model lists every tensor of its shards once, sorted by name,
  * each found by lora_ckpt_find in the shard that holds it. */
 #include "fuzz.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

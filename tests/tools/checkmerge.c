@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "io/load.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 
 static double scale_of(const lora_adapter *a, const lora_layer *l)
 {

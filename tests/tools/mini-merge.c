@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 
 #include "io/load.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 
 static void fail(const char *msg)
 {

@@ -21,7 +21,7 @@
 #include "core/outfile.h"
 #include "core/rng.h"
 #include "../unit/planted.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 #include "ops/targets.h"
 
 enum { O_PLANT = 256, O_NOISE, O_SEED, O_DTYPE, O_SHARD, O_DROP, O_SCALE };

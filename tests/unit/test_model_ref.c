@@ -13,7 +13,7 @@
 #include "math/blas.h"
 #include "check.h"
 #include "model/llama.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 
 static char *slurp(const char *path, size_t *n)
 {

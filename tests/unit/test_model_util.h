@@ -14,7 +14,7 @@
 #include "core/adapter.h"
 #include "model/llama.h"
 #include "core/rng.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
 
 typedef struct {
 	const char *model_type; /* "llama" */

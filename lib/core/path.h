@@ -1,0 +1,18 @@
+/* path: the small file-name helpers every reader and writer needs. */
+#ifndef LORA_PATH_H
+#define LORA_PATH_H
+
+/* dir + "/" + name, without doubling a trailing slash of dir; an empty dir
+ * gives name. Caller frees; NULL when memory runs out. */
+char *lora_path_join(const char *dir, const char *name);
+/* Directory part of path ("." when there is none, "/" for "/x"). Caller
+ * frees; NULL when memory runs out. */
+char *lora_path_dir(const char *path);
+/* The part after the last '/' (a pointer into path). */
+const char *lora_path_base(const char *path);
+/* 1 if s ends with suf. */
+int lora_path_has_suffix(const char *s, const char *suf);
+/* 1 if p names a regular file (following links). */
+int lora_path_is_file(const char *p);
+
+#endif

@@ -1,0 +1,32 @@
+#include "core/utf8.h"
+
+#include <stdint.h>
+#include <string.h>
+
+size_t lora_utf8_bad(const void *p, size_t n)
+{
+	static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+	const unsigned char *s = p;
+	for (size_t i = 0; i < n;) {
+		unsigned c = s[i];
+		size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+		uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+		if (!len || n - i < len)
+			return i;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return i;
+			cp = cp << 6 | (s[i + k] & 0x3f);
+		}
+		if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return i;
+		i += len;
+	}
+	return n;
+}
+
+int lora_utf8_valid(const char *s)
+{
+	size_t n = strlen(s);
+	return lora_utf8_bad(s, n) == n;
+}
