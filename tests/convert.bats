@@ -228,7 +228,7 @@ base_model.model.w.lora_B.weight BF16 2x1 a0400000"
 	cmp p/adapter_model.safetensors pb/adapter_model.safetensors
 	touch p/README.md
 	run -1 --separate-stderr lora-convert -f a.lora -o p
-	assert_equal "$stderr" "lora-convert: p: holds 'README.md', which is not part of a PEFT adapter; not replacing it"
+	assert_equal "$stderr" "lora-convert: p: holds 'README.md', which would be lost; not replacing it"
 	cmp p/adapter_model.safetensors pb/adapter_model.safetensors
 	touch file
 	run -1 --separate-stderr lora-convert -f a.lora -o file

@@ -169,7 +169,7 @@ small_memory() {
 	assert_equal "$stderr" "lora-inspect: deep.safetensors: header is not valid JSON (error near byte 1004)"
 	mklora deep.lora "{\"layers\":$deep" ''
 	run -1 --separate-stderr lora-inspect deep.lora
-	assert_equal "$stderr" "lora-inspect: deep.lora: header is not a JSON object"
+	assert_equal "$stderr" "lora-inspect: deep.lora: header is not valid JSON (error near byte 1009)"
 }
 
 @test "PEFT pattern keys cannot make regcomp blow up: bounds, nested repeats, deep groups" {

@@ -140,6 +140,21 @@ setup() {
 	assert_equal "$stderr" "lora-merge: one.safetensors: already exists (use -f to overwrite)"
 }
 
+@test "-f never replaces what it cannot put back: a subdirectory, a link, a file where a directory goes" {
+	mkdir -p out/keep && touch out/stale
+	run -1 --separate-stderr lora-merge -f -m model a.lora -o out
+	assert_equal "$stderr" "lora-merge: out: holds 'keep', which is not a regular file and would be lost; not replacing it"
+	assert_dir_exists out/keep
+	assert_file_exists out/stale
+	rmdir out/keep && ln -s /etc/hostname out/link
+	run -1 --separate-stderr lora-merge -f -m model a.lora -o out
+	assert_equal "$stderr" "lora-merge: out: holds 'link', which is not a regular file and would be lost; not replacing it"
+	touch plain
+	run -1 --separate-stderr lora-merge -f -m model a.lora -o plain
+	assert_equal "$stderr" "lora-merge: plain: exists and is not a directory"
+	assert_equal "$(ls -A | grep -v '^separate-stderr-')" "$(printf 'a.lora\nb.lora\nmodel\nout\nplain')"
+}
+
 @test "the output never overwrites the input" {
 	run -2 --separate-stderr lora-merge -f -m model a.lora -o model
 	assert_equal "$stderr" "lora-merge: model: output would overwrite the input model"

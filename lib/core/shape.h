@@ -9,6 +9,8 @@
 /* Room for any shape formatted by lora_shape_format. */
 #define LORA_SHAPE_STR (LORA_MAX_DIMS * 21)
 
+/* The smaller of two sizes (ranks, dimensions). */
+static inline size_t lora_shape_min(size_t a, size_t b) { return a < b ? a : b; }
 /* *out = a * b, or return -1 on size_t overflow. */
 int lora_shape_mul(size_t a, size_t b, size_t *out);
 /* Product of shape[0..ndim) times elem; -1 on overflow. */

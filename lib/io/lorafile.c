@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include "core/json.h"
 #include "core/outfile.h"
 
 #define CHUNK (1u << 16)
@@ -539,15 +540,14 @@ static int parse_extras(lora_adapter *a, const cJSON *x, const char *name, paylo
 	return 0;
 }
 
-static int parse_header(lora_adapter *a, const char *text, const char *name, payloads *ps, lora_err *e)
+static int parse_header(lora_adapter *a, const char *text, size_t len, const char *name, payloads *ps,
+                        lora_err *e)
 {
-	int rc = 0;
 	payloads tail = {0}; /* magnitude and bias payloads, which follow every A and B */
-	cJSON *h = cJSON_Parse(text), *x;
-	if (!h || !cJSON_IsObject(h)) {
-		rc = lora_err_set(e, LORA_EFORMAT, "%s: header is not a JSON object", name);
+	cJSON *h, *x;
+	int rc = lora_json_parse(&h, name, "header", text, len, e);
+	if (rc)
 		goto out;
-	}
 	x = cJSON_GetObjectItemCaseSensitive(h, "dtype");
 	if (!cJSON_IsString(x) || lora_dtype_parse(x->valuestring, &a->dtype)) {
 		rc = lora_err_set(e, LORA_EFORMAT, "%s: header: 'dtype' must be f32, f16 or bf16", name);
@@ -868,11 +868,7 @@ int lora_lorafile_readf(lora_adapter **out, FILE *f, const char *name, int mode,
 		rc = lora_err_set(e, LORA_EFORMAT, "%s: header CRC mismatch (corrupt header)", name);
 		goto out;
 	}
-	if (memchr(text, 0, hl)) {
-		rc = lora_err_set(e, LORA_EFORMAT, "%s: header contains a NUL byte", name);
-		goto out;
-	}
-	if ((rc = parse_header(a, text, name, &ps, e)))
+	if ((rc = parse_header(a, text, hl, name, &ps, e)))
 		goto out;
 	a->version = (int)ver;
 	uint64_t total = s.pos;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/json.h"
+#include "core/outdir.h"
 #include "core/outfile.h"
 #include "core/path.h"
 #include "io/safetensors.h"
@@ -1137,17 +1138,6 @@ static int add_w(wtensor *ws, size_t *n, const char *module, const char *suffix,
 	return 0;
 }
 
-/* Replace the temporary directory in e's message with the target. */
-static void retarget(lora_err *e, const char *tmp, const char *dir)
-{
-	size_t n = strlen(tmp);
-	if (!e || strncmp(e->msg, tmp, n) != 0)
-		return;
-	char rest[sizeof e->msg];
-	snprintf(rest, sizeof rest, "%s", e->msg + n);
-	snprintf(e->msg, sizeof e->msg, "%s%s", dir, rest);
-}
-
 static int write_weights(const lora_adapter *a, const char *path, lora_err *e)
 {
 	size_t cap = 4 * a->nlayers + a->nextras, n = 0;
@@ -1225,58 +1215,16 @@ out:
 
 /* An existing target may be replaced only if it is a directory holding
  * nothing but adapter files. */
-static const char *const adapter_files[] = {LORA_PEFT_CONFIG, LORA_PEFT_WEIGHTS};
-
-static int check_replaceable(const char *dir, lora_err *e)
-{
-	struct stat sb;
-	if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-		return lora_err_set(e, LORA_EINVAL, "%s: exists and is not a directory", dir);
-	DIR *d = opendir(dir);
-	if (!d)
-		return lora_err_set(e, LORA_EIO, "%s: %s", dir, strerror(errno));
-	struct dirent *de;
-	int rc = 0;
-	while (!rc && (de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		int known = 0;
-		for (size_t i = 0; i < sizeof adapter_files / sizeof *adapter_files; i++)
-			known |= strcmp(de->d_name, adapter_files[i]) == 0;
-		if (!known)
-			rc = lora_err_set(e, LORA_EINVAL, "%s: holds '%s', which is not part of a PEFT adapter; not replacing it",
-			                  dir, de->d_name);
-	}
-	closedir(d);
-	return rc;
-}
+/* What a replaced adapter directory may hold. */
+static const char *const adapter_files[] = {LORA_PEFT_CONFIG, LORA_PEFT_WEIGHTS, NULL};
 
 /* Remove the adapter files of dir and then dir itself. */
-static void remove_adapter_dir(const char *dir)
-{
-	for (size_t i = 0; i < sizeof adapter_files / sizeof *adapter_files; i++) {
-		char *p = lora_path_join(dir, adapter_files[i]);
-		if (p)
-			unlink(p);
-		free(p);
-	}
-	rmdir(dir);
-}
-
-static void sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-}
-
 int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err *e)
 {
-	char *text = NULL, *target = NULL, *parent = NULL, *tmp = NULL, *cfg = NULL, *weights = NULL;
-	int rc, exists, tracked = 0;
-	struct stat sb;
+	char *text = NULL;
+	const char *cfg, *weights;
+	int rc;
+	lora_outdir d;
 	lora_outfile o;
 	if (!dir || !*dir || strcmp(dir, "-") == 0)
 		return lora_err_set(e, LORA_EUSAGE, "a PEFT adapter is a directory: give its name, not standard output");
@@ -1300,84 +1248,22 @@ int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err 
 	}
 	if (rc)
 		goto out;
-	size_t n = strlen(dir);
-	while (n > 1 && dir[n - 1] == '/')
-		n--;
-	if (!(target = strndup(dir, n)) || !(parent = lora_path_dir(target)))
-		goto nomem;
-	exists = lstat(target, &sb) == 0;
-	if (exists && !force) {
-		rc = lora_err_set(e, LORA_EINVAL, "%s: already exists (use -f to overwrite)", target);
+	if ((rc = lora_outdir_open(&d, dir, force, adapter_files, e)))
 		goto out;
+	if (!(cfg = lora_outdir_file(&d, LORA_PEFT_CONFIG)) || !(weights = lora_outdir_file(&d, LORA_PEFT_WEIGHTS))) {
+		rc = lora_err_nomem(e);
+		goto fail;
 	}
-	if (exists && (rc = check_replaceable(target, e)))
-		goto out;
-	const char *base = strrchr(target, '/') ? strrchr(target, '/') + 1 : target;
-	size_t tl = strlen(parent) + strlen(base) + 16;
-	if (!(tmp = malloc(tl)))
-		goto nomem;
-	snprintf(tmp, tl, "%s/.%s.XXXXXX", parent, base);
-	if (!(cfg = malloc(tl + sizeof LORA_PEFT_WEIGHTS)) || !(weights = malloc(tl + sizeof LORA_PEFT_WEIGHTS)))
-		goto nomem;
-	/* The directory is registered for signal cleanup as it is made, and
-	 * the two files before they exist: a signal at any point then finds
-	 * every name (removing one not made yet fails harmlessly), and cleanup
-	 * runs in reverse, so the files go before the directory. */
-	if (lora_outfile_mkdtemp(tmp) != 0) {
-		rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", target, strerror(errno));
-		goto out;
-	}
-	tracked = 1;
-	snprintf(cfg, tl + sizeof LORA_PEFT_WEIGHTS, "%s/%s", tmp, LORA_PEFT_CONFIG);
-	snprintf(weights, tl + sizeof LORA_PEFT_WEIGHTS, "%s/%s", tmp, LORA_PEFT_WEIGHTS);
-	lora_outfile_track(cfg);
-	lora_outfile_track(weights);
-	tracked = 3;
 	if ((rc = lora_outfile_open(&o, cfg, 0, e)))
 		goto fail;
 	fputs(text, o.fp);
 	if ((rc = lora_outfile_commit(&o, e)) || (rc = write_weights(a, weights, e)))
 		goto fail;
-	sync_dir(tmp);
-	if (exists) {
-		/* Swap atomically, then clear out the old adapter now at tmp. */
-		if (renameat2(AT_FDCWD, tmp, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
-			remove_adapter_dir(tmp);
-		} else if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
-			remove_adapter_dir(target);
-			if (rename(tmp, target) != 0) {
-				rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
-				goto fail;
-			}
-		} else {
-			rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
-			goto fail;
-		}
-	} else if (rename(tmp, target) != 0) {
-		rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
-		goto fail;
-	}
-	sync_dir(parent);
+	rc = lora_outdir_commit(&d, e);
 	goto out;
-nomem:
-	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
 fail:
-	if (tracked) {
-		retarget(e, tmp, target);
-		remove_adapter_dir(tmp);
-	}
+	lora_outdir_abort(&d, e);
 out:
-	if (tracked == 3) {
-		lora_outfile_untrack(weights);
-		lora_outfile_untrack(cfg);
-	}
-	if (tracked)
-		lora_outfile_untrack(tmp);
 	free(text);
-	free(target);
-	free(parent);
-	free(tmp);
-	free(cfg);
-	free(weights);
 	return rc;
 }

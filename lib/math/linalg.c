@@ -10,8 +10,6 @@
 #include "core/rng.h"
 #include "core/dtype.h"
 
-static size_t min2(size_t a, size_t b) { return a < b ? a : b; }
-
 /* BLAS and LAPACK index with int: refuse anything larger. */
 static int too_big(size_t a, size_t b, size_t c)
 {
@@ -54,7 +52,7 @@ void lora_linalg_dgemm(int tX, int tY, size_t m, size_t n, size_t k, double alph
  * matrix. Column-major input spares LAPACKE its transposition copies. */
 static int qr_cm(double *R, double *W, size_t rows, size_t r, int want_q)
 {
-	size_t k = min2(rows, r);
+	size_t k = lora_shape_min(rows, r);
 	double *tau = malloc((k ? k : 1) * sizeof *tau);
 	int rc = -1;
 	if (!tau)
@@ -75,7 +73,7 @@ out:
 
 static int svals(double *sv, double *M, size_t m, size_t n)
 {
-	size_t k = min2(m, n);
+	size_t k = lora_shape_min(m, n);
 	double *sup = malloc((k ? k : 1) * sizeof *sup);
 	if (!sup)
 		return -1;
@@ -104,13 +102,13 @@ int lora_linalg_dense_svals(double *sv, const float *B, const float *A, size_t m
 		for (size_t k = 0; k < r; k++)
 			for (size_t j = 0; j < n; j++)
 				M[i * n + j] += (double)B[i * r + k] * A[k * n + j];
-	size_t k = min2(m, n);
+	size_t k = lora_shape_min(m, n);
 	double *all = malloc(k * sizeof *all);
 	int rc = 0;
 	if (!all || svals(all, M, m, n))
 		rc = lora_err_set(e, LORA_EINVAL, "SVD failed");
 	else
-		memcpy(sv, all, min2(k, r) * sizeof *sv);
+		memcpy(sv, all, lora_shape_min(k, r) * sizeof *sv);
 	free(all);
 	free(M);
 	return rc;
@@ -123,7 +121,7 @@ int lora_linalg_dense_svals(double *sv, const float *B, const float *A, size_t m
  * together for values only. */
 static int dsvd(double *U, double *S, double *Vt, double *M, size_t m, size_t n)
 {
-	size_t kk = min2(m, n);
+	size_t kk = lora_shape_min(m, n);
 	lapack_int info;
 	if (!U)
 		info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', (lapack_int)n, (lapack_int)m, M, (lapack_int)n, S,
@@ -140,7 +138,7 @@ int lora_linalg_lowrank_svd(double *U, double *S, double *Vt, const float *B, co
 	if (too_big(m, n, r))
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu at rank %zu is too large for LAPACK", m,
 		                    n, r);
-	size_t kb = min2(m, r), ka = min2(n, r), k = min2(kb, ka);
+	size_t kb = lora_shape_min(m, r), ka = lora_shape_min(n, r), k = lora_shape_min(kb, ka);
 	if (!k)
 		return 0;
 	/* B column-major (m x r) and A^T column-major (n x r), which is A's own
@@ -219,7 +217,7 @@ out:
 int lora_linalg_svd_exact(float *U, double *S, float *Vt, const float *X, size_t m, size_t n, size_t k,
                    lora_err *e)
 {
-	size_t kk = min2(m, n);
+	size_t kk = lora_shape_min(m, n);
 	/* gesdd indexes its workspace with int: the whole matrix must fit. */
 	if (too_big(m, n, 1) || m * n > INT_MAX / 4)
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for LAPACK's gesdd", m, n);
@@ -268,7 +266,7 @@ static int orth_cm(float *X, size_t rows, size_t l, float *tau)
 int lora_linalg_svd_randomized(float *U, double *S, float *Vt, const float *X, size_t m, size_t n,
                         size_t k, size_t p, size_t q, uint64_t seed, lora_err *e)
 {
-	size_t kk = min2(m, n), l = k + p < kk ? k + p : kk;
+	size_t kk = lora_shape_min(m, n), l = k + p < kk ? k + p : kk;
 	if (too_big(m, n, l))
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for BLAS", m, n);
 	if (k > kk || k == 0)
@@ -322,7 +320,7 @@ out:
 
 int lora_linalg_sq_svals(double *ev, const float *X, size_t m, size_t n, lora_err *e)
 {
-	size_t p = min2(m, n), bs = 256;
+	size_t p = lora_shape_min(m, n), bs = 256;
 	/* dsyevd's workspace is 1 + 6p + 2p^2 doubles, indexed with int. */
 	if (too_big(m, n, 1) || p > 30000)
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for LAPACK's syevd", m, n);
@@ -401,7 +399,7 @@ int lora_linalg_lowrank_dist(double *out, double s1, const float *B1, const floa
 	size_t r = r1 + r2;
 	if (r < r1 || too_big(m, n, r))
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for LAPACK", m, n);
-	size_t kb = min2(m, r), ka = min2(n, r);
+	size_t kb = lora_shape_min(m, r), ka = lora_shape_min(n, r);
 	double *Wb = alloc3(m, r, sizeof(double)), *Wa = alloc3(n, r, sizeof(double));
 	double *RB = alloc3(kb, r, sizeof(double)), *RA = alloc3(ka, r, sizeof(double));
 	double *M = alloc3(kb, ka, sizeof(double));

@@ -8,8 +8,6 @@
 #include "math/linalg.h"
 #include "ops/svd.h"
 
-static size_t min2(size_t a, size_t b) { return a < b ? a : b; }
-
 
 static int push_name(const char ***list, size_t *n, const char *name, lora_err *e)
 {
@@ -72,7 +70,7 @@ static double *singular_rows(const lora_layer *l, int of_B, size_t *k, lora_err 
 {
 	size_t side = of_B ? l->out : l->in, r = l->rank;
 	double *S = NULL, *V = NULL, *T = NULL;
-	*k = min2(r, side);
+	*k = lora_shape_min(r, side);
 	S = lora_shape_alloc(*k, sizeof *S);
 	V = lora_shape_alloc(*k * side, sizeof *V);
 	if (!S || !V)
@@ -120,8 +118,8 @@ static int subspace(lora_diff_layer *d, const lora_layer *la, const lora_layer *
 		Va = Vb = NULL;
 	}
 	/* Top-k singular directions of the deltas themselves. */
-	ka = min2(min2(m, n), la->rank), kb = min2(min2(m, n), lb->rank);
-	size_t k = min2(ka, kb);
+	ka = lora_shape_min(lora_shape_min(m, n), la->rank), kb = lora_shape_min(lora_shape_min(m, n), lb->rank);
+	size_t k = lora_shape_min(ka, kb);
 	if (top && top < k)
 		k = top;
 	d->top = k;
@@ -342,8 +340,8 @@ int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lo
 		d->compared = lora_dtype_is_float(x->dtype) && lora_dtype_is_float(y->dtype);
 		if (x->nelem > maxel)
 			maxel = x->nelem;
-		if (x->ndim == 2 && min2(x->shape[0], x->shape[1]) > maxp)
-			maxp = min2(x->shape[0], x->shape[1]);
+		if (x->ndim == 2 && lora_shape_min(x->shape[0], x->shape[1]) > maxp)
+			maxp = lora_shape_min(x->shape[0], x->shape[1]);
 	}
 	for (size_t i = 0; i < tuned->ntensors; i++)
 		if (selected(t, tuned->tensors[i]->name) && !lora_ckpt_find(base, tuned->tensors[i]->name) &&
@@ -382,7 +380,7 @@ int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lo
 		d->relative = ss == 0 ? 0 : bn > 0 ? d->norm / d->base_norm : INFINITY;
 		if (d->ndim != 2)
 			continue;
-		size_t rows = d->shape[0], cols = d->shape[1], p = min2(rows, cols);
+		size_t rows = d->shape[0], cols = d->shape[1], p = lora_shape_min(rows, cols);
 		if (ss == 0) {
 			d->rank50 = d->rank90 = d->rank99 = 0;
 			continue;

@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include "math/linalg.h"
+#include "core/json.h"
+#include "core/outdir.h"
 #include "core/outfile.h"
+#include "core/path.h"
 
 /* One change to one model tensor. */
 typedef struct {
@@ -270,12 +273,6 @@ out:
 	return rc;
 }
 
-static const char *base_name(const char *p)
-{
-	const char *s = strrchr(p, '/');
-	return s ? s + 1 : p;
-}
-
 static int copy_file(const char *from, const char *to, lora_err *e)
 {
 	int in = open(from, O_RDONLY), out = -1, rc = 0;
@@ -308,18 +305,12 @@ out:
 /* The index with total_size updated; every other key kept. */
 static int write_index(const lora_ckpt *m, const char *path, uint64_t total, lora_err *e)
 {
-	FILE *f = fopen(m->index_path, "rb");
-	char *text = NULL, *outtext = NULL;
+	char *outtext = NULL;
 	cJSON *j = NULL;
-	int rc = 0;
-	long n;
-	if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) ||
-	    !(text = malloc((size_t)n + 1)) || fread(text, 1, (size_t)n, f) != (size_t)n) {
-		rc = lora_err_set(e, LORA_EIO, "%s: cannot read: %s", m->index_path, strerror(errno));
-		goto out;
-	}
-	text[n] = 0;
-	j = cJSON_Parse(text); /* already validated by lora_ckpt_open */
+	lora_outfile of;
+	int rc = lora_json_read_file(&j, m->index_path, 0, e);
+	if (rc)
+		return rc;
 	cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "metadata");
 	if (!cJSON_IsObject(meta)) {
 		meta = cJSON_CreateObject();
@@ -327,21 +318,13 @@ static int write_index(const lora_ckpt *m, const char *path, uint64_t total, lor
 	}
 	cJSON_DeleteItemFromObjectCaseSensitive(meta, "total_size");
 	cJSON_AddNumberToObject(meta, "total_size", (double)total);
-	outtext = cJSON_Print(j);
-	lora_outfile of;
-	if (!outtext) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
-		goto out;
+	if (!(outtext = cJSON_Print(j)))
+		rc = lora_err_nomem(e);
+	else if (!(rc = lora_outfile_open(&of, path, 0, e))) {
+		fputs(outtext, of.fp);
+		fputc('\n', of.fp);
+		rc = lora_outfile_commit(&of, e);
 	}
-	if ((rc = lora_outfile_open(&of, path, 0, e)))
-		goto out;
-	fputs(outtext, of.fp);
-	fputc('\n', of.fp);
-	rc = lora_outfile_commit(&of, e);
-out:
-	if (f)
-		fclose(f);
-	free(text);
 	cJSON_free(outtext);
 	cJSON_Delete(j);
 	return rc;
@@ -353,58 +336,38 @@ static int same_file(const char *a, const char *b)
 	return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
-/* Name the output, not its temporary directory, in e's message. */
-static void retarget(lora_err *e, const char *tmp, const char *out)
+/* Every other regular file of the model directory (config, tokenizer,
+ * generation config...), copied into the output. */
+static int copy_others(const lora_ckpt *m, lora_outdir *d, lora_err *e)
 {
-	size_t n = strlen(tmp);
-	if (!e || strncmp(e->msg, tmp, n) != 0)
-		return;
-	char rest[sizeof e->msg];
-	snprintf(rest, sizeof rest, "%s", e->msg + n);
-	snprintf(e->msg, sizeof e->msg, "%s%s", out, rest);
-}
-
-/* Paths written into the temporary directory, removed on failure. */
-typedef struct {
-	char **v;
-	size_t n;
-} paths;
-
-static char *track(paths *ps, const char *dir, const char *name)
-{
-	size_t len = strlen(dir) + strlen(name) + 2;
-	char *p = malloc(len), **v = realloc(ps->v, (ps->n + 1) * sizeof *v);
-	if (v)
-		ps->v = v;
-	if (!p || !v) {
-		free(p);
-		return NULL;
+	struct stat sb;
+	int rc = 0;
+	DIR *dir = opendir(m->dir);
+	if (!dir)
+		return lora_err_set(e, LORA_EIO, "%s: %s", m->dir, strerror(errno));
+	struct dirent *de;
+	while (!rc && (de = readdir(dir))) {
+		char src[4096];
+		int skip = de->d_name[0] == '.' && (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2]));
+		for (size_t s = 0; s < m->nshards && !skip; s++)
+			skip = strcmp(de->d_name, lora_path_base(m->shards[s]->path)) == 0;
+		if (skip || (m->index_path && strcmp(de->d_name, lora_path_base(m->index_path)) == 0))
+			continue;
+		snprintf(src, sizeof src, "%s/%s", m->dir, de->d_name);
+		if (stat(src, &sb) != 0 || !S_ISREG(sb.st_mode))
+			continue;
+		const char *dst = lora_outdir_file(d, de->d_name);
+		rc = dst ? copy_file(src, dst, e) : lora_err_nomem(e);
 	}
-	snprintf(p, len, "%s/%s", dir, name);
-	ps->v[ps->n++] = p;
-	lora_outfile_track(p);
-	return p;
-}
-
-static void untrack_all(paths *ps, int remove)
-{
-	for (size_t i = ps->n; i-- > 0;) {
-		if (remove && unlink(ps->v[i]) != 0)
-			rmdir(ps->v[i]);
-		lora_outfile_untrack(ps->v[i]);
-		free(ps->v[i]);
-	}
-	free(ps->v);
-	ps->v = NULL;
-	ps->n = 0;
+	closedir(dir);
+	return rc;
 }
 
 int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t n, const char *out,
                const lora_merge_opts *o, size_t *merged_out, lora_err *e)
 {
 	plan p = {0};
-	paths ps = {0};
-	char *tmpdir = NULL, *old = NULL;
+	lora_outdir d;
 	size_t merged = 0, done = 0, total = 0;
 	uint64_t bytes = 0, total_bytes = 0, written = 0;
 	struct stat sb;
@@ -429,111 +392,25 @@ int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t
 		rc = lora_err_set(e, LORA_EUSAGE, "%s: output would overwrite the input model", out);
 		goto out;
 	}
-	if (lstat(out, &sb) == 0 && (!o->force || !S_ISDIR(sb.st_mode))) {
-		rc = lora_err_set(e, LORA_EINVAL, o->force ? "%s: exists and is not a directory"
-		                                          : "%s: already exists (use -f to overwrite)", out);
+	if ((rc = lora_outdir_open(&d, out, o->force, NULL, e)))
 		goto out;
+	for (size_t s = 0; s < m->nshards && !rc; s++) {
+		const char *path = lora_outdir_file(&d, lora_path_base(m->shards[s]->path));
+		rc = path ? merge_shard(m->shards[s], path, &p, o, &done, total, &bytes, total_bytes, &merged,
+		                        &written, e)
+		          : lora_err_nomem(e);
 	}
-	/* Build the whole directory beside the target, then rename it in. */
-	size_t len = strlen(out) + 16;
-	const char *b = base_name(out);
-	tmpdir = malloc(len);
-	old = malloc(len + 4);
-	if (!tmpdir || !old) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
-		goto out;
+	if (!rc && m->index_path) {
+		const char *path = lora_outdir_file(&d, lora_path_base(m->index_path));
+		rc = path ? write_index(m, path, written, e) : lora_err_nomem(e);
 	}
-	snprintf(tmpdir, len, "%.*s.%s.XXXXXX", (int)(b - out), out, b);
-	if (lora_outfile_mkdtemp(tmpdir)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", out, strerror(errno));
-		free(tmpdir);
-		tmpdir = NULL;
-		goto out;
-	}
-	for (size_t s = 0; s < m->nshards; s++) {
-		char *path = track(&ps, tmpdir, base_name(m->shards[s]->path));
-		if (!path) {
-			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
-			goto out;
-		}
-		if ((rc = merge_shard(m->shards[s], path, &p, o, &done, total, &bytes, total_bytes, &merged,
-		                      &written, e)))
-			goto out;
-	}
-	if (m->index_path) {
-		char *path = track(&ps, tmpdir, base_name(m->index_path));
-		if (!path || (rc = write_index(m, path, written, e))) {
-			rc = path ? rc : lora_err_set(e, LORA_ENOMEM, "out of memory");
-			goto out;
-		}
-	}
-	/* Every other regular file (config, tokenizer, generation config...). */
-	DIR *d = opendir(m->dir);
-	if (!d) {
-		rc = lora_err_set(e, LORA_EIO, "%s: %s", m->dir, strerror(errno));
-		goto out;
-	}
-	struct dirent *de;
-	while (!rc && (de = readdir(d))) {
-		char src[4096];
-		int skip = de->d_name[0] == '.' && (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2]));
-		for (size_t s = 0; s < m->nshards && !skip; s++)
-			skip = strcmp(de->d_name, base_name(m->shards[s]->path)) == 0;
-		if (skip || (m->index_path && strcmp(de->d_name, base_name(m->index_path)) == 0))
-			continue;
-		snprintf(src, sizeof src, "%s/%s", m->dir, de->d_name);
-		if (stat(src, &sb) != 0 || !S_ISREG(sb.st_mode))
-			continue;
-		char *dst = track(&ps, tmpdir, de->d_name);
-		rc = dst ? copy_file(src, dst, e) : lora_err_set(e, LORA_ENOMEM, "out of memory");
-	}
-	closedir(d);
+	if (!rc)
+		rc = copy_others(m, &d, e);
 	if (rc)
-		goto out;
-	int swapped = 0;
-	if (lstat(out, &sb) == 0) { /* -f over an existing directory */
-		/* Swap the two in one step where the file system can, so that a
-		 * kill at any moment finds OUT whole, old or new; the old one is
-		 * then at the temporary name and removed below. */
-		swapped = renameat2(AT_FDCWD, tmpdir, AT_FDCWD, out, RENAME_EXCHANGE) == 0;
-		snprintf(old, len + 4, swapped ? "%s" : "%s.old", tmpdir);
-		if (!swapped && rename(out, old) != 0) {
-			rc = lora_err_set(e, LORA_EIO, "%s: cannot replace: %s", out, strerror(errno));
-			goto out;
-		}
-	} else {
-		old[0] = 0;
-	}
-	if (!swapped && rename(tmpdir, out) != 0) {
-		rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", out, strerror(errno));
-		if (old[0])
-			rename(old, out);
-		goto out;
-	}
-	lora_outfile_untrack(tmpdir);
-	untrack_all(&ps, 0);
-	if (old[0]) { /* the replaced directory: remove its files, then it */
-		DIR *od = opendir(old);
-		char f[4096];
-		while (od && (de = readdir(od)))
-			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
-			    snprintf(f, sizeof f, "%s/%s", old, de->d_name) > 0)
-				unlink(f);
-		if (od)
-			closedir(od);
-		rmdir(old);
-	}
+		lora_outdir_abort(&d, e);
+	else
+		rc = lora_outdir_commit(&d, e);
 out:
-	untrack_all(&ps, rc != 0);
-	if (tmpdir) {
-		if (rc) {
-			rmdir(tmpdir);
-			retarget(e, tmpdir, out);
-		}
-		lora_outfile_untrack(tmpdir);
-	}
-	free(tmpdir);
-	free(old);
 	plan_free(&p);
 	if (merged_out)
 		*merged_out = merged;

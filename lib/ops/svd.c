@@ -8,8 +8,6 @@
 #include "math/linalg.h"
 #include "core/rng.h"
 
-static size_t min2(size_t a, size_t b) { return a < b ? a : b; }
-
 
 void lora_svd_opts_init(lora_svd_opts *o)
 {
@@ -125,7 +123,7 @@ static void split_sqrt(float *B, float *A, const float *U, size_t ku, const doub
 int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, size_t m, size_t n,
                     const lora_svd_opts *o, uint64_t seed, lora_svd_layer_report *rep, lora_err *e)
 {
-	size_t p = min2(m, n), cap = o->rank ? min2(o->rank, p) : (o->max_rank ? min2(o->max_rank, p) : p);
+	size_t p = lora_shape_min(m, n), cap = o->rank ? lora_shape_min(o->rank, p) : (o->max_rank ? lora_shape_min(o->max_rank, p) : p);
 	size_t k = 0, kt;
 	double total = lora_linalg_sumsq(dW, m * n), *S = lora_shape_alloc(p, sizeof *S), *s2 = NULL;
 	float *U = NULL, *Vt = NULL, *B = NULL, *A = NULL;
@@ -139,7 +137,7 @@ int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, s
 	 * sketch for kt directions, doubling kt until the kept energy is reached
 	 * or the cap is; once the sketch would span most of the matrix the exact
 	 * SVD is cheaper. */
-	kt = o->rank ? cap : min2(cap, 32);
+	kt = o->rank ? cap : lora_shape_min(cap, 32);
 	for (;;) {
 		if (!exact && !o->rank && kt + o->oversample >= p)
 			exact = 1;
@@ -166,13 +164,13 @@ int lora_svd_factor(float **Bout, float **Aout, size_t *rank, const float *dW, s
 		if (o->rank) {
 			k = cap;
 		} else {
-			k = lora_svd_pick_rank(s2, min2(ns, want), total, o->energy, cap);
+			k = lora_svd_pick_rank(s2, lora_shape_min(ns, want), total, o->energy, cap);
 			double cum = 0;
 			for (size_t i = 0; i < k; i++)
 				cum += s2[i];
 			/* Sketch too small: the energy was not reached inside it. */
 			if (!exact && k == want && want < cap && cum < o->energy * total) {
-				kt = min2(2 * kt, cap);
+				kt = lora_shape_min(2 * kt, cap);
 				continue;
 			}
 		}
@@ -237,7 +235,7 @@ static float *dup_floats(const float *x, size_t n)
 static int rerank_layer(lora_adapter *dst, const lora_layer *l, double s, const lora_svd_opts *o,
                         lora_svd_report *rep, lora_err *e)
 {
-	size_t m = l->out, n = l->in, kk = min2(min2(m, n), l->rank), p = min2(m, n);
+	size_t m = l->out, n = l->in, kk = lora_shape_min(lora_shape_min(m, n), l->rank), p = lora_shape_min(m, n);
 	double *U = lora_shape_alloc(m * kk, sizeof *U), *S = lora_shape_alloc(kk, sizeof *S);
 	double *Vt = lora_shape_alloc(kk * n, sizeof *Vt), *s2 = lora_shape_alloc(kk, sizeof *s2);
 	int rc = 0;
@@ -256,14 +254,14 @@ static int rerank_layer(lora_adapter *dst, const lora_layer *l, double s, const 
 		s2[i] = S[i] * S[i];
 		total += s2[i];
 	}
-	size_t k = o->rank ? min2(o->rank, p)
+	size_t k = o->rank ? lora_shape_min(o->rank, p)
 	           : total > 0 ? lora_svd_pick_rank(s2, kk, total, o->energy, o->max_rank) : 1;
 	lora_layer *nl = lora_adapter_add(dst, l->name, m, n, k, (double)k, 0, e);
 	if (!nl) {
 		rc = e ? e->code : LORA_ENOMEM;
 		goto out;
 	}
-	size_t kept = min2(k, kk); /* directions beyond kk stay zero: B A has no more */
+	size_t kept = lora_shape_min(k, kk); /* directions beyond kk stay zero: B A has no more */
 	double sign = s < 0 ? -1.0 : 1.0;
 	for (size_t i = 0; i < m; i++)
 		for (size_t j = 0; j < kept; j++)

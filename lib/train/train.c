@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "io/lorafile.h"
+#include "core/outdir.h"
 #include "core/outfile.h"
 #include "core/path.h"
 
@@ -120,45 +121,42 @@ static int write_text(const char *path, const char *text, lora_err *e)
 	return lora_outfile_commit(&o, e);
 }
 
+/* What a checkpoint directory holds; an older one of the same step (a
+ * resumed run) is replaced whole. */
+static const char *const ckpt_files[] = {"adapter.lora", "optimizer.bin", "state.json", NULL};
+
 /* DIR/checkpoint-STEP, assembled in a temporary directory beside it. */
 static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long step, double loss,
                            char **where, lora_err *e)
 {
-	char name[64], *final = NULL, *tmp = NULL, *pa = NULL, *po = NULL, *ps = NULL, *text = NULL;
-	cJSON *st = NULL;
+	char name[64], *final = NULL, *text = NULL;
+	const char *pa, *po, *ps;
+	cJSON *st = NULL, *cj = NULL;
+	lora_outdir d;
 	int rc = 0;
 	if (mkdir(o->ckpt_dir, 0777) != 0 && errno != EEXIST)
 		return lora_err_set(e, LORA_EIO, "%s: cannot create: %s", o->ckpt_dir, strerror(errno));
 	snprintf(name, sizeof name, "checkpoint-%ld", step);
-	final = lora_path_join(o->ckpt_dir, name);
-	snprintf(name, sizeof name, ".checkpoint-%ld.XXXXXX", step);
-	tmp = lora_path_join(o->ckpt_dir, name);
-	if (!final || !tmp) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+	if (!(final = lora_path_join(o->ckpt_dir, name)))
+		return lora_err_nomem(e);
+	if ((rc = lora_outdir_open(&d, final, 1, ckpt_files, e)))
 		goto out;
-	}
-	if (lora_outfile_mkdtemp(tmp)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-		free(tmp);
-		tmp = NULL;
-		goto out;
-	}
-	pa = lora_path_join(tmp, "adapter.lora");
-	po = lora_path_join(tmp, "optimizer.bin");
-	ps = lora_path_join(tmp, "state.json");
+	pa = lora_outdir_file(&d, ckpt_files[0]);
+	po = lora_outdir_file(&d, ckpt_files[1]);
+	ps = lora_outdir_file(&d, ckpt_files[2]);
 	st = cJSON_CreateObject();
 	char *conf = lora_trainconf_json(o->conf);
-	cJSON *cj = conf ? cJSON_Parse(conf) : NULL;
+	cj = conf ? cJSON_Parse(conf) : NULL;
 	free(conf);
 	if (!pa || !po || !ps || !st || !cj) {
-		cJSON_Delete(cj);
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
-		goto out;
+		rc = lora_err_nomem(e);
+		goto fail;
 	}
 	cJSON_AddNumberToObject(st, "step", (double)step);
 	cJSON_AddNumberToObject(st, "train_loss", isfinite(loss) ? loss : 0);
 	cJSON_AddStringToObject(st, "data", o->data_id ? o->data_id : "");
 	cJSON_AddItemToObject(st, "config", cj);
+	cj = NULL;
 	text = cJSON_Print(st);
 	/* The master weights are saved in f32 whatever the output dtype, so a
 	 * resumed run continues from exactly these values. */
@@ -167,40 +165,20 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 	rc = lora_lorafile_save(o->adapter, pa, 1, e);
 	o->adapter->dtype = keep;
 	if (rc || (rc = lora_optim_save(opt, po, e)) || (rc = write_text(ps, text ? text : "{}", e)))
+		goto fail;
+	if ((rc = lora_outdir_commit(&d, e)))
 		goto out;
-	/* Replace an older checkpoint of the same step (a resumed run). */
-	char *old = lora_path_join(o->ckpt_dir, ".replaced");
-	if (old && access(final, F_OK) == 0 && rename(final, old) == 0) {
-		const char *f[] = {"adapter.lora", "optimizer.bin", "state.json"};
-		for (int i = 0; i < 3; i++) {
-			char *p = lora_path_join(old, f[i]);
-			if (p)
-				unlink(p);
-			free(p);
-		}
-		rmdir(old);
-	}
-	free(old);
-	if (rename(tmp, final) != 0) {
-		rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", final, strerror(errno));
-		goto out;
-	}
-	lora_outfile_untrack(tmp);
-	free(tmp);
-	tmp = NULL;
 	free(*where);
 	*where = final;
 	final = NULL;
+	goto out;
+fail:
+	lora_outdir_abort(&d, e);
 out:
-	if (tmp) {
-		unlink(pa), unlink(po), unlink(ps);
-		rmdir(tmp);
-		lora_outfile_untrack(tmp);
-		free(tmp);
-	}
-	free(final), free(pa), free(po), free(ps);
+	free(final);
 	cJSON_free(text);
 	cJSON_Delete(st);
+	cJSON_Delete(cj);
 	return rc;
 }
 

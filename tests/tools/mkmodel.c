@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/json.h"
 #include "core/outfile.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
@@ -189,21 +190,6 @@ static int write_text(const params *p, const char *file, const char *text, lora_
 	return rc;
 }
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 static int write_config(const params *p, lora_err *e)
 {
 	static const char *const torch[] = {[LORA_F32] = "float32", [LORA_F16] = "float16", [LORA_BF16] = "bfloat16"};
@@ -214,7 +200,7 @@ static int write_config(const params *p, lora_err *e)
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
 	fprintf(f,
 	        "{\n  \"_name_or_path\": ");
-	json_str(f, p->name);
+	lora_json_write_str(f, p->name);
 	fprintf(f,
 	        ",\n  \"architectures\": [\"LlamaForCausalLM\"],\n"
 	        "  \"hidden_act\": \"silu\",\n"

@@ -348,6 +348,7 @@ int main(void)
 	free(buf);
 	const char *bad[][2] = {
 		{"[1,2]", "x.lora: header is not a JSON object"},
+		{"{\"dtype\":\"f32\",\"dtype\":\"bf16\",\"layers\":[]}", "x.lora: header has the key 'dtype' twice in one object"},
 		{"{\"layers\":[]}", "x.lora: header: 'dtype' must be f32, f16 or bf16"},
 		{"{\"dtype\":\"f32\"}", "x.lora: header: 'layers' must be an array"},
 		{"{\"dtype\":\"f32\",\"layers\":[{\"name\":\"w\",\"shape\":[2,-1],\"rank\":1,\"alpha\":1}]}",

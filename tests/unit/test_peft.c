@@ -221,7 +221,7 @@ int main(void)
 	FILE *f = fopen(file, "w");
 	fclose(f);
 	CHECK(lora_peft_write(a, out, 1, &e) == LORA_EINVAL &&
-	      strstr(e.msg, "holds 'README.md', which is not part of a PEFT adapter; not replacing it"), "foreign: %s",
+	      strstr(e.msg, "holds 'README.md', which would be lost; not replacing it"), "foreign: %s",
 	      e.msg);
 	unlink(file);
 	/* a failure leaves neither the target nor a temporary directory */
