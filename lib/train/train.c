@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "io/lorafile.h"
+#include "core/json.h"
 #include "core/outdir.h"
 #include "core/outfile.h"
 #include "core/path.h"
@@ -185,7 +186,7 @@ out:
 int lora_train_load_checkpoint(const char *dir, lora_adapter **a, char **conf_json, char **data_id,
                                long *step, lora_err *e)
 {
-	char *pa = lora_path_join(dir, "adapter.lora"), *ps = lora_path_join(dir, "state.json"), *text = NULL;
+	char *pa = lora_path_join(dir, "adapter.lora"), *ps = lora_path_join(dir, "state.json");
 	cJSON *st = NULL;
 	int rc = 0;
 	*a = NULL, *conf_json = NULL, *data_id = NULL;
@@ -193,15 +194,8 @@ int lora_train_load_checkpoint(const char *dir, lora_adapter **a, char **conf_js
 		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
 		goto out;
 	}
-	FILE *f = fopen(ps, "rb");
-	if (!f) {
-		rc = lora_err_set(e, LORA_EIO, "%s: %s", ps, strerror(errno));
+	if ((rc = lora_json_read_file(&st, ps, 1 << 20, e)))
 		goto out;
-	}
-	text = calloc(1, 1 << 20);
-	size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
-	fclose(f);
-	st = text ? cJSON_ParseWithLength(text, n) : NULL;
 	const cJSON *js = cJSON_GetObjectItemCaseSensitive(st, "step");
 	const cJSON *jc = cJSON_GetObjectItemCaseSensitive(st, "config");
 	const cJSON *jd = cJSON_GetObjectItemCaseSensitive(st, "data");
@@ -222,7 +216,7 @@ out:
 		*conf_json = *data_id = NULL;
 	}
 	cJSON_Delete(st);
-	free(text), free(pa), free(ps);
+	free(pa), free(ps);
 	return rc;
 }
 
