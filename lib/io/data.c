@@ -157,7 +157,7 @@ out:
 }
 
 int lora_data_batches_init(lora_data_batches *b, const lora_data *d, size_t B, size_t T, int shuffle, uint64_t seed,
-                      lora_err *e)
+                           lora_err *e)
 {
 	memset(b, 0, sizeof *b);
 	b->d = d, b->B = B, b->T = T;

@@ -68,7 +68,7 @@ typedef struct {
 /* Plan batches of B x T over d, shuffled with seed or not. Data too short
  * for one batch is an error saying how many tokens a batch needs. */
 int lora_data_batches_init(lora_data_batches *b, const lora_data *d, size_t B, size_t T, int shuffle, uint64_t seed,
-                      lora_err *e);
+                           lora_err *e);
 void lora_data_batches_free(lora_data_batches *b);
 /* Fill batch k (< nbatches): inputs and targets, each (B,T). */
 void lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs, int32_t *targets);

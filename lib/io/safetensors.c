@@ -479,7 +479,7 @@ static void stw_free(lora_st_writer *w)
 }
 
 int lora_st_writer_open(lora_st_writer **out, const char *path, const lora_st_spec *specs, size_t n,
-                  const lora_st_meta *meta, size_t nmeta, int force, lora_err *e)
+                        const lora_st_meta *meta, size_t nmeta, int force, lora_err *e)
 {
 	int rc;
 	char *hdr = NULL;

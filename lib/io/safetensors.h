@@ -74,7 +74,7 @@ typedef struct {
  * optional metadata (nmeta pairs, may be 0). Fails if path exists unless
  * force. */
 int lora_st_writer_open(lora_st_writer **out, const char *path, const lora_st_spec *specs, size_t n,
-                  const lora_st_meta *meta, size_t nmeta, int force, lora_err *e);
+                        const lora_st_meta *meta, size_t nmeta, int force, lora_err *e);
 /* Append bytes of the current tensor; may be called several times per
  * tensor. Writing more than the declared size is an error. */
 int lora_st_writer_write(lora_st_writer *w, const void *data, size_t nbytes, lora_err *e);

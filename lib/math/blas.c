@@ -1,4 +1,4 @@
-#include "math/blas.h"
+#include "math/blas_internal.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -79,7 +79,7 @@ static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, cons
 }
 
 void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                       size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+                            size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	if (tracing)
 		record(ta, tb, M, N, K);
@@ -87,7 +87,7 @@ void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float 
 }
 
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
-                const float *B, size_t ldb, float beta, float *C, size_t ldc)
+                     const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	if (tracing)
 		record(ta, tb, M, N, K);
@@ -114,7 +114,7 @@ void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, 
 }
 
 void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                      size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+                           size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	for (size_t i = 0; i < M; i++)
 		for (size_t j = 0; j < N; j++) {
@@ -130,7 +130,7 @@ void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float a
 }
 
 void lora_blas_sgemm_openblas(int n, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                         size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+                              size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	openblas_set_num_threads(n < 1 ? 1 : n);
 	gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -23,31 +23,8 @@ int lora_blas_threads(void);
  * lda/ldb/ldc the row strides. Split across the thread pool; call it from
  * serial code only. Every size must be below 2^31. */
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
-                const float *B, size_t ldb, float beta, float *C, size_t ldc);
+                     const float *B, size_t ldb, float beta, float *C, size_t ldc);
 /* Same on the calling thread only: for use inside a parallel region. */
 void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                       size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
-/* Naive twin for the tests: triple loop, double accumulation. */
-void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                      size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
-
-/* For benchmarks: one product with OpenBLAS's own threading at n threads
- * (the library's best rate on that shape, the ceiling a model is measured
- * against). Restores single-threaded OpenBLAS afterwards. */
-void lora_blas_sgemm_openblas(int nthreads, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
-                         const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-                         size_t ldc);
-
-/* Shape trace, for benchmarks: while on, every lora_blas_sgemm and
- * lora_blas_sgemm_serial call is recorded (thread-safe). */
-typedef struct {
-	int ta, tb;
-	size_t M, N, K;
-} lora_blas_shape;
-/* Start recording (discarding any earlier record). */
-void lora_blas_trace_begin(void);
-/* Stop; *n receives the count. The array (caller frees) lists the calls
- * in an unspecified order; NULL when there were none or memory ran out. */
-lora_blas_shape *lora_blas_trace_end(size_t *n);
-
+                            size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 #endif

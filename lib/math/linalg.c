@@ -1,4 +1,4 @@
-#include "math/linalg.h"
+#include "math/linalg_internal.h"
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -85,13 +85,13 @@ static int svals(double *sv, double *M, size_t m, size_t n)
 }
 
 int lora_linalg_lowrank_svals(double *sv, const float *B, const float *A, size_t m, size_t r, size_t n,
-                       lora_err *e)
+                              lora_err *e)
 {
 	return lora_linalg_lowrank_svd(NULL, sv, NULL, B, A, m, r, n, e);
 }
 
 int lora_linalg_dense_svals(double *sv, const float *B, const float *A, size_t m, size_t r, size_t n,
-                     lora_err *e)
+                            lora_err *e)
 {
 	if (too_big(m, n, r))
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for LAPACK", m, n);
@@ -133,7 +133,7 @@ static int dsvd(double *U, double *S, double *Vt, double *M, size_t m, size_t n)
 }
 
 int lora_linalg_lowrank_svd(double *U, double *S, double *Vt, const float *B, const float *A, size_t m,
-                     size_t r, size_t n, lora_err *e)
+                            size_t r, size_t n, lora_err *e)
 {
 	if (too_big(m, n, r))
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu at rank %zu is too large for LAPACK", m,
@@ -187,7 +187,7 @@ static double *to_double(const float *x, size_t n)
 }
 
 int lora_linalg_lowrank_inner(double *out, const float *B1, const float *A1, size_t r1, const float *B2,
-                       const float *A2, size_t r2, size_t m, size_t n, lora_err *e)
+                              const float *A2, size_t r2, size_t m, size_t n, lora_err *e)
 {
 	if (too_big(m, n, r1) || too_big(r2, 1, 1))
 		return lora_err_set(e, LORA_EINVAL, "matrix of %zux%zu is too large for BLAS", m, n);
@@ -215,7 +215,7 @@ out:
 }
 
 int lora_linalg_svd_exact(float *U, double *S, float *Vt, const float *X, size_t m, size_t n, size_t k,
-                   lora_err *e)
+                          lora_err *e)
 {
 	size_t kk = lora_shape_min(m, n);
 	/* gesdd indexes its workspace with int: the whole matrix must fit. */
@@ -264,7 +264,7 @@ static int orth_cm(float *X, size_t rows, size_t l, float *tau)
 }
 
 int lora_linalg_svd_randomized(float *U, double *S, float *Vt, const float *X, size_t m, size_t n,
-                        size_t k, size_t p, size_t q, uint64_t seed, lora_err *e)
+                               size_t k, size_t p, size_t q, uint64_t seed, lora_err *e)
 {
 	size_t kk = lora_shape_min(m, n), l = k + p < kk ? k + p : kk;
 	if (too_big(m, n, l))
@@ -356,7 +356,7 @@ out:
 }
 
 int lora_linalg_residual_sq(double *out, const float *X, float scale, const float *B, const float *A,
-                     size_t m, size_t k, size_t n, lora_err *e)
+                            size_t m, size_t k, size_t n, lora_err *e)
 {
 	size_t rows = 256;
 	if (too_big(m, n, k))
@@ -394,7 +394,7 @@ double lora_linalg_sumsq(const float *x, size_t n)
 }
 
 int lora_linalg_lowrank_dist(double *out, double s1, const float *B1, const float *A1, size_t r1, double s2,
-                      const float *B2, const float *A2, size_t r2, size_t m, size_t n, lora_err *e)
+                             const float *B2, const float *A2, size_t r2, size_t m, size_t n, lora_err *e)
 {
 	size_t r = r1 + r2;
 	if (r < r1 || too_big(m, n, r))

@@ -30,12 +30,7 @@ void lora_linalg_dgemm(int tX, int tY, size_t m, size_t n, size_t k, double alph
  * then the SVD of the small product of their R factors, in double
  * precision. Writes min(m, n, r) values in descending order to sv. */
 int lora_linalg_lowrank_svals(double *sv, const float *B, const float *A, size_t m, size_t r, size_t n,
-                       lora_err *e);
-
-/* Naive twin for the tests: singular values of the dense product, via
- * LAPACK gesdd on the full m x n matrix. Same output as above. */
-int lora_linalg_dense_svals(double *sv, const float *B, const float *A, size_t m, size_t r, size_t n,
-                     lora_err *e);
+                              lora_err *e);
 
 /* Thin SVD of B A (B m x r, A r x n) without forming it, in O((m + n) r^2):
  * B = Qb Rb, A^T = Qa Ra (Householder QR), SVD of Rb Ra^T = Um S Vm^T, then
@@ -44,20 +39,20 @@ int lora_linalg_dense_svals(double *sv, const float *B, const float *A, size_t m
  * one side is wanted. B or A may be NULL to mean the r x r identity (then
  * m = r, resp. n = r): the SVD of A alone, resp. of B alone. */
 int lora_linalg_lowrank_svd(double *U, double *S, double *Vt, const float *B, const float *A, size_t m,
-                     size_t r, size_t n, lora_err *e);
+                            size_t r, size_t n, lora_err *e);
 
 /* <B1 A1, B2 A2>_F = trace((B1^T B2) (A2 A1^T)), from the small factors
  * only: two r1 x r2 Gram products in double, never the m x n matrices.
  * B1 (m x r1), A1 (r1 x n), B2 (m x r2), A2 (r2 x n). */
 int lora_linalg_lowrank_inner(double *out, const float *B1, const float *A1, size_t r1, const float *B2,
-                       const float *A2, size_t r2, size_t m, size_t n, lora_err *e);
+                              const float *A2, size_t r2, size_t m, size_t n, lora_err *e);
 
 /* ||s1 B1 A1 - s2 B2 A2||_F from the factors: QR of [B1 B2] and of
  * [s1 A1; -s2 A2]^T, then the Frobenius norm of the product of the two R
  * factors, in double. No squares are subtracted, so a tiny difference of
  * large products is still resolved to ~1e-15 relative. */
 int lora_linalg_lowrank_dist(double *out, double s1, const float *B1, const float *A1, size_t r1, double s2,
-                      const float *B2, const float *A2, size_t r2, size_t m, size_t n, lora_err *e);
+                             const float *B2, const float *A2, size_t r2, size_t m, size_t n, lora_err *e);
 
 /* ---- dense matrices ---- */
 
@@ -66,7 +61,7 @@ int lora_linalg_lowrank_dist(double *out, double s1, const float *B1, const floa
  * Vt (k x n) the first k singular vectors (k <= min(m, n); both may be NULL
  * when k is 0, which computes values only). Memory: about three copies of X. */
 int lora_linalg_svd_exact(float *U, double *S, float *Vt, const float *X, size_t m, size_t n, size_t k,
-                   lora_err *e);
+                          lora_err *e);
 
 /* Randomized truncated SVD (Halko, Martinsson and Tropp 2011, algorithms
  * 4.4 and 5.1): Gaussian test matrix Omega (n x l, l = min(k + p, m, n))
@@ -78,7 +73,7 @@ int lora_linalg_svd_exact(float *U, double *S, float *Vt, const float *X, size_t
  * inputs and seed give the same bits under the same BLAS configuration
  * (OpenBLAS rounds differently with one thread than with several). */
 int lora_linalg_svd_randomized(float *U, double *S, float *Vt, const float *X, size_t m, size_t n,
-                        size_t k, size_t p, size_t q, uint64_t seed, lora_err *e);
+                               size_t k, size_t p, size_t q, uint64_t seed, lora_err *e);
 
 /* Squared singular values of X (m x n f32), all min(m, n) of them in
  * descending order: eigenvalues of the smaller Gram matrix (X X^T or
@@ -91,7 +86,7 @@ int lora_linalg_sq_svals(double *ev, const float *X, size_t m, size_t n, lora_er
  * A k x n), computed by row blocks with sgemm and summed in double;
  * never holds more than a block of B A. */
 int lora_linalg_residual_sq(double *out, const float *X, float scale, const float *B, const float *A,
-                     size_t m, size_t k, size_t n, lora_err *e);
+                            size_t m, size_t k, size_t n, lora_err *e);
 
 /* Squared Frobenius norm of n floats, summed in double in a fixed order. */
 double lora_linalg_sumsq(const float *x, size_t n);

@@ -20,7 +20,7 @@ static int push_name(const char ***list, size_t *n, const char *name, lora_err *
 }
 
 int lora_diff_subspace_phi(double *phi, const double *U1t, size_t k1, const double *U2t, size_t k2,
-                      size_t n, lora_err *e)
+                           size_t n, lora_err *e)
 {
 	double *M = lora_shape_alloc(k1 * k2, sizeof *M);
 	if (!M)

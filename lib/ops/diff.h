@@ -74,7 +74,7 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
  * from two sets of orthonormal vectors given as rows: U1t (k1 x n), U2t
  * (k2 x n). Uses M = U1t U2t^T and running sums of M^2. */
 int lora_diff_subspace_phi(double *phi, const double *U1t, size_t k1, const double *U2t, size_t k2,
-                      size_t n, lora_err *e);
+                           size_t n, lora_err *e);
 
 /* One tensor of a checkpoint comparison. */
 typedef struct {

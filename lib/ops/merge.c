@@ -364,7 +364,7 @@ static int copy_others(const lora_ckpt *m, lora_outdir *d, lora_err *e)
 }
 
 int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t n, const char *out,
-               const lora_merge_opts *o, size_t *merged_out, lora_err *e)
+                          const lora_merge_opts *o, size_t *merged_out, lora_err *e)
 {
 	plan p = {0};
 	lora_outdir d;

@@ -36,6 +36,6 @@ typedef struct {
  * LORA_E*; on error nothing is left at out. *merged (may be NULL) receives
  * the number of tensors changed. */
 int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t n, const char *out,
-               const lora_merge_opts *o, size_t *merged, lora_err *e);
+                          const lora_merge_opts *o, size_t *merged, lora_err *e);
 
 #endif

@@ -286,7 +286,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 			if (ep != epoch) { /* each epoch its own order */
 				lora_data_batches_free(&b);
 				if ((rc = lora_data_batches_init(&b, o->train, B, T, o->shuffle,
-				                            (uint64_t)c->seed + (uint64_t)ep * 0x632be59bd9b4e019ull, e)))
+				                                 (uint64_t)c->seed + (uint64_t)ep * 0x632be59bd9b4e019ull, e)))
 					goto out;
 				epoch = ep;
 			}

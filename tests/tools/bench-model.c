@@ -19,7 +19,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "math/blas.h"
+#include "math/blas_internal.h"
 #include "cli.h"
 #include "ops/init.h"
 #include "model/llama.h"

@@ -6,7 +6,7 @@
 #include "check.h"
 #include "ops/combine.h"
 #include "ops/diff.h"
-#include "math/linalg.h"
+#include "math/linalg_internal.h"
 #include "planted.h"
 
 static lora_layer *random_layer(lora_adapter *a, const char *name, size_t m, size_t n, size_t r, double alpha,

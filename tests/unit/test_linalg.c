@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "math/linalg.h"
+#include "math/linalg_internal.h"
 #include "core/rng.h"
 
 static void one(size_t m, size_t r, size_t n, uint64_t seed)

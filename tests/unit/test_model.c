@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "math/blas.h"
+#include "math/blas_internal.h"
 #include "check.h"
 #include "io/data.h"
 #include "test_model_util.h"

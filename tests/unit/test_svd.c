@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "math/linalg.h"
+#include "math/linalg_internal.h"
 #include "planted.h"
 #include "ops/svd.h"
 

@@ -1,0 +1,32 @@
+/* blas_internal: test and benchmark hooks of math/blas, kept out of its
+ * public contract: the naive twin the tests compare products with, the
+ * OpenBLAS ceiling the benchmarks measure against, and a shape trace. */
+#ifndef LORA_BLAS_INTERNAL_H
+#define LORA_BLAS_INTERNAL_H
+
+#include "math/blas.h"
+
+/* Naive twin for the tests: triple loop, double accumulation. */
+void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                      size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* For benchmarks: one product with OpenBLAS's own threading at n threads
+ * (the library's best rate on that shape, the ceiling a model is measured
+ * against). Restores single-threaded OpenBLAS afterwards. */
+void lora_blas_sgemm_openblas(int nthreads, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
+                         const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                         size_t ldc);
+
+/* Shape trace, for benchmarks: while on, every lora_blas_sgemm and
+ * lora_blas_sgemm_serial call is recorded (thread-safe). */
+typedef struct {
+	int ta, tb;
+	size_t M, N, K;
+} lora_blas_shape;
+/* Start recording (discarding any earlier record). */
+void lora_blas_trace_begin(void);
+/* Stop; *n receives the count. The array (caller frees) lists the calls
+ * in an unspecified order; NULL when there were none or memory ran out. */
+lora_blas_shape *lora_blas_trace_end(size_t *n);
+
+#endif
