@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fixture.h"
 #include "io/lorafile.h"
 #include "core/rng.h"
 
@@ -25,22 +26,14 @@ int main(int argc, char **argv)
 	lora_rng g;
 	lora_err e;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
-			if (lora_dtype_parse(argv[++i], &a->dtype))
-				return 2;
+		int opt = fx_adapter_option(a, &alpha, argc, argv, &i);
+		if (opt < 0)
+			return 2;
+		if (opt)
 			continue;
-		}
-		if (strcmp(argv[i], "--alpha") == 0 && i + 1 < argc) {
-			alpha = atof(argv[++i]);
-			continue;
-		}
 		if (strcmp(argv[i], "--gaussian") == 0 && i + 1 < argc) {
 			gaussian = 1;
 			lora_rng_seed(&g, strtoull(argv[++i], NULL, 10));
-			continue;
-		}
-		if (strcmp(argv[i], "--rslora") == 0) {
-			a->rslora = 1;
 			continue;
 		}
 		char name[256];

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fixture.h"
 #include "core/json.h"
 #include "core/outfile.h"
 #include "core/rng.h"
@@ -134,22 +135,13 @@ static int write_tensor(lora_st_writer *w, const tensor *t, const params *p, flo
 	return 0;
 }
 
-static char *out_path(const params *p, const char *file)
-{
-	size_t n = strlen(p->outdir) + strlen(file) + 2;
-	char *s = malloc(n);
-	if (s)
-		snprintf(s, n, "%s/%s", p->outdir, file);
-	return s;
-}
-
 static int write_shard(const params *p, const char *file, const tensor *t, size_t n, lora_err *e)
 {
 	static const lora_st_meta meta[] = {{"format", "pt"}};
 	lora_st_spec *specs = malloc((n ? n : 1) * sizeof *specs);
 	float *f = malloc(CHUNK * sizeof *f);
 	unsigned char *buf = malloc(CHUNK * 4);
-	char *path = out_path(p, file);
+	char *path = lora_path_join(p->outdir, file);
 	lora_st_writer *w = NULL;
 	int rc = 0;
 	if (!specs || !f || !buf || !path) {
@@ -170,22 +162,6 @@ out:
 	free(specs);
 	free(f);
 	free(buf);
-	free(path);
-	return rc;
-}
-
-/* Write text to OUTDIR/file atomically. */
-static int write_text(const params *p, const char *file, const char *text, lora_err *e)
-{
-	char *path = out_path(p, file);
-	lora_outfile o;
-	int rc;
-	if (!path)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
-	if (!(rc = lora_outfile_open(&o, path, LORA_OUT_FORCE, e))) {
-		fputs(text, o.fp);
-		rc = lora_outfile_commit(&o, e);
-	}
 	free(path);
 	return rc;
 }
@@ -223,7 +199,7 @@ static int write_config(const params *p, lora_err *e)
 		free(text);
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
 	}
-	int rc = write_text(p, "config.json", text, e);
+	int rc = fx_write_text(p->outdir, "config.json", text, strlen(text), e);
 	free(text);
 	return rc;
 }
@@ -275,7 +251,7 @@ static int write_sharded(const params *p, const tensor *t, size_t n, size_t nsha
 	if (fclose(f) != 0)
 		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
 	else
-		rc = write_text(p, "model.safetensors.index.json", text, e);
+		rc = fx_write_text(p->outdir, "model.safetensors.index.json", text, strlen(text), e);
 	free(text);
 	return rc;
 }
@@ -310,11 +286,11 @@ static int run(const params *p, lora_err *e)
 		 * index left by an earlier run, or readers would prefer it. */
 		if ((rc = write_shard(p, "model.safetensors", t, n, e)))
 			goto out;
-		stale = out_path(p, "model.safetensors.index.json");
+		stale = lora_path_join(p->outdir, "model.safetensors.index.json");
 	} else {
 		if ((rc = write_sharded(p, t, n, nshards, first, e)))
 			goto out;
-		stale = out_path(p, "model.safetensors");
+		stale = lora_path_join(p->outdir, "model.safetensors");
 	}
 	if (stale && unlink(stale) != 0 && errno != ENOENT)
 		rc = lora_err_set(e, LORA_EIO, "%s: cannot remove: %s", stale, strerror(errno));
@@ -367,15 +343,8 @@ int main(int argc, char **argv)
 	if (p.heads % p.kv)
 		lora_cli_usage_error(&tool, "--heads %lld is not a multiple of --kv-heads %lld", p.heads, p.kv);
 	lora_cli_signals();
-	struct stat sb;
-	if (mkdir(p.outdir, 0777) != 0 && errno != EEXIST) {
-		lora_cli_error(&tool, "%s: %s", p.outdir, strerror(errno));
+	if (fx_outdir(&tool, p.outdir))
 		return LORA_EXIT_FAIL;
-	}
-	if (stat(p.outdir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-		lora_cli_error(&tool, "%s: not a directory", p.outdir);
-		return LORA_EXIT_FAIL;
-	}
 	lora_err e = {0, ""};
 	if (run(&p, &e))
 		return lora_cli_fail(&tool, &e);

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "fixture.h"
 #include "core/outfile.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
@@ -313,10 +314,8 @@ int main(int argc, char **argv)
 			ts[nts - 1 - i] = t;
 		}
 	lora_cli_signals();
-	if (mkdir(outdir, 0777) != 0 && errno != EEXIST) {
-		lora_cli_error(&tool, "%s: %s", outdir, strerror(errno));
+	if (fx_outdir(&tool, outdir))
 		return 1;
-	}
 	char path[4096];
 	lora_err e;
 	if (!noconfig) {

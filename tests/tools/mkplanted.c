@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fixture.h"
 #include "io/lorafile.h"
 #include "core/rng.h"
 #include "../unit/planted.h"
@@ -34,25 +35,17 @@ int main(int argc, char **argv)
 	long offset = -1;
 	lora_err e;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
-			if (lora_dtype_parse(argv[++i], &a->dtype))
-				return usage("bad dtype", argv[i]);
+		int opt = fx_adapter_option(a, &alpha, argc, argv, &i);
+		if (opt < 0)
+			return usage("bad dtype", argv[i]);
+		if (opt)
 			continue;
-		}
-		if (strcmp(argv[i], "--alpha") == 0 && i + 1 < argc) {
-			alpha = atof(argv[++i]);
-			continue;
-		}
 		if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
 			seed = strtoull(argv[++i], NULL, 10);
 			continue;
 		}
 		if (strcmp(argv[i], "--offset") == 0 && i + 1 < argc) {
 			offset = atol(argv[++i]);
-			continue;
-		}
-		if (strcmp(argv[i], "--rslora") == 0) {
-			a->rslora = 1;
 			continue;
 		}
 		char name[256];

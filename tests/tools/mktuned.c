@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fixture.h"
 #include "core/outfile.h"
 #include "core/rng.h"
 #include "../unit/planted.h"
@@ -127,21 +128,12 @@ static int add_planted(float *W, size_t m, size_t n, const plant *pl, const para
 	return 0;
 }
 
-static char *out_path(const params *p, const char *file)
-{
-	size_t n = strlen(p->outdir) + strlen(file) + 2;
-	char *s = malloc(n);
-	if (s)
-		snprintf(s, n, "%s/%s", p->outdir, file);
-	return s;
-}
-
 static int write_shard(const params *p, const lora_ckpt *m, const char *file, const size_t *idx, size_t n,
                        lora_err *e)
 {
 	static const lora_st_meta meta[] = {{"format", "pt"}};
 	lora_st_spec *specs = calloc(n ? n : 1, sizeof *specs);
-	char *path = out_path(p, file);
+	char *path = lora_path_join(p->outdir, file);
 	float *f = NULL;
 	void *buf = NULL;
 	lora_st_writer *w = NULL;
@@ -189,21 +181,6 @@ out:
 	return rc;
 }
 
-static int write_text(const params *p, const char *file, const char *text, size_t len, lora_err *e)
-{
-	char *path = out_path(p, file);
-	lora_outfile o;
-	int rc;
-	if (!path)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
-	if (!(rc = lora_outfile_open(&o, path, LORA_OUT_FORCE, e))) {
-		fwrite(text, 1, len, o.fp);
-		rc = lora_outfile_commit(&o, e);
-	}
-	free(path);
-	return rc;
-}
-
 static int copy_config(const params *p, const lora_ckpt *m, lora_err *e)
 {
 	if (!m->config_path)
@@ -229,7 +206,7 @@ static int copy_config(const params *p, const lora_ckpt *m, lora_err *e)
 		len += got;
 	}
 	fclose(f);
-	int rc = write_text(p, "config.json", text ? text : "", len, e);
+	int rc = fx_write_text(p->outdir, "config.json", text ? text : "", len, e);
 	free(text);
 	return rc;
 }
@@ -265,7 +242,7 @@ static int run(const params *p, lora_err *e)
 	if (nshards == 1) {
 		if ((rc = write_shard(p, m, "model.safetensors", idx, n, e)))
 			goto out;
-		stale = out_path(p, "model.safetensors.index.json");
+		stale = lora_path_join(p->outdir, "model.safetensors.index.json");
 	} else {
 		char file[64], *text = NULL;
 		size_t len = 0, total = 0;
@@ -292,9 +269,9 @@ static int run(const params *p, lora_err *e)
 		}
 		fprintf(f, "  }\n}\n");
 		fclose(f);
-		rc = write_text(p, "model.safetensors.index.json", text, len, e);
+		rc = fx_write_text(p->outdir, "model.safetensors.index.json", text, len, e);
 		free(text);
-		stale = out_path(p, "model.safetensors");
+		stale = lora_path_join(p->outdir, "model.safetensors");
 	}
 	if (!rc && stale && unlink(stale) != 0 && errno != ENOENT)
 		rc = lora_err_set(e, LORA_EIO, "%s: cannot remove: %s", stale, strerror(errno));
@@ -363,15 +340,8 @@ int main(int argc, char **argv)
 	if (!p.outdir)
 		lora_cli_usage_error(&tool, "need BASE and OUTDIR");
 	lora_cli_signals();
-	struct stat sb;
-	if (mkdir(p.outdir, 0777) != 0 && errno != EEXIST) {
-		lora_cli_error(&tool, "%s: %s", p.outdir, strerror(errno));
+	if (fx_outdir(&tool, p.outdir))
 		return LORA_EXIT_FAIL;
-	}
-	if (stat(p.outdir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-		lora_cli_error(&tool, "%s: not a directory", p.outdir);
-		return LORA_EXIT_FAIL;
-	}
 	lora_err e = {0, ""};
 	int rc = run(&p, &e) ? lora_cli_fail(&tool, &e) : LORA_EXIT_OK;
 	for (size_t i = 0; i < p.nplants; i++)
