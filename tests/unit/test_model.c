@@ -135,6 +135,7 @@ static void test_config(void)
 		{"{" BASECFG ", \"head_dim\": 7}", "m/config.json: head_dim 7 must be even and positive (RoPE rotates pairs)"},
 		{"{" BASECFG ", \"rms_norm_eps\": -1}", "m/config.json: 'rms_norm_eps' must be a positive number"},
 		{"{" BASECFG ", \"tie_word_embeddings\": 1}", "m/config.json: 'tie_word_embeddings' must be true or false"},
+		{"{" BASECFG ", \"head_dim\": 200000000}", "m/config.json: attention or MLP width is too large"},
 		{"[1]", "m/config.json: not a JSON object"},
 		{"{", "m/config.json: not a JSON object"},
 	};
