@@ -70,8 +70,9 @@ size_t lora_kernels_attention_scratch(size_t T);
 void lora_kernels_attention_forward(float *att, float *lse, float *scratch, const float *qkv, size_t B, size_t T,
                                     size_t NH, size_t NKV, size_t HS, size_t window, int nthr);
 // dqkv (B*T, QKV) += d/dqkv, the probabilities recomputed from lse; Dsum
-// (B, NH, T) and scratch as in forward are work space; datt (B*T, QD);
-// att, lse, qkv as the forward left them
+// (B, NH, T) and scratch (as in forward) are work space; datt (B*T, QD) the
+// gradient at att; att (B*T, QD), lse (B, NH, T), qkv (B*T, QKV) as the
+// forward left them
 void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, const float *datt, const float *att,
                                      const float *lse, const float *qkv, size_t B, size_t T, size_t NH, size_t NKV,
                                      size_t HS, size_t window, int nthr);

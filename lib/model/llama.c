@@ -3,7 +3,6 @@
  * the weights and the numerical kernels are modules of their own. */
 #include "model/llama.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
