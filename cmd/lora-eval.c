@@ -120,7 +120,7 @@ int main(int argc, char **argv)
 
 	if (lora_ckpt_open(&ck, model, &e) || lora_llama_open(&m, ck, &e))
 		goto fail;
-	const lora_llama_config *cfg = lora_llama_get_config(m);
+	const lora_config *cfg = lora_llama_get_config(m);
 	if (ck->name && !(model_name = strdup(ck->name)))
 		goto nomem;
 	lora_ckpt_close(ck);

@@ -133,7 +133,7 @@ int main(int argc, char **argv)
 	lora_blas_set_threads(threads);
 	if (lora_ckpt_open(&ck, model, &e) || lora_llama_open(&m, ck, &e))
 		goto fail;
-	const lora_llama_config *cfg = lora_llama_get_config(m);
+	const lora_config *cfg = lora_llama_get_config(m);
 	size_t V = cfg->vocab_size;
 	if (!(ads = calloc(na ? na : 1, sizeof *ads)))
 		goto nomem;

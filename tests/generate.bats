@@ -59,12 +59,20 @@ setup() {
 }
 
 @test "greedy decoding with the cache picks the argmax of a full forward at every step" {
-	# lora-eval of the greedy sequence: each next token is the model's most likely,
-	# so continuing any prefix greedily reproduces the rest
-	lora-generate -m model -n 24 --temperature 0 --start 3 -o g
-	head -c 20 g > prefix
-	lora-generate -m model --prompt-file prefix -n 15 --temperature 0 -o g2
-	cmp g g2
+	# two rows of a 5-token prompt and 70 greedy tokens, decoded with the
+	# key/value cache and an adapter applied at run time
+	mkplanted --seed 3 model.layers.0.self_attn.v_proj=32x64x2:40,30 model.layers.1.mlp.down_proj=64x128x2:40,30 > a.lora
+	mktokens --vocab 300 --seed 4 5 > p.u16
+	lora-generate -m model a.lora --rows 2 --prompt-file p.u16 -n 70 --temperature 0 -o g
+	# one forward of both whole rows without a cache: argmax and top-2 gap at each position
+	run -0 argmax-full model g 2 a.lora
+	assert_equal "${#lines[@]}" 150
+	od -An -v -tu2 g | tr -s ' ' '\n' | grep -v '^$' > tokens
+	printf '%s\n' "${lines[@]}" | paste tokens - > pairs
+	# every generated token (position 5..74 of a row) is the argmax of the
+	# position before it; only a near-tie (gap < 1e-4) could go either way
+	run -0 awk '(NR - 1) % 75 >= 5 { n++; if ($1 != arg && gap >= 1e-4) bad++ } { arg = $2; gap = $3 } END { print n, bad + 0 }' pairs
+	assert_output '140 0'
 }
 
 @test "adapters apply at run time, with their scale" {

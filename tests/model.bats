@@ -13,7 +13,15 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
-@test "gradient check: finite differences agree with backward (GQA, head_dim, tied, biases, rsLoRA, every module)" {
+@test "kernels: every forward matches its naive twin, every backward central differences of it" {
+	run test_kernels
+	assert_success
+	assert_line --regexp '^ok [0-9]+ checks$'
+	# rmsnorm, rope, three attention shapes, swiglu, cross-entropy, lora
+	assert_equal "$(grep -c '^# .* of the tolerance$' <<<"$output")" 8
+}
+
+@test "gradient check: finite differences agree with backward within 1% and an absolute floor (GQA, head_dim, tied, biases, rsLoRA, every module)" {
 	run test_model_grad
 	assert_success
 	assert_line --regexp '^ok [0-9]+ checks$'

@@ -1,9 +1,10 @@
-/* model: the Llama-family transformer (Llama 2/3, Mistral, Qwen2, SmolLM,
+/* llama: the Llama-family transformer (Llama 2/3, Mistral, Qwen2, SmolLM,
  * TinyLlama) on the CPU, forward and backward, with LoRA adapters applied
  * at run time.
  *
- * Names carry the prefix lora_llama_ (lora_model_* is the checkpoint file
- * set of safetensors.h, which this module reads).
+ * config.json is read by model/config.h, the weights by model/weights.h,
+ * and the numerical kernels live in model/kernels.c; test and benchmark
+ * hooks are in model/llama_internal.h.
  *
  * The computation is Hugging Face's LlamaForCausalLM in float32: embedding;
  * per block RMSNorm -> q/k/v projections (+ bias when the checkpoint has
@@ -27,8 +28,8 @@
  * trainable adapter's factors, in one arena.
  *
  * Threads: everything runs on the pool set by lora_blas_set_threads. */
-#ifndef LORA_MODEL_H
-#define LORA_MODEL_H
+#ifndef LORA_MODEL_LLAMA_H
+#define LORA_MODEL_LLAMA_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -36,44 +37,7 @@
 #include "core/adapter.h"
 #include "core/err.h"
 #include "io/ckpt.h"
-
-typedef enum { LORA_ROPE_DEFAULT, LORA_ROPE_LINEAR, LORA_ROPE_LLAMA3 } lora_rope_type;
-
-/* config.json, as Hugging Face reads it for these architectures. */
-typedef struct {
-	char model_type[16];     /* llama, mistral, qwen2 */
-	size_t dim;              /* hidden_size */
-	size_t hidden_dim;       /* intermediate_size */
-	size_t n_layers;         /* num_hidden_layers */
-	size_t n_heads;          /* num_attention_heads */
-	size_t n_kv_heads;       /* num_key_value_heads (default n_heads) */
-	size_t head_dim;         /* head_dim (default dim / n_heads) */
-	size_t vocab_size;
-	size_t max_pos;          /* max_position_embeddings (0 if absent) */
-	double rms_eps;          /* rms_norm_eps (default 1e-6) */
-	double rope_theta;       /* default 10000 */
-	lora_rope_type rope_type;
-	double rope_factor;      /* linear and llama3 */
-	double rope_low_freq, rope_high_freq, rope_orig_max; /* llama3 */
-	size_t sliding_window;   /* 0: full causal attention */
-	size_t window_from;      /* the window applies to blocks >= this */
-	int tied;                /* tie_word_embeddings */
-} lora_llama_config;
-
-/* Parse config.json text (len bytes); path names it in messages. A missing
- * required key (model_type, hidden_size, intermediate_size,
- * num_hidden_layers, num_attention_heads, vocab_size), a value of the wrong
- * type or range, an unsupported model_type, hidden_act or rope_scaling type
- * is an error naming the key; other keys take Hugging Face's defaults. */
-int lora_llama_config_parse(lora_llama_config *c, const char *text, size_t len, const char *path,
-                            lora_err *e);
-/* Same, reading the file. */
-int lora_llama_config_read(lora_llama_config *c, const char *path, lora_err *e);
-
-/* The linear modules of a block that LoRA can adapt. */
-enum { LORA_MOD_Q, LORA_MOD_K, LORA_MOD_V, LORA_MOD_O, LORA_MOD_GATE, LORA_MOD_UP, LORA_MOD_DOWN, LORA_NMOD };
-/* "q_proj", ... */
-const char *lora_llama_module_name(int mod);
+#include "model/config.h"
 
 typedef struct lora_llama lora_llama;
 
@@ -84,9 +48,7 @@ typedef struct lora_llama lora_llama;
  * closed afterwards. Caller frees with lora_llama_free. */
 int lora_llama_open(lora_llama **out, const lora_ckpt *ck, lora_err *e);
 void lora_llama_free(lora_llama *m);
-const lora_llama_config *lora_llama_get_config(const lora_llama *m);
-/* Weights in the f32 arena (what the model computes with). */
-size_t lora_llama_param_count(const lora_llama *m);
+const lora_config *lora_llama_get_config(const lora_llama *m);
 
 /* Apply adapter a at run time with user scale k (its layers' updates are
  * multiplied by k * alpha/r). Every layer must name a linear module of a
@@ -114,8 +76,6 @@ enum {
 /* Size the activation arena for batches of B rows of T tokens (flags
  * above). Replaces an earlier plan. */
 int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e);
-/* Bytes of the activation arena (0 before plan). */
-size_t lora_llama_activation_bytes(const lora_llama *m);
 
 /* Forward over inputs (B,T). With targets (B,T) (a negative target is
  * ignored): *loss = mean cross-entropy over the targets used, *ntargets
@@ -151,13 +111,5 @@ int lora_llama_backward(lora_llama *m, lora_err *e);
 /* Gradient buffers of layer i of the trainable adapter (same shapes as its
  * A and B); 0, or -1 if there is no such layer. */
 int lora_llama_grad(const lora_llama *m, size_t i, float **dA, float **dB);
-
-/* Model FLOPs per token of one forward (training = 0) or forward and
- * backward (training = 1) at sequence length T: the multiply-adds (x2) of
- * every matrix product the computation needs once (projections, LoRA, the
- * head, causal attention counted over the keys each query sees), excluding
- * what recomputation repeats. Backward counts input gradients only where
- * some trainable factor lies below, and the factor gradients. */
-double lora_llama_flops_per_token(const lora_llama *m, size_t T, int training);
 
 #endif

@@ -1,13 +1,13 @@
-/* Fuzz the Hugging Face config.json parser (lora_llama_config_parse). An
+/* Fuzz the Hugging Face config.json parser (lora_config_parse). An
  * accepted config describes a model the transformer can be built for. */
 #include "fuzz.h"
-#include "model/llama.h"
+#include "model/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	lora_llama_config c;
+	lora_config c;
 	lora_err e = {0};
-	int rc = lora_llama_config_parse(&c, (const char *)data, size, "config.json", &e);
+	int rc = lora_config_parse(&c, (const char *)data, size, "config.json", &e);
 	if (rc) {
 		fuzz_check_error(rc, &e);
 		FUZZ_CHECK(strncmp(e.msg, "config.json: ", 13) == 0);

@@ -22,7 +22,7 @@
 #include "math/blas_internal.h"
 #include "cli.h"
 #include "ops/init.h"
-#include "model/llama.h"
+#include "model/llama_internal.h"
 #include "core/rng.h"
 
 enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL };
@@ -120,7 +120,7 @@ int main(int argc, char **argv)
 	if (lora_llama_attach(m, a, 1, 1, "bench", &e) ||
 	    lora_llama_plan(m, B, T, LORA_LLAMA_TRAIN | (recompute ? LORA_LLAMA_RECOMPUTE : 0), &e))
 		die(&e);
-	const lora_llama_config *cfg = lora_llama_get_config(m);
+	const lora_config *cfg = lora_llama_get_config(m);
 	size_t N = B * T;
 	int32_t *in = malloc(N * sizeof *in), *tgt = malloc(N * sizeof *tgt);
 	lora_rng r;

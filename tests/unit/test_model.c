@@ -10,6 +10,7 @@
 #include "math/blas_internal.h"
 #include "check.h"
 #include "io/data.h"
+#include "model/llama_internal.h"
 #include "test_model_util.h"
 
 /* ---- blas ---- */
@@ -65,8 +66,8 @@ static void test_sgemm(void)
 static const char *cfg_err(const char *json)
 {
 	static lora_err e;
-	lora_llama_config c;
-	if (lora_llama_config_parse(&c, json, strlen(json), "m/config.json", &e) == 0)
+	lora_config c;
+	if (lora_config_parse(&c, json, strlen(json), "m/config.json", &e) == 0)
 		return "(accepted)";
 	return e.msg;
 }
@@ -76,41 +77,41 @@ static const char *cfg_err(const char *json)
 
 static void test_config(void)
 {
-	lora_llama_config c;
+	lora_config c;
 	lora_err e;
 	const char *j = "{" BASECFG "}";
-	CHECK(lora_llama_config_parse(&c, j, strlen(j), "x", &e) == 0, "defaults: %s", e.msg);
+	CHECK(lora_config_parse(&c, j, strlen(j), "x", &e) == 0, "defaults: %s", e.msg);
 	CHECK(c.n_kv_heads == 4 && c.head_dim == 16 && c.rms_eps == 1e-6 && c.rope_theta == 10000 && !c.tied &&
 	          c.rope_type == LORA_ROPE_DEFAULT && c.sliding_window == 0,
 	      "defaults");
 	j = "{" BASECFG ", \"num_key_value_heads\": 2, \"head_dim\": 24, \"rms_norm_eps\": 1e-5, \"rope_theta\": 500000,"
 	    "\"tie_word_embeddings\": true, \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 32, "
 	    "\"low_freq_factor\": 1, \"high_freq_factor\": 4, \"original_max_position_embeddings\": 8192}}";
-	CHECK(lora_llama_config_parse(&c, j, strlen(j), "x", &e) == 0, "llama3: %s", e.msg);
+	CHECK(lora_config_parse(&c, j, strlen(j), "x", &e) == 0, "llama3: %s", e.msg);
 	CHECK(c.n_kv_heads == 2 && c.head_dim == 24 && c.rms_eps == 1e-5 && c.rope_theta == 500000 && c.tied &&
 	          c.rope_type == LORA_ROPE_LLAMA3 && c.rope_factor == 32 && c.rope_orig_max == 8192,
 	      "llama3 values");
 	j = "{" BASECFG ", \"rope_scaling\": null, \"head_dim\": null, \"num_key_value_heads\": null}";
-	CHECK(lora_llama_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.head_dim == 16 && c.n_kv_heads == 4,
+	CHECK(lora_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.head_dim == 16 && c.n_kv_heads == 4,
 	      "nulls take defaults");
 	j = "{\"model_type\": \"mistral\", \"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 2, "
 	    "\"num_attention_heads\": 4, \"vocab_size\": 100}";
-	CHECK(lora_llama_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.sliding_window == 4096 && c.window_from == 0,
+	CHECK(lora_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.sliding_window == 4096 && c.window_from == 0,
 	      "mistral default window");
 	j = "{\"model_type\": \"mistral\", \"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 2, "
 	    "\"num_attention_heads\": 4, \"vocab_size\": 100, \"sliding_window\": null}";
-	CHECK(lora_llama_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.sliding_window == 0, "mistral null window");
+	CHECK(lora_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.sliding_window == 0, "mistral null window");
 	j = "{\"model_type\": \"qwen2\", \"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 2, "
 	    "\"num_attention_heads\": 4, \"vocab_size\": 100, \"sliding_window\": 32, \"max_window_layers\": 1}";
-	CHECK(lora_llama_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.sliding_window == 0,
+	CHECK(lora_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.sliding_window == 0,
 	      "qwen2 window off unless use_sliding_window");
 	j = "{\"model_type\": \"qwen2\", \"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 2, "
 	    "\"num_attention_heads\": 4, \"vocab_size\": 100, \"use_sliding_window\": true, \"sliding_window\": 32, "
 	    "\"max_window_layers\": 1}";
-	CHECK(lora_llama_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.sliding_window == 32 && c.window_from == 1,
+	CHECK(lora_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.sliding_window == 32 && c.window_from == 1,
 	      "qwen2 window");
 	j = "{" BASECFG ", \"rope_parameters\": {\"rope_type\": \"linear\", \"factor\": 4, \"rope_theta\": 1e6}}";
-	CHECK(lora_llama_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.rope_type == LORA_ROPE_LINEAR &&
+	CHECK(lora_config_parse(&c, j, strlen(j), "x", &e) == 0 && c.rope_type == LORA_ROPE_LINEAR &&
 	          c.rope_factor == 4 && c.rope_theta == 1e6,
 	      "rope_parameters");
 
@@ -134,8 +135,10 @@ static void test_config(void)
 		{"{" BASECFG ", \"head_dim\": 7}", "m/config.json: head_dim 7 must be even and positive (RoPE rotates pairs)"},
 		{"{" BASECFG ", \"rms_norm_eps\": -1}", "m/config.json: 'rms_norm_eps' must be a positive number"},
 		{"{" BASECFG ", \"tie_word_embeddings\": 1}", "m/config.json: 'tie_word_embeddings' must be true or false"},
-		{"[1]", "m/config.json: not a JSON object"},
-		{"{", "m/config.json: not a JSON object"},
+		{"{" BASECFG ", \"head_dim\": 200000000}", "m/config.json: attention or MLP width is too large"},
+		{"[1]", "m/config.json: file is not a JSON object"},
+		{"{", "m/config.json: file is not valid JSON (error near byte 0)"},
+		{"{" BASECFG ", \"vocab_size\": 9}", "m/config.json: file has the key 'vocab_size' twice in one object"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		const char *got = cfg_err(bad[i].json);

@@ -73,8 +73,18 @@ static void step(views *v, float **dir, double t, float **orig)
 			v->p[k][i] = (float)((double)orig[k][i] + t * dir[k][i]);
 }
 
+/* The tolerance of a directional derivative: relative, with an absolute
+ * floor per unit length of the direction. Float rounding of the loss and
+ * of the gradient leaves differences up to ~3e-5 per unit length in these
+ * configurations; a real bug (a sign, a lost scale, a missing path) moves
+ * a directional derivative by its own size, 4e-4 to 0.5 here. Without the
+ * floor, a direction along which the loss barely changes turns rounding
+ * into a large relative error. */
+#define GRAD_RTOL 1e-2
+#define GRAD_ATOL 1e-4
+
 /* Directional check along dir (only tensors with dir[k] != NULL move).
- * Returns the relative error. */
+ * Returns the error as a fraction of the tolerance. */
 static double check_dir(lora_llama *m, views *v, float **dir, float **orig, const int32_t *in, const int32_t *tg,
                         double *analytic, double *numeric)
 {
@@ -100,7 +110,7 @@ static double check_dir(lora_llama *m, views *v, float **dir, float **orig, cons
 	double num = (4 * fd[1] - fd[0]) / 3;
 	*analytic = dot, *numeric = num;
 	double scale = fabs(dot) > fabs(num) ? fabs(dot) : fabs(num);
-	return scale > 0 ? fabs(dot - num) / scale : 0;
+	return fabs(dot - num) / (GRAD_RTOL * scale + GRAD_ATOL * sqrt(norm));
 }
 
 static void run_case(const gcase *gc)
@@ -163,14 +173,15 @@ static void run_case(const gcase *gc)
 				for (size_t i = 0; i < v.n[k]; i++)
 					dir[k][i] = lora_rng_normal(&r);
 		}
-		double an, nu, rel = check_dir(m, &v, dir, orig, in, tg, &an, &nu);
+		double an, nu, err = check_dir(m, &v, dir, orig, in, tg, &an, &nu);
 		const char *what = only < 0 ? "all factors" : a->layers[only / 2].name;
-		CHECK(rel < 1e-2, "%s: direction %d (%s%s): analytic %.8g, finite differences %.8g, rel %.3g", gc->name, t,
-		      what, only < 0 ? "" : (only % 2 ? " B" : " A"), an, nu, rel);
-		if (rel > worst)
-			worst = rel;
+		CHECK(err <= 1, "%s: direction %d (%s%s): analytic %.8g, finite differences %.8g, %.2f x tolerance",
+		      gc->name, t, what, only < 0 ? "" : (only % 2 ? " B" : " A"), an, nu, err);
+		if (err > worst)
+			worst = err;
 	}
-	printf("# %-28s loss %.6f  worst relative error %.2e over %zu directions\n", gc->name, loss, worst, 3 + v.count);
+	printf("# %-28s loss %.6f  worst error %.3f of the tolerance over %zu directions\n", gc->name, loss, worst,
+	       3 + v.count);
 	for (size_t k = 0; k < v.count; k++) {
 		free(orig[k]);
 		free(dir[k]);
