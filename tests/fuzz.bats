@@ -52,6 +52,10 @@ replay() {
 	replay data
 }
 
+@test "fuzz corpus replays clean: Python regular expressions through PCRE2" {
+	replay pattern
+}
+
 @test "names quoted from a hostile file cannot break the one-line error (found by fuzz_llama_config)" {
 	cp -r "$FIX/model/llama_gqa" m
 	printf '{"model_type": "qw\\nen2\\u001b[31m"}' >m/config.json
