@@ -34,11 +34,12 @@
  *                  hide brackets from the rewriting
  * Left as PCRE2 reads them, all rare in module names: the inline flags
  * (?a), (?u) and (?L) are refused by PCRE2; {m,n} bounds stop at 65535
- * (Python: 2^32 - 1); \w also takes the marks Mn and Pc (Python: only
- * characters whose isalnum() is true, and '_'); case-insensitive matching
- * uses Unicode case folding. Constructs Python refuses but PCRE2 knows
- * ((?R), (?|...), variable-length lookbehind branches, (?U), \x{...},
- * mid-pattern global flags) are accepted with PCRE2's meaning. */
+ * (Python: 2^32 - 1); PCRE2 10.43 and later add the marks Mn and Pc to \w
+ * (Python: letters, numbers and '_', as 10.42); case-insensitive matching
+ * uses Unicode case folding; \B matches an empty subject and \z is the
+ * end (both as in Python 3.14, not before). Constructs Python refuses but
+ * PCRE2 knows ((?R), (?|...), variable-length lookbehind branches, (?U),
+ * \x{...}, mid-pattern global flags) are accepted with PCRE2's meaning. */
 #ifndef LORA_PATTERN_H
 #define LORA_PATTERN_H
 
