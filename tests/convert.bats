@@ -176,6 +176,24 @@ base_model.model.w.lora_B.weight BF16 2x1 a0400000"
 	assert_equal "$(lora-inspect --json n2.lora | jq -c '[.layers[] | [.name, .rank]]')" '[["layers.0.q",4],["model.layers.0.q",2],["x",2]]'
 }
 
+@test "a string target_modules is a Python regex over whole names: kept when it selects every layer, else replaced" {
+	mkpeft p $Q=32x32x4 $V=16x32x4
+	cp p/adapter_config.json c.json
+	got=
+	for t in 'model\.layers\.\d+\.self_attn\.[qv]_proj' '.*_proj\Z' 'ALL-LINEAR' \
+		'(q|v)_proj' '.*q_proj' '.*\.[[:alpha:]]_proj' '.*self_attn'; do
+		jq --arg t "$t" '.target_modules = $t' c.json >p/adapter_config.json
+		lora-convert -f p -o a.lora
+		rm -rf back && lora-convert a.lora -o back
+		got+="$(jq -c .target_modules back/adapter_config.json) "
+	done
+	# re.fullmatch, \d and \Z as Python reads them, all-linear in any case;
+	# (q|v)_proj only matches the last part, .*q_proj misses v_proj, [[:alpha:]]
+	# is no POSIX class to Python, .*self_attn does not reach the end
+	assert_equal "$got" '"model\\.layers\\.\\d+\\.self_attn\\.[qv]_proj" ".*_proj\\Z" "ALL-LINEAR" '\
+'["q_proj","v_proj"] ["q_proj","v_proj"] ["q_proj","v_proj"] ["q_proj","v_proj"] '
+}
+
 @test "--dtype sets the output dtype; mixed PEFT dtypes are held as f32" {
 	mkpeft --dtype bf16 --dtype-b F16 p w=16x16x4
 	lora-convert p -o a.lora

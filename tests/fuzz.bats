@@ -52,6 +52,10 @@ replay() {
 	replay data
 }
 
+@test "fuzz corpus replays clean: Python regular expressions through PCRE2" {
+	replay pattern
+}
+
 @test "names quoted from a hostile file cannot break the one-line error (found by fuzz_llama_config)" {
 	cp -r "$FIX/model/llama_gqa" m
 	printf '{"model_type": "qw\\nen2\\u001b[31m"}' >m/config.json
@@ -172,30 +176,74 @@ small_memory() {
 	assert_equal "$stderr" "lora-inspect: deep.lora: header is not valid JSON (error near byte 1009)"
 }
 
-@test "PEFT pattern keys cannot make regcomp blow up: bounds, nested repeats, deep groups" {
-	mkpeft --rank-pattern 'KEY=1' p layers.0.q_proj=4x4x1 >/dev/null
+# 27 bytes that cost glibc's regcomp 1.17 GB and 2 s before every PEFT
+# pattern went through core/pattern (PCRE2 with bounds).
+NESTED='((q{1,100}){1,100}){1,100}'
+BOUND='is past the regular expression bounds: its compiled form is over 65536 bytes'
+
+@test "a nested-bound regex is refused at once, in little memory, wherever a pattern comes from" {
+	mkpeft p layers.0.q_proj=4x4x1 >/dev/null
 	cp p/adapter_config.json config.json
-	key() { sed "s/\"KEY\"/\"$1\"/" config.json >p/adapter_config.json; }
-	key '(((q_proj{1,100}){1,100}){1,100})'
-	run -1 --separate-stderr small_memory lora-inspect p
-	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '(((q_proj{1,100}){1,100}){1,100})' is too large a regular expression (over 1024 atoms)"
-	key "q$(printf '%*s' 40 '' | tr ' ' '*')_proj"
-	run -1 --separate-stderr lora-inspect p
-	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key 'q$(printf '%*s' 40 '' | tr ' ' '*')_proj' repeats repeated expressions more than 8 times"
-	key "$(printf '(a*)*%.0s' $(seq 40))q_proj"
-	run -1 --separate-stderr lora-inspect p
-	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '$(printf '(a*)*%.0s' $(seq 40))q_proj' repeats repeated expressions more than 8 times"
+	jq --arg t "$NESTED" '.target_modules = $t' config.json >p/adapter_config.json
+	for cmd in "lora-inspect p" "lora-convert p -o a.lora" "lora-convert --to peft p -o q" \
+		"lora-merge -m $FIX/model/llama_gqa p -o m"; do
+		run -1 --separate-stderr small_memory $cmd
+		assert_equal "$stderr" "${cmd%% *}: p/adapter_config.json: target_modules '$NESTED' $BOUND"
+	done
+	for obj in rank_pattern alpha_pattern; do
+		jq --arg k "$NESTED" ".$obj = {(\$k): 2}" config.json >p/adapter_config.json
+		run -1 --separate-stderr small_memory lora-inspect p
+		assert_equal "$stderr" "lora-inspect: p/adapter_config.json: $obj key '$NESTED' $BOUND"
+	done
+	# from the command line it is a usage error
+	for cmd in "lora-init -m $FIX/model/llama_gqa" "lora-svd -m $FIX/model/llama_gqa --tuned $FIX/model/llama_gqa -r 2"; do
+		run -2 --separate-stderr small_memory $cmd --target-regex "$NESTED" -o out.lora
+		assert_equal "$stderr" "${cmd%% *}: --target-regex '$NESTED' $BOUND"
+	done
+	assert_not_exist a.lora
+	assert_not_exist out.lora
+}
+
+@test "catastrophic backtracking stops at the match limit and is reported, not hung" {
+	aaa=$(printf 'a%.0s' $(seq 40))!
+	mkpeft --rank-pattern '(a+)+$=2' p "$aaa=4x4x2" >/dev/null
+	run -1 --separate-stderr timeout 60 lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
+	# a target_modules string is only matched where its answer is needed
+	jq '.rank_pattern = {} | .target_modules = "(a+)+$"' p/adapter_config.json >c.json && mv c.json p/adapter_config.json
+	run -0 timeout 60 lora-inspect p
+	run -1 --separate-stderr timeout 60 lora-convert --to peft p -o q
+	assert_equal "$stderr" "lora-convert: the adapter's PEFT config: target_modules '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
+	# the same shape on the model's own names, from the command line
+	run -1 --separate-stderr timeout 60 lora-init -m "$FIX/model/llama_gqa" --target-regex '(\w+\.?)+[!?]' -o i.lora
+	assert_regex "$stderr" "^lora-init: --target-regex '\(\\\\w\+\\\\\.\?\)\+\[!\?\]' gave up on 'model\.[a-z0-9_.]+': over 1000000 backtracking steps\$"
+	assert_not_exist i.lora
+}
+
+@test "PEFT pattern keys within the bounds: long, deep, many; real configs' keys work" {
+	# r = 2 but the layer has rank 1: the key must select it for the read to succeed
+	mkpeft --r 2 --rank-pattern 'KEY=1' p layers.0.q_proj=4x4x1 >/dev/null
+	cp p/adapter_config.json config.json
+	key() { jq --arg k "$1" '.rank_pattern = {($k): 1}' config.json >p/adapter_config.json; }
 	key "$(printf '%*s' 50000 '' | tr ' ' '(')q_proj$(printf '%*s' 50000 '' | tr ' ' ')')"
 	run -1 --separate-stderr lora-inspect p
-	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '$(printf '%*s' 64 '' | tr ' ' '(')...' nests groups deeper than 64"
-	# the keys of one pattern object share a budget: size squared, as regcomp's memory grows
-	jq --arg k "$(printf '[ab]%.0s' $(seq 1000))" '.rank_pattern = {($k + "1"): 1, ($k + "2"): 1, ($k + "3"): 1}' \
-		config.json >p/adapter_config.json
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '$(printf '%*s' 64 '' | tr ' ' '(')...' is past the regular expression bounds: over 65536 bytes long"
+	key "$(printf '%*s' 251 '' | tr ' ' '(')q_proj$(printf '%*s' 251 '' | tr ' ' ')')"
 	run -1 --separate-stderr lora-inspect p
-	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern holds too much regular expression in all"
-	# what real configs hold still works: classes, alternatives, wildcards, small bounds
-	for k in '.*[.](q|v)_proj' 'layers[.][0-9]{1,3}[.](q_proj|v_proj)' '(q|v)_proj{1,2}' '(layers[.][0-9]+)*[.]q_proj'; do
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '$(printf '%*s' 64 '' | tr ' ' '(')...' is past the regular expression bounds: groups nest deeper than 250"
+	key 'q_proj{1,65536}'
+	run -1 --separate-stderr lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key 'q_proj{1,65536}' is past the regular expression bounds: a {m,n} bound is over 65535"
+	# each key compiles to under 64 KiB, but one config's keys share 32 MiB
+	jq '.rank_pattern = ([range(600)] | map({key: "(ab){1,3000}x\(.)", value: 1}) | from_entries)' \
+		config.json >p/adapter_config.json
+	run -1 --separate-stderr small_memory lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: the patterns take over 32 MiB compiled"
+	# what real configs hold still works: classes, alternatives, wildcards, small bounds, \d
+	for k in '.*[.](q|v)_proj' 'layers[.][0-9]{1,3}[.](q_proj|v_proj)' '(q|v)_proj{1,2}' '(layers[.][0-9]+)*[.]q_proj' \
+		'layers\.\d+\.q_proj' "$(printf '(a*)*%.0s' $(seq 40))q_proj"; do
 		key "$k"
-		run -0 lora-inspect p
+		run -0 lora-inspect --json p
+		assert_equal "$(jq -c '[.layers[] | .rank]' <<<"$output")" '[1]'
 	done
 }

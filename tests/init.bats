@@ -82,6 +82,21 @@ setup() {
 	assert_equal "$stderr" "lora-init: model: no tensor matches the targets"
 }
 
+@test "--target-regex is a Python regex, as PEFT's target_modules: \\d, lookarounds, no POSIX classes" {
+	lora-init -m model --target-regex 'model\.layers\.\d\.self_attn\.(?!v)[a-z]_proj' -o a.lora
+	run -0 lora-inspect --json a.lora
+	assert_equal "$(jq -c '[.layers[].name]' <<<"$output")" \
+		'["model.layers.0.self_attn.k_proj","model.layers.0.self_attn.o_proj","model.layers.0.self_attn.q_proj","model.layers.1.self_attn.k_proj","model.layers.1.self_attn.o_proj","model.layers.1.self_attn.q_proj"]'
+	# [[:alpha:]] is '[' or ':' ... then ']' to Python: it selects nothing here
+	run -1 --separate-stderr lora-init -m model --target-regex '.*\.[[:alpha:]]_proj' -o b.lora
+	assert_equal "$stderr" "lora-init: model: no tensor matches the targets"
+	run -2 --separate-stderr lora-init -m model --target-regex 'mlp\.(up|down' -o b.lora
+	assert_equal "$stderr" "lora-init: --target-regex 'mlp\.(up|down' is not a valid regular expression: missing closing parenthesis at offset 13"
+	run -2 --separate-stderr lora-init -m model --target-regex '\p{L}+' -o b.lora
+	assert_equal "$stderr" "lora-init: --target-regex '\p{L}+' is not a valid regular expression: bad escape \p at offset 0"
+	assert_not_exist b.lora
+}
+
 @test "--layers selects blocks by index" {
 	lora-init -m model -t all-linear --layers 1 -o a.lora
 	run -0 lora-inspect --json a.lora

@@ -66,6 +66,14 @@ W=base_model.model.w
 		'[[30],[2,2],[1.333333,1.333333,1.333333],[20,16,8]]'
 }
 
+@test "a pattern key equal to a module name applies even where it does not match as a regex" {
+	# (.*\.)?(w+1)$ matches neither name, but PEFT then looks the name
+	# itself up: rank_pattern.get("w+1"); a.w+1 keeps r
+	mkpeft --r 2 --rank-pattern 'w+1=4' --alpha-pattern 'w+1=12' p 'w+1=16x16x4' 'a.w+1=16x16x2'
+	run -0 lora-inspect --json p
+	assert_equal "$(jq -c '[.layers[] | [.name, .rank, .alpha]]' <<<"$output")" '[["a.w+1",2,8],["w+1",4,12]]'
+}
+
 @test "use_rslora scales by alpha/sqrt(r)" {
 	mkpeft --rslora --alpha 8 --rank-pattern v=16 p w=16x16x4:1,1,1,1 v=16x16x16
 	run -0 lora-inspect --json p
@@ -163,11 +171,15 @@ refused() {
 		assert_equal "$stderr" "lora-inspect: p/adapter_config.json: $want"
 	done
 	mkpeft --rank-pattern 'w(=4' p w=16x16x4
-	refused "p/adapter_config.json: rank_pattern key 'w(' is not a valid regular expression: Unmatched ( or \\("
-	# each regular expression costs memory: a hostile config cannot ask for millions
+	refused "p/adapter_config.json: rank_pattern key 'w(' is not a valid regular expression: missing closing parenthesis at offset 2"
+	mkpeft --alpha-pattern 'w=4' --alpha-pattern '[a-=4' p w=16x16x4
+	refused "p/adapter_config.json: alpha_pattern key '[a-' is not a valid regular expression: range out of order in character class at offset 3"
+	jq '.target_modules = "q_proj|(v_proj"' good.json >p/adapter_config.json
+	refused "p/adapter_config.json: target_modules 'q_proj|(v_proj' is not a valid regular expression: missing closing parenthesis at offset 14"
+	# thousands of keys, plain names or not, each compiled small (a shared
+	# budget bounds them: tests/fuzz.bats)
 	jq '.alpha_pattern = ([range(4097)] | map({key: "k(\(.))", value: 4}) | from_entries)' good.json >p/adapter_config.json
-	refused "p/adapter_config.json: alpha_pattern has more than 4096 keys that are regular expressions"
-	# plain module names are not regular expressions in that sense
+	run -0 lora-inspect p
 	jq '.rank_pattern = ([range(20000)] | map({key: "m.layers.\(.).x", value: 2}) | from_entries)' good.json >p/adapter_config.json
 	run -0 lora-inspect p
 }

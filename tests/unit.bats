@@ -30,6 +30,12 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
+@test "pattern: Python's re through PCRE2, its rewrites, refusals and bounds" {
+	run test_pattern
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
 @test "cli option parser: bundles, --opt=v, --, operands" {
 	run test_cli -qf -o out --rank=3 -- -x
 	assert_success

@@ -5,10 +5,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +16,7 @@
 #include "core/outdir.h"
 #include "core/outfile.h"
 #include "core/path.h"
+#include "core/pattern.h"
 #include "io/safetensors.h"
 
 /* PEFT saves LoRA models wrapped as base_model.model.<module>. */
@@ -96,223 +97,27 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 
 /* ---- patterns ---- */
 
-/* A compiled pattern key. Most keys are module names, whose only regex
- * syntax is '.' (any character) and '\.' (a dot): those are matched
- * directly, which costs nothing to build and little to run; anything else
- * goes through regcomp, at about 9 KiB a key, so their number is capped. */
-#define MAX_REGEX_KEYS 4096
-/* glibc's regcomp is not safe on any expression: nested {m,n} bounds
- * multiply copies of a subexpression (((q{1,100}){1,100}){1,100} is a
- * million, gigabytes), a quantifier on a quantified expression doubles the
- * work of every further one ((a*)* twenty times over takes seconds, forty
- * never ends), its memory grows with the square of the expression's size,
- * and it parses groups by recursion (50000 nested ones overflow the
- * stack). PEFT's keys are module names with a few classes, alternatives
- * and wildcards: these bounds are far above them. Atoms count once for
- * each count of each {m,n} around them. */
-#define MAX_REGEX_ATOMS 1024        /* per key */
-#define MAX_REGEX_SQUARES (1 << 21) /* sum of atoms^2 over a pattern object's keys */
-#define MAX_REGEX_NESTED_REPEATS 8  /* quantifiers on quantified expressions */
-#define MAX_REGEX_DEPTH 64          /* group nesting */
-#define ANY 256
+/* The compiled pattern keys and string target_modules of one config may
+ * hold this much memory in all: each is small, but a 16 MiB config could
+ * hold millions. */
+#define MAX_PATTERN_BYTES (32u << 20)
 
-typedef struct {
-	int *lit;   /* simple key: characters, ANY for '.', or NULL */
-	size_t len;
-	int is_re;
-	regex_t re;
-} pkey;
-
-static void pkey_free(pkey *k)
+/* PEFT's get_pattern_key: KEY applies to a module when
+ * re.match(rf"(.*\.)?({KEY})$", module) does, the key spliced in as text. */
+static int key_compile(lora_pattern **p, const char *key, const char *what, lora_err *e)
 {
-	free(k->lit);
-	if (k->is_re)
-		regfree(&k->re);
-	memset(k, 0, sizeof *k);
-}
-
-/* Translate KEY into a literal pattern if it is one; 0 or -1. */
-static int simple_key(pkey *k, const char *key, lora_err *e)
-{
-	size_t n = strlen(key), m = 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)key[i];
-		if (ch == '\\' ? key[i + 1] != '.' : !(ch == '.' || ch == '_' || ch == '-' || (ch >= '0' && ch <= '9') ||
-		                                       (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')))
-			return 0;
-		i += ch == '\\';
-	}
-	if (!(k->lit = malloc((n + 1) * sizeof *k->lit)))
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
-	for (size_t i = 0; i < n; i++)
-		if (key[i] == '\\')
-			k->lit[m++] = key[++i];
-		else
-			k->lit[m++] = key[i] == '.' ? ANY : (unsigned char)key[i];
-	k->len = m;
-	return 0;
-}
-
-/* What regcomp would make of the POSIX extended expression s: its atoms
- * (saturating), its quantifiers applied to quantified expressions, and its
- * group nesting, stopping at MAX_REGEX_DEPTH + 1. */
-static void regex_cost(const char *s, size_t *atoms, size_t *nested, size_t *depth)
-{
-	const size_t cap = (size_t)1 << 40;
-	size_t sum[MAX_REGEX_DEPTH + 1] = {0}, last = 0, d = 0;
-	int hasq[MAX_REGEX_DEPTH + 1] = {0}, lastq = 0;
-	*nested = *depth = 0;
-	for (const char *p = s; *p; p++) {
-		if (*p == '(') {
-			if (d == MAX_REGEX_DEPTH) {
-				*depth = d + 1;
-				break;
-			}
-			sum[++d] = 0;
-			hasq[d] = 0;
-			*depth = d > *depth ? d : *depth;
-			last = 0, lastq = 0;
-			continue;
-		}
-		if (*p == '*' || *p == '+' || *p == '?' || (*p == '{' && p[1] >= '0' && p[1] <= '9')) {
-			size_t k = *p == '+' ? 2 : 1; /* x+ is x x* */
-			if (*p == '{') {
-				char *end;
-				unsigned long m = strtoul(p + 1, &end, 10), n = m;
-				if (*end == ',') {
-					end++;
-					n = *end >= '0' && *end <= '9' ? strtoul(end, &end, 10) : m + 1;
-				}
-				if (*end != '}')
-					goto atom;
-				k = n > m ? n : m;
-				k = k ? k : 1;
-				p = end;
-			}
-			*nested += lastq;
-			lastq = hasq[d] = 1;
-			size_t add = last && k - 1 > cap / last ? cap : last * (k - 1);
-			sum[d] = sum[d] > cap - add ? cap : sum[d] + add;
-			last = last && k > cap / last ? cap : last * k;
-			continue;
-		}
-		if (*p == '|' || *p == '^' || *p == '$')
-			continue;
-		if (*p == ')' && d > 0) {
-			last = sum[d] ? sum[d] : 1;
-			lastq = hasq[d];
-			d--;
-			hasq[d] |= lastq;
-			sum[d] = sum[d] > cap - last ? cap : sum[d] + last;
-			continue;
-		}
-	atom:
-		if (*p == '\\' && p[1])
-			p++;
-		else if (*p == '[') /* a bracket expression is one atom */
-			for (const char *q = p + 1 + (p[1] == '^'); *q; q++)
-				if (*q == ']' && q > p + 1 + (p[1] == '^')) {
-					p = q;
-					break;
-				}
-		last = 1, lastq = 0;
-		sum[d] = sum[d] > cap - 1 ? cap : sum[d] + 1;
-	}
-	while (d > 0) {
-		sum[d - 1] = sum[d - 1] > cap - sum[d] ? cap : sum[d - 1] + sum[d];
-		d--;
-	}
-	*atoms = sum[0];
-}
-
-/* Compile PEFT's (.*\.)?(KEY)$ for a Python regex KEY. The few Python
- * spellings POSIX lacks are translated: \d, \D, (?:. nre[0] counts the
- * keys that needed regcomp, nre[1] the squares of their atoms (regex_cost). */
-static int pkey_compile(pkey *k, const char *key, const char *what, size_t nre[2], lora_err *e)
-{
-	memset(k, 0, sizeof *k);
-	int rc = simple_key(k, key, e);
-	if (rc || k->lit)
-		return rc;
-	if (++nre[0] > MAX_REGEX_KEYS)
-		return lora_err_set(e, LORA_EFORMAT, "%s has more than %d keys that are regular expressions", what,
-		                    MAX_REGEX_KEYS);
-	size_t n = strlen(key);
-	char *s = malloc(6 * n + 16), *p;
-	if (!s)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
-	p = s + sprintf(s, "^(.*\\.)?(");
-	for (size_t i = 0; i < n; i++) {
-		if (key[i] == '\\' && (key[i + 1] == 'd' || key[i + 1] == 'D')) {
-			p += sprintf(p, key[i + 1] == 'd' ? "[0-9]" : "[^0-9]");
-			i++;
-		} else if (key[i] == '\\' && key[i + 1]) {
-			*p++ = key[i++];
-			*p++ = key[i];
-		} else if (key[i] == '(' && key[i + 1] == '?' && key[i + 2] == ':') {
-			*p++ = '(';
-			i += 2;
-		} else {
-			*p++ = key[i];
-		}
-	}
-	strcpy(p, ")$");
-	size_t atoms, nested, depth;
-	regex_cost(s, &atoms, &nested, &depth);
-	if (depth > MAX_REGEX_DEPTH)
-		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%.64s...' nests groups deeper than %d", what, key,
-		                  MAX_REGEX_DEPTH);
-	else if (nested > MAX_REGEX_NESTED_REPEATS)
-		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%s' repeats repeated expressions more than %d times", what,
-		                  key, MAX_REGEX_NESTED_REPEATS);
-	else if (atoms > MAX_REGEX_ATOMS)
-		rc = lora_err_set(e, LORA_EFORMAT, "%s key '%s' is too large a regular expression (over %d atoms)",
-		                  what, key, MAX_REGEX_ATOMS);
-	else if (atoms * atoms > MAX_REGEX_SQUARES - nre[1])
-		rc = lora_err_set(e, LORA_EFORMAT, "%s holds too much regular expression in all", what);
-	if (rc) {
-		free(s);
-		return rc;
-	}
-	nre[1] += atoms * atoms;
-	rc = regcomp(&k->re, s, REG_EXTENDED | REG_NOSUB);
-	free(s);
-	if (rc) {
-		char msg[256];
-		regerror(rc, &k->re, msg, sizeof msg);
-		return lora_err_set(e, LORA_EINVAL, "%s key '%s' is not a valid regular expression: %s", what,
-		                    key, msg);
-	}
-	k->is_re = 1;
-	return 0;
-}
-
-static int pkey_match(const pkey *k, const char *module)
-{
-	if (k->is_re)
-		return regexec(&k->re, module, 0, NULL, 0) == 0;
-	/* The key takes the last len characters; what precedes them is empty
-	 * or ends with a dot. */
-	size_t n = strlen(module);
-	if (n < k->len || (n > k->len && module[n - k->len - 1] != '.'))
-		return 0;
-	const char *s = module + n - k->len;
-	for (size_t i = 0; i < k->len; i++)
-		if (k->lit[i] != ANY && k->lit[i] != (unsigned char)s[i])
-			return 0;
-	return 1;
+	return lora_pattern_compile(p, "(.*\\.)?(", key, ")$", LORA_PATTERN_MATCH, what, e);
 }
 
 int lora_peft_pattern_match(const char *key, const char *module, lora_err *e)
 {
-	pkey k;
-	size_t nre[2] = {0, 0};
-	int rc = pkey_compile(&k, key, "pattern", nre, e);
+	lora_pattern *p;
+	int rc = key_compile(&p, key, "pattern key", e);
 	if (rc)
 		return rc;
-	rc = pkey_match(&k, module);
-	pkey_free(&k);
-	return rc;
+	rc = lora_pattern_match(p, module, e);
+	lora_pattern_free(p);
+	return rc == 0 && strcmp(key, module) == 0 ? 1 : rc;
 }
 
 /* ---- config ---- */
@@ -322,21 +127,24 @@ typedef struct {
 	size_t r;
 	double alpha;
 	const cJSON *rank_pattern, *alpha_pattern; /* objects, or NULL */
-	pkey *rank_re, *alpha_re;
+	lora_pattern **rank_re, **alpha_re; /* one per key, in file order */
 	size_t nrank, nalpha;
 	int rslora, fan_in_fan_out, dora, lora_bias;
-	const cJSON *targets; /* array of strings, string, or NULL */
+	const cJSON *targets;     /* array of strings, string, or NULL */
+	lora_pattern *target_re;  /* a string target_modules (not all-linear) */
+	size_t pattern_bytes;     /* held by the compiled patterns */
 	const char *base;     /* base_model_name_or_path, or NULL */
 } pconfig;
 
 static void pconfig_free(pconfig *c)
 {
 	for (size_t i = 0; i < c->nrank; i++)
-		pkey_free(&c->rank_re[i]);
+		lora_pattern_free(c->rank_re[i]);
 	for (size_t i = 0; i < c->nalpha; i++)
-		pkey_free(&c->alpha_re[i]);
+		lora_pattern_free(c->alpha_re[i]);
 	free(c->rank_re);
 	free(c->alpha_re);
+	lora_pattern_free(c->target_re);
 	cJSON_Delete(c->root);
 	memset(c, 0, sizeof *c);
 }
@@ -356,30 +164,55 @@ static int is_count(const cJSON *x)
 	       x->valuedouble == floor(x->valuedouble);
 }
 
+/* Count a compiled pattern against the config's budget. */
+static int charge(pconfig *c, const lora_pattern *p, const char *name, lora_err *e)
+{
+	c->pattern_bytes += lora_pattern_size(p);
+	if (c->pattern_bytes > MAX_PATTERN_BYTES)
+		return lora_err_set(e, LORA_EFORMAT, "%s: the patterns take over %u MiB compiled", name,
+		                    MAX_PATTERN_BYTES >> 20);
+	return 0;
+}
+
 /* Compile the keys of a rank_pattern / alpha_pattern object, checking its
  * values (positive integers / finite numbers). */
-static int compile_pattern(const cJSON *o, int ranks, pkey **res, size_t *n, const char *name,
-                           lora_err *e)
+static int compile_pattern(pconfig *c, const cJSON *o, int ranks, lora_pattern ***res, size_t *n,
+                           const char *name, lora_err *e)
 {
-	const char *what = ranks ? "rank_pattern" : "alpha_pattern";
+	const char *kind = ranks ? "rank_pattern" : "alpha_pattern";
+	char what[600];
 	const cJSON *it;
-	size_t nre[2] = {0, 0};
 	int rc;
+	snprintf(what, sizeof what, "%s: %s key", name, kind);
 	*res = calloc((size_t)cJSON_GetArraySize(o) + 1, sizeof **res);
 	if (!*res)
 		return lora_err_set(e, LORA_ENOMEM, "out of memory");
 	cJSON_ArrayForEach(it, o) {
 		if (ranks ? !is_count(it) : !(cJSON_IsNumber(it) && isfinite(it->valuedouble)))
-			return lora_err_set(e, LORA_EFORMAT, "%s: %s '%s' must map to %s", name, what, it->string,
+			return lora_err_set(e, LORA_EFORMAT, "%s: %s '%s' must map to %s", name, kind, it->string,
 			                    ranks ? "a positive integer" : "a finite number");
-		rc = pkey_compile(&(*res)[*n], it->string, what, nre, e);
-		if (rc)
-			return lora_err_prefix(e, "%s", name);
-		(*n)++;
+		if ((rc = key_compile(&(*res)[*n], it->string, what, e)))
+			return rc;
+		if ((rc = charge(c, (*res)[(*n)++], name, e)))
+			return rc;
 	}
 	return 0;
 }
 
+/* A string target_modules is a regex PEFT matches with re.fullmatch, but
+ * for "all-linear" in any case, which PEFT expands to the linear layers. */
+static int compile_targets(pconfig *c, const char *name, lora_err *e)
+{
+	char what[600];
+	int rc;
+	if (!cJSON_IsString(c->targets) || strcasecmp(c->targets->valuestring, "all-linear") == 0)
+		return 0;
+	snprintf(what, sizeof what, "%s: target_modules", name);
+	if ((rc = lora_pattern_compile(&c->target_re, NULL, c->targets->valuestring, NULL, LORA_PATTERN_FULL, what,
+	                               e)))
+		return rc;
+	return charge(c, c->target_re, name, e);
+}
 
 /* Parse and check a LoRA config from text; name is used in messages. */
 static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *name, const char *what,
@@ -415,10 +248,10 @@ static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *n
 			return lora_err_set(e, LORA_EFORMAT, "%s: '%s' must be an object", name, pk[k]);
 		if (k == 0) {
 			c->rank_pattern = x;
-			rc = compile_pattern(x, 1, &c->rank_re, &c->nrank, name, e);
+			rc = compile_pattern(c, x, 1, &c->rank_re, &c->nrank, name, e);
 		} else {
 			c->alpha_pattern = x;
-			rc = compile_pattern(x, 0, &c->alpha_re, &c->nalpha, name, e);
+			rc = compile_pattern(c, x, 0, &c->alpha_re, &c->nalpha, name, e);
 		}
 		if (rc)
 			return rc;
@@ -446,40 +279,48 @@ static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *n
 	if (x && !cJSON_IsNull(x) && !cJSON_IsString(x))
 		return lora_err_set(e, LORA_EFORMAT, "%s: 'base_model_name_or_path' must be a string", name);
 	c->base = cJSON_IsString(x) ? x->valuestring : NULL;
+	return compile_targets(c, name, e);
+}
+
+/* PEFT's lookup in a rank_pattern / alpha_pattern object o (keys compiled
+ * in re): the first key in file order that applies to module, else a key
+ * equal to module's name (PEFT's dict.get(module) when get_pattern_key
+ * found nothing), else none (*hit = NULL). */
+static int lookup(const cJSON *o, lora_pattern *const *re, const char *module, const cJSON **hit, lora_err *e)
+{
+	const cJSON *it;
+	size_t i = 0;
+	*hit = NULL;
+	if (!o)
+		return 0;
+	cJSON_ArrayForEach(it, o) {
+		int m = lora_pattern_match(re[i++], module, e);
+		if (m < 0)
+			return m;
+		if (m) {
+			*hit = it;
+			return 0;
+		}
+	}
+	*hit = cJSON_GetObjectItemCaseSensitive(o, module);
 	return 0;
 }
 
 /* Rank and alpha of module under c, and the pattern keys that gave them
- * (NULL for r / lora_alpha). */
-static void pconfig_resolve(const pconfig *c, const char *module, size_t *rank, double *alpha,
-                            const char **rkey, const char **akey)
+ * (NULL for r / lora_alpha); 0, or an error from matching. */
+static int pconfig_resolve(const pconfig *c, const char *module, size_t *rank, double *alpha, const char **rkey,
+                           lora_err *e)
 {
-	const cJSON *it;
-	size_t i = 0;
-	*rank = c->r, *alpha = c->alpha;
+	const cJSON *hr, *ha;
+	int rc;
+	if ((rc = lookup(c->rank_pattern, c->rank_re, module, &hr, e)) ||
+	    (rc = lookup(c->alpha_pattern, c->alpha_re, module, &ha, e)))
+		return rc;
+	*rank = hr ? (size_t)hr->valuedouble : c->r;
+	*alpha = ha ? ha->valuedouble : c->alpha;
 	if (rkey)
-		*rkey = NULL;
-	if (akey)
-		*akey = NULL;
-	if (c->rank_pattern)
-		cJSON_ArrayForEach(it, c->rank_pattern) {
-			if (pkey_match(&c->rank_re[i++], module)) {
-				*rank = (size_t)it->valuedouble;
-				if (rkey)
-					*rkey = it->string;
-				break;
-			}
-		}
-	i = 0;
-	if (c->alpha_pattern)
-		cJSON_ArrayForEach(it, c->alpha_pattern) {
-			if (pkey_match(&c->alpha_re[i++], module)) {
-				*alpha = it->valuedouble;
-				if (akey)
-					*akey = it->string;
-				break;
-			}
-		}
+		*rkey = hr ? hr->string : NULL;
+	return 0;
 }
 
 
@@ -586,7 +427,9 @@ static int add_layer(lora_adapter *a, const char *module, const lora_st_tensor *
 	size_t want;
 	double alpha;
 	const char *rkey;
-	pconfig_resolve(c, module, &want, &alpha, &rkey, NULL);
+	int rc;
+	if ((rc = pconfig_resolve(c, module, &want, &alpha, &rkey, e)))
+		return rc;
 	if (rank != want) {
 		if (rkey)
 			return lora_err_set(e, LORA_EFORMAT,
@@ -613,7 +456,6 @@ static int add_layer(lora_adapter *a, const char *module, const lora_st_tensor *
 	lora_layer *l = lora_adapter_add(a, module, out, in, rank, alpha, 1, e);
 	if (!l)
 		return lora_err_prefix(e, "%s", path);
-	int rc;
 	if ((rc = load_f32(&l->A, A, path, e)) || (rc = load_f32(&l->B, B, path, e)) ||
 	    (tk[T_MAG] && (rc = load_f32(&l->magnitude, tk[T_MAG], path, e))) ||
 	    (tk[T_BIAS] && (rc = load_f32(&l->bias, tk[T_BIAS], path, e))))
@@ -799,13 +641,15 @@ static double mode_of(const double *v, size_t n)
 	return best;
 }
 
-/* Does c give every layer of a its rank and alpha? */
-static int ranks_agree(const pconfig *c, const lora_adapter *a)
+/* Does c give every layer of a its rank and alpha? 1, 0, or an error. */
+static int ranks_agree(const pconfig *c, const lora_adapter *a, lora_err *e)
 {
 	for (size_t i = 0; i < a->nlayers; i++) {
 		size_t r;
 		double al;
-		pconfig_resolve(c, a->layers[i].name, &r, &al, NULL, NULL);
+		int rc = pconfig_resolve(c, a->layers[i].name, &r, &al, NULL, e);
+		if (rc)
+			return rc;
 		if (r != a->layers[i].rank || al != a->layers[i].alpha)
 			return 0;
 	}
@@ -867,15 +711,21 @@ static int set_ranks(cJSON *root, const lora_adapter *a, lora_err *e)
 		}
 		if (put(root, "r", cJSON_CreateNumber(r)) || put(root, "lora_alpha", cJSON_CreateNumber(alpha)))
 			goto nomem;
-		/* Check the result with the same matcher the reader uses. */
+		/* Check the result with the same matcher the reader uses. Plain
+		 * names that fail as patterns (invalid, or over a bound on
+		 * another name) get the escaped keys of the second attempt. */
 		char *text = cJSON_PrintUnformatted(root);
 		pconfig c;
 		if (!text)
 			goto nomem;
-		int ok = pconfig_parse(&c, text, strlen(text), "adapter_config.json", "text", e) == 0 && ranks_agree(&c, a);
+		rc = pconfig_parse(&c, text, strlen(text), "adapter_config.json", "text", e);
+		int ok = rc ? rc : ranks_agree(&c, a, e);
 		pconfig_free(&c);
 		cJSON_free(text);
-		if (ok)
+		if (ok == LORA_ENOMEM)
+			goto nomem;
+		rc = 0;
+		if (ok == 1)
 			goto out;
 	}
 	rc = lora_err_set(e, LORA_EINVAL, "cannot express the layers' ranks and alphas as PEFT patterns");
@@ -920,30 +770,18 @@ static cJSON *target_list(const lora_adapter *a)
 	return arr;
 }
 
-/* Do PEFT's target_modules t select every layer of a? A string is a regex
- * that must match the whole name ("all-linear" is taken to cover them); a
- * list holds names matched as suffixes at a dot. */
-static int targets_cover(const cJSON *t, const lora_adapter *a)
+/* Do PEFT's target_modules in c select every layer of a? 1, 0, or an
+ * error. A string is a regex that must match the whole name (all-linear is
+ * taken to cover them); a list holds names matched as suffixes at a dot. */
+static int targets_cover(const pconfig *c, const lora_adapter *a, lora_err *e)
 {
+	const cJSON *t = c->targets;
 	if (!t)
 		return a->nlayers == 0;
 	if (cJSON_IsString(t)) {
-		if (strcmp(t->valuestring, "all-linear") == 0)
-			return 1;
-		size_t n = strlen(t->valuestring) + 8;
-		char *full = malloc(n);
-		regex_t re;
-		int ok = 0;
-		if (!full)
-			return 0;
-		snprintf(full, n, "^(%s)$", t->valuestring);
-		if (regcomp(&re, full, REG_EXTENDED | REG_NOSUB) == 0) {
-			ok = 1;
-			for (size_t i = 0; i < a->nlayers && ok; i++)
-				ok = regexec(&re, a->layers[i].name, 0, NULL, 0) == 0;
-			regfree(&re);
-		}
-		free(full);
+		int ok = 1;
+		for (size_t i = 0; i < a->nlayers && ok == 1 && c->target_re; i++)
+			ok = lora_pattern_match(c->target_re, a->layers[i].name, e);
 		return ok;
 	}
 	for (size_t i = 0; i < a->nlayers; i++) {
@@ -1046,7 +884,11 @@ int lora_peft_config(const lora_adapter *a, char **text, lora_err *e)
 	}
 	if ((rc = pconfig_parse(&c, a->peft_config, strlen(a->peft_config), "the adapter's PEFT config", "text", e)))
 		goto out;
-	int same_ranks = ranks_agree(&c, a), cover = targets_cover(c.targets, a);
+	int same_ranks = ranks_agree(&c, a, e), cover = same_ranks < 0 ? 0 : targets_cover(&c, a, e);
+	if (same_ranks < 0 || cover < 0) {
+		rc = same_ranks < 0 ? same_ranks : cover;
+		goto out;
+	}
 	int same_base = !a->base_name || (c.base && strcmp(c.base, a->base_name) == 0);
 	if (same_ranks && cover && same_base && c.rslora == a->rslora && c.fan_in_fan_out == a->fan_in_fan_out &&
 	    c.dora == dora && c.lora_bias == bias) {

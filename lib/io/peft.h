@@ -4,10 +4,13 @@
  * Saved keys are base_model.model.<module>.lora_A.weight (r x in) and
  * .lora_B.weight (out x r), plus .lora_magnitude_vector (out, DoRA) and
  * .lora_B.bias (out, lora_bias); the adapter name never appears. A layer's
- * rank and alpha come from rank_pattern / alpha_pattern when a key matches
- * the module name as the regex (.*\.)?(KEY)$ (first key in file order
- * wins), else from r / lora_alpha. Every other tensor is kept as an extra,
- * byte for byte, under its full key. */
+ * rank and alpha come from rank_pattern / alpha_pattern as PEFT takes them:
+ * the first key in file order that matches the module name as the Python
+ * regex (.*\.)?(KEY)$, else a key equal to the name, else r / lora_alpha.
+ * Every other tensor is kept as an extra, byte for byte, under its full
+ * key. A string target_modules is a regex PEFT matches with re.fullmatch;
+ * it is compiled (and so checked) on reading. All of these go through
+ * core/pattern with its bounds. */
 #ifndef LORA_PEFT_H
 #define LORA_PEFT_H
 
@@ -45,12 +48,11 @@ int lora_peft_config(const lora_adapter *a, char **text, lora_err *e);
  * replaced. */
 int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err *e);
 
-/* PEFT's pattern rule: 1 if module matches KEY as the regex (.*\.)?(KEY)$,
- * 0 if not, or LORA_EINVAL (e filled) if KEY is not a valid expression.
- * KEY is a Python regex; POSIX extended syntax plus \d, \D and (?:...)
- * are understood. Keys that would cost regcomp unbounded time, memory or
- * stack (huge {m,n} products, repeats of repeats, deep nesting) are
- * refused (LORA_EFORMAT), here and in configs. */
+/* PEFT's pattern rule: 1 if KEY applies to module (Python's
+ * re.match(rf"(.*\.)?({KEY})$", module), or KEY equal to module), 0 if
+ * not; LORA_EINVAL (e filled) if KEY is not a valid expression or matching
+ * it passes a bound of core/pattern.h, which also says how Python's syntax
+ * is read. */
 int lora_peft_pattern_match(const char *key, const char *module, lora_err *e);
 
 #endif

@@ -258,7 +258,8 @@ void lora_diff_result_free(lora_diff_result *r)
 
 /* ---- checkpoints ---- */
 
-static int selected(const lora_targets *t, const char *tensor)
+/* 1 if t selects the module of a weight tensor, 0 if not, or an error. */
+static int selected(const lora_targets *t, const char *tensor, lora_err *e)
 {
 	if (!t)
 		return 1;
@@ -268,7 +269,7 @@ static int selected(const lora_targets *t, const char *tensor)
 		return 0;
 	memcpy(module, tensor, len - 7);
 	module[len - 7] = 0;
-	return lora_targets_match(t, module);
+	return lora_targets_match(t, module, e);
 }
 
 
@@ -319,7 +320,12 @@ int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lo
 	/* Validate everything first, so trouble shows before the slow part. */
 	for (size_t i = 0; i < base->ntensors; i++) {
 		const lora_st_tensor *x = base->tensors[i], *y;
-		if (!selected(t, x->name))
+		int hit = selected(t, x->name, e);
+		if (hit < 0) {
+			rc = hit;
+			goto fail;
+		}
+		if (!hit)
 			continue;
 		if (!(y = lora_ckpt_find(tuned, x->name))) {
 			if ((rc = push_name(&r->only_base, &r->n_only_base, x->name, e)))
@@ -343,10 +349,16 @@ int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lo
 		if (x->ndim == 2 && lora_shape_min(x->shape[0], x->shape[1]) > maxp)
 			maxp = lora_shape_min(x->shape[0], x->shape[1]);
 	}
-	for (size_t i = 0; i < tuned->ntensors; i++)
-		if (selected(t, tuned->tensors[i]->name) && !lora_ckpt_find(base, tuned->tensors[i]->name) &&
-		    (rc = push_name(&r->only_tuned, &r->n_only_tuned, tuned->tensors[i]->name, e)))
+	for (size_t i = 0; i < tuned->ntensors; i++) {
+		const char *name = tuned->tensors[i]->name;
+		int hit = selected(t, name, e);
+		if (hit < 0) {
+			rc = hit;
 			goto fail;
+		}
+		if (hit && !lora_ckpt_find(base, name) && (rc = push_name(&r->only_tuned, &r->n_only_tuned, name, e)))
+			goto fail;
+	}
 	if (!(dW = lora_shape_alloc(maxel, sizeof *dW)) || !(ev = lora_shape_alloc(maxp, sizeof *ev))) {
 		rc = lora_err_nomem(e);
 		goto fail;
@@ -520,7 +532,14 @@ int lora_diff_adapter_model(lora_diff_result *r, const lora_adapter *a, const ch
 	for (size_t i = 0; i < base->ntensors; i++) {
 		const lora_st_tensor *x = base->tensors[i], *y;
 		size_t len = strlen(x->name);
-		if (x->ndim != 2 || len <= 7 || strcmp(x->name + len - 7, ".weight") != 0 || !selected(t, x->name))
+		if (x->ndim != 2 || len <= 7 || strcmp(x->name + len - 7, ".weight") != 0)
+			continue;
+		int hit = selected(t, x->name, e);
+		if (hit < 0) {
+			rc = hit;
+			goto fail;
+		}
+		if (!hit)
 			continue;
 		snprintf(tn, sizeof tn, "%.*s", (int)(len - 7), x->name);
 		if (lora_adapter_find(a, tn) || !(y = lora_ckpt_find(tuned, x->name)) || !same_shape(x, y))

@@ -35,7 +35,10 @@ int lora_init_from_model(lora_adapter *a, const lora_ckpt *m, const lora_targets
 			continue;
 		memcpy(module, x->name, n - 7);
 		module[n - 7] = 0;
-		if (!lora_targets_match(t, module))
+		int hit = lora_targets_match(t, module, e);
+		if (hit < 0)
+			return hit;
+		if (!hit)
 			continue;
 		if (x->ndim != 2) {
 			if (t->all_linear)

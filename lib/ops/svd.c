@@ -387,7 +387,12 @@ int lora_svd_extract(lora_adapter **out, const lora_ckpt *base, const lora_ckpt 
 	/* Check every selected tensor before the first (slow) factorisation. */
 	for (size_t i = 0; i < base->ntensors; i++) {
 		const lora_st_tensor *x = base->tensors[i], *y;
-		if (!module_of(x->name, module, sizeof module) || !lora_targets_match(t, module))
+		int hit = module_of(x->name, module, sizeof module) ? lora_targets_match(t, module, e) : 0;
+		if (hit < 0) {
+			rc = hit;
+			goto fail;
+		}
+		if (!hit)
 			continue;
 		if (x->ndim != 2) {
 			if (t->all_linear)

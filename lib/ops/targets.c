@@ -10,22 +10,10 @@ int lora_targets_init(lora_targets *t, const char *list, const char *regex, lora
 {
 	memset(t, 0, sizeof *t);
 	if (regex) {
-		/* Anchor so the expression must match the whole name, as PEFT's
-		 * re.fullmatch does for a string target_modules. */
-		size_t n = strlen(regex) + 8;
-		char *full = malloc(n);
-		if (!full)
-			return lora_err_set(e, LORA_ENOMEM, "out of memory");
-		snprintf(full, n, "^(%s)$", regex);
-		int rc = regcomp(&t->re, full, REG_EXTENDED | REG_NOSUB);
-		free(full);
-		if (rc) {
-			char msg[256];
-			regerror(rc, &t->re, msg, sizeof msg);
-			return lora_err_set(e, LORA_EUSAGE, "--target-regex '%s': %s", regex, msg);
-		}
-		t->has_regex = 1;
-		return 0;
+		int rc = lora_pattern_compile(&t->re, NULL, regex, NULL, LORA_PATTERN_FULL, "--target-regex", e);
+		if (rc == LORA_EINVAL && e)
+			e->code = rc = LORA_EUSAGE; /* it came from the command line */
+		return rc;
 	}
 	if (!list || !*list)
 		return lora_err_set(e, LORA_EUSAGE, "empty target list");
@@ -94,8 +82,7 @@ void lora_targets_free(lora_targets *t)
 		free(t->keys[i]);
 	free(t->keys);
 	free(t->layers);
-	if (t->has_regex)
-		regfree(&t->re);
+	lora_pattern_free(t->re);
 	memset(t, 0, sizeof *t);
 }
 
@@ -133,17 +120,17 @@ static int is_embedding_or_head(const char *module)
 	       strcmp(last, "wpe") == 0 || strcmp(last, "output") == 0;
 }
 
-int lora_targets_match(const lora_targets *t, const char *module)
+int lora_targets_match(const lora_targets *t, const char *module, lora_err *e)
 {
 	int ok = 0;
-	if (t->has_regex)
-		ok = regexec(&t->re, module, 0, NULL, 0) == 0;
+	if (t->re)
+		ok = lora_pattern_match(t->re, module, e);
 	else if (t->all_linear)
 		ok = !is_embedding_or_head(module);
 	else
 		for (size_t i = 0; i < t->nkeys && !ok; i++)
 			ok = ends_with_key(module, t->keys[i]);
-	if (ok && t->layers) {
+	if (ok == 1 && t->layers) {
 		long l = lora_targets_module_layer(module);
 		ok = l >= 0 && (size_t)l < t->nlayers && t->layers[l];
 	}

@@ -79,7 +79,7 @@ static const plant *find_plant(const params *p, const char *tensor)
 		lora_err e;
 		if (lora_targets_init(&t, p->plants[i].pattern, NULL, &e))
 			continue;
-		int hit = lora_targets_match(&t, module);
+		int hit = lora_targets_match(&t, module, &e) == 1;
 		lora_targets_free(&t);
 		if (hit)
 			return &p->plants[i];

@@ -50,7 +50,8 @@ static char *compact(const cJSON *j, const char *key)
 int main(void)
 {
 	lora_err e;
-	/* PEFT's rule: (.*\.)?(KEY)$ from the start of the module name */
+	/* PEFT's rule: re.match of (.*\.)?(KEY)$ on the module name; expected
+	 * answers are Python 3.11's */
 	struct {
 		const char *key, *module;
 		int want;
@@ -69,25 +70,24 @@ int main(void)
 		{"model.layers.0.q", "model.layers.0.q", 1},
 		{"model.layers.0.q", "model.layers.0xq", 1}, /* '.' is a regex wildcard, as in PEFT */
 		{"model\\.layers\\.0\\.q", "model.layers.0xq", 0},
+		/* the key spliced in as Python regex text, Python's reading */
+		{"layers\\.\\d+\\.q", "m.layers.\xd9\xa3.q", 1}, /* \d: any Unicode digit */
+		{"q_proj", "x.q_proj\n", 1},                      /* $ before a final newline */
+		{"q_proj\\Z", "x.q_proj\n", 0},                  /* \Z: only at the end */
+		{"a)|(b", "b", 1},                                 /* (.*\.)?(a)|(b)$ */
+		{"a)|(b", "x.bb", 0},
+		/* no key matched: PEFT's rank_pattern.get(module) still finds a key
+		 * equal to the name */
+		{"w+1", "w+1", 1},
+		{"w+1", "a.w+1", 0},
+		{"w+1", "ww1", 1},
 	};
 	for (size_t i = 0; i < sizeof pm / sizeof *pm; i++)
 		CHECK(lora_peft_pattern_match(pm[i].key, pm[i].module, &e) == pm[i].want, "'%s' vs '%s'", pm[i].key,
 		      pm[i].module);
-	/* the literal fast path agrees with regcomp (parentheses force it) */
-	const char *keys[] = {"q_proj", "self_attn.q_proj", "layers\\.0\\.q", "a.b", "x-y", "0", "", "Q_proj"};
-	const char *mods[] = {"q_proj", "model.q_proj", "model.xq_proj", "self_attn.q_proj", "xself_attn.q_proj",
-	                      "layers.0.q", "model.layers.0.q", "layersx0.q", "a.b", "a_b", "c.a.b", "ca.b",
-	                      "x-y", "m.0", "m.10", "", "m.Q_proj"};
-	for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-		char re[64];
-		snprintf(re, sizeof re, "(%s)", keys[i]);
-		for (size_t k = 0; k < sizeof mods / sizeof *mods; k++) {
-			int x = lora_peft_pattern_match(keys[i], mods[k], &e), y = lora_peft_pattern_match(re, mods[k], &e);
-			CHECK(x >= 0 && x == y, "'%s' vs '%s': literal %d, regex %d", keys[i], mods[k], x, y);
-		}
-	}
 	CHECK(lora_peft_pattern_match("w(", "w", &e) == LORA_EINVAL &&
-	      strcmp(e.msg, "pattern key 'w(' is not a valid regular expression: Unmatched ( or \\(") == 0,
+	      strcmp(e.msg, "pattern key 'w(' is not a valid regular expression: missing closing parenthesis at "
+	                    "offset 2") == 0,
 	      "bad regex: %s", e.msg);
 
 	/* a fresh config: PEFT's layout (keys sorted, indent 2) */
