@@ -1382,18 +1382,9 @@ static void remove_adapter_dir(const char *dir)
 	rmdir(dir);
 }
 
-static void sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-}
-
 int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err *e)
 {
-	char *text = NULL, *target = NULL, *parent = NULL, *tmp = NULL, *cfg = NULL, *weights = NULL;
+	char *text = NULL, *target = NULL, *parent = NULL, *tmp = NULL, *cfg = NULL, *weights = NULL, *aside = NULL;
 	int rc, exists, tracked = 0;
 	struct stat sb;
 	lora_outfile o;
@@ -1457,17 +1448,30 @@ int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err 
 	fputs(text, o.fp);
 	if ((rc = lora_outfile_commit(&o, e)) || (rc = write_weights(a, weights, e)))
 		goto fail;
-	sync_dir(tmp);
+	if (lora_outfile_sync_dir(tmp) != 0) {
+		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", target, strerror(errno));
+		goto fail;
+	}
 	if (exists) {
 		/* Swap atomically, then clear out the old adapter now at tmp. */
 		if (renameat2(AT_FDCWD, tmp, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
 			remove_adapter_dir(tmp);
 		} else if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
-			remove_adapter_dir(target);
-			if (rename(tmp, target) != 0) {
-				rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
+			/* No exchange on this file system: the old adapter goes
+			 * aside, the new one in, and the old one away only then. */
+			if (!(aside = malloc(tl + 4)))
+				goto nomem;
+			snprintf(aside, tl + 4, "%s.old", tmp);
+			if (rename(target, aside) != 0) {
+				rc = lora_err_set(e, LORA_EIO, "%s: cannot replace: %s", target, strerror(errno));
 				goto fail;
 			}
+			if (rename(tmp, target) != 0) {
+				rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
+				rename(aside, target);
+				goto fail;
+			}
+			remove_adapter_dir(aside);
 		} else {
 			rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
 			goto fail;
@@ -1476,7 +1480,7 @@ int lora_peft_write(const lora_adapter *a, const char *dir, int force, lora_err 
 		rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", target, strerror(errno));
 		goto fail;
 	}
-	sync_dir(parent);
+	lora_outfile_sync_dir(parent);
 	goto out;
 nomem:
 	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
@@ -1498,5 +1502,6 @@ out:
 	free(tmp);
 	free(cfg);
 	free(weights);
+	free(aside);
 	return rc;
 }

@@ -490,6 +490,10 @@ int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t
 	closedir(d);
 	if (rc)
 		goto out;
+	if (lora_outfile_sync_dir(tmpdir) != 0) {
+		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", out, strerror(errno));
+		goto out;
+	}
 	int swapped = 0;
 	if (lstat(out, &sb) == 0) { /* -f over an existing directory */
 		/* Swap the two in one step where the file system can, so that a

@@ -175,6 +175,10 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 	o->adapter->dtype = keep;
 	if (rc || (rc = lora_optim_save(opt, po, e)) || (rc = write_text(ps, text ? text : "{}", e)))
 		goto out;
+	if (lora_outfile_sync_dir(tmp) != 0) {
+		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", final, strerror(errno));
+		goto out;
+	}
 	/* Replace an older checkpoint of the same step (a resumed run). */
 	char *old = path_join(o->ckpt_dir, ".replaced");
 	if (old && access(final, F_OK) == 0 && rename(final, old) == 0) {
