@@ -287,6 +287,14 @@ strike() {
 	assert_equal "$stderr" "lora-merge: taken.lora: already exists (use -f to overwrite)"
 	assert_equal "$(stat -c %s taken.lora)" 0
 	assert_equal "$(ls -A taken)" ""
+	# a symbolic link is taken too, even one that points nowhere
+	ln -s nowhere.lora link.lora
+	run -1 --separate-stderr lora-init -m model -r 2 -o link.lora
+	assert_equal "$stderr" "lora-init: link.lora: already exists (use -f to overwrite)"
+	run -1 --separate-stderr lora-merge -m model/model.safetensors a.lora -o link.lora
+	assert_equal "$stderr" "lora-merge: link.lora: already exists (use -f to overwrite)"
+	assert_equal "$(readlink link.lora)" nowhere.lora
+	assert_file_not_exists nowhere.lora
 	# with -f each replaces it whole, atomically
 	lora-merge -f -m model a.lora -o taken
 	run -0 checkmerge model taken a.lora

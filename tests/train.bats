@@ -179,6 +179,25 @@ lr_check() {
 	assert_equal "$(jq -s 'map(select(.loss)) | length' a.jsonl)" 4
 }
 
+@test "epochs: at lr 0 each visits every window once (mean loss = lora-eval's), shuffled anew each time" {
+	# 28 windows of 32 (+1) tokens: 7 batches of 4 per epoch, none left out
+	mktokens --vocab 256 --seed 3 897 > small.bin
+	ev=$(lora-eval -q -m model -d small.bin -b 4 -T 32 --json | jq .loss)
+	for order in shuffled in-order; do
+		flag=; [ $order = shuffled ] || flag=--no-shuffle
+		lora-train -m model -d small.bin --seq 32 --batch 4 --epochs 3 --lr 0 $flag --log $order.jsonl -o $order.lora
+		assert_equal "$(jq -s 'map(select(.loss)) | length' $order.jsonl)" 21
+		# per epoch: the mean of its 7 losses, and its losses in order
+		jq -s -r 'map(select(.loss)) | range(3) as $e | .[7 * $e:7 * $e + 7] | map(.loss) | "\(add / 7) \(map(tostring) | join(","))"' \
+			$order.jsonl > $order.epochs
+		awk -v want="$ev" '{ d = $1 - want; if (d > 1e-6 || d < -1e-6) { print "epoch " NR ": mean " $1 ", lora-eval " want; exit 1 } }' \
+			$order.epochs
+	done
+	# in file order every epoch repeats the first; shuffled, none does
+	assert_equal "$(cut -d' ' -f2 in-order.epochs | sort -u | wc -l)" 1
+	assert_equal "$(cut -d' ' -f2 shuffled.epochs | sort -u | wc -l)" 3
+}
+
 @test "--batch 4 --accum 2 is --batch 8: per step the same rows, loss, gradient norm and lr; the same adapter" {
 	# Each micro-batch's loss is a mean over its tokens, so the accumulated
 	# gradient is the mean of the two: equal to the batch of 8 up to

@@ -129,6 +129,31 @@ static void test_lengths(const char *dir)
 	}
 }
 
+/* The vocabulary bound is exclusive: with vocab V, token V - 1 is the
+ * largest allowed, in every token width. */
+static void test_vocab(const char *dir)
+{
+	lora_data *d = make(dir, 40); /* tokens (7i + 3) mod 251: largest 248, at position 35 */
+	char path[600];
+	lora_err e;
+	if (!d)
+		return;
+	snprintf(path, sizeof path, "%s", d->path);
+	lora_data_close(d);
+	CHECK(lora_data_open(&d, path, LORA_DATA_AUTO, 249, &e) == 0, "vocab 249 holds token 248: %s", e.msg);
+	lora_data_close(d);
+	CHECK(lora_data_open(&d, path, LORA_DATA_AUTO, 248, &e) == LORA_EINVAL &&
+	          strstr(e.msg, ": token 248 at position 35 is >= vocab_size 248"),
+	      "token 248 with vocab 248: %s", e.msg);
+	/* as bytes: 3, 0, 10, 0, 17, 0, ... */
+	CHECK(lora_data_open(&d, path, LORA_DATA_BYTES, 10, &e) == LORA_EINVAL &&
+	          strstr(e.msg, ": token 10 at position 2 is >= vocab_size 10"),
+	      "byte 10 with vocab 10: %s", e.msg);
+	CHECK(lora_data_open(&d, path, LORA_DATA_BYTES, 11, &e) == LORA_EINVAL &&
+	          strstr(e.msg, ": token 17 at position 4 is >= vocab_size 11"),
+	      "byte 17 with vocab 11: %s", e.msg);
+}
+
 /* Over many seeds, the order of 4 windows is each of the 24 permutations
  * about as often, and window i stays in place a quarter of the time. A
  * shuffle that can only draw cycles (Sattolo's) never leaves one in place
@@ -178,6 +203,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	test_lengths(argv[1]);
+	test_vocab(argv[1]);
 	test_uniform(argv[1]);
 	DONE();
 }
