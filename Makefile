@@ -54,7 +54,7 @@ MANS     := $(wildcard man/*.1 man/*.5)
 
 # Debian packages the build and the suite need.
 DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev \
-            libcjson-dev libpcre2-dev bats bats-support bats-assert bats-file jq man-db
+            libcjson-dev libpcre2-dev bats bats-support bats-assert bats-file jq man-db strace
 # ...and those of `make fuzz` (clang's libFuzzer runtime, its OpenMP) and of
 # `make check VALGRIND=1`, only when asked for.
 ifneq ($(filter fuzz,$(MAKECMDGOALS)),)

@@ -287,9 +287,180 @@ strike() {
 	assert_equal "$stderr" "lora-merge: taken.lora: already exists (use -f to overwrite)"
 	assert_equal "$(stat -c %s taken.lora)" 0
 	assert_equal "$(ls -A taken)" ""
+	# a symbolic link is taken too, even one that points nowhere
+	ln -s nowhere.lora link.lora
+	run -1 --separate-stderr lora-init -m model -r 2 -o link.lora
+	assert_equal "$stderr" "lora-init: link.lora: already exists (use -f to overwrite)"
+	run -1 --separate-stderr lora-merge -m model/model.safetensors a.lora -o link.lora
+	assert_equal "$stderr" "lora-merge: link.lora: already exists (use -f to overwrite)"
+	assert_equal "$(readlink link.lora)" nowhere.lora
+	assert_file_not_exists nowhere.lora
 	# with -f each replaces it whole, atomically
 	lora-merge -f -m model a.lora -o taken
 	run -0 checkmerge model taken a.lora
 	lora-svd -q -f -r 1 a.lora -o taken.lora
 	run -0 lora-inspect taken.lora
+}
+
+# ---- durability: modes, fsync before rename, a rename that fails ----
+
+# iotrace LOG CMD...: run CMD under strace, logging every fsync, fdatasync
+# and rename with the file behind each descriptor (-y) to LOG; further
+# strace options (an injected fault) may come first, before --. strace sees
+# the system calls whatever wraps them (libc, ASan or valgrind). A traced
+# process cannot run LeakSanitizer (it needs ptrace itself), so leak
+# checking is off in these runs; ASan's other checks stay on.
+iotrace() {
+	local log=$1 opts=()
+	shift
+	while [ "$1" != -- ]; do opts+=("$1"); shift; done
+	shift
+	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq -y -s 4096 -e signal=none \
+		-e trace=fsync,fdatasync,rename,renameat,renameat2 "${opts[@]}" -o "$log" "$@"
+}
+
+# synced_renames LOG: every rename of a temporary (a dot name) into place
+# comes after an fsync of it; a directory also after an fsync of each file
+# it holds now (under its name in the temporary). Prints the places renamed
+# into, relative to the current directory; fails naming what was not synced.
+synced_renames() {
+	awk -v cwd="$(pwd -P)" '
+		function abs(p) { return p ~ /^\// ? p : cwd "/" p }
+		function base(p) { sub(/.*\//, "", p); return p }
+		/ f(data)?sync\([0-9]+</ && / = 0$/ {
+			p = $0; sub(/^[^<]*</, "", p); sub(/>\).*$/, "", p); synced[p] = 1; next
+		}
+		/ rename(at2?)?\(/ && / = 0$/ {
+			split($0, q, "\""); src = abs(q[2]); dst = abs(q[4])
+			if (base(src) ~ /^\./) {
+				if (!(src in synced)) { print "not synced before its rename: " q[4]; bad = 1 }
+				cmd = "find \"" dst "\" -mindepth 1 -maxdepth 1 -type f 2>/dev/null"
+				while ((cmd | getline f) > 0)
+					if (!((src "/" base(f)) in synced)) { print "not synced before its directory was renamed: " f; bad = 1 }
+				close(cmd)
+				print substr(dst, length(cwd) + 2)
+			}
+			# what was durable under the old name is under the new one
+			if (src in synced) synced[dst] = 1
+			for (k in synced) if (index(k, src "/") == 1) synced[dst substr(k, length(src) + 1)] = 1
+		}
+		END { exit bad }' "$1"
+}
+
+# Every tool that writes, into place: files (lib/core/outfile.c) from
+# lora-init, lora-svd, lora-generate and combine; a safetensors file
+# (lib/io/safetensors.c); a PEFT directory (lib/io/peft.c); a sharded
+# checkpoint directory with its index and other files (lib/ops/merge.c);
+# lora-train's checkpoints (lib/train/train.c) and its output. Then the
+# directory outputs again over existing ones (-f).
+WRITERS=(
+	"lora-init -m model -r 2 -o out/i.lora"
+	"lora-svd -q -r 1 a.lora -o out/s.lora"
+	"lora-merge --combine svd -r 1 a.lora a.lora -o out/c.lora"
+	"lora-generate -m model --rows 2 -n 4 -o out/g.bin"
+	"lora-merge -m model/model.safetensors a.lora -o out/m.safetensors"
+	"lora-convert a.lora -o out/peft"
+	"lora-merge -m sharded a.lora -o out/merged"
+	"lora-train -q -m model -d t.bin --seq 16 --batch 2 --steps 2 --save-steps 2 -o out/t.lora"
+	"lora-convert -f a.lora -o out/peft"
+	"lora-merge -f -m sharded a.lora -o out/merged"
+)
+
+writers_setup() {
+	mkmodel $M --shard-bytes 100000 sharded >/dev/null
+	mktokens --vocab 256 200 >t.bin
+	mkdir out
+}
+
+# strace needs ptrace, which some containers forbid.
+need_strace() {
+	strace -qq -o /dev/null true 2>/dev/null || skip "strace cannot trace here (no ptrace)"
+}
+
+@test "every writer fsyncs each file, and each directory it fills, before renaming it into place" {
+	need_strace
+	writers_setup
+	local i=0
+	for w in "${WRITERS[@]}"; do
+		i=$((i + 1))
+		iotrace log$i -- $w
+		run synced_renames log$i
+		[ "$status" = 0 ] || fail "$w: $output"
+		# the final output is among the places renamed into
+		out=${w##* }
+		assert_line "$out"
+	done
+	# the checkpoint, its files, and the output
+	run -0 synced_renames log8
+	assert_equal "$(grep -v '^out/t\.lora\.ckpt/\.checkpoint-2\.' <<<"$output")" "out/t.lora.ckpt/checkpoint-2
+out/t.lora"
+}
+
+@test "outputs follow the umask: files 0666 and directories 0777 less it, inside directory outputs too" {
+	writers_setup
+	for mask in 002 027; do
+		rm -rf out && mkdir out
+		for w in "${WRITERS[@]}"; do (umask $mask && $w); done
+		want_f=$(printf '%o' $((0666 & ~0$mask))) want_d=$(printf '%o' $((0777 & ~0$mask)))
+		run -0 find out -mindepth 1 \( -type f ! -perm $want_f -o -type d ! -perm $want_d \) -printf '%m %p\n'
+		assert_output ''
+		# and they are all there
+		assert_equal "$(find out -mindepth 1 | wc -l)" 22
+	done
+}
+
+@test "a rename into place that fails: one error line, exit 1, no temporary left, the old output intact" {
+	need_strace
+	writers_setup
+	# the old outputs that -f replaces
+	lora-convert a.lora -o out/peft
+	lora-merge -m model a.lora:0.5 -o out/merged
+	mv out old
+	faults=0
+	# Each rename of each writer fails in turn (strace counts calls per
+	# system call); then again where the file system cannot exchange two
+	# directories (renameat2 RENAME_EXCHANGE refused with EINVAL), which
+	# takes the writers' other way of replacing a directory.
+	for w in "${WRITERS[@]}"; do
+		for noswap in "" -e\ inject=renameat2:error=EINVAL; do
+			[ -z "$noswap" ] || [[ $w == *" -f "* ]] || continue
+			rm -rf out && cp -r old out
+			[[ $w == *" -f "* ]] || rm -rf out/*
+			cp -r out before
+			iotrace clean.log $noswap -- $w
+			rm -rf after && mv out after
+			for sc in rename renameat renameat2; do
+				[ -z "$noswap" ] || [ $sc != renameat2 ] || continue
+				for k in $(seq "$(grep -c " $sc(" clean.log)"); do
+					rm -rf out && cp -r before out
+					st=0
+					iotrace fail.log $noswap -e inject=$sc:error=EXDEV:when=$k -- $w 2>err || st=$?
+					grep -q INJECTED fail.log || fail "$w: $sc #$k did not fail"
+					faults=$((faults + 1))
+					run -0 find . -name '.?*'
+					assert_output ''
+					if [ "$st" = 0 ]; then
+						# a way around the failure (lora-merge replaces a
+						# directory in two renames when it cannot swap)
+						diff -r after out || fail "$w, $sc #$k failing: exit 0 with another output"
+						continue
+					fi
+					[ "$st" = 1 ] || fail "$w, $sc #$k failing ${noswap:+(no exchange)}: exit $st"
+					assert_equal "$(wc -l <err)" 1
+					assert_regex "$(cat err)" "^lora-[a-z]+: .*: cannot (rename into place|replace): Invalid cross-device link$"
+					# whatever was there before is still there, as it was;
+					# lora-train keeps the checkpoints it finished
+					for c in out/t.lora.ckpt/*; do
+						[ ! -e "$c" ] || assert_equal "$(ls "$c" | tr '\n' ' ')" "adapter.lora optimizer.bin state.json "
+					done
+					rm -rf out/t.lora.ckpt
+					diff -r before out || fail "$w, $sc #$k failing ${noswap:+(no exchange)}: the old outputs changed"
+				done
+			done
+			rm -rf before after
+		done
+	done
+	# 5 single files; a PEFT directory 3, 3 over an old one and 4 without
+	# exchange; the merged directory 7, 7 and 8; lora-train 5
+	assert_equal "$faults" 42
 }

@@ -97,6 +97,17 @@ setup() {
 	assert_not_exist b.lora
 }
 
+@test "a target key matches whole name components: 'proj' is no suffix of 'q_proj'" {
+	run -1 --separate-stderr lora-init -m model -t proj -o a.lora
+	assert_equal "$stderr" "lora-init: model: no tensor matches the targets"
+	run -1 --separate-stderr lora-init -m model -t _proj,ayers.0.mlp.up_proj -o a.lora
+	assert_equal "$stderr" "lora-init: model: no tensor matches the targets"
+	lora-init -m model -t 1.mlp.up_proj,self_attn.q_proj -o b.lora
+	run -0 lora-inspect --json b.lora
+	assert_equal "$(jq -r '[.layers[].name] | sort | join(" ")' <<<"$output")" \
+		'model.layers.0.self_attn.q_proj model.layers.1.mlp.up_proj model.layers.1.self_attn.q_proj'
+}
+
 @test "--layers selects blocks by index" {
 	lora-init -m model -t all-linear --layers 1 -o a.lora
 	run -0 lora-inspect --json a.lora

@@ -283,6 +283,17 @@ Q1=model.layers.1.self_attn.q_proj
 	assert_equal "$(jq -c '[.layers[] | [.rank, .energy, .rel_error, .norm]]' <<<"$stderr")" '[[1,1,0,0],[1,1,0,0]]'
 }
 
+@test "--energy at an exact tie keeps the smallest rank that reaches E, as lora-svd(1) says" {
+	# singular values 4, 2, 2, 2, 2: energies 16, 4, 4, 4, 4 of 32, exact in binary
+	mkadapter w=9x7x5:4,2,-2,2,2 > t.lora
+	for e in 0.5:1 0.625:2 0.75:3 0.875:4 1:5; do
+		lora-svd -q -f --energy ${e%:*} t.lora -o r.lora
+		assert_equal "$(lora-inspect --json r.lora | jq '.layers[0].rank')" "${e#*:}"
+		lora-merge -f --combine svd --energy ${e%:*} t.lora -o c.lora
+		assert_equal "$(lora-inspect --json c.lora | jq '.layers[0].rank')" "${e#*:}"
+	done
+}
+
 @test "re-ranking an extraction equals extracting at the lower rank" {
 	lora-svd -q -m base --tuned tuned -r 4 --method exact -o r4.lora
 	lora-svd -q -m base --tuned tuned -r 2 --method exact -o r2.lora

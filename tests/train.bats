@@ -143,6 +143,84 @@ setup() {
 	# the final step's loss and lr in the log are the provenance's and the schedule's
 	awk -v a="$(jq -s 'map(select(.loss)) | last | .loss' run.jsonl)" -v b="$(jq .provenance.train_loss <<<"$output")" \
 		'BEGIN { d = a - b; exit !(d < 1e-7 && d > -1e-7) }'
+	# cosine without warmup over 6 steps: step 6 runs at s = 5
+	jq -s 'map(select(.loss)) | last | .lr' run.jsonl | lr_check cosine 1e-3 0 6 6
+}
+
+# lr_check KIND BASE W T STEP: the lr on standard input is the schedule's
+# at STEP (counted from 1, so s = STEP - 1) by lora-train(1)'s formulas,
+# written out here: warmup s/W, then constant, linear or half a cosine.
+lr_check() {
+	awk -v k="$1" -v b="$2" -v w="$3" -v t="$4" -v step="$5" '
+		{ s = step - 1
+		  if (s < w) want = b * s / (w > 1 ? w : 1)
+		  else if (k == "constant") want = b
+		  else {
+			if (s > t) s = t
+			span = t - w > 1 ? t - w : 1
+			f = k == "linear" ? (t - s) / span : 0.5 * (1 + cos(3.14159265358979324 * (s - w) / span))
+			want = b * (f > 0 ? f : 0)
+		  }
+		  d = $1 - want
+		  if (d > 1e-8 * b || d < -1e-8 * b) { printf "step %d: lr %s, want %.9g\n", step, $1, want; bad = 1 }
+		  step++ }
+		END { exit bad }' || fail "lr of $1 (W $3, T $4) is not the schedule's"
+}
+
+@test "the lr in the log at every step is the schedule's: warmup, then cosine, linear or constant" {
+	for k in cosine linear constant; do
+		lora-train $TR --steps 7 --warmup 3 --scheduler $k --lr 2e-3 --log $k.jsonl -o $k.lora
+		assert_equal "$(jq -s 'map(select(.loss)) | map(.step) | join(",")' -r $k.jsonl)" 1,2,3,4,5,6,7
+		jq -s -r 'map(select(.loss))[] | .lr' $k.jsonl | lr_check $k 2e-3 3 7 1
+	done
+	# the planned length comes from the data: 20000 tokens make 156 batches
+	# of 4 x 32 (+1), so 0.05 epochs is ceil(7.8) = 8 steps, with --accum 2
+	# ceil(0.05 * 78) = 4
+	lora-train $TR --epochs 0.05 --warmup 2 --lr 1e-3 --log e.jsonl -o e.lora
+	jq -s -r 'map(select(.loss))[] | .lr' e.jsonl | lr_check cosine 1e-3 2 8 1
+	assert_equal "$(jq -s 'map(select(.loss)) | length' e.jsonl)" 8
+	lora-train $TR --accum 2 --epochs 0.05 --scheduler linear --lr 1e-3 --log a.jsonl -o a.lora
+	jq -s -r 'map(select(.loss))[] | .lr' a.jsonl | lr_check linear 1e-3 0 4 1
+	assert_equal "$(jq -s 'map(select(.loss)) | length' a.jsonl)" 4
+}
+
+@test "epochs: at lr 0 each visits every window once (mean loss = lora-eval's), shuffled anew each time" {
+	# 28 windows of 32 (+1) tokens: 7 batches of 4 per epoch, none left out
+	mktokens --vocab 256 --seed 3 897 > small.bin
+	ev=$(lora-eval -q -m model -d small.bin -b 4 -T 32 --json | jq .loss)
+	for order in shuffled in-order; do
+		flag=; [ $order = shuffled ] || flag=--no-shuffle
+		lora-train -m model -d small.bin --seq 32 --batch 4 --epochs 3 --lr 0 $flag --log $order.jsonl -o $order.lora
+		assert_equal "$(jq -s 'map(select(.loss)) | length' $order.jsonl)" 21
+		# per epoch: the mean of its 7 losses, and its losses in order
+		jq -s -r 'map(select(.loss)) | range(3) as $e | .[7 * $e:7 * $e + 7] | map(.loss) | "\(add / 7) \(map(tostring) | join(","))"' \
+			$order.jsonl > $order.epochs
+		awk -v want="$ev" '{ d = $1 - want; if (d > 1e-6 || d < -1e-6) { print "epoch " NR ": mean " $1 ", lora-eval " want; exit 1 } }' \
+			$order.epochs
+	done
+	# in file order every epoch repeats the first; shuffled, none does
+	assert_equal "$(cut -d' ' -f2 in-order.epochs | sort -u | wc -l)" 1
+	assert_equal "$(cut -d' ' -f2 shuffled.epochs | sort -u | wc -l)" 3
+}
+
+@test "--batch 4 --accum 2 is --batch 8: per step the same rows, loss, gradient norm and lr; the same adapter" {
+	# Each micro-batch's loss is a mean over its tokens, so the accumulated
+	# gradient is the mean of the two: equal to the batch of 8 up to
+	# rounding (a sum would double the gradient norm). The lr is exactly
+	# equal; losses and norms agree to about 1e-7.
+	lora-train -m model -d train.bin --seq 32 --batch 8 --steps 5 --lr 1e-2 --log b8.jsonl -o b8.lora
+	lora-train -m model -d train.bin --seq 32 --batch 4 --accum 2 --steps 5 --lr 1e-2 --log b4.jsonl -o b4.lora
+	assert_equal "$(jq -s -c 'map(select(.loss) | .lr)' b4.jsonl)" "$(jq -s -c 'map(select(.loss) | .lr)' b8.jsonl)"
+	assert_equal "$(jq -s 'map(select(.loss)) | length' b4.jsonl)" 5
+	paste <(jq -r 'select(.loss) | "\(.loss) \(.grad_norm)"' b8.jsonl) <(jq -r 'select(.loss) | "\(.loss) \(.grad_norm)"' b4.jsonl) |
+		awk 'function rel(a, b) { d = (a - b) / b; return d < 0 ? -d : d }
+			{ if (rel($3, $1) > 1e-6 || rel($4, $2) > 1e-6) { print "step " NR ": loss " $1 " vs " $3 ", norm " $2 " vs " $4; bad = 1 } }
+			END { exit bad }'
+	run -0 lora-diff --tol 1e-5 b8.lora b4.lora
+	# and with SGD, whose step is proportional to the gradient
+	lora-train -m model -d train.bin --seq 32 --batch 8 --steps 3 --optimizer sgd --lr 0.5 -o s8.lora
+	lora-train -m model -d train.bin --seq 32 --batch 4 --accum 2 --steps 3 --optimizer sgd --lr 0.5 -o s4.lora
+	run -0 lora-diff --tol 1e-5 s8.lora s4.lora
 }
 
 @test "an existing output is refused before training; a PEFT adapter trains too" {

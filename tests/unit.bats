@@ -53,3 +53,9 @@ setup() {
 	assert_success
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
+
+@test "data: exact batches of token files on and beside multiples of B x T, the shuffled order and its uniformity" {
+	run test_data "$BATS_TEST_TMPDIR"
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}

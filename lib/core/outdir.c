@@ -12,15 +12,6 @@
 #include "core/outfile.h"
 #include "core/path.h"
 
-static void sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-}
-
 /* An existing output may be replaced only when nothing in it would be lost
  * unnoticed: regular files, and only the expected ones when the caller
  * says which. */
@@ -150,8 +141,9 @@ int lora_outdir_commit(lora_outdir *d, lora_err *e)
 	struct stat sb;
 	int rc = 0;
 	char *old = NULL, *parent = lora_path_dir(d->path);
-	sync_dir(d->tmp);
-	if (lstat(d->path, &sb) != 0) {
+	if (lora_outfile_sync_dir(d->tmp) != 0) {
+		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", d->path, strerror(errno));
+	} else if (lstat(d->path, &sb) != 0) {
 		if (rename(d->tmp, d->path) != 0)
 			rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", d->path, strerror(errno));
 	} else if (renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->path, RENAME_EXCHANGE) == 0) {
@@ -178,8 +170,10 @@ int lora_outdir_commit(lora_outdir *d, lora_err *e)
 	release(d, 0);
 	if (old)
 		remove_dir(old);
+	/* The output is in place; a failure to make its name durable now
+	 * cannot be undone, so it is not reported as a failed write. */
 	if (parent)
-		sync_dir(parent);
+		lora_outfile_sync_dir(parent);
 	free(old);
 	free(parent);
 	return 0;

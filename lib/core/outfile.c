@@ -63,6 +63,18 @@ int lora_outfile_mkdtemp(char *tmpl)
 	return ok ? 0 : -1;
 }
 
+int lora_outfile_sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1;
+	if (fd >= 0) {
+		rc = fsync(fd);
+		int err = errno;
+		close(fd);
+		errno = err;
+	}
+	return rc;
+}
+
 void lora_outfile_cleanup(void)
 {
 	for (int i = ntmps - 1; i >= 0; i--)

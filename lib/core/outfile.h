@@ -39,6 +39,10 @@ void lora_outfile_cleanup(void);
  * reverse order). The string must live until lora_outfile_untrack. */
 void lora_outfile_track(char *path);
 void lora_outfile_untrack(const char *path);
+/* fsync a directory, so that the names made in it last as its files do:
+ * before a directory filled in place is renamed, and after a rename into
+ * it. 0 or -1 (errno set). */
+int lora_outfile_sync_dir(const char *dir);
 /* mkdtemp(tmpl) and track the directory, with no window for a signal to
  * leave it behind; mode as mkdir(2) would give. 0 or -1 (errno set). */
 int lora_outfile_mkdtemp(char *tmpl);

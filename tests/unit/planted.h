@@ -83,4 +83,24 @@ static inline float *to_f32(const double *x, size_t n)
 	return f;
 }
 
+/* How far factors B (m x k) and A (k x n) are from the balanced split of
+ * their product's SVD, B = U S^(1/2), A = S^(1/2) V^T, whose Gram matrices
+ * are B^T B = A A^T = diag(s) (s the k singular values, descending): the
+ * largest entry of |B^T B - diag(s)| and |A A^T - diag(s)|, over s[0].
+ * Every split with the same product (U S and V^T, say) fails this. */
+static inline double unbalance(const float *B, const float *A, const double *s, size_t m, size_t k, size_t n)
+{
+	double worst = 0;
+	for (size_t i = 0; i < k; i++)
+		for (size_t j = 0; j < k; j++) {
+			double gb = 0, ga = 0, want = i == j ? s[i] : 0;
+			for (size_t r = 0; r < m; r++)
+				gb += (double)B[r * k + i] * B[r * k + j];
+			for (size_t c = 0; c < n; c++)
+				ga += (double)A[i * n + c] * A[j * n + c];
+			worst = fmax(worst, fmax(fabs(gb - want), fabs(ga - want)));
+		}
+	return s[0] > 0 ? worst / s[0] : worst;
+}
+
 #endif

@@ -162,6 +162,8 @@ static void test_cat_and_svd(void)
 	      "svals");
 	CHECK(sp->rank == 2 && fabs(sv2[0] - sv[0]) < 1e-5 * sv[0] && fabs(sv2[1] - sv[1]) < 1e-5 * sv[0],
 	      "top-2 values %g %g vs %g %g", sv2[0], sv2[1], sv[0], sv[1]);
+	CHECK(unbalance(sp->B, sp->A, sv, 16, 2, 12) < 1e-5, "combined factors not U S^(1/2), S^(1/2) V^T: %g",
+	      unbalance(sp->B, sp->A, sv, 16, 2, 12));
 	double tail = sqrt(sv[2] * sv[2] + sv[3] * sv[3] + sv[4] * sv[4] + sv[5] * sv[5]);
 	got = delta(s, sp);
 	CHECK(fabs(fro_diff(want, got, 192) - tail) < 1e-5 * fro(want, 192), "optimal error %g vs %g",

@@ -334,6 +334,9 @@ static void test_bad_files(void)
 	two_tensors(h, sizeof h, 0, 8, 0, 8);
 	put_st(p, h, 8);
 	ST_ERR(p, LORA_EFORMAT, "tensor 'a' overlaps tensor 'b'");
+	two_tensors(h, sizeof h, 0, 8, 7, 15); /* by one byte */
+	put_st(p, h, 15);
+	ST_ERR(p, LORA_EFORMAT, "tensor 'a' overlaps tensor 'b'");
 	two_tensors(h, sizeof h, 0, 8, 12, 20);
 	put_st(p, h, 20);
 	ST_ERR(p, LORA_EFORMAT, "4-byte gap between tensor 'a' and tensor 'b'");

@@ -311,6 +311,53 @@ static void test_pick_rank(void)
 	CHECK(lora_svd_pick_rank(s2, 4, 21.25, 0.99, 3) == 3, "cap");
 	CHECK(lora_svd_pick_rank(s2, 4, 21.25, 1.0, 0) == 4, "all");
 	CHECK(lora_svd_pick_rank(s2, 4, 100, 0.5, 0) == 4, "never reached");
+	/* Exact ties (every number a power of two or a sum of a few): the
+	 * smallest rank whose kept energy reaches E, equality included. */
+	double t2[5] = {16, 4, 4, 4, 4}; /* total 32 */
+	const double E[5] = {0.5, 0.625, 0.75, 0.875, 1};
+	for (size_t i = 0; i < 5; i++)
+		CHECK(lora_svd_pick_rank(t2, 5, 32, E[i], 0) == i + 1, "energy %g of 32 is reached at rank %zu, got %zu",
+		      E[i], i + 1, lora_svd_pick_rank(t2, 5, 32, E[i], 0));
+}
+
+/* The same ties end to end, where the SVD is exact in floating point: a
+ * diagonal difference for extraction, and factors that are scaled unit
+ * vectors for re-ranking (mkadapter's layers), both with singular values
+ * 4, 2, 2, 2, 2 (energies 16, 4, 4, 4, 4 of 32). */
+static void test_energy_ties(void)
+{
+	const double E[5] = {0.5, 0.625, 0.75, 0.875, 1};
+	const float sv[5] = {4, 2, 2, 2, 2};
+	size_t m = 9, n = 7;
+	float dW[63] = {0};
+	for (size_t i = 0; i < 5; i++)
+		dW[i * n + (n - 1 - i)] = i % 2 ? -sv[i] : sv[i];
+	lora_adapter *a = lora_adapter_new(), *b = NULL;
+	lora_err e;
+	lora_layer *l = lora_adapter_add(a, "w", m, n, 5, 5, 0, &e);
+	for (size_t k = 0; k < 5; k++) {
+		l->B[(k + 2) * 5 + k] = sv[k];
+		l->A[k * n + k] = 1;
+	}
+	lora_svd_opts o;
+	lora_svd_opts_init(&o);
+	o.method = LORA_SVD_EXACT;
+	for (size_t i = 0; i < 5; i++) {
+		float *B, *A;
+		size_t k = 0;
+		lora_svd_layer_report r = {0};
+		o.energy = E[i];
+		CHECK(lora_svd_factor(&B, &A, &k, dW, m, n, &o, 1, &r, &e) == 0 && k == i + 1 && r.energy == E[i],
+		      "extraction, energy %g: rank %zu (kept %.17g), want %zu", E[i], k, r.energy, i + 1);
+		free(B), free(A), free(r.name);
+		lora_svd_report rep = {0};
+		CHECK(lora_svd_rerank(&b, a, &o, &rep, &e) == 0 && b->layers[0].rank == i + 1 && rep.layers[0].energy == E[i],
+		      "re-rank, energy %g: rank %zu, want %zu", E[i], b ? b->layers[0].rank : 0, i + 1);
+		lora_adapter_free(b);
+		b = NULL;
+		lora_svd_report_free(&rep);
+	}
+	lora_adapter_free(a);
 }
 
 static void test_factor(lora_svd_method method)
@@ -370,6 +417,26 @@ static void test_factor(lora_svd_method method)
 	CHECK(r.rel_error > 1e-3 && r.rel_error < 1e-2, "bf16 rounding shows in the error: %g", r.rel_error);
 	free(B), free(A);
 	free(r.name);
+	unplant(&t);
+}
+
+/* Extraction splits the truncated SVD evenly: B^T B = A A^T = diag(s). */
+static void test_factor_balanced(lora_svd_method method)
+{
+	size_t m = 50, n = 40;
+	double s[6] = {8, 4, 2, 1, 0.5, 0.25};
+	planted_t t = plant(m, n, s, 6, 73);
+	lora_svd_opts o;
+	lora_svd_opts_init(&o);
+	o.method = method;
+	o.rank = 4;
+	float *B, *A;
+	size_t k;
+	lora_err e;
+	CHECK(lora_svd_factor(&B, &A, &k, t.Xf, m, n, &o, 5, NULL, &e) == 0 && k == 4, "factor: %s", e.msg);
+	CHECK(unbalance(B, A, s, m, k, n) < 1e-5, "%s: factors not U S^(1/2), S^(1/2) V^T: %g",
+	      lora_svd_method_name(method), unbalance(B, A, s, m, k, n));
+	free(B), free(A);
 	unplant(&t);
 }
 
@@ -444,6 +511,12 @@ static void test_rerank(void)
 			CHECK(fabs(rep.layers[0].energy - (36 + 25 + 16) * sc * sc / tot) < 1e-6, "rank 3 energy");
 			free(T), free(Uk), free(Vk);
 		}
+		/* Balanced: B^T B = A A^T = diag(|sc| s) on the kept directions. */
+		double sv[9] = {0};
+		for (size_t i = 0; i < newr && i < r; i++)
+			sv[i] = s[i] * fabs(sc);
+		CHECK(unbalance(l->B, l->A, sv, m, newr, n) < 1e-6, "rank %zu: factors not U S^(1/2), S^(1/2) V^T: %g",
+		      newr, unbalance(l->B, l->A, sv, m, newr, n));
 		if (newr == 9) {
 			for (size_t i = 0; i < m; i++)
 				for (size_t j = 6; j < 9; j++)
@@ -487,8 +560,11 @@ int main(void)
 	test_exact_lowrank_randomized();
 	test_residual_sumsq();
 	test_pick_rank();
+	test_energy_ties();
 	test_factor(LORA_SVD_EXACT);
 	test_factor(LORA_SVD_RANDOMIZED);
+	test_factor_balanced(LORA_SVD_EXACT);
+	test_factor_balanced(LORA_SVD_RANDOMIZED);
 	test_rerank();
 	DONE();
 }
