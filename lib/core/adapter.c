@@ -83,7 +83,7 @@ int lora_adapter_add_target(lora_adapter *a, const char *target, lora_err *e)
 	if (!t || !(t[a->ntargets] = strdup(target))) {
 		if (t)
 			a->targets = t;
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	}
 	a->targets = t;
 	a->ntargets++;

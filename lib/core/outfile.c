@@ -102,7 +102,7 @@ int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
 	if (!o->path || !o->tmp) {
 		free(o->path);
 		free(o->tmp);
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	}
 	/* Same directory as the target so rename(2) is atomic. A dot-prefixed
 	 * name keeps it out of globs while it is being written. */
@@ -130,7 +130,7 @@ int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
 	if (!o->fp) {
 		close(fd);
 		lora_outfile_abort(o);
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	}
 	return 0;
 }

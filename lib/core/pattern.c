@@ -216,7 +216,7 @@ static int compile(lora_pattern *p, const text *t, int anchor, size_t before, si
 		opts |= PCRE2_ENDANCHORED;
 	pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
 	if (!cc)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
 	pcre2_set_parens_nest_limit(cc, LORA_PATTERN_MAX_NEST);
 	pcre2_set_max_pattern_length(cc, 2 * (size_t)LORA_PATTERN_MAX_LEN);
@@ -227,7 +227,7 @@ static int compile(lora_pattern *p, const text *t, int anchor, size_t before, si
 	char msg[256];
 	if (!p->code) {
 		if (code == PCRE2_ERROR_NOMEMORY)
-			return lora_err_set(e, LORA_ENOMEM, "out of memory");
+			return lora_err_nomem(e);
 		compile_error(code, msg, sizeof msg, &bound);
 		if (bound)
 			return lora_err_set(e, LORA_EINVAL, "%s is past the regular expression bounds: %s", p->label, msg);
@@ -243,7 +243,7 @@ static int compile(lora_pattern *p, const text *t, int anchor, size_t before, si
 		                    "%s is past the regular expression bounds: its compiled form is over %u bytes", p->label,
 		                    LORA_PATTERN_MAX_CODE);
 	if (!(p->mctx = pcre2_match_context_create(NULL)))
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	pcre2_set_match_limit(p->mctx, LORA_PATTERN_MATCH_LIMIT);
 	pcre2_set_depth_limit(p->mctx, LORA_PATTERN_DEPTH_LIMIT);
 	pcre2_set_heap_limit(p->mctx, LORA_PATTERN_HEAP_LIMIT);
@@ -287,7 +287,7 @@ int lora_pattern_compile(lora_pattern **out, const char *before, const char *re,
 	p = NULL;
 	goto out;
 nomem:
-	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+	rc = lora_err_nomem(e);
 out:
 	lora_pattern_free(p);
 	free(src);
@@ -302,7 +302,7 @@ int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e)
 	 * holds PCRE2's backtracking frames, so it is freed right away. */
 	pcre2_match_data *md = pcre2_match_data_create(1, NULL);
 	if (!md)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	int rc = pcre2_match(p->code, (PCRE2_SPTR)subject, PCRE2_ZERO_TERMINATED, 0, 0, md, p->mctx);
 	pcre2_match_data_free(md);
 	if (rc >= 0)
@@ -314,7 +314,7 @@ int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e)
 	size_t show = shown(subject, n);
 	switch (rc) {
 	case PCRE2_ERROR_NOMEMORY:
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	case PCRE2_ERROR_MATCHLIMIT:
 		snprintf(why, sizeof why, "over %d backtracking steps", LORA_PATTERN_MATCH_LIMIT);
 		break;

@@ -48,9 +48,9 @@ int lora_load_spec(const char *spec, char **path, double *scale, lora_err *e)
 		if (*end == 0 && isfinite(v)) {
 			*scale = v;
 			*path = strndup(spec, (size_t)(colon - spec));
-			return *path ? 0 : lora_err_set(e, LORA_ENOMEM, "out of memory");
+			return *path ? 0 : lora_err_nomem(e);
 		}
 	}
 	*path = strdup(spec);
-	return *path ? 0 : lora_err_set(e, LORA_ENOMEM, "out of memory");
+	return *path ? 0 : lora_err_nomem(e);
 }

@@ -157,7 +157,7 @@ static int plan_build(plan *p, const lora_adapter *a, lora_err *e)
 	p->mag = malloc((nl ? nl : 1) * sizeof *p->mag);
 	p->bias = malloc((nl ? nl : 1) * sizeof *p->bias);
 	if (!p->ch || !p->mag || !p->bias)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	for (size_t i = 0; i < nl; i++) {
 		const lora_layer *l = &a->layers[i];
 		if (!l->A || !l->B)
@@ -305,7 +305,7 @@ static cJSON *header_json(const lora_adapter *a, const plan *p, lora_err *e)
 	return h;
 nomem:
 	cJSON_Delete(h);
-	lora_err_set(e, LORA_ENOMEM, "out of memory");
+	lora_err_nomem(e);
 	return NULL;
 }
 
@@ -350,7 +350,7 @@ int lora_lorafile_write(const lora_adapter *a, FILE *f, const char *name, uint64
 	}
 	text = cJSON_PrintUnformatted(h);
 	if (!text) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	size_t hl = strlen(text);
@@ -534,7 +534,7 @@ static int parse_extras(lora_adapter *a, const cJSON *x, const char *name, paylo
 		if (!lora_adapter_add_extra(a, xn, t, nd, shape, NULL, e))
 			return lora_err_prefix(e, "%s", name);
 		if (push(ps, P_EXTRA, a->nextras - 1, zs, crc))
-			return lora_err_set(e, LORA_ENOMEM, "out of memory");
+			return lora_err_nomem(e);
 		idx++;
 	}
 	return 0;
@@ -573,7 +573,7 @@ static int parse_header(lora_adapter *a, const char *text, size_t len, const cha
 				goto out;
 	x = cJSON_GetObjectItemCaseSensitive(h, "provenance");
 	if (cJSON_IsObject(x) && !(a->provenance = cJSON_PrintUnformatted(x))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	x = cJSON_GetObjectItemCaseSensitive(h, "fan_in_fan_out");
@@ -588,7 +588,7 @@ static int parse_header(lora_adapter *a, const char *text, size_t len, const cha
 		goto out;
 	}
 	if (x && !(a->peft_config = strdup(x->valuestring))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	x = cJSON_GetObjectItemCaseSensitive(h, "layers");
@@ -661,7 +661,7 @@ static int parse_header(lora_adapter *a, const char *text, size_t len, const cha
 			else
 				l->has_bias = 1;
 			if (push(k < 2 ? ps : &tail, k, a->nlayers - 1, zs, crc)) {
-				rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+				rc = lora_err_nomem(e);
 				goto out;
 			}
 		}
@@ -669,7 +669,7 @@ static int parse_header(lora_adapter *a, const char *text, size_t len, const cha
 	}
 	for (size_t k = 0; k < tail.n; k++)
 		if (push(ps, tail.p[k].kind, tail.p[k].idx, tail.p[k].zsize, tail.p[k].crc)) {
-			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+			rc = lora_err_nomem(e);
 			goto out;
 		}
 	x = cJSON_GetObjectItemCaseSensitive(h, "extras");
@@ -697,7 +697,7 @@ static int read_payload(src *s, unsigned char **dst, const char *what, uint64_t 
 	memset(&z, 0, sizeof z);
 	if (!in || inflateInit(&z) != Z_OK) {
 		free(in);
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	}
 	uLong crc = crc32(0, NULL, 0);
 	unsigned char sink[CHUNK];
@@ -821,7 +821,7 @@ int lora_lorafile_readf(lora_adapter **out, FILE *f, const char *name, int mode,
 	lora_adapter *a = lora_adapter_new();
 	*out = NULL;
 	if (!a)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	size_t got = fread(pre, 1, 16, f);
 	s.pos = got;
 	if (got < 8 || !lora_lorafile_is_lora(pre, got)) {
@@ -852,7 +852,7 @@ int lora_lorafile_readf(lora_adapter **out, FILE *f, const char *name, int mode,
 		size_t k = hl - have < CHUNK ? hl - have : CHUNK;
 		char *nt = realloc(text, have + k + 1);
 		if (!nt) {
-			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+			rc = lora_err_nomem(e);
 			goto out;
 		}
 		text = nt;

@@ -64,7 +64,7 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 		*weights = lora_path_join(path, LORA_PEFT_WEIGHTS);
 		bin = lora_path_join(path, "adapter_model.bin");
 		if (!*cfg || !*weights || !bin) {
-			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+			rc = lora_err_nomem(e);
 		} else if (!lora_path_is_file(*cfg)) {
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s (not a PEFT adapter directory)", path,
 			                  LORA_PEFT_CONFIG);
@@ -80,7 +80,7 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 		dir = lora_path_dir(path);
 		*cfg = dir ? lora_path_join(dir, LORA_PEFT_CONFIG) : NULL;
 		if (!*weights || !*cfg)
-			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+			rc = lora_err_nomem(e);
 		else if (!lora_path_is_file(*cfg))
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s beside it (not a PEFT adapter)", path,
 			                  LORA_PEFT_CONFIG);
@@ -186,7 +186,7 @@ static int compile_pattern(pconfig *c, const cJSON *o, int ranks, lora_pattern *
 	snprintf(what, sizeof what, "%s: %s key", name, kind);
 	*res = calloc((size_t)cJSON_GetArraySize(o) + 1, sizeof **res);
 	if (!*res)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	cJSON_ArrayForEach(it, o) {
 		if (ranks ? !is_count(it) : !(cJSON_IsNumber(it) && isfinite(it->valuedouble)))
 			return lora_err_set(e, LORA_EFORMAT, "%s: %s '%s' must map to %s", name, kind, it->string,
@@ -541,7 +541,7 @@ int lora_peft_read(lora_adapter **out, const char *path, lora_err *e)
 	a = NULL;
 	goto out;
 nomem:
-	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+	rc = lora_err_nomem(e);
 out:
 	for (size_t i = 0; i < nent; i++)
 		free(ent[i].module);
@@ -731,7 +731,7 @@ static int set_ranks(cJSON *root, const lora_adapter *a, lora_err *e)
 	rc = lora_err_set(e, LORA_EINVAL, "cannot express the layers' ranks and alphas as PEFT patterns");
 	goto out;
 nomem:
-	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+	rc = lora_err_nomem(e);
 out:
 	free(rv);
 	free(av);
@@ -912,7 +912,7 @@ print:
 		goto nomem;
 	goto out;
 nomem:
-	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+	rc = lora_err_nomem(e);
 out:
 	pconfig_free(&c);
 	cJSON_Delete(root);
@@ -1045,7 +1045,7 @@ static int write_weights(const lora_adapter *a, const char *path, lora_err *e)
 		rc = lora_st_writer_commit(w, e);
 	goto out;
 nomem:
-	rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+	rc = lora_err_nomem(e);
 out:
 	for (size_t i = 0; ws && i < n; i++)
 		free(ws[i].key);

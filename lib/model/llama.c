@@ -89,13 +89,13 @@ int lora_llama_open(lora_llama **out, const lora_ckpt *ck, lora_err *e)
 		return lora_err_set(e, LORA_EFORMAT, "%s: no config.json beside the weights", ck->path);
 	lora_llama *m = calloc(1, sizeof *m);
 	if (!m)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	m->lowest = -1;
 	if ((rc = lora_config_read(&m->c, ck->config_path, e)) || (rc = lora_weights_load(&m->w, ck, &m->c, e)))
 		goto fail;
 	m->first = calloc(m->c.n_layers * LORA_NMOD + 1, sizeof *m->first);
 	if (!m->first) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto fail;
 	}
 	*out = m;
@@ -228,7 +228,7 @@ int lora_llama_attach(lora_llama *m, const lora_adapter *a, double k, int traina
 		return rc;
 	attachment *na = realloc(m->atts, (m->natts + a->nlayers + 1) * sizeof *na);
 	if (!na)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	m->atts = na;
 	if (trainable && (rc = alloc_grads(m, a, e)))
 		return rc;

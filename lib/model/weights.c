@@ -184,7 +184,7 @@ int lora_weights_load(lora_weights *w, const lora_ckpt *ck, const lora_config *c
 	w->blocks = calloc(L ? L : 1, sizeof *w->blocks);
 	if (!src || !w->blocks) {
 		free(src);
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	}
 	/* First pass: check every tensor and size the arena. */
 	const lora_st_tensor *temb = want(ck, "model.embed_tokens.weight", V, C, 0, &rc, e), *tnorm, *thead = NULL;

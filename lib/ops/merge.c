@@ -58,7 +58,7 @@ static int plan_add(plan *p, const char *tensor, size_t input, const lora_adapte
 	if (nm)
 		p->names = nm;
 	if (!o || !nm || !(nm[p->n] = strdup(tensor)))
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	o[p->n] = (op){nm[p->n], input, l, a, coef, bias};
 	p->n++;
 	return 0;
@@ -242,7 +242,7 @@ static int merge_shard(const lora_st *st, const char *path, const plan *p, const
 	lora_st_writer *w = NULL;
 	int rc;
 	if (!specs)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	for (size_t i = 0; i < st->ntensors; i++) {
 		const lora_st_tensor *t = &st->tensors[i];
 		specs[i].name = t->name;

@@ -29,10 +29,10 @@ int lora_targets_init(lora_targets *t, const char *list, const char *regex, lora
 			return lora_err_set(e, LORA_EUSAGE, "target list '%s' has an empty entry", list);
 		char **k = realloc(t->keys, (t->nkeys + 1) * sizeof *k);
 		if (!k)
-			return lora_err_set(e, LORA_ENOMEM, "out of memory");
+			return lora_err_nomem(e);
 		t->keys = k;
 		if (!(k[t->nkeys] = strndup(p, len)))
-			return lora_err_set(e, LORA_ENOMEM, "out of memory");
+			return lora_err_nomem(e);
 		t->nkeys++;
 		p += len + (c ? 1 : 0);
 		if (c && !*p)
@@ -60,7 +60,7 @@ int lora_targets_set_layers(lora_targets *t, const char *spec, lora_err *e)
 		if (hi >= t->nlayers) {
 			unsigned char *l = realloc(t->layers, hi + 1);
 			if (!l)
-				return lora_err_set(e, LORA_ENOMEM, "out of memory");
+				return lora_err_nomem(e);
 			memset(l + t->nlayers, 0, hi + 1 - t->nlayers);
 			t->layers = l;
 			t->nlayers = hi + 1;

@@ -83,7 +83,7 @@ int lora_train_eval(lora_llama *m, const lora_data *d, size_t B, size_t T, size_
 	int rc = 0;
 	if (!in || !tg) {
 		free(in), free(tg);
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	}
 	if ((rc = lora_data_batches_init(&b, d, B, T, 0, 0, e))) {
 		free(in), free(tg);
@@ -191,7 +191,7 @@ int lora_train_load_checkpoint(const char *dir, lora_adapter **a, char **conf_js
 	int rc = 0;
 	*a = NULL, *conf_json = NULL, *data_id = NULL;
 	if (!pa || !ps) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	if ((rc = lora_json_read_file(&st, ps, 1 << 20, e)))
@@ -206,7 +206,7 @@ int lora_train_load_checkpoint(const char *dir, lora_adapter **a, char **conf_js
 	}
 	*step = (long)js->valuedouble;
 	if (!(*conf_json = cJSON_PrintUnformatted(jc)) || !(*data_id = strdup(jd->valuestring))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	rc = lora_lorafile_read(a, pa, LORA_READ_ALL, e);
@@ -224,7 +224,7 @@ int lora_train_load_optimizer(const char *dir, lora_optim *opt, lora_err *e)
 {
 	char *po = lora_path_join(dir, "optimizer.bin");
 	if (!po)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	int rc = lora_optim_load(opt, po, e);
 	free(po);
 	return rc;
@@ -262,7 +262,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	r->loss = r->eval_loss = NAN;
 	r->step = start;
 	if (!in || !tg || !p || !g) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	/* The planned length, from the data, fixes the schedule. */

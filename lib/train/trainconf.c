@@ -333,7 +333,7 @@ static int apply(lora_trainconf *c, const lora_trainconf_key *k, const char *s, 
 			}
 			if (list_push(&l, s + a, b - a)) {
 				list_free(&l);
-				return lora_err_set(e, LORA_ENOMEM, "out of memory");
+				return lora_err_nomem(e);
 			}
 			if (j == len)
 				break;
