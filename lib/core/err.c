@@ -62,4 +62,4 @@ int lora_err_prefix(lora_err *e, const char *fmt, ...)
 	return e->code;
 }
 
-int lora_err_nomem(lora_err *e) { return lora_err_nomem(e); }
+int lora_err_nomem(lora_err *e) { return lora_err_set(e, LORA_ENOMEM, "out of memory"); }
