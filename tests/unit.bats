@@ -6,6 +6,12 @@ setup() {
 	_common_setup
 }
 
+@test "core helpers: strict JSON (duplicate keys anywhere), UTF-8, paths, shapes" {
+	run test_core
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
 @test "dtype conversions: f16/bf16 round trips and rounding rules" {
 	run test_tensor
 	assert_success

@@ -1,0 +1,114 @@
+/* Unit tests of the small core helpers every module shares: strict JSON,
+ * UTF-8, paths, shapes, the out-of-memory error. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/json.h"
+#include "core/path.h"
+#include "core/shape.h"
+#include "core/utf8.h"
+
+static void test_json(void)
+{
+	static const struct {
+		const char *text, *msg; /* msg NULL: accepted */
+	} cases[] = {
+		{"{\"a\": {\"b\": 1, \"c\": [1, {\"d\": 2}]}, \"e\": \"x\"} \n\t", NULL},
+		{"{\"a\": 1, \"b\": 2, \"a\": 3}", "f: file has the key 'a' twice in one object"},
+		/* nested, and only within one object: the same key in two objects is fine */
+		{"{\"a\": {\"k\": 1}, \"b\": {\"k\": 1}}", NULL},
+		{"{\"a\": [{\"k\": 1, \"k\": 2}]}", "f: file has the key 'k' twice in one object"},
+		{"{\"a\": 1} x", "f: file has data after the JSON object (byte 9)"},
+		{"[1]", "f: file is not a JSON object"},
+		{"{\"a\": \"\\u0000\"}", "f: file contains a \\u0000 escape at byte 7"},
+		{"{\"a\": \"\x01\"}", "f: file contains a control character at byte 7"},
+		{"{\"a\": \"\xc0\xaf\"}", "f: file is not valid UTF-8 (byte 7)"},
+		{"{\"a\": ", "f: file is not valid JSON (error near byte 5)"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		cJSON *j = (cJSON *)1;
+		lora_err e = {0, ""};
+		int rc = lora_json_parse(&j, "f", "file", cases[i].text, strlen(cases[i].text), &e);
+		if (!cases[i].msg)
+			CHECK(rc == 0 && j, "json %zu: %s", i, e.msg);
+		else
+			CHECK(rc == LORA_EFORMAT && !j && strcmp(e.msg, cases[i].msg) == 0, "json %zu: rc %d '%s'", i, rc,
+			      e.msg);
+		cJSON_Delete(j);
+	}
+	size_t v;
+	cJSON *n = cJSON_CreateNumber(9007199254740992.0);
+	CHECK(lora_json_size(n, &v) == 0 && v == 9007199254740992ull, "2^53");
+	cJSON_SetNumberValue(n, 9007199254740994.0);
+	CHECK(lora_json_size(n, &v) == -1, "past 2^53");
+	cJSON_SetNumberValue(n, 2.5);
+	CHECK(lora_json_size(n, &v) == -1, "fraction");
+	cJSON_SetNumberValue(n, -1);
+	CHECK(lora_json_size(n, &v) == -1, "negative");
+	cJSON_Delete(n);
+}
+
+static void test_utf8(void)
+{
+	static const struct {
+		const char *s;
+		size_t bad;
+	} cases[] = {
+		{"plain", 5},          {"\xc3\xa9t\xc3\xa9", 5}, {"\xf0\x9f\x98\x80", 4}, {"a\xc0\x80", 1},
+		{"ab\xed\xa0\x80", 2}, {"\xf4\x90\x80\x80", 0},  {"x\xe2\x82", 1},        {"\x80", 0},
+		{"\xf4\x8f\xbf\xbf", 4},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+		CHECK(lora_utf8_bad(cases[i].s, strlen(cases[i].s)) == cases[i].bad, "utf8 %zu", i);
+	CHECK(lora_utf8_valid("\xe2\x82\xac") && !lora_utf8_valid("\xe2\x82"), "valid");
+}
+
+static void test_path(void)
+{
+	static const char *const join[][3] = {
+		{"d", "f", "d/f"}, {"d/", "f", "d/f"}, {"d//", "f", "d/f"}, {"/", "f", "/f"}, {"", "f", "f"},
+	};
+	for (size_t i = 0; i < sizeof join / sizeof *join; i++) {
+		char *p = lora_path_join(join[i][0], join[i][1]);
+		CHECK(p && strcmp(p, join[i][2]) == 0, "join '%s' '%s': %s", join[i][0], join[i][1], p);
+		free(p);
+	}
+	static const char *const dir[][2] = {{"a/b/c", "a/b"}, {"c", "."}, {"/c", "/"}};
+	for (size_t i = 0; i < sizeof dir / sizeof *dir; i++) {
+		char *p = lora_path_dir(dir[i][0]);
+		CHECK(p && strcmp(p, dir[i][1]) == 0, "dir '%s': %s", dir[i][0], p);
+		free(p);
+	}
+	CHECK(strcmp(lora_path_base("a/b/c.lora"), "c.lora") == 0 && strcmp(lora_path_base("c"), "c") == 0, "base");
+	CHECK(lora_path_has_suffix("x.index.json", ".index.json") && !lora_path_has_suffix("json", ".json"), "suffix");
+}
+
+static void test_shape(void)
+{
+	char buf[LORA_SHAPE_STR];
+	size_t s3[] = {4, 64, 128}, big[] = {SIZE_MAX / 2, 3}, n;
+	CHECK(strcmp(lora_shape_format(buf, sizeof buf, s3, 3), "4x64x128") == 0, "3d: %s", buf);
+	CHECK(strcmp(lora_shape_format(buf, sizeof buf, s3 + 1, 1), "64") == 0, "1d: %s", buf);
+	CHECK(strcmp(lora_shape_format(buf, sizeof buf, s3, 0), "scalar") == 0, "0d: %s", buf);
+	CHECK(lora_shape_bytes(s3, 3, 2, &n) == 0 && n == 65536, "bytes");
+	CHECK(lora_shape_bytes(big, 2, 1, &n) == -1 && lora_shape_mul(SIZE_MAX / 2 + 1, 2, &n) == -1, "overflow");
+	CHECK(lora_shape_alloc(SIZE_MAX / 4 + 1, 8) == NULL, "alloc overflow");
+	void *p = lora_shape_alloc(0, 8);
+	CHECK(p != NULL, "alloc 0");
+	free(p);
+	CHECK(lora_shape_min(3, 2) == 2 && lora_shape_min(2, 3) == 2, "min");
+}
+
+int main(void)
+{
+	test_json();
+	test_utf8();
+	test_path();
+	test_shape();
+	lora_err e = {0, ""};
+	CHECK(lora_err_nomem(&e) == LORA_ENOMEM && e.code == LORA_ENOMEM && strcmp(e.msg, "out of memory") == 0,
+	      "nomem: %s", e.msg);
+	DONE();
+}
