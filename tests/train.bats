@@ -12,7 +12,7 @@ setup() {
 
 @test "lora-train -h, --version, unknown option, usage errors" {
 	run -0 lora-train -h
-	assert_line --index 0 'Usage: lora-train -m MODEL -d DATA [ADAPTER|-] [-c CONFIG.yaml] [options] [-o OUT]'
+	assert_line --index 0 'Usage: lora-train -m MODEL -d DATA [ADAPTER|-] [-c CONFIG] [options] [-o OUT]'
 	run -0 lora-train --version
 	assert_output 'lora-train 0.1.0'
 	run -2 --separate-stderr lora-train --bogus
