@@ -200,3 +200,30 @@ old_spelling_file() {
 		assert_equal "$stderr" "$t: m.lora: not a .lora file (bad magic)"
 	done
 }
+
+@test "-j N in the tools that factorise or merge: accepted, checked, same results" {
+	mkmodel --hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --vocab 256 base >/dev/null
+	mktuned --plant self_attn.q_proj=4,2,1,0.5 base tuned
+	mkplanted w=16x12x3:3,2,1 >a.lora
+	mkplanted --seed 2 w=16x12x3:3,2,0.5 >b.lora
+	for j in 1 2; do
+		lora-svd -j $j -m base --tuned tuned -r 2 --method exact -o s$j.lora
+		lora-diff -j $j --json -m base --tuned tuned >d$j.json || true
+		lora-inspect -j $j --stats --json a.lora >i$j.json
+		lora-merge -j $j --combine svd -r 2 a.lora b.lora:0.5 -o c$j.lora
+	done
+	# the same to rounding: OpenBLAS may sum in another order on more threads
+	run -0 lora-diff --tol 1e-6 s1.lora s2.lora
+	run -0 lora-diff --tol 1e-6 c1.lora c2.lora
+	ranks() { jq -c '[.tensors[] | [.name, .rank_50, .rank_90, .rank_99]]' "$1"; }
+	assert_equal "$(ranks d1.json)" "$(ranks d2.json)"
+	[ "$(jq '.tensors | length' d1.json)" -eq 21 ]
+	jq -e -n --slurpfile a i1.json --slurpfile b i2.json \
+		'[$a[0].layers[0].singular_values, $b[0].layers[0].singular_values] | transpose
+		 | map(((.[0] - .[1]) | fabs) <= 1e-9 * .[0]) | all' >/dev/null ||
+		fail "--stats differs with -j 2"
+	for t in lora-svd lora-diff lora-inspect lora-merge; do
+		run -2 --separate-stderr "$t" -j 0
+		assert_equal "${stderr_lines[0]}" "$t: --threads: '0' is not an integer in [1, 4096]"
+	done
+}

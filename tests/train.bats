@@ -148,3 +148,21 @@ setup() {
 	lora-train $TR peft --steps 2 -o p.lora
 	assert_equal "$(lora-inspect --json p.lora | jq -c '[.num_layers, .ranks[0].rank]')" '[1,4]'
 }
+
+@test "without an adapter, lora-train starts from the one lora-init makes: one set of defaults" {
+	lora-init -m model | lora-train $TR - --steps 2 -o a.lora
+	lora-train $TR --steps 2 -o b.lora
+	cmp a.lora b.lora
+	# PEFT's r and lora_alpha, the paper's targets, seed 42
+	run -0 lora-inspect --json b.lora
+	assert_equal "$(jq -c '[.ranks, .alphas, .targets, .provenance.config.seed]' <<<"$output")" \
+		'[[{"rank":8,"layers":4}],[{"alpha":8,"layers":4}],["q_proj","v_proj"],42]'
+	assert_equal "$(lora-init -m model | lora-inspect --json - | jq -c .provenance.seed)" 42
+	# the same with options (the recorded configurations differ: the
+	# factors are compared), all-linear recorded as such
+	lora-init -m model -r 2 -a 4 -t all-linear --seed 7 | lora-train $TR - --seed 7 --steps 2 -o c.lora
+	lora-train $TR -r 2 -a 4 -t all-linear --seed 7 --steps 2 -o d.lora
+	run -0 lora-diff --tol 0 c.lora d.lora
+	assert_equal "$(lora-inspect --json d.lora | jq -c '[.targets, .num_layers, .alphas]')" \
+		'[["all-linear"],14,[{"alpha":4,"layers":14}]]'
+}
