@@ -405,12 +405,14 @@ volatile sig_atomic_t *lora_cli_stop_signals(void)
 	return &stop_sig;
 }
 
-lora_dtype lora_cli_dtype(const lora_tool *t, const char *opt, const char *s)
+int lora_cli_dtype(const lora_tool *t, const char *opt, const char *s, int keep)
 {
 	lora_dtype d;
+	if (keep && strcmp(s, "keep") == 0)
+		return -1;
 	if (lora_dtype_parse(s, &d))
-		lora_cli_usage_error(t, "%s: '%s' is not f32, f16 or bf16", opt, s);
-	return d;
+		lora_cli_usage_error(t, "%s: '%s' is not %sf32, f16 or bf16", opt, s, keep ? "keep, " : "");
+	return (int)d;
 }
 
 int lora_cli_progress_ok(int quiet) { return !quiet && isatty(STDERR_FILENO); }

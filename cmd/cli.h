@@ -98,9 +98,9 @@ void lora_cli_signals(void);
  * it. SIGXFSZ is ignored as in lora_cli_signals, and SIGBUS handled. */
 volatile sig_atomic_t *lora_cli_stop_signals(void);
 
-/* Parse a storage dtype option value (f32, f16, bf16): exit 2 naming the
- * option on anything else. */
-lora_dtype lora_cli_dtype(const lora_tool *t, const char *opt, const char *s);
+/* Parse a storage dtype option value (f32, f16, bf16, and with keep also
+ * "keep", returned as -1): exit 2 naming the option on anything else. */
+int lora_cli_dtype(const lora_tool *t, const char *opt, const char *s, int keep);
 
 /* The exit status of the SIGBUS handler: 1 unless a tool whose 1 means
  * something else (lora-diff: "different") sets its own. */

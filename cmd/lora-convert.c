@@ -69,7 +69,7 @@ int main(int argc, char **argv)
 			else
 				lora_cli_usage_error(&tool, "--to: '%s' is not lora or peft", c.arg);
 			break;
-		case O_DTYPE: dtype = lora_cli_dtype(&tool, "--dtype", c.arg), set_dtype = 1; break;
+		case O_DTYPE: dtype = (lora_dtype)lora_cli_dtype(&tool, "--dtype", c.arg, 0), set_dtype = 1; break;
 		case 'f': force = 1; break;
 		case 'q': quiet = 1; break;
 		case LORA_OPT_OPERAND:

@@ -52,27 +52,6 @@ static void progress(void *ctx, size_t i, size_t n, const char *name)
 	lora_cli_progress_update(ctx, "%zu/%zu %s", i + 1, n, name);
 }
 
-static void check(const lora_diff_job *j, int have_top)
-{
-	if (j->base || j->tuned) {
-		if (!j->base || !j->tuned)
-			lora_cli_usage_error(&tool, j->base ? "-m BASE needs --tuned TUNED" : "--tuned TUNED needs -m BASE");
-		if (j->b)
-			lora_cli_usage_error(&tool, "unexpected operand '%s': -m and --tuned take one adapter at most", j->b);
-		if (j->subspace || have_top)
-			lora_cli_usage_error(&tool, "%s compares adapters, not checkpoints", j->subspace ? "--subspace" : "--top");
-		if (j->targets && j->regex)
-			lora_cli_usage_error(&tool, "-t and --target-regex are exclusive");
-	} else {
-		if (!j->b)
-			lora_cli_usage_error(&tool, j->a ? "need a second adapter B" : "need two adapters A and B, or -m and --tuned");
-		if (j->targets || j->regex)
-			lora_cli_usage_error(&tool, "%s goes with -m and --tuned", j->targets ? "-t" : "--target-regex");
-		if (have_top && !j->subspace)
-			lora_cli_usage_error(&tool, "--top goes with --subspace");
-	}
-}
-
 /* Usage errors exit 2 here as everywhere; lora_cli_usage_error does. */
 int main(int argc, char **argv)
 {
@@ -110,7 +89,8 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	check(&j, have_top);
+	if (lora_diff_job_check(&j, have_top, &e))
+		lora_cli_usage_error(&tool, "%s", e.msg);
 	if (j.a)
 		lora_cli_stdin(&tool, j.a);
 	if (j.b)

@@ -73,10 +73,7 @@ int main(int argc, char **argv)
 				lora_cli_usage_error(&tool, "--init: '%s' is not kaiming, gaussian or zeros", c.arg);
 			break;
 		case O_SEED: o.seed = (uint64_t)lora_cli_int(&tool, "--seed", c.arg, 0, INT64_MAX); break;
-		case O_DTYPE:
-			if (lora_dtype_parse(c.arg, &o.dtype))
-				lora_cli_usage_error(&tool, "--dtype: '%s' is not f32, f16 or bf16", c.arg);
-			break;
+		case O_DTYPE: o.dtype = (lora_dtype)lora_cli_dtype(&tool, "--dtype", c.arg, 0); break;
 		case O_RSLORA: o.rslora = 1; break;
 		case 'o': out = c.arg; break;
 		case 'f': force = 1; break;

@@ -86,13 +86,7 @@ int main(int argc, char **argv)
 			if (!(energy > 0 && energy <= 1))
 				lora_cli_usage_error(&tool, "--energy: '%s' is not in (0, 1]", c.arg);
 			break;
-		case O_DTYPE: {
-			lora_dtype t;
-			if (strcmp(c.arg, "keep") && lora_dtype_parse(c.arg, &t))
-				lora_cli_usage_error(&tool, "--dtype: '%s' is not keep, f32, f16 or bf16", c.arg);
-			mo.dtype = strcmp(c.arg, "keep") ? (int)t : -1;
-			break;
-		}
+		case O_DTYPE: mo.dtype = lora_cli_dtype(&tool, "--dtype", c.arg, 1); break;
 		case 'j': lora_linalg_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
 		/* Operands are kept in argv itself (each took an argv slot at or
 		 * after this one), so a usage error exits with nothing allocated. */

@@ -1,10 +1,9 @@
 /* lora-svd: extract an adapter from a full fine-tune, or re-rank one. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cli.h"
+#include "core/outfile.h"
 #include "io/lorafile.h"
 #include "math/linalg.h"
 #include "ops/report.h"
@@ -60,29 +59,6 @@ static void progress(void *ctx, size_t i, size_t n, const char *name)
 	lora_cli_progress_update(ctx, "%zu/%zu %s", i + 1, n, name);
 }
 
-/* Usage errors: what goes with what. random is the first option of the
- * randomized method given, extract_only the first extraction option. */
-static void check(const lora_svd_job *j, int json, const char *random, const char *extract_only)
-{
-	const char *out = j->out && strcmp(j->out, "-") ? j->out : NULL;
-	if (!j->o.rank == !(j->o.energy > 0))
-		lora_cli_usage_error(&tool, j->o.rank ? "-r and --energy are exclusive" : "need -r R or --energy E");
-	if (j->o.max_rank && j->o.rank)
-		lora_cli_usage_error(&tool, "--max-rank goes with --energy, not -r");
-	if (!j->base != !j->tuned)
-		lora_cli_usage_error(&tool, j->base ? "-m BASE needs --tuned TUNED" : "--tuned TUNED needs -m BASE");
-	if (json && !out)
-		lora_cli_usage_error(&tool, "--json writes the report to standard output: give -o FILE for the adapter");
-	if (j->base && j->input)
-		lora_cli_usage_error(&tool, "unexpected operand '%s' with -m and --tuned", j->input);
-	if (j->base && j->targets && j->regex)
-		lora_cli_usage_error(&tool, "-t and --target-regex are exclusive");
-	if (j->base && j->o.method == LORA_SVD_EXACT && random)
-		lora_cli_usage_error(&tool, "--oversample, --power-iters and --seed go with --method randomized");
-	if (!j->base && extract_only)
-		lora_cli_usage_error(&tool, "%s goes with -m and --tuned (re-ranking is always exact)", extract_only);
-}
-
 int main(int argc, char **argv)
 {
 	lora_svd_job j = {.tool = "lora-svd " LORA_VERSION, .keep_dtype = 1};
@@ -93,7 +69,6 @@ int main(int argc, char **argv)
 	lora_cli_progress pr;
 	int id, rc, force = 0, quiet = 0, json = 0, set_method = 0;
 	const char *random = NULL;
-	struct stat sb;
 
 	lora_cli_signals();
 	lora_svd_opts_init(&j.o);
@@ -121,7 +96,7 @@ int main(int argc, char **argv)
 		case O_OVERSAMPLE: j.o.oversample = (size_t)lora_cli_int(&tool, "--oversample", c.arg, 0, 1 << 20); break;
 		case O_POWER: j.o.power_iters = (size_t)lora_cli_int(&tool, "--power-iters", c.arg, 0, 100); break;
 		case O_SEED: j.o.seed = (uint64_t)lora_cli_int(&tool, "--seed", c.arg, 0, INT64_MAX); break;
-		case O_DTYPE: j.o.dtype = lora_cli_dtype(&tool, "--dtype", c.arg), j.keep_dtype = 0; break;
+		case O_DTYPE: j.o.dtype = (lora_dtype)lora_cli_dtype(&tool, "--dtype", c.arg, 0), j.keep_dtype = 0; break;
 		case O_JSON: json = 1; break;
 		case 'o': j.out = c.arg; break;
 		case 'j': lora_linalg_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
@@ -136,19 +111,18 @@ int main(int argc, char **argv)
 			j.input = c.arg;
 		}
 	}
-	check(&j, json, random, j.targets ? "-t" : j.regex ? "--target-regex" : j.layers ? "--layers"
-	                        : set_method ? "--method" : random);
+	if (lora_svd_job_check(&j, random, j.targets ? "-t" : j.regex ? "--target-regex" : j.layers ? "--layers"
+	                                   : set_method ? "--method" : random, &e))
+		lora_cli_usage_error(&tool, "%s", e.msg);
+	if (json && (!j.out || strcmp(j.out, "-") == 0))
+		lora_cli_usage_error(&tool, "--json writes the report to standard output: give -o FILE for the adapter");
 	if (!j.base && !j.input)
 		j.input = "-";
 	if (!j.base)
 		lora_cli_stdin(&tool, j.input);
 	/* Refuse what lora_lorafile_save would refuse before the slow part, not after. */
-	if ((!j.out || strcmp(j.out, "-") == 0) && isatty(STDOUT_FILENO))
-		lora_cli_usage_error(&tool, "refusing to write binary data to a terminal; use -o FILE or a pipe");
-	if (j.out && strcmp(j.out, "-") != 0 && !force && lstat(j.out, &sb) == 0) {
-		lora_cli_error(&tool, "%s: already exists (use -f to overwrite)", j.out);
-		return LORA_EXIT_FAIL;
-	}
+	if (lora_outfile_check(j.out, LORA_OUT_BINARY | (force ? LORA_OUT_FORCE : 0), &e))
+		return lora_cli_fail(&tool, &e);
 	lora_cli_progress_start(&pr, &tool, quiet);
 	j.o.progress = progress;
 	j.o.progress_ctx = &pr;

@@ -102,7 +102,7 @@ int main(int argc, char **argv)
 {
 	lora_job j = {.shuffle = 1, .dtype = -1, .report = report};
 	const char *config = NULL;
-	int quiet = 0, threads = 0, flags = 0, id, rc;
+	int quiet = 0, flags = 0, id, rc;
 	lora_err e = {0};
 	lora_cli cl;
 	lora_cli_progress pr;
@@ -128,9 +128,9 @@ int main(int argc, char **argv)
 		case O_CKPT: j.ckpt_dir = cl.arg; break;
 		case O_RESUME: j.resume = cl.arg; break;
 		case O_LOG: j.log = cl.arg; break;
-		case O_DTYPE: j.dtype = (int)lora_cli_dtype(&tool, "--dtype", cl.arg); break;
+		case O_DTYPE: j.dtype = lora_cli_dtype(&tool, "--dtype", cl.arg, 0); break;
 		case O_RECOMPUTE: j.recompute = 1; break;
-		case 'j': threads = (int)lora_cli_int(&tool, "-j", cl.arg, 1, 4096); break;
+		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", cl.arg, 1, 4096)); break;
 		case 'f': j.force = 1; break;
 		case 'q': quiet = 1; break;
 		case LORA_OPT_OPERAND:
@@ -154,7 +154,7 @@ int main(int argc, char **argv)
 	}
 	/* A signal finishes the step, then a checkpoint and the adapter so far are written. */
 	j.stop = lora_cli_stop_signals();
-	lora_blas_set_threads(threads);
+	lora_blas_threads(); /* the default, when -j did not set it */
 	lora_cli_progress_start(&pr, &tool, quiet);
 	j.ctx = &pr;
 	rc = lora_job_run(&j, &conf, &res, &e) ? lora_cli_fail(&tool, &e) : LORA_EXIT_OK;

@@ -605,6 +605,29 @@ void lora_diff_run_free(lora_diff_run *r)
 	memset(r, 0, sizeof *r);
 }
 
+int lora_diff_job_check(const lora_diff_job *j, int have_top, lora_err *e)
+{
+	if (j->base || j->tuned) {
+		if (!j->base || !j->tuned)
+			return lora_err_set(e, LORA_EUSAGE, j->base ? "-m BASE needs --tuned TUNED" : "--tuned TUNED needs -m BASE");
+		if (j->b)
+			return lora_err_set(e, LORA_EUSAGE, "unexpected operand '%s': -m and --tuned take one adapter at most", j->b);
+		if (j->subspace || have_top)
+			return lora_err_set(e, LORA_EUSAGE, "%s compares adapters, not checkpoints",
+			                    j->subspace ? "--subspace" : "--top");
+		if (j->targets && j->regex)
+			return lora_err_set(e, LORA_EUSAGE, "-t and --target-regex are exclusive");
+		return 0;
+	}
+	if (!j->b)
+		return lora_err_set(e, LORA_EUSAGE, j->a ? "need a second adapter B" : "need two adapters A and B, or -m and --tuned");
+	if (j->targets || j->regex)
+		return lora_err_set(e, LORA_EUSAGE, "%s goes with -m and --tuned", j->targets ? "-t" : "--target-regex");
+	if (have_top && !j->subspace)
+		return lora_err_set(e, LORA_EUSAGE, "--top goes with --subspace");
+	return 0;
+}
+
 static const char *display(const char *path) { return strcmp(path, "-") ? path : "standard input"; }
 
 int lora_diff_run_job(lora_diff_run *r, const lora_diff_job *j, lora_err *e)

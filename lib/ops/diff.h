@@ -142,6 +142,9 @@ typedef struct {
 	lora_ckpt *base, *tuned;
 } lora_diff_run;
 
+/* Settings that do not go together, found before any work: LORA_EUSAGE
+ * naming the options (have_top: --top was given). */
+int lora_diff_job_check(const lora_diff_job *j, int have_top, lora_err *e);
 /* Compare as j says; free r with lora_diff_run_free (also after an error). */
 int lora_diff_run_job(lora_diff_run *r, const lora_diff_job *j, lora_err *e);
 void lora_diff_run_free(lora_diff_run *r);

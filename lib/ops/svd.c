@@ -548,6 +548,26 @@ int lora_svd_spectra(lora_svd_spectrum **out, const lora_adapter *a, lora_err *e
 	return 0;
 }
 
+int lora_svd_job_check(const lora_svd_job *j, const char *random, const char *extract_only, lora_err *e)
+{
+	const char *bad = NULL;
+	if (!j->o.rank == !(j->o.energy > 0))
+		bad = j->o.rank ? "-r and --energy are exclusive" : "need -r R or --energy E";
+	else if (j->o.max_rank && j->o.rank)
+		bad = "--max-rank goes with --energy, not -r";
+	else if (!j->base != !j->tuned)
+		bad = j->base ? "-m BASE needs --tuned TUNED" : "--tuned TUNED needs -m BASE";
+	else if (j->base && j->input)
+		return lora_err_set(e, LORA_EUSAGE, "unexpected operand '%s' with -m and --tuned", j->input);
+	else if (j->base && j->targets && j->regex)
+		bad = "-t and --target-regex are exclusive";
+	else if (j->base && j->o.method == LORA_SVD_EXACT && random)
+		bad = "--oversample, --power-iters and --seed go with --method randomized";
+	else if (!j->base && extract_only)
+		return lora_err_set(e, LORA_EUSAGE, "%s goes with -m and --tuned (re-ranking is always exact)", extract_only);
+	return bad ? lora_err_set(e, LORA_EUSAGE, "%s", bad) : 0;
+}
+
 static char *provenance(const lora_svd_job *j, const lora_adapter *in)
 {
 	const lora_svd_opts *o = &j->o;

@@ -122,6 +122,11 @@ typedef struct {
 } lora_svd_job;
 
 int lora_svd_job_run(const lora_svd_job *j, lora_adapter **a, lora_svd_report *rep, lora_err *e);
+/* Settings that do not go together, found before any work: LORA_EUSAGE
+ * naming the options. random names the first option of the randomized
+ * method given (or NULL), extract_only the first extraction-only option
+ * given (or NULL). */
+int lora_svd_job_check(const lora_svd_job *j, const char *random, const char *extract_only, lora_err *e);
 
 /* The spectrum of one layer's update s B A. */
 typedef struct {

@@ -6,9 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "core/outfile.h"
 #include "core/rng.h"
 #include "io/load.h"
 #include "io/lorafile.h"
@@ -159,12 +158,9 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
  * after; open the log. */
 static int check_outputs(const lora_job *j, state *s, lora_err *e)
 {
-	struct stat sb;
-	int to_stdout = !j->out || strcmp(j->out, "-") == 0;
-	if (!to_stdout && !j->force && stat(j->out, &sb) == 0)
-		return lora_err_set(e, LORA_EINVAL, "%s: already exists (use -f to overwrite)", j->out);
-	if (to_stdout && isatty(1))
-		return lora_err_set(e, LORA_EUSAGE, "refusing to write binary data to a terminal; use -o FILE or a pipe");
+	int rc = lora_outfile_check(j->out, LORA_OUT_BINARY | (j->force ? LORA_OUT_FORCE : 0), e);
+	if (rc)
+		return rc;
 	if (j->log && !(s->log = fopen(j->log, "a")))
 		return lora_err_set(e, LORA_EIO, "%s: %s", j->log, strerror(errno));
 	return 0;
