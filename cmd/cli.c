@@ -95,7 +95,7 @@ static void help(const lora_tool *t)
 	/* A tool with its own exit codes (lora-diff, as diff(1)) says so in details. */
 	if (!t->details || !strstr(t->details, "Exit status:"))
 		printf("\nExit status: 0 success, 1 runtime error, 2 usage error.\n");
-	printf("See %s(1).\n", t->name);
+	printf("See %s(1), and lora(7) for the options every tool shares.\n", t->name);
 }
 
 /* The current spelling of an alias's option: the first row with its id

@@ -38,7 +38,7 @@ typedef struct {
 	const char *name;     /* "lora-init" */
 	const char *synopsis; /* "-m MODEL [options] [-o OUT]"; '\n' separates
 	                         alternative forms ("Usage: ..." / "   or: ...") */
-	const char *summary;  /* one line */
+	const char *summary;  /* one line, or two where one would pass 80 columns */
 	const char *details;  /* paragraphs after the option list, or NULL */
 	const lora_opt *opts; /* terminated by an entry with id 0 */
 	const char *operands; /* completion kind of positional args: "@file", NULL */
