@@ -50,7 +50,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_BIN += $(FUZZ_REPLAY)
-MANS     := $(wildcard man/*.1 man/*.5)
+MANS     := $(wildcard man/*.1 man/*.5 man/*.7)
 
 # Debian packages the build and the suite need.
 DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev \
@@ -127,11 +127,12 @@ demo: all ## build everything and show a pipeline on a generated model
 	$(Q)LORA_BUILD=$(abspath $(BUILD)) tests/demo
 
 install: all ## install binaries, man pages and completions under DESTDIR/PREFIX
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 \
 	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	install -m 755 $(BINS) $(DESTDIR)$(BINDIR)
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
 	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5
+	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(MANDIR)/man7
 	install -m 644 $(wildcard completions/bash/*) $(DESTDIR)$(BASHCOMPDIR)
 	install -m 644 $(wildcard completions/zsh/*) $(DESTDIR)$(ZSHCOMPDIR)
 	install -m 644 $(wildcard completions/fish/*) $(DESTDIR)$(FISHCOMPDIR)
@@ -140,6 +141,7 @@ uninstall: ## remove what install put in place
 	rm -f $(BINS:$(BUILD)/bin/%=$(DESTDIR)$(BINDIR)/%)
 	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man1/%,$(wildcard man/*.1))
 	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man5/%,$(wildcard man/*.5))
+	rm -f $(patsubst man/%,$(DESTDIR)$(MANDIR)/man7/%,$(wildcard man/*.7))
 	rm -f $(patsubst completions/bash/%,$(DESTDIR)$(BASHCOMPDIR)/%,$(wildcard completions/bash/*))
 	rm -f $(patsubst completions/zsh/%,$(DESTDIR)$(ZSHCOMPDIR)/%,$(wildcard completions/zsh/*))
 	rm -f $(patsubst completions/fish/%,$(DESTDIR)$(FISHCOMPDIR)/%,$(wildcard completions/fish/*))

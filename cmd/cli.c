@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/outfile.h"
+#include "io/load.h"
 
 enum { OPT_HELP = -10, OPT_VERSION = -11, OPT_LIST = -12 };
 
@@ -33,21 +36,58 @@ static void opt_label(const lora_opt *o, char *buf, size_t n)
 		snprintf(buf, n, "    --%s%s%s", o->longopt, o->arg ? " " : "", o->arg ? o->arg : "");
 }
 
+/* Help texts start at column 28 and wrap at word boundaries to stay
+ * within 80 columns. */
+enum { HELP_COL = 28, HELP_WIDTH = 80 - HELP_COL };
+
+static void print_help_text(FILE *f, const char *s)
+{
+	for (int first = 1; *s; first = 0) {
+		size_t n = strlen(s);
+		if (n > HELP_WIDTH) {
+			n = HELP_WIDTH;
+			while (n > 0 && s[n] != ' ')
+				n--;
+			if (n == 0) /* one word longer than the column: leave it whole */
+				n = strcspn(s, " ");
+		}
+		fprintf(f, "%*s%.*s\n", first ? 0 : HELP_COL, "", (int)n, s);
+		s += n;
+		while (*s == ' ')
+			s++;
+	}
+}
+
 static void print_opts(FILE *f, const lora_opt *opts)
 {
 	char label[96];
 	for (const lora_opt *o = opts; o->id; o++) {
+		if (!o->help)
+			continue;
 		opt_label(o, label, sizeof label);
-		if (strlen(label) > 24)
-			fprintf(f, "  %s\n  %-24s  %s\n", label, "", o->help);
+		if (strlen(label) > HELP_COL - 4)
+			fprintf(f, "  %s\n%*s", label, HELP_COL, "");
 		else
-			fprintf(f, "  %-24s  %s\n", label, o->help);
+			fprintf(f, "  %-*s  ", HELP_COL - 4, label);
+		print_help_text(f, o->help);
+	}
+}
+
+/* "Usage: name form" for each form of the synopsis. */
+static void print_usage(FILE *f, const lora_tool *t)
+{
+	const char *s = t->synopsis;
+	for (int first = 1; first || *s; first = 0) {
+		size_t n = strcspn(s, "\n");
+		fprintf(f, "%s %s %.*s\n", first ? "Usage:" : "   or:", t->name, (int)n, s);
+		s += n + (s[n] == '\n');
 	}
 }
 
 static void help(const lora_tool *t)
 {
-	printf("Usage: %s %s\n%s\n\nOptions:\n", t->name, t->synopsis, t->summary);
+	print_usage(stdout, t);
+	printf("%s\n\nOptions:\n", t->summary);
 	print_opts(stdout, t->opts);
 	print_opts(stdout, common);
 	if (t->details)
@@ -55,15 +95,28 @@ static void help(const lora_tool *t)
 	/* A tool with its own exit codes (lora-diff, as diff(1)) says so in details. */
 	if (!t->details || !strstr(t->details, "Exit status:"))
 		printf("\nExit status: 0 success, 1 runtime error, 2 usage error.\n");
-	printf("See %s(1).\n", t->name);
+	printf("See %s(1), and lora(7) for the options every tool shares.\n", t->name);
 }
 
-/* Tab-separated: short, long, metavar, values, help ("-" when empty). */
+/* The current spelling of an alias's option: the first row with its id
+ * that is not an alias. */
+static const lora_opt *current(const lora_tool *t, const lora_opt *alias)
+{
+	for (const lora_opt *o = t->opts; o->id; o++)
+		if (o->id == alias->id && o->help)
+			return o;
+	return alias;
+}
+
+/* Tab-separated: short, long, metavar, values, help ("-" when empty); then
+ * "alias OLD NEW" per old spelling and "operands KIND". */
 static void list_options(const lora_tool *t)
 {
 	const lora_opt *tabs[] = {t->opts, common};
 	for (int k = 0; k < 2; k++)
 		for (const lora_opt *o = tabs[k]; o->id; o++) {
+			if (!o->help)
+				continue;
 			if (o->shortopt)
 				printf("-%c", o->shortopt);
 			else
@@ -71,13 +124,23 @@ static void list_options(const lora_tool *t)
 			printf("\t--%s\t%s\t%s\t%s\n", o->longopt, o->arg ? o->arg : "-",
 			       o->values ? o->values : "-", o->help);
 		}
+	for (const lora_opt *o = t->opts; o->id; o++)
+		if (!o->help) {
+			if (o->longopt)
+				printf("alias\t--%s\t--%s\n", o->longopt, current(t, o)->longopt);
+			else
+				printf("alias\t-%c\t--%s\n", o->shortopt, current(t, o)->longopt);
+		}
 	printf("operands\t%s\n", t->operands ? t->operands : "-");
 }
+
+static void progress_clear(void);
 
 void lora_cli_error(const lora_tool *t, const char *fmt, ...)
 {
 	va_list ap;
 	fflush(stdout);
+	progress_clear();
 	fprintf(stderr, "%s: ", t->name);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
@@ -88,12 +151,14 @@ void lora_cli_error(const lora_tool *t, const char *fmt, ...)
 _Noreturn void lora_cli_usage_error(const lora_tool *t, const char *fmt, ...)
 {
 	va_list ap;
+	progress_clear();
 	fprintf(stderr, "%s: ", t->name);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nUsage: %s %s\nTry '%s --help' for more information.\n", t->name, t->synopsis,
-	        t->name);
+	fputc('\n', stderr);
+	print_usage(stderr, t);
+	fprintf(stderr, "Try '%s --help' for more information.\n", t->name);
 	exit(LORA_EXIT_USAGE);
 }
 
@@ -121,7 +186,7 @@ static const lora_opt *find_long(const lora_tool *t, const char *name, size_t le
 	const lora_opt *tabs[] = {t->opts, common};
 	for (int k = 0; k < 2; k++)
 		for (const lora_opt *o = tabs[k]; o->id; o++)
-			if (strlen(o->longopt) == len && strncmp(o->longopt, name, len) == 0)
+			if (o->longopt && strlen(o->longopt) == len && strncmp(o->longopt, name, len) == 0)
 				return o;
 	return NULL;
 }
@@ -136,8 +201,17 @@ static const lora_opt *find_short(const lora_tool *t, char ch)
 	return NULL;
 }
 
-static int dispatch(lora_cli *c, const lora_opt *o)
+/* o as given: by its short letter (as_short) or its long name. */
+static int dispatch(lora_cli *c, const lora_opt *o, int as_short)
 {
+	if (!o->help) {
+		char old[64];
+		if (as_short)
+			snprintf(old, sizeof old, "-%c", o->shortopt);
+		else
+			snprintf(old, sizeof old, "--%s", o->longopt);
+		lora_cli_error(c->tool, "'%s' is deprecated; use '--%s'", old, current(c->tool, o)->longopt);
+	}
 	switch (o->id) {
 	case OPT_HELP:
 		help(c->tool);
@@ -171,7 +245,7 @@ int lora_cli_next(lora_cli *c)
 			}
 			c->bundle = NULL;
 		}
-		return dispatch(c, o);
+		return dispatch(c, o, 1);
 	}
 	c->bundle = NULL;
 	if (c->i >= c->argc)
@@ -193,7 +267,7 @@ int lora_cli_next(lora_cli *c)
 	size_t len = eq ? (size_t)(eq - name) : strlen(name);
 	if (len == 12 && strncmp(name, "list-options", 12) == 0) {
 		static const lora_opt list = {OPT_LIST, 0, "list-options", NULL, "", NULL};
-		return dispatch(c, &list);
+		return dispatch(c, &list, 0);
 	}
 	const lora_opt *o = find_long(t, name, len);
 	if (!o)
@@ -208,7 +282,15 @@ int lora_cli_next(lora_cli *c)
 	} else if (eq) {
 		lora_cli_usage_error(t, "option '--%s' takes no value", o->longopt);
 	}
-	return dispatch(c, o);
+	return dispatch(c, o, 0);
+}
+
+int lora_cli_flush(const lora_tool *t)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 0;
+	lora_cli_error(t, "standard output: write error: %s", strerror(errno));
+	return 1;
 }
 
 long long lora_cli_int(const lora_tool *t, const char *opt, const char *s, long long lo, long long hi)
@@ -243,6 +325,7 @@ static void on_signal(int sig)
 		return;
 	}
 	lora_outfile_cleanup();
+	progress_clear();
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -263,6 +346,7 @@ static void on_fault(int sig)
 		for (;;) /* another thread faulted too: it is already exiting */
 			pause();
 	lora_outfile_cleanup();
+	progress_clear();
 	const char *name = fault_name;
 	say(name ? name : program_invocation_short_name);
 	say(": an input file changed or shrank while being read\n");
@@ -297,4 +381,128 @@ void lora_cli_signals(void)
 	install_fault_handler();
 }
 
+static volatile sig_atomic_t stop_sig;
+
+static void on_stop(int sig)
+{
+	if (stop_sig) { /* a second signal: give up now */
+		lora_outfile_cleanup();
+		progress_clear();
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
+	stop_sig = sig;
+}
+
+volatile sig_atomic_t *lora_cli_stop_signals(void)
+{
+	int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+	main_thread = pthread_self();
+	for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
+		signal(sigs[i], on_stop);
+	signal(SIGXFSZ, SIG_IGN);
+	install_fault_handler();
+	return &stop_sig;
+}
+
+int lora_cli_dtype(const lora_tool *t, const char *opt, const char *s, int keep)
+{
+	lora_dtype d;
+	if (keep && strcmp(s, "keep") == 0)
+		return -1;
+	if (lora_dtype_parse(s, &d))
+		lora_cli_usage_error(t, "%s: '%s' is not %sf32, f16 or bf16", opt, s, keep ? "keep, " : "");
+	return (int)d;
+}
+
 int lora_cli_progress_ok(int quiet) { return !quiet && isatty(STDERR_FILENO); }
+
+/* 1 while a progress line is on the screen: read by the signal handlers,
+ * so it is a flag and the clearing a write(2). */
+static volatile sig_atomic_t progress_shown;
+
+static void progress_clear(void)
+{
+	if (progress_shown) {
+		say("\r\033[K");
+		progress_shown = 0;
+	}
+}
+
+static double mono(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void lora_cli_progress_start(lora_cli_progress *p, const lora_tool *t, int quiet)
+{
+	struct winsize ws;
+	memset(p, 0, sizeof *p);
+	p->name = t->name;
+	p->on = lora_cli_progress_ok(quiet);
+	p->cols = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 ? ws.ws_col : 80;
+	p->t0 = mono();
+	p->last = p->t0 - 1; /* the first update shows at once */
+}
+
+double lora_cli_progress_elapsed(const lora_cli_progress *p) { return mono() - p->t0; }
+
+/* "name: message" cut to the width, written in one go. */
+static void progress_write(lora_cli_progress *p, const char *fmt, va_list ap, int keep)
+{
+	char line[512];
+	size_t cap = (size_t)p->cols < sizeof line ? (size_t)p->cols : sizeof line;
+	int n = snprintf(line, cap, "%s: ", p->name);
+	if (n >= 0 && (size_t)n < cap)
+		vsnprintf(line + n, cap - (size_t)n, fmt, ap);
+	fflush(stdout);
+	fprintf(stderr, "\r%s\033[K%s", line, keep ? "\n" : "");
+	fflush(stderr);
+	progress_shown = !keep;
+}
+
+void lora_cli_progress_update(lora_cli_progress *p, const char *fmt, ...)
+{
+	if (!p->on)
+		return;
+	double now = mono();
+	if (now - p->last < 0.2)
+		return;
+	p->last = now;
+	va_list ap;
+	va_start(ap, fmt);
+	progress_write(p, fmt, ap, 0);
+	va_end(ap);
+}
+
+void lora_cli_progress_note(lora_cli_progress *p, const char *fmt, ...)
+{
+	if (!p->on)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	progress_write(p, fmt, ap, 1);
+	va_end(ap);
+}
+
+void lora_cli_progress_end(lora_cli_progress *p)
+{
+	if (p->on)
+		progress_clear();
+}
+
+void lora_cli_stdin(const lora_tool *t, const char *spec)
+{
+	char *path = NULL;
+	double k;
+	lora_err e;
+	int in = strcmp(spec, "-") == 0 ||
+	         (strncmp(spec, "-:", 2) == 0 && !lora_load_spec(spec, &path, &k, &e) && strcmp(path, "-") == 0);
+	free(path);
+	if (in && isatty(STDIN_FILENO)) {
+		lora_cli_error(t, "standard input is a terminal: give a file, or pipe an adapter in");
+		exit(LORA_EXIT_USAGE);
+	}
+}

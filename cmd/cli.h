@@ -1,13 +1,17 @@
 /* cli: what every binary shares: a table-driven option parser that also
- * generates --help and completion data, error reporting, and the exit codes.
+ * generates --help and completion data, error reporting, the exit codes,
+ * the progress line and the refusal of a terminal on standard input.
  *
- * This is the one lib/ module that prints: it owns the conversation with the
- * terminal (usage on stdout for -h, one-line errors on stderr). */
+ * It sits beside cmd/, not in lib/, because it prints: it owns the
+ * conversation with the terminal (usage on stdout for -h, one-line errors
+ * and progress on stderr). */
 #ifndef LORA_CLI_H
 #define LORA_CLI_H
 
+#include <signal.h>
 #include <stddef.h>
 
+#include "core/dtype.h"
 #include "core/err.h"
 
 enum { LORA_EXIT_OK = 0, LORA_EXIT_FAIL = 1, LORA_EXIT_USAGE = 2 };
@@ -17,15 +21,24 @@ typedef struct {
 	char shortopt;      /* 0 if long-only */
 	const char *longopt;
 	const char *arg;    /* metavar if the option takes a value, else NULL */
-	const char *help;
+	const char *help;   /* NULL: an alias (LORA_OPT_ALIAS) */
 	const char *values; /* space-separated choices for completion, or NULL;
 	                       "@file" / "@dir" complete paths */
 } lora_opt;
 
+/* An old spelling kept for one release: a row with the id and arg of the
+ * option it stands for, the old long name (or NULL) and short letter (or
+ * 0), and no help. It is parsed like the new spelling, with a one-line
+ * deprecation warning; it is left out of --help and completions, and
+ * --list-options lists it as "alias OLD NEW" so that the docs test finds it
+ * in the man page. */
+#define LORA_OPT_ALIAS(id, shortopt, longopt, arg) {id, shortopt, longopt, arg, NULL, NULL}
+
 typedef struct {
 	const char *name;     /* "lora-init" */
-	const char *synopsis; /* "-m MODEL [options] [-o OUT]" */
-	const char *summary;  /* one line */
+	const char *synopsis; /* "-m MODEL [options] [-o OUT]"; '\n' separates
+	                         alternative forms ("Usage: ..." / "   or: ...") */
+	const char *summary;  /* one line, or two where one would pass 80 columns */
 	const char *details;  /* paragraphs after the option list, or NULL */
 	const lora_opt *opts; /* terminated by an entry with id 0 */
 	const char *operands; /* completion kind of positional args: "@file", NULL */
@@ -65,6 +78,10 @@ _Noreturn void lora_cli_usage_error(const lora_tool *t, const char *fmt, ...)
  * LORA_EUSAGE). */
 int lora_cli_fail(const lora_tool *t, const lora_err *e);
 
+/* Flush standard output: 0, or 1 after an error line when it could not be
+ * written (a full disk is an error, not a success). */
+int lora_cli_flush(const lora_tool *t);
+
 /* Value parsers for option arguments: exit 2 naming the option on junk. */
 long long lora_cli_int(const lora_tool *t, const char *opt, const char *s, long long lo, long long hi);
 double lora_cli_double(const lora_tool *t, const char *opt, const char *s);
@@ -75,11 +92,53 @@ double lora_cli_double(const lora_tool *t, const char *opt, const char *s);
  * them, prints "<tool>: an input file changed or shrank while being read"
  * and exits 1. A tool may replace the first four handlers afterwards. */
 void lora_cli_signals(void);
+/* For a long job that stops cleanly: SIGINT, SIGTERM and SIGHUP set the
+ * returned flag to the signal's number (the job finishes its step, saves,
+ * exits 128 + it); a second signal removes temporary outputs and dies of
+ * it. SIGXFSZ is ignored as in lora_cli_signals, and SIGBUS handled. */
+volatile sig_atomic_t *lora_cli_stop_signals(void);
+
+/* Parse a storage dtype option value (f32, f16, bf16, and with keep also
+ * "keep", returned as -1): exit 2 naming the option on anything else. */
+int lora_cli_dtype(const lora_tool *t, const char *opt, const char *s, int keep);
+
 /* The exit status of the SIGBUS handler: 1 unless a tool whose 1 means
  * something else (lora-diff: "different") sets its own. */
 void lora_cli_fault_exit(int status);
 
 /* 1 if progress output is wanted: stderr is a terminal and not quiet. */
 int lora_cli_progress_ok(int quiet);
+
+/* The one progress line: on standard error only when that is a terminal
+ * and not quiet; at most five updates a second (a monotonic clock decides,
+ * so a fast loop costs a clock read per call); cut to the terminal's width
+ * so that '\r' can overwrite it; cleared by lora_cli_progress_end, by
+ * lora_cli_error (so an error line never lands after a half line) and by
+ * the signal handlers. One at a time. */
+typedef struct {
+	const char *name;  /* the tool's name, the line's prefix */
+	int on;            /* 0: every call does nothing */
+	int cols;          /* terminal width */
+	double t0, last;   /* monotonic seconds: start, last update shown */
+} lora_cli_progress;
+
+void lora_cli_progress_start(lora_cli_progress *p, const lora_tool *t, int quiet);
+/* Show "name: message" in place of the previous line, unless one was shown
+ * less than 0.2 s ago. */
+void lora_cli_progress_update(lora_cli_progress *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* A line that stays (an evaluation result, a summary): clears the progress
+ * line and prints "name: message" with a newline, when p is on. */
+void lora_cli_progress_note(lora_cli_progress *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Clear the line, if one is shown. */
+void lora_cli_progress_end(lora_cli_progress *p);
+/* Seconds since lora_cli_progress_start. */
+double lora_cli_progress_elapsed(const lora_cli_progress *p);
+
+/* A tool about to read spec (a path or "PATH[:SCALE]"; "-" is standard
+ * input) where standard input is a terminal exits 2 with one line instead
+ * of waiting silently for bytes nobody is going to type. */
+void lora_cli_stdin(const lora_tool *t, const char *spec);
 
 #endif

@@ -1,10 +1,8 @@
 /* lora-convert: .lora <-> PEFT adapter directory. */
 #include <cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "io/load.h"
@@ -71,11 +69,7 @@ int main(int argc, char **argv)
 			else
 				lora_cli_usage_error(&tool, "--to: '%s' is not lora or peft", c.arg);
 			break;
-		case O_DTYPE:
-			if (lora_dtype_parse(c.arg, &dtype))
-				lora_cli_usage_error(&tool, "--dtype: '%s' is not f32, f16 or bf16", c.arg);
-			set_dtype = 1;
-			break;
+		case O_DTYPE: dtype = (lora_dtype)lora_cli_dtype(&tool, "--dtype", c.arg, 0), set_dtype = 1; break;
 		case 'f': force = 1; break;
 		case 'q': quiet = 1; break;
 		case LORA_OPT_OPERAND:
@@ -87,8 +81,7 @@ int main(int argc, char **argv)
 	}
 	if (!in)
 		in = "-";
-	if (strcmp(in, "-") == 0 && isatty(0))
-		lora_cli_usage_error(&tool, "no input: give IN, or pipe a .lora into standard input");
+	lora_cli_stdin(&tool, in);
 	if (to == 1 && (!out || strcmp(out, "-") == 0))
 		lora_cli_usage_error(&tool, "a PEFT adapter is a directory: give -o DIR");
 	if ((rc = lora_load_adapter(&a, in, &e)))

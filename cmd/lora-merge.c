@@ -1,15 +1,11 @@
 /* lora-merge: fold adapters into a checkpoint offline, streaming. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
-#include "ops/combine.h"
-#include "io/load.h"
 #include "io/lorafile.h"
-#include "ops/merge.h"
-#include "ops/svd.h"
+#include "math/linalg.h"
+#include "ops/combine.h"
 
 enum { O_SUBTRACT = 256, O_DTYPE, O_IGNORE, O_COMBINE, O_ENERGY };
 
@@ -20,8 +16,9 @@ static const lora_opt opts[] = {
 	{O_DTYPE, 0, "dtype", "TYPE", "output dtype: keep (default: each tensor's own), f32, f16 or bf16", "keep f32 f16 bf16"},
 	{O_IGNORE, 0, "ignore-unknown", NULL, "skip adapter tensors that are not linear LoRA factors", NULL},
 	{O_COMBINE, 0, "combine", "MODE", "without -m: combine the adapters into one, cat (exact) or svd", "cat svd"},
-	{'r', 'r', "rank", "K", "--combine svd: rank of the result", NULL},
+	{'r', 'r', "rank", "R", "--combine svd: rank of the result", NULL},
 	{O_ENERGY, 0, "energy", "E", "--combine svd: per layer the smallest rank keeping fraction E of ||dW||^2", NULL},
+	{'j', 'j', "threads", "N", "threads for the products (default: every core)", NULL},
 	{'f', 'f', "force", NULL, "replace an existing output", NULL},
 	{'q', 'q', "quiet", NULL, "no progress on standard error", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
@@ -29,7 +26,7 @@ static const lora_opt opts[] = {
 
 static const lora_tool tool = {
 	"lora-merge",
-	"-m MODEL ADAPTER[:SCALE]... -o OUT [options] | --combine cat|svd ADAPTER[:SCALE]... [-o OUT]",
+	"-m MODEL ADAPTER[:SCALE]... -o OUT [options]\n--combine cat|svd ADAPTER[:SCALE]... [-o OUT] [options]",
 	"Merge LoRA adapters into a checkpoint: W' = W + sum SCALE * (alpha/r) * B A.",
 	"ADAPTER is a .lora file, '-' for standard input, or a PEFT adapter directory;\n"
 	"SCALE (default 1) multiplies its update. Tensors are processed one at a time\n"
@@ -37,7 +34,7 @@ static const lora_tool tool = {
 	"model size. Every adapter layer is matched and shape-checked before anything\n"
 	"is written, and the output appears only when complete.\n"
 	"Without -m, --combine writes one adapter whose update is the weighted sum of\n"
-	"the inputs': cat exactly (ranks add up), svd re-ranked to -r K or --energy E.\n\n"
+	"the inputs': cat exactly (ranks add up), svd re-ranked to -r R or --energy E.\n\n"
 	"Examples:\n"
 	"  lora-merge -m base/ run.lora -o merged/\n"
 	"  lora-merge -m base/ style.lora:0.7 task.lora:1.2 -o merged/\n"
@@ -47,37 +44,27 @@ static const lora_tool tool = {
 	"@file",
 };
 
-typedef struct {
-	struct timespec t0;
-	int shown;
-} progress;
-
-static void show(void *ctx, size_t done, size_t total, uint64_t bytes, uint64_t total_bytes)
+static void progress(void *ctx, size_t done, size_t total, uint64_t bytes, uint64_t total_bytes)
 {
-	progress *p = ctx;
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	double dt = (double)(t.tv_sec - p->t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - p->t0.tv_nsec);
-	fprintf(stderr, "\rlora-merge: %zu/%zu tensors, %.2f/%.2f GB, %.0f MB/s   ", done, total, bytes / 1e9,
-	        total_bytes / 1e9, dt > 0 ? bytes / 1e6 / dt : 0.0);
-	p->shown = 1;
+	lora_cli_progress *p = ctx;
+	double dt = lora_cli_progress_elapsed(p);
+	lora_cli_progress_update(p, "%zu/%zu tensors, %.2f/%.2f GB, %.0f MB/s", done, total, bytes / 1e9,
+	                         total_bytes / 1e9, dt > 0 ? bytes / 1e6 / dt : 0.0);
 }
 
 int main(int argc, char **argv)
 {
 	const char *model = NULL, *out = NULL;
-	lora_merge_opts mo = {.dtype = -1};
+	lora_merge_opts mo = {.dtype = -1, .progress = progress};
 	lora_merge_input *in = NULL;
-	lora_adapter **loaded = NULL;
-	char **paths = NULL;
-	size_t n = 0, merged = 0;
-	int quiet = 0, id, rc = LORA_EXIT_OK, combine = 0;
-	size_t rank = 0;
+	lora_adapter *res = NULL;
+	lora_ckpt *m = NULL;
+	size_t n = 0, merged = 0, rank = 0;
+	int quiet = 0, id, rc, combine = 0;
 	double energy = 0;
 	lora_err e = {0};
-	lora_ckpt *m = NULL;
 	lora_cli c;
-	progress pr = {0};
+	lora_cli_progress pr;
 
 	lora_cli_signals();
 	lora_cli_init(&c, &tool, argc, argv);
@@ -90,11 +77,7 @@ int main(int argc, char **argv)
 		case 'f': mo.force = 1; break;
 		case 'q': quiet = 1; break;
 		case O_COMBINE:
-			if (strcmp(c.arg, "cat") == 0)
-				combine = 1;
-			else if (strcmp(c.arg, "svd") == 0)
-				combine = 2;
-			else
+			if (!(combine = !strcmp(c.arg, "cat") ? 1 : !strcmp(c.arg, "svd") ? 2 : 0))
 				lora_cli_usage_error(&tool, "--combine: '%s' is not cat or svd", c.arg);
 			break;
 		case 'r': rank = (size_t)lora_cli_int(&tool, "--rank", c.arg, 1, 1 << 24); break;
@@ -103,21 +86,11 @@ int main(int argc, char **argv)
 			if (!(energy > 0 && energy <= 1))
 				lora_cli_usage_error(&tool, "--energy: '%s' is not in (0, 1]", c.arg);
 			break;
-		case O_DTYPE: {
-			lora_dtype t;
-			if (strcmp(c.arg, "keep") == 0)
-				mo.dtype = -1;
-			else if (lora_dtype_parse(c.arg, &t) == 0)
-				mo.dtype = (int)t;
-			else
-				lora_cli_usage_error(&tool, "--dtype: '%s' is not keep, f32, f16 or bf16", c.arg);
-			break;
-		}
-		case LORA_OPT_OPERAND:
-			/* Operands are kept in argv itself (each took an argv slot at or
-			 * after this one), so a usage error exits with nothing allocated. */
-			argv[n++] = (char *)c.arg;
-			break;
+		case O_DTYPE: mo.dtype = lora_cli_dtype(&tool, "--dtype", c.arg, 1); break;
+		case 'j': lora_linalg_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
+		/* Operands are kept in argv itself (each took an argv slot at or
+		 * after this one), so a usage error exits with nothing allocated. */
+		case LORA_OPT_OPERAND: argv[n++] = (char *)c.arg; break;
 		}
 	}
 	if (!model == !combine)
@@ -128,89 +101,30 @@ int main(int argc, char **argv)
 	if (model && !out)
 		lora_cli_usage_error(&tool, "need -o OUT");
 	if (combine == 2 && !rank == !energy)
-		lora_cli_usage_error(&tool, "--combine svd needs one of -r K or --energy E");
+		lora_cli_usage_error(&tool, "--combine svd needs one of -r R or --energy E");
 	if ((rank || energy) && combine != 2)
 		lora_cli_usage_error(&tool, "-r and --energy go with --combine svd");
 	if (combine && (mo.subtract || mo.ignore_unknown))
 		lora_cli_usage_error(&tool, "--subtract and --ignore-unknown go with -m");
-	loaded = calloc(n, sizeof *loaded);
-	paths = calloc(n, sizeof *paths);
-	in = calloc(n, sizeof *in);
-	if (!loaded || !paths || !in) {
-		lora_err_set(&e, LORA_ENOMEM, "out of memory");
-		goto fail;
-	}
 	for (size_t i = 0; i < n; i++)
-		if (lora_load_spec(argv[i], &paths[i], &in[i].scale, &e))
-			goto fail;
-	for (size_t i = 0; i < n; i++) {
-		if (lora_load_adapter(&loaded[i], paths[i], &e))
-			goto fail;
-		in[i].a = loaded[i];
-		in[i].path = strcmp(paths[i], "-") ? paths[i] : "standard input";
-	}
-	if (combine) {
-		lora_adapter *res = NULL;
-		const char **names = calloc(n, sizeof *names);
-		if (!names) {
-			lora_err_set(&e, LORA_ENOMEM, "out of memory");
-			goto fail;
+		lora_cli_stdin(&tool, argv[i]);
+	lora_cli_progress_start(&pr, &tool, quiet);
+	mo.ctx = &pr;
+	if (!(rc = lora_merge_inputs_load(&in, argv, n, &e)) && combine) {
+		if (!(rc = lora_combine_inputs(&res, in, n, combine == 2, rank, energy, &e))) {
+			if (mo.dtype >= 0)
+				res->dtype = (lora_dtype)mo.dtype;
+			rc = lora_lorafile_save(res, out, mo.force, &e);
 		}
-		for (size_t i = 0; i < n; i++)
-			names[i] = in[i].path;
-		double *w = calloc(n, sizeof *w);
-		for (size_t i = 0; w && i < n; i++)
-			w[i] = in[i].scale;
-		int r;
-		if (!w) {
-			r = lora_err_set(&e, LORA_ENOMEM, "out of memory");
-		} else if (combine == 1) {
-			r = lora_combine_cat(&res, loaded, w, names, n, &e);
-		} else {
-			lora_svd_opts so;
-			lora_svd_opts_init(&so);
-			so.rank = rank;
-			so.energy = energy;
-			so.dtype = loaded[0]->dtype;
-			r = lora_combine_svd(&res, loaded, w, names, n, &so, NULL, &e);
-		}
-		if (!r && mo.dtype >= 0)
-			res->dtype = (lora_dtype)mo.dtype;
-		if (!r)
-			r = lora_lorafile_save(res, out, mo.force, &e);
-		free(names);
-		free(w);
-		lora_adapter_free(res);
-		if (r)
-			goto fail;
-		goto done;
+	} else if (!rc && !(rc = lora_ckpt_open(&m, model, &e)) &&
+	           !(rc = lora_merge_checkpoint(m, in, n, out, &mo, &merged, &e))) {
+		lora_cli_progress_note(&pr, "%zu tensors merged into %s", merged, out);
 	}
-	if (lora_ckpt_open(&m, model, &e))
-		goto fail;
-	if (lora_cli_progress_ok(quiet)) {
-		clock_gettime(CLOCK_MONOTONIC, &pr.t0);
-		mo.progress = show;
-		mo.ctx = &pr;
-	}
-	if (lora_merge_checkpoint(m, in, n, out, &mo, &merged, &e))
-		goto fail;
-	if (pr.shown)
-		fprintf(stderr, "\rlora-merge: %zu tensors merged into %s\033[K\n", merged, out);
-	goto done;
-fail:
-	if (pr.shown)
-		fputc('\n', stderr);
-	rc = lora_cli_fail(&tool, &e);
-done:
-	for (size_t i = 0; i < n; i++) {
-		if (loaded)
-			lora_adapter_free(loaded[i]);
-		if (paths)
-			free(paths[i]);
-	}
-	free(loaded);
-	free(paths);
-	free(in);
+	lora_cli_progress_end(&pr);
+	if (rc)
+		rc = lora_cli_fail(&tool, &e);
+	lora_adapter_free(res);
+	lora_merge_inputs_free(in, n);
 	lora_ckpt_close(m);
 	return rc;
 }

@@ -210,7 +210,7 @@ strike() {
 
 @test "token data that shrinks while lora-eval reads it: one error line, exit 1" {
 	mktokens 400000 >tokens.u16
-	lora-eval -q -m model -d tokens.u16 -b 1 -T 16 -n 20000 >out 2>err &
+	lora-eval -q -m model -d tokens.u16 -b 1 -T 16 --batches 20000 >out 2>err &
 	pid=$!
 	strike $pid tokens.u16 0
 	st=0

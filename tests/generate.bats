@@ -28,7 +28,7 @@ setup() {
 	assert_equal "$(awk '$1 >= 300' <<<"$toks" | wc -l)" 0
 	# each row starts with the start token
 	assert_equal "$(sed -n '1p;22p;43p' <<<"$toks" | tr '\n' ' ')" '7 7 7 '
-	lora-generate -m model -n 5 --format u32 -o out.u32
+	lora-generate -m model -n 5 --output-format u32 -o out.u32
 	assert_equal "$(stat -c %s out.u32)" 24
 }
 
@@ -50,11 +50,11 @@ setup() {
 
 @test "the prompt is fed whole and kept; the continuation depends on it" {
 	mktokens --vocab 300 --seed 4 12 > p.u16
-	lora-generate -m model --prompt-file p.u16 -n 10 --temperature 0 -o out
+	lora-generate -m model -d p.u16 -n 10 --temperature 0 -o out
 	cmp -n 24 p.u16 out
 	assert_equal "$(stat -c %s out)" 44
 	mktokens --vocab 300 --seed 5 12 > q.u16
-	lora-generate -m model --prompt-file q.u16 -n 10 --temperature 0 -o out2
+	lora-generate -m model -d q.u16 -n 10 --temperature 0 -o out2
 	run -1 cmp -s <(tail -c 20 out) <(tail -c 20 out2)
 }
 
@@ -63,7 +63,7 @@ setup() {
 	# key/value cache and an adapter applied at run time
 	mkplanted --seed 3 model.layers.0.self_attn.v_proj=32x64x2:40,30 model.layers.1.mlp.down_proj=64x128x2:40,30 > a.lora
 	mktokens --vocab 300 --seed 4 5 > p.u16
-	lora-generate -m model a.lora --rows 2 --prompt-file p.u16 -n 70 --temperature 0 -o g
+	lora-generate -m model a.lora --rows 2 -d p.u16 -n 70 --temperature 0 -o g
 	# one forward of both whole rows without a cache: argmax and top-2 gap at each position
 	run -0 argmax-full model g 2 a.lora
 	assert_equal "${#lines[@]}" 150
@@ -89,12 +89,12 @@ setup() {
 
 @test "bad prompts and lengths are named" {
 	printf '\001\000\130\002' > bad.u16
-	run -1 --separate-stderr lora-generate -m model --prompt-file bad.u16 -n 3 -o x
+	run -1 --separate-stderr lora-generate -m model -d bad.u16 -n 3 -o x
 	assert_equal "$stderr" "lora-generate: bad.u16: token 600 at position 1 is >= vocab_size 300"
 	run -1 --separate-stderr lora-generate -m model -n 5000 -o x
 	assert_equal "$stderr" "lora-generate: 1 prompt and 5000 new tokens exceed max_position_embeddings 2048 of model"
-	run -2 --separate-stderr lora-generate -m model -n 3 --format bytes
-	assert_equal "$stderr" "lora-generate: vocab_size 300 does not fit --format bytes; use u16 or u32"
+	run -2 --separate-stderr lora-generate -m model -n 3 --output-format bytes
+	assert_equal "$stderr" "lora-generate: vocab_size 300 does not fit --output-format bytes; use u16 or u32"
 	run -2 --separate-stderr lora-generate -m model --top-p 0
 	assert_equal "${stderr_lines[0]}" "lora-generate: --top-p: '0' is not in (0, 1]"
 	assert_file_not_exists x

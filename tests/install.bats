@@ -16,6 +16,9 @@ setup() {
 		assert_file_exists "stage/opt/lora/share/fish/vendor_completions.d/$t.fish"
 	done
 	assert_file_exists stage/opt/lora/share/man/man5/lora.5
+	assert_file_exists stage/opt/lora/share/man/man7/lora.7
+	run -0 man -l stage/opt/lora/share/man/man7/lora.7
+	assert_output --partial 'DEPRECATED SPELLINGS'
 	run -0 stage/opt/lora/bin/lora-init --version
 	run -0 make -s -C "$ROOT" uninstall BUILD="$LORA_BUILD" SANITIZE="${LORA_SANITIZE:-}" DESTDIR="$PWD/stage" PREFIX=/opt/lora
 	assert_equal "$(find stage -type f | wc -l)" 0

@@ -14,7 +14,8 @@ setup() {
 
 @test "lora-merge -h, --version, unknown option" {
 	run -0 lora-merge -h
-	assert_line --index 0 'Usage: lora-merge -m MODEL ADAPTER[:SCALE]... -o OUT [options] | --combine cat|svd ADAPTER[:SCALE]... [-o OUT]'
+	assert_line --index 0 'Usage: lora-merge -m MODEL ADAPTER[:SCALE]... -o OUT [options]'
+	assert_line --index 1 '   or: lora-merge --combine cat|svd ADAPTER[:SCALE]... [-o OUT] [options]'
 	run -0 lora-merge --version
 	assert_output 'lora-merge 0.1.0'
 	run -2 --separate-stderr lora-merge --bogus
@@ -275,7 +276,7 @@ setup() {
 
 @test "--combine usage and shape errors" {
 	run -2 --separate-stderr lora-merge --combine svd a.lora b.lora
-	assert_equal "${stderr_lines[0]}" "lora-merge: --combine svd needs one of -r K or --energy E"
+	assert_equal "${stderr_lines[0]}" "lora-merge: --combine svd needs one of -r R or --energy E"
 	run -2 --separate-stderr lora-merge --combine cat -m model a.lora -o x
 	assert_equal "${stderr_lines[0]}" "lora-merge: --combine makes an adapter; it does not take -m"
 	run -2 --separate-stderr lora-merge --combine avg a.lora

@@ -26,7 +26,8 @@ Q1=model.layers.1.self_attn.q_proj
 
 @test "lora-svd -h and --version" {
 	run -0 --separate-stderr lora-svd -h
-	assert_line --index 0 'Usage: lora-svd (-m BASE --tuned TUNED | [ADAPTER|-]) (-r RANK | --energy E) [options] [-o OUT]'
+	assert_line --index 0 'Usage: lora-svd -m BASE --tuned TUNED (-r R | --energy E) [options] [-o OUT]'
+	assert_line --index 1 '   or: lora-svd [ADAPTER|-] (-r R | --energy E) [options] [-o OUT]'
 	assert_output --partial '--power-iters Q'
 	assert_equal "$stderr" ''
 	run -0 lora-svd --version
@@ -47,7 +48,7 @@ Q1=model.layers.1.self_attn.q_proj
 		assert_equal "${stderr_lines[0]}" "lora-svd: $want"
 		assert_file_not_exists out.lora
 	}
-	check 'need -r RANK or --energy E' -m base --tuned tuned
+	check 'need -r R or --energy E' -m base --tuned tuned
 	check '-r and --energy are exclusive' -m base --tuned tuned -r 2 --energy 0.5
 	check "--energy: '1.5' is not in (0, 1]" a.lora --energy 1.5
 	check "--energy: '0' is not in (0, 1]" a.lora --energy 0
@@ -62,12 +63,18 @@ Q1=model.layers.1.self_attn.q_proj
 	check '-t goes with -m and --tuned (re-ranking is always exact)' a.lora -r 2 -t q_proj
 	check "one adapter at a time (got 'a.lora' and 'b.lora')" a.lora b.lora -r 2
 	check "--dtype: 'f64' is not f32, f16 or bf16" a.lora -r 2 --dtype f64
+	# the JSON report goes to standard output, so the adapter cannot
+	run -2 --separate-stderr lora-svd a.lora -r 1 --json
+	assert_equal "${stderr_lines[0]}" "lora-svd: --json writes the report to standard output: give -o FILE for the adapter"
+	run -2 --separate-stderr lora-svd a.lora -r 1 --json -o -
+	assert_equal "${stderr_lines[0]}" "lora-svd: --json writes the report to standard output: give -o FILE for the adapter"
+	assert_output ''
 }
 
 @test "exact extraction stores the planted truncation: values, energy, error" {
 	run -0 --separate-stderr lora-svd -m base --tuned tuned -r 2 --method exact --json -o x.lora
-	assert_output ''
-	rep=$stderr
+	assert_equal "$stderr" ''
+	rep=$output
 	assert_equal "$(jq -c '[.mode, .method, .dtype, .parameters, [.layers[].name], [.layers[].rank]]' <<<"$rep")" \
 		"[\"extract\",\"exact\",\"f32\",$((2 * (64 + 64) * 2 + 2 * (64 + 128))),[\"$Q0\",\"$D1\",\"$Q1\"],[2,2,2]]"
 	# q: 16+4+1+0.25 = 21.25; down: 9+6.25+4+2.25+1+0.25 = 22.75
@@ -115,8 +122,8 @@ Q1=model.layers.1.self_attn.q_proj
 @test "randomized error is within 1% of the optimal truncation error at the defaults" {
 	# full-rank noise under the planted spectrum: the tail is no longer zero
 	mktuned --plant self_attn.q_proj=4,2,1,0.5 --plant layers.1.mlp.down_proj=3,2.5,2,1.5,1,0.5 --noise 0.02 base noisy
-	lora-svd -m base --tuned noisy -r 3 --method exact --json -o e.lora 2>e.json
-	lora-svd -m base --tuned noisy -r 3 --json -o r.lora 2>r.json
+	lora-svd -m base --tuned noisy -r 3 --method exact --json -o e.lora >e.json
+	lora-svd -m base --tuned noisy -r 3 --json -o r.lora >r.json
 	for i in 0 1 2; do
 		e=$(jq ".layers[$i].rel_error" e.json) r=$(jq ".layers[$i].rel_error" r.json)
 		awk -v e="$e" -v r="$r" 'BEGIN { exit !(e > 0.05 && r <= 1.01 * e && r >= e * (1 - 1e-6)) }' ||
@@ -136,38 +143,38 @@ Q1=model.layers.1.self_attn.q_proj
 	for m in exact randomized; do
 		run -0 --separate-stderr lora-svd -m base --tuned tuned --energy 0.9 --method $m --json -o e-$m.lora
 		# q: 20/21.25 = 0.941 at 2; down: 21.5/22.75 = 0.945 at 4 (19.25/22.75 = 0.846 at 3)
-		assert_equal "$(jq -c '[.layers[].rank]' <<<"$stderr")" '[2,4,2]'
-		approx "$(jq '.layers[1].energy' <<<"$stderr")" "$(calc '21.5 / 22.75')" 1e-6
+		assert_equal "$(jq -c '[.layers[].rank]' <<<"$output")" '[2,4,2]'
+		approx "$(jq '.layers[1].energy' <<<"$output")" "$(calc '21.5 / 22.75')" 1e-6
 		assert_equal "$(lora-inspect --json e-$m.lora | jq -c '.ranks')" '[{"rank":2,"layers":2},{"rank":4,"layers":1}]'
 	done
 	run -0 --separate-stderr lora-svd -m base --tuned tuned --energy 0.9 --max-rank 3 --json -o c.lora
-	assert_equal "$(jq -c '[.layers[].rank]' <<<"$stderr")" '[2,3,2]'
+	assert_equal "$(jq -c '[.layers[].rank]' <<<"$output")" '[2,3,2]'
 	run -0 --separate-stderr lora-svd -m base --tuned tuned --energy 1 --method exact --json -o all.lora
-	assert_equal "$(jq -c '[.layers[].rank] | map(. >= 4)' <<<"$stderr")" '[true,true,true]'
+	assert_equal "$(jq -c '[.layers[].rank] | map(. >= 4)' <<<"$output")" '[true,true,true]'
 }
 
 @test "--energy grows the randomized sketch past 32 directions" {
 	mktuned --plant layers.0.mlp.up_proj=$(printf '1,%.0s' $(seq 39))1 base flat
 	run -0 --separate-stderr lora-svd -m base --tuned flat --energy 0.999 --json -o f.lora
-	assert_equal "$(jq -c '[.layers[] | [.name, .rank]]' <<<"$stderr")" '[["model.layers.0.mlp.up_proj",40]]'
-	approx "$(jq '.layers[0].rel_error' <<<"$stderr")" 0 1e-5
+	assert_equal "$(jq -c '[.layers[] | [.name, .rank]]' <<<"$output")" '[["model.layers.0.mlp.up_proj",40]]'
+	approx "$(jq '.layers[0].rel_error' <<<"$output")" 0 1e-5
 }
 
 @test "targets: suffixes, regex and block selection" {
 	run -0 --separate-stderr lora-svd -m base --tuned tuned -r 1 -t q_proj --json -o a.lora
-	assert_equal "$(jq -c '[[.layers[].name], .skipped]' <<<"$stderr")" "[[\"$Q0\",\"$Q1\"],[]]"
+	assert_equal "$(jq -c '[[.layers[].name], .skipped]' <<<"$output")" "[[\"$Q0\",\"$Q1\"],[]]"
 	assert_equal "$(lora-inspect --json a.lora | jq -c .targets)" '["q_proj"]'
 	run -0 --separate-stderr lora-svd -m base --tuned tuned -r 1 --layers 1 --json -o b.lora
-	assert_equal "$(jq -c '[.layers[].name]' <<<"$stderr")" "[\"$D1\",\"$Q1\"]"
+	assert_equal "$(jq -c '[.layers[].name]' <<<"$output")" "[\"$D1\",\"$Q1\"]"
 	run -0 --separate-stderr lora-svd -m base --tuned tuned -r 1 --target-regex '.*\.mlp\..*' --json -o c.lora
-	assert_equal "$(jq -c '[[.layers[].name], (.skipped | length)]' <<<"$stderr")" "[[\"$D1\"],5]"
+	assert_equal "$(jq -c '[[.layers[].name], (.skipped | length)]' <<<"$output")" "[[\"$D1\"],5]"
 }
 
 @test "a rank above min(out, in) is clamped: the layer is then exact" {
 	mktuned --plant k_proj=$(seq -s, 32 -1 1) base wide
 	run -0 --separate-stderr lora-svd -m base --tuned wide -r 40 -t k_proj --method exact --json -o k.lora
-	assert_equal "$(jq -c '[.layers[].rank]' <<<"$stderr")" '[32,32]'
-	approx "$(jq '.layers[0].rel_error' <<<"$stderr")" 0 1e-6
+	assert_equal "$(jq -c '[.layers[].rank]' <<<"$output")" '[32,32]'
+	approx "$(jq '.layers[0].rel_error' <<<"$output")" 0 1e-6
 }
 
 @test "sharded and single-file checkpoints give the same adapter" {
@@ -183,11 +190,11 @@ Q1=model.layers.1.self_attn.q_proj
 	mkmodel --hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --vocab 256 --dtype bf16 b16 >/dev/null
 	mktuned --plant q_proj=4,2 --dtype f32 b16 t32
 	run -0 --separate-stderr lora-svd -m b16 --tuned t32 -r 2 --json -o x.lora
-	approx "$(jq '.layers[0].rel_error' <<<"$stderr")" 0 1e-5
+	approx "$(jq '.layers[0].rel_error' <<<"$output")" 0 1e-5
 	run -0 lora-inspect --json --stats x.lora
 	approx "$(jq '.layers[0].singular_values[0]' <<<"$output")" 4 2e-5
 	run -0 --separate-stderr lora-svd -m b16 --tuned t32 -r 2 --dtype bf16 --json -o y.lora
-	awk -v e="$(jq '.layers[0].rel_error' <<<"$stderr")" 'BEGIN { exit !(e > 1e-4 && e < 1e-2) }'
+	awk -v e="$(jq '.layers[0].rel_error' <<<"$output")" 'BEGIN { exit !(e > 1e-4 && e < 1e-2) }'
 	assert_equal "$(lora-inspect --json y.lora | jq -r .dtype)" bf16
 }
 
@@ -238,11 +245,11 @@ Q1=model.layers.1.self_attn.q_proj
 	# s B A with s = 6/4 = 1.5 and singular values 4, 3, 2, 1 in a random basis
 	mkplanted --alpha 6 w=20x30x4:4,3,2,1 > p.lora
 	run -0 --separate-stderr lora-svd -r 2 p.lora --json -o r.lora
-	assert_equal "$(jq -c '[.mode, .layers[0].old_rank, .layers[0].rank]' <<<"$stderr")" '["rerank",4,2]'
+	assert_equal "$(jq -c '[.mode, .layers[0].old_rank, .layers[0].rank]' <<<"$output")" '["rerank",4,2]'
 	# (1.5 s)^2 = 36, 20.25, 9, 2.25 of 67.5
-	approx "$(jq '.layers[0].energy' <<<"$stderr")" "$(calc '56.25 / 67.5')" 1e-7
-	approx "$(jq '.layers[0].rel_error' <<<"$stderr")" "$(calc 'sqrt(11.25 / 67.5)')" 1e-7
-	approx "$(jq '.layers[0].norm' <<<"$stderr")" "$(calc 'sqrt(67.5)')" 1e-5
+	approx "$(jq '.layers[0].energy' <<<"$output")" "$(calc '56.25 / 67.5')" 1e-7
+	approx "$(jq '.layers[0].rel_error' <<<"$output")" "$(calc 'sqrt(11.25 / 67.5)')" 1e-7
+	approx "$(jq '.layers[0].norm' <<<"$output")" "$(calc 'sqrt(67.5)')" 1e-5
 	run -0 lora-inspect --json --stats r.lora
 	assert_equal "$(jq -c '[.layers[0].rank, .layers[0].alpha, .layers[0].scale]' <<<"$output")" '[2,2,1]'
 	approx "$(jq '.layers[0].singular_values[0]' <<<"$output")" 6 1e-5
@@ -256,7 +263,7 @@ Q1=model.layers.1.self_attn.q_proj
 	mkplanted --alpha 6 w=20x30x4:4,3,2,1 u=16x8x3:1,0.5,0.25 > p.lora
 	for r in 4 6 50; do
 		run -0 --separate-stderr lora-svd -r $r p.lora --json -o r$r.lora
-		approx "$(jq '.layers[0].rel_error' <<<"$stderr")" 0 1e-6
+		approx "$(jq '.layers[0].rel_error' <<<"$output")" 0 1e-6
 		run -0 lora-diff p.lora r$r.lora
 	done
 	# the smaller side bounds the rank: 20 for w, 8 for u
@@ -275,12 +282,12 @@ Q1=model.layers.1.self_attn.q_proj
 @test "re-rank by energy; a zero update keeps rank 1" {
 	mkplanted --alpha 6 w=20x30x4:4,3,2,1 > p.lora
 	run -0 --separate-stderr lora-svd --energy 0.8 p.lora --json -o a.lora
-	assert_equal "$(jq '.layers[0].rank' <<<"$stderr")" 2
+	assert_equal "$(jq '.layers[0].rank' <<<"$output")" 2
 	run -0 --separate-stderr lora-svd --energy 0.9 p.lora --json -o b.lora
-	assert_equal "$(jq '.layers[0].rank' <<<"$stderr")" 3
+	assert_equal "$(jq '.layers[0].rank' <<<"$output")" 3
 	lora-init --shape w=16x16 --shape v=8x16 -r 4 -o z.lora
 	run -0 --separate-stderr lora-svd --energy 0.5 z.lora --json -o zz.lora
-	assert_equal "$(jq -c '[.layers[] | [.rank, .energy, .rel_error, .norm]]' <<<"$stderr")" '[[1,1,0,0],[1,1,0,0]]'
+	assert_equal "$(jq -c '[.layers[] | [.rank, .energy, .rel_error, .norm]]' <<<"$output")" '[[1,1,0,0],[1,1,0,0]]'
 }
 
 @test "--energy at an exact tie keeps the smallest rank that reaches E, as lora-svd(1) says" {
@@ -311,7 +318,7 @@ Q1=model.layers.1.self_attn.q_proj
 	assert_equal "$(lora-inspect --json c.lora | jq -r .dtype)" f32
 	# bf16 rounding is measured on the stored factors, even at full rank
 	run -0 --separate-stderr lora-svd -r 4 --dtype bf16 --json p.lora -o d.lora
-	awk -v e="$(jq '.layers[0].rel_error' <<<"$stderr")" 'BEGIN { exit !(e > 1e-4 && e < 1e-2) }'
+	awk -v e="$(jq '.layers[0].rel_error' <<<"$output")" 'BEGIN { exit !(e > 1e-4 && e < 1e-2) }'
 }
 
 @test "re-rank keeps the base model and targets, records where it came from" {
@@ -344,7 +351,7 @@ Q1=model.layers.1.self_attn.q_proj
 @test "re-rank a PEFT directory: DoRA magnitudes and biases are kept, the update too" {
 	mkpeft --dora --lora-bias --rslora --alpha 16 p q=16x12x4:4,3,2,1
 	run -0 --separate-stderr lora-svd -r 4 p --json -o r.lora
-	assert_equal "$(jq -c '[.layers[0].old_rank, .layers[0].rank, .layers[0].rel_error]' <<<"$stderr")" '[4,4,0]'
+	assert_equal "$(jq -c '[.layers[0].old_rank, .layers[0].rank, .layers[0].rel_error]' <<<"$output")" '[4,4,0]'
 	run -0 lora-diff p r.lora
 	assert_equal "$(lora-inspect --json r.lora | jq -c '[.dora_layers, .bias_layers, .scaling, .provenance.input]')" \
 		'[1,1,"standard","p"]'

@@ -12,7 +12,7 @@ setup() {
 
 @test "lora-train -h, --version, unknown option, usage errors" {
 	run -0 lora-train -h
-	assert_line --index 0 'Usage: lora-train -m MODEL -d DATA [ADAPTER|-] [-c CONFIG.yaml] [options] [-o OUT]'
+	assert_line --index 0 'Usage: lora-train -m MODEL -d DATA [ADAPTER|-] [-c CONFIG] [options] [-o OUT]'
 	run -0 lora-train --version
 	assert_output 'lora-train 0.1.0'
 	run -2 --separate-stderr lora-train --bogus
@@ -216,7 +216,11 @@ lr_check() {
 		awk 'function rel(a, b) { d = (a - b) / b; return d < 0 ? -d : d }
 			{ if (rel($3, $1) > 1e-6 || rel($4, $2) > 1e-6) { print "step " NR ": loss " $1 " vs " $3 ", norm " $2 " vs " $4; bad = 1 } }
 			END { exit bad }'
-	run -0 lora-diff --tol 1e-5 b8.lora b4.lora
+	# Adam divides by sqrt(v): for a coordinate whose gradient is near zero,
+	# rounding in the last bits moves the step, so the adapters agree to
+	# 1e-4, not to the 1e-7 of the gradients (a summed gradient is caught
+	# by the norms above, and by SGD below)
+	run -0 lora-diff --tol 1e-4 b8.lora b4.lora
 	# and with SGD, whose step is proportional to the gradient
 	lora-train -m model -d train.bin --seq 32 --batch 8 --steps 3 --optimizer sgd --lr 0.5 -o s8.lora
 	lora-train -m model -d train.bin --seq 32 --batch 4 --accum 2 --steps 3 --optimizer sgd --lr 0.5 -o s4.lora
@@ -230,4 +234,22 @@ lr_check() {
 	mkpeft peft model.layers.0.self_attn.q_proj=64x64x4 >/dev/null
 	lora-train $TR peft --steps 2 -o p.lora
 	assert_equal "$(lora-inspect --json p.lora | jq -c '[.num_layers, .ranks[0].rank]')" '[1,4]'
+}
+
+@test "without an adapter, lora-train starts from the one lora-init makes: one set of defaults" {
+	lora-init -m model | lora-train $TR - --steps 2 -o a.lora
+	lora-train $TR --steps 2 -o b.lora
+	cmp a.lora b.lora
+	# PEFT's r and lora_alpha, the paper's targets, seed 42
+	run -0 lora-inspect --json b.lora
+	assert_equal "$(jq -c '[.ranks, .alphas, .targets, .provenance.config.seed]' <<<"$output")" \
+		'[[{"rank":8,"layers":4}],[{"alpha":8,"layers":4}],["q_proj","v_proj"],42]'
+	assert_equal "$(lora-init -m model | lora-inspect --json - | jq -c .provenance.seed)" 42
+	# the same with options (the recorded configurations differ: the
+	# factors are compared), all-linear recorded as such
+	lora-init -m model -r 2 -a 4 -t all-linear --seed 7 | lora-train $TR - --seed 7 --steps 2 -o c.lora
+	lora-train $TR -r 2 -a 4 -t all-linear --seed 7 --steps 2 -o d.lora
+	run -0 lora-diff --tol 0 c.lora d.lora
+	assert_equal "$(lora-inspect --json d.lora | jq -c '[.targets, .num_layers, .alphas]')" \
+		'[["all-linear"],14,[{"alpha":4,"layers":14}]]'
 }

@@ -7,6 +7,7 @@ complete -c lora-diff -s m -l model -r -F -d 'base checkpoint: compare it with T
 complete -c lora-diff -l tuned -r -F -d 'the fine-tuned checkpoint (with -m)'
 complete -c lora-diff -s t -l targets -r -f -a 'q_proj v_proj all-linear' -d 'checkpoints: only these modules\' weights (suffixes or all-linear)'
 complete -c lora-diff -l target-regex -r -d 'checkpoints: only modules whose whole name matches RE'
+complete -c lora-diff -s j -l threads -r -d 'threads for the factorisations (default: every core)'
 complete -c lora-diff -s q -l quiet  -d 'print nothing; the exit status tells'
 complete -c lora-diff -s h -l help  -d 'show this help and exit'
 complete -c lora-diff -l version  -d 'print the version and exit'

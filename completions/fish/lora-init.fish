@@ -8,7 +8,7 @@ complete -c lora-init -s t -l targets -r -f -a 'q_proj v_proj all-linear' -d 'mo
 complete -c lora-init -l target-regex -r -d 'adapt modules whose whole name matches RE (extended regex)'
 complete -c lora-init -l layers -r -d 'only blocks with these indices, e.g. 0-3,7'
 complete -c lora-init -l init -r -f -a 'kaiming gaussian zeros' -d 'kaiming (PEFT\'s default), gaussian or zeros'
-complete -c lora-init -l seed -r -d 'random seed (default 0): same seed, same bytes'
+complete -c lora-init -l seed -r -d 'random seed (default 42): same seed, same bytes'
 complete -c lora-init -l dtype -r -f -a 'f32 f16 bf16' -d 'storage dtype: f32 (default), f16 or bf16'
 complete -c lora-init -l rslora  -d 'scale by alpha/sqrt(r) (rank-stabilised LoRA)'
 complete -c lora-init -s o -l output -r -F -d 'write the adapter to FILE (default: standard output)'

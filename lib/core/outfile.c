@@ -82,20 +82,29 @@ void lora_outfile_cleanup(void)
 			rmdir(tmps[i]);
 }
 
+int lora_outfile_check(const char *path, int flags, lora_err *e)
+{
+	struct stat sb;
+	if (!path || strcmp(path, "-") == 0)
+		return (flags & LORA_OUT_BINARY) && isatty(STDOUT_FILENO)
+		           ? lora_err_set(e, LORA_EUSAGE, "refusing to write binary data to a terminal; use -o FILE or a pipe")
+		           : 0;
+	if (!(flags & LORA_OUT_FORCE) && lstat(path, &sb) == 0)
+		return lora_err_set(e, LORA_EINVAL, "%s: already exists (use -f to overwrite)", path);
+	return 0;
+}
+
 int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
 {
+	int rc;
 	memset(o, 0, sizeof *o);
+	if ((rc = lora_outfile_check(path, flags, e)))
+		return rc;
 	if (!path || strcmp(path, "-") == 0) {
-		if ((flags & LORA_OUT_BINARY) && isatty(STDOUT_FILENO))
-			return lora_err_set(e, LORA_EUSAGE,
-			                    "refusing to write binary data to a terminal; use -o FILE or a pipe");
 		o->fp = stdout;
 		o->is_stdout = 1;
 		return 0;
 	}
-	struct stat sb;
-	if (!(flags & LORA_OUT_FORCE) && lstat(path, &sb) == 0)
-		return lora_err_set(e, LORA_EINVAL, "%s: already exists (use -f to overwrite)", path);
 	size_t n = strlen(path);
 	o->path = strdup(path);
 	o->tmp = malloc(n + 16);

@@ -27,6 +27,9 @@ enum {
  * existing path is an error. With LORA_OUT_BINARY, a terminal on stdout is
  * an error. Returns 0 or LORA_E*. */
 int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e);
+/* What lora_outfile_open would refuse, checked without creating anything:
+ * for a tool to say so before long work rather than after. 0 or LORA_E*. */
+int lora_outfile_check(const char *path, int flags, lora_err *e);
 /* Flush, check for write errors (full disk), fsync and rename into place.
  * Always releases o. */
 int lora_outfile_commit(lora_outfile *o, lora_err *e);

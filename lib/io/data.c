@@ -217,3 +217,16 @@ void lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs
 		}
 	}
 }
+
+int lora_data_write(FILE *f, const int32_t *tokens, size_t n, lora_data_format fmt)
+{
+	size_t k = fmt == LORA_DATA_BYTES ? 1 : fmt == LORA_DATA_U32 ? 4 : 2;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t v = (uint32_t)tokens[i];
+		unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+		                      (unsigned char)(v >> 24)};
+		if (fwrite(b, 1, k, f) != k)
+			return LORA_EIO;
+	}
+	return 0;
+}

@@ -24,6 +24,7 @@
 #define LORA_DATA_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -74,5 +75,10 @@ void lora_data_batches_free(lora_data_batches *b);
 void lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs, int32_t *targets);
 /* Token offset in the file of row r of batch k (its first input). */
 size_t lora_data_batches_row_offset(const lora_data_batches *b, size_t k, size_t r);
+
+/* Write n tokens to f as a token file of format fmt: u16 and u32
+ * little-endian, or bytes (one byte each). The caller has checked that
+ * every token fits. Returns 0, or LORA_EIO (errno set) on a write error. */
+int lora_data_write(FILE *f, const int32_t *tokens, size_t n, lora_data_format fmt);
 
 #endif

@@ -10,31 +10,57 @@
 #include "io/lorafile.h"
 #include "io/peft.h"
 
-int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e)
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+	return n > k && strcmp(s + n - k, suffix) == 0;
+}
+
+int lora_load_kind_of(const char *path, lora_load_kind *kind, lora_err *e)
 {
 	struct stat sb;
-	*out = NULL;
+	*kind = LORA_LOAD_LORA;
 	if (strcmp(path, "-") == 0)
-		return lora_lorafile_read(out, "-", LORA_READ_ALL, e);
+		return 0;
 	if (stat(path, &sb) != 0)
 		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	if (S_ISDIR(sb.st_mode))
-		return lora_peft_read(out, path, e);
-	/* A file is a .lora by its magic, whatever its name; otherwise a
-	 * .safetensors file is taken as PEFT weights with their config beside
-	 * them (the reader says so if the config is missing). */
-	if (S_ISREG(sb.st_mode)) {
-		unsigned char magic[8];
-		size_t got = 0;
-		FILE *f = fopen(path, "rb");
-		if (!f)
-			return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-		got = fread(magic, 1, sizeof magic, f);
-		fclose(f);
-		size_t n = strlen(path);
-		if (!lora_lorafile_is_lora(magic, got) && n > 12 && strcmp(path + n - 12, ".safetensors") == 0)
-			return lora_peft_read(out, path, e);
+	if (S_ISDIR(sb.st_mode)) {
+		*kind = lora_peft_detect(path) ? LORA_LOAD_PEFT : LORA_LOAD_CKPT;
+		return 0;
 	}
+	/* A pipe or a device is read once, front to back: sniffing it would
+	 * eat the bytes the reader needs. Only .lora streams. */
+	if (!S_ISREG(sb.st_mode))
+		return 0;
+	unsigned char magic[8];
+	size_t got = 0;
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
+	got = fread(magic, 1, sizeof magic, f);
+	fclose(f);
+	if (lora_lorafile_is_lora(magic, got) || ends_with(path, ".lora"))
+		*kind = LORA_LOAD_LORA;
+	else if (ends_with(path, ".safetensors") && lora_peft_detect(path))
+		*kind = LORA_LOAD_PEFT;
+	else
+		*kind = LORA_LOAD_CKPT;
+	return 0;
+}
+
+int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e)
+{
+	lora_load_kind k;
+	struct stat sb;
+	int rc;
+	*out = NULL;
+	if ((rc = lora_load_kind_of(path, &k, e)))
+		return rc;
+	if (k == LORA_LOAD_CKPT)
+		k = (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) || ends_with(path, ".safetensors") ? LORA_LOAD_PEFT
+		                                                                                      : LORA_LOAD_LORA;
+	if (k == LORA_LOAD_PEFT)
+		return lora_peft_read(out, path, e);
 	return lora_lorafile_read(out, path, LORA_READ_ALL, e);
 }
 

@@ -25,6 +25,13 @@ static void *alloc3(size_t a, size_t b, size_t size)
 	return malloc(n ? n : 1);
 }
 
+int lora_linalg_set_threads(int n)
+{
+	if (n > 0)
+		openblas_set_num_threads(n);
+	return openblas_get_num_threads();
+}
+
 void lora_linalg_sgemm(int tX, int tY, size_t m, size_t n, size_t k, float alpha, const float *X,
                        const float *Y, float beta, float *C)
 {

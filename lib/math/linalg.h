@@ -13,6 +13,13 @@
 
 #include "core/err.h"
 
+/* Threads for OpenBLAS and LAPACK in this module's calls (the SVD tools
+ * and merging; the model's products go through blas, which keeps OpenBLAS
+ * single-threaded). n <= 0 keeps OpenBLAS's own default
+ * (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS if set, else every core).
+ * Returns the count in effect. */
+int lora_linalg_set_threads(int n);
+
 /* ---- products ---- */
 
 /* C (m x n) = alpha * op(X) op(Y) + beta * C, where op(X) is m x k and

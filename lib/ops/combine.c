@@ -154,3 +154,32 @@ int lora_combine_svd(lora_adapter **out, lora_adapter *const *in, const double *
 	lora_adapter_free(cat);
 	return rc;
 }
+
+int lora_combine_inputs(lora_adapter **out, const lora_merge_input *in, size_t n, int svd, size_t rank,
+                        double energy, lora_err *e)
+{
+	lora_adapter **a = calloc(n ? n : 1, sizeof *a);
+	const char **names = calloc(n ? n : 1, sizeof *names);
+	double *w = calloc(n ? n : 1, sizeof *w);
+	int rc;
+	*out = NULL;
+	if (!a || !names || !w) {
+		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		a[i] = (lora_adapter *)in[i].a, names[i] = in[i].path, w[i] = in[i].scale;
+	if (!svd) {
+		rc = lora_combine_cat(out, a, w, names, n, e);
+	} else {
+		lora_svd_opts so;
+		lora_svd_opts_init(&so);
+		so.rank = rank;
+		so.energy = energy;
+		so.dtype = a[0]->dtype;
+		rc = lora_combine_svd(out, a, w, names, n, &so, NULL, e);
+	}
+out:
+	free(a), free(names), free(w);
+	return rc;
+}

@@ -9,6 +9,7 @@
 
 #include "core/adapter.h"
 #include "core/err.h"
+#include "ops/merge.h"
 #include "ops/svd.h"
 
 /* Concatenate n >= 1 adapters into one exact adapter. Every layer name held
@@ -35,5 +36,11 @@ int lora_combine_cat(lora_adapter **out, lora_adapter *const *in, const double *
 int lora_combine_svd(lora_adapter **out, lora_adapter *const *in, const double *weights,
                      const char *const *names, size_t n, const lora_svd_opts *o,
                      lora_svd_report *rep, lora_err *e);
+
+/* lora-merge --combine: the inputs (their scales as weights, their paths
+ * as names) concatenated (svd 0), or re-ranked to rank, or by energy when
+ * rank is 0, at the first input's dtype. Caller frees *out. */
+int lora_combine_inputs(lora_adapter **out, const lora_merge_input *in, size_t n, int svd, size_t rank,
+                        double energy, lora_err *e);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/load.h"
 #include "math/linalg.h"
 #include "ops/svd.h"
 
@@ -564,4 +565,94 @@ void lora_diff_models_free(lora_diff_models_result *r)
 	free(r->only_base);
 	free(r->only_tuned);
 	memset(r, 0, sizeof *r);
+}
+
+int lora_diff_layer_differs(const lora_diff_layer *d, double tol)
+{
+	return !(d->rel_diff <= tol) || (!isnan(d->vec_diff) && !(d->vec_diff <= tol));
+}
+
+size_t lora_diff_count(const lora_diff_result *r, double tol, int *same)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < r->nlayers; i++)
+		n += (size_t)lora_diff_layer_differs(&r->layers[i], tol);
+	*same = !n && !r->n_only_a && !r->n_only_b;
+	return n;
+}
+
+int lora_diff_tensor_differs(const lora_diff_tensor *d, double tol) { return !(d->relative <= tol); }
+
+size_t lora_diff_models_count(const lora_diff_models_result *r, double tol, int *same)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < r->ntensors; i++)
+		n += (size_t)lora_diff_tensor_differs(&r->tensors[i], tol);
+	*same = !n && !r->n_only_base && !r->n_only_tuned;
+	return n;
+}
+
+void lora_diff_run_free(lora_diff_run *r)
+{
+	lora_diff_result_free(&r->layers);
+	lora_diff_models_free(&r->tensors);
+	lora_adapter_free(r->a);
+	lora_adapter_free(r->b);
+	lora_ckpt_close(r->base);
+	lora_ckpt_close(r->tuned);
+	memset(r, 0, sizeof *r);
+}
+
+int lora_diff_job_check(const lora_diff_job *j, int have_top, lora_err *e)
+{
+	if (j->base || j->tuned) {
+		if (!j->base || !j->tuned)
+			return lora_err_set(e, LORA_EUSAGE, j->base ? "-m BASE needs --tuned TUNED" : "--tuned TUNED needs -m BASE");
+		if (j->b)
+			return lora_err_set(e, LORA_EUSAGE, "unexpected operand '%s': -m and --tuned take one adapter at most", j->b);
+		if (j->subspace || have_top)
+			return lora_err_set(e, LORA_EUSAGE, "%s compares adapters, not checkpoints",
+			                    j->subspace ? "--subspace" : "--top");
+		if (j->targets && j->regex)
+			return lora_err_set(e, LORA_EUSAGE, "-t and --target-regex are exclusive");
+		return 0;
+	}
+	if (!j->b)
+		return lora_err_set(e, LORA_EUSAGE, j->a ? "need a second adapter B" : "need two adapters A and B, or -m and --tuned");
+	if (j->targets || j->regex)
+		return lora_err_set(e, LORA_EUSAGE, "%s goes with -m and --tuned", j->targets ? "-t" : "--target-regex");
+	if (have_top && !j->subspace)
+		return lora_err_set(e, LORA_EUSAGE, "--top goes with --subspace");
+	return 0;
+}
+
+static const char *display(const char *path) { return strcmp(path, "-") ? path : "standard input"; }
+
+int lora_diff_run_job(lora_diff_run *r, const lora_diff_job *j, lora_err *e)
+{
+	lora_targets t = {0};
+	int rc = 0, has_t = j->targets || j->regex;
+	memset(r, 0, sizeof *r);
+	if (!j->base) {
+		if (strcmp(j->a, "-") == 0 && strcmp(j->b, "-") == 0)
+			return lora_err_set(e, LORA_EUSAGE, "only one of A and B can be standard input");
+		if ((rc = lora_load_adapter(&r->a, j->a, e)) || (rc = lora_load_adapter(&r->b, j->b, e)))
+			return rc;
+		return lora_diff_adapters(&r->layers, r->a, display(j->a), r->b, display(j->b), j->subspace, j->top, e);
+	}
+	if (has_t && (rc = lora_targets_init(&t, j->targets, j->regex, e)))
+		return rc;
+	if (j->a && (rc = lora_load_adapter(&r->a, j->a, e)))
+		goto out;
+	if ((rc = lora_ckpt_open(&r->base, j->base, e)) || (rc = lora_ckpt_open(&r->tuned, j->tuned, e)))
+		goto out;
+	r->models = !j->a;
+	if (j->a)
+		rc = lora_diff_adapter_model(&r->layers, r->a, display(j->a), r->base, r->tuned, has_t ? &t : NULL,
+		                             j->progress, j->ctx, e);
+	else
+		rc = lora_diff_models(&r->tensors, r->base, r->tuned, has_t ? &t : NULL, j->progress, j->ctx, e);
+out:
+	lora_targets_free(&t);
+	return rc;
 }

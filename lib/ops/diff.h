@@ -57,6 +57,13 @@ int lora_diff_adapters(lora_diff_result *r, const lora_adapter *a, const char *n
                        lora_err *e);
 void lora_diff_result_free(lora_diff_result *r);
 
+/* 1 if layer d differs beyond tol: its rel_diff, or its vec_diff when it
+ * has one, above tol (NaN counts as above). */
+int lora_diff_layer_differs(const lora_diff_layer *d, double tol);
+/* The number of layers that differ; *same is 1 when none does and no
+ * layer is in one input only (lora-diff's exit status 0). */
+size_t lora_diff_count(const lora_diff_result *r, double tol, int *same);
+
 /* Compare each layer of adapter a (named name_a) with the difference of
  * two checkpoints, D = W_tuned - W_base of the tensor "LAYER.weight": the
  * same numbers as lora_diff_adapters with D as the second update (norm_b =
@@ -106,5 +113,40 @@ int lora_diff_models(lora_diff_models_result *r, const lora_ckpt *base, const lo
                      void (*progress)(void *ctx, size_t i, size_t n, const char *name), void *ctx,
                      lora_err *e);
 void lora_diff_models_free(lora_diff_models_result *r);
+
+/* 1 if tensor d's relative difference is above tol (NaN counts as above). */
+int lora_diff_tensor_differs(const lora_diff_tensor *d, double tol);
+/* The number of tensors that differ; *same as lora_diff_count. */
+size_t lora_diff_models_count(const lora_diff_models_result *r, double tol, int *same);
+
+/* lora-diff from paths: two adapters a and b ("-": standard input, one
+ * of them at most); or, with base and tuned, their tensors (without a) or
+ * adapter a against their difference, over the modules targets or regex
+ * selects (all when both are NULL). */
+typedef struct {
+	const char *a, *b;
+	const char *base, *tuned;
+	const char *targets, *regex;
+	int subspace;        /* adapters: the phi tables (lora_diff_adapters) */
+	size_t top;
+	void (*progress)(void *ctx, size_t i, size_t n, const char *name); /* checkpoints; may be NULL */
+	void *ctx;
+} lora_diff_job;
+
+typedef struct {
+	int models;                      /* 1: tensors holds the result, else layers */
+	lora_diff_result layers;
+	lora_diff_models_result tensors;
+	/* the inputs the results point into */
+	lora_adapter *a, *b;
+	lora_ckpt *base, *tuned;
+} lora_diff_run;
+
+/* Settings that do not go together, found before any work: LORA_EUSAGE
+ * naming the options (have_top: --top was given). */
+int lora_diff_job_check(const lora_diff_job *j, int have_top, lora_err *e);
+/* Compare as j says; free r with lora_diff_run_free (also after an error). */
+int lora_diff_run_job(lora_diff_run *r, const lora_diff_job *j, lora_err *e);
+void lora_diff_run_free(lora_diff_run *r);
 
 #endif

@@ -11,11 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "math/linalg.h"
 #include "core/json.h"
 #include "core/outdir.h"
 #include "core/outfile.h"
 #include "core/path.h"
+#include "io/load.h"
+#include "math/linalg.h"
 
 /* One change to one model tensor. */
 typedef struct {
@@ -414,5 +415,39 @@ out:
 	plan_free(&p);
 	if (merged_out)
 		*merged_out = merged;
+	return rc;
+}
+
+void lora_merge_inputs_free(lora_merge_input *in, size_t n)
+{
+	for (size_t i = 0; in && i < n; i++) {
+		/* both were allocated by lora_merge_inputs_load */
+		lora_adapter_free((lora_adapter *)in[i].a);
+		free((char *)in[i].path);
+	}
+	free(in);
+}
+
+int lora_merge_inputs_load(lora_merge_input **out, char *const *specs, size_t n, lora_err *e)
+{
+	lora_merge_input *in = calloc(n ? n : 1, sizeof *in);
+	int rc = 0;
+	*out = in;
+	if (!in)
+		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n && !rc; i++) {
+		char *path;
+		lora_adapter *a = NULL;
+		if ((rc = lora_load_spec(specs[i], &path, &in[i].scale, e)))
+			break;
+		rc = lora_load_adapter(&a, path, e);
+		in[i].a = a;
+		if (strcmp(path, "-") == 0) { /* named so in messages */
+			free(path);
+			if (!(path = strdup("standard input")) && !rc)
+				rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		}
+		in[i].path = path;
+	}
 	return rc;
 }

@@ -30,6 +30,12 @@ typedef struct {
 	void *ctx;
 } lora_merge_opts;
 
+/* Load the adapters of "PATH[:SCALE]" specs in order as merge inputs
+ * (path "standard input" for "-"). Free with lora_merge_inputs_free, also
+ * after an error. */
+int lora_merge_inputs_load(lora_merge_input **in, char *const *specs, size_t n, lora_err *e);
+void lora_merge_inputs_free(lora_merge_input *in, size_t n);
+
 /* Merge into out. A model given as one .safetensors file is written as one
  * file; a directory or an index is written as a directory with the same
  * shard layout, an updated index, and every other file copied. Returns 0 or

@@ -1,11 +1,15 @@
 #include "ops/svd.h"
 
+#include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "io/load.h"
 #include "math/linalg.h"
+#include "ops/init.h"
 #include "core/rng.h"
 
 
@@ -487,5 +491,148 @@ fail:
 	lora_adapter_free(a);
 done:
 	free(sel), free(dW), free(tmp), free(B), free(A);
+	return rc;
+}
+
+void lora_svd_spectra_free(lora_svd_spectrum *s, size_t n)
+{
+	for (size_t i = 0; s && i < n; i++)
+		free(s[i].sv);
+	free(s);
+}
+
+int lora_svd_spectra(lora_svd_spectrum **out, const lora_adapter *a, lora_err *e)
+{
+	lora_svd_spectrum *st = calloc(a->nlayers ? a->nlayers : 1, sizeof *st);
+	*out = NULL;
+	if (!st)
+		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+	for (size_t i = 0; i < a->nlayers; i++) {
+		const lora_layer *l = &a->layers[i];
+		size_t k = l->rank < l->out ? l->rank : l->out;
+		k = k < l->in ? k : l->in;
+		if (!(st[i].sv = malloc((k ? k : 1) * sizeof(double)))) {
+			lora_svd_spectra_free(st, a->nlayers);
+			return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		}
+		st[i].nsv = k;
+		int rc = lora_linalg_lowrank_svals(st[i].sv, l->B, l->A, l->out, l->rank, l->in, e);
+		if (rc) {
+			lora_svd_spectra_free(st, a->nlayers);
+			return lora_err_prefix(e, "layer '%s'", l->name);
+		}
+		double s = fabs(lora_adapter_layer_scale(a, l)), sum = 0;
+		for (size_t j = 0; j < k; j++) {
+			st[i].sv[j] *= s;
+			sum += st[i].sv[j] * st[i].sv[j];
+		}
+		st[i].norm = sqrt(sum);
+	}
+	*out = st;
+	return 0;
+}
+
+int lora_svd_job_check(const lora_svd_job *j, const char *random, const char *extract_only, lora_err *e)
+{
+	const char *bad = NULL;
+	if (!j->o.rank == !(j->o.energy > 0))
+		bad = j->o.rank ? "-r and --energy are exclusive" : "need -r R or --energy E";
+	else if (j->o.max_rank && j->o.rank)
+		bad = "--max-rank goes with --energy, not -r";
+	else if (!j->base != !j->tuned)
+		bad = j->base ? "-m BASE needs --tuned TUNED" : "--tuned TUNED needs -m BASE";
+	else if (j->base && j->input)
+		return lora_err_set(e, LORA_EUSAGE, "unexpected operand '%s' with -m and --tuned", j->input);
+	else if (j->base && j->targets && j->regex)
+		bad = "-t and --target-regex are exclusive";
+	else if (j->base && j->o.method == LORA_SVD_EXACT && random)
+		bad = "--oversample, --power-iters and --seed go with --method randomized";
+	else if (!j->base && extract_only)
+		return lora_err_set(e, LORA_EUSAGE, "%s goes with -m and --tuned (re-ranking is always exact)", extract_only);
+	return bad ? lora_err_set(e, LORA_EUSAGE, "%s", bad) : 0;
+}
+
+static char *provenance(const lora_svd_job *j, const lora_adapter *in)
+{
+	const lora_svd_opts *o = &j->o;
+	cJSON *p = cJSON_CreateObject();
+	cJSON_AddStringToObject(p, "tool", j->tool);
+	if (j->base) {
+		cJSON_AddStringToObject(p, "base", j->base);
+		cJSON_AddStringToObject(p, "tuned", j->tuned);
+		cJSON_AddStringToObject(p, "method", lora_svd_method_name(o->method));
+	} else {
+		cJSON_AddStringToObject(p, "input", j->input);
+	}
+	if (o->rank)
+		cJSON_AddNumberToObject(p, "rank", (double)o->rank);
+	else
+		cJSON_AddNumberToObject(p, "energy", o->energy);
+	if (o->max_rank)
+		cJSON_AddNumberToObject(p, "max_rank", (double)o->max_rank);
+	if (j->base && o->method == LORA_SVD_RANDOMIZED) {
+		cJSON_AddNumberToObject(p, "oversample", (double)o->oversample);
+		cJSON_AddNumberToObject(p, "power_iters", (double)o->power_iters);
+		cJSON_AddNumberToObject(p, "seed", (double)o->seed);
+	}
+	cJSON *from = in && in->provenance ? cJSON_Parse(in->provenance) : NULL;
+	if (from)
+		cJSON_AddItemToObject(p, "from", from);
+	char *txt = cJSON_PrintUnformatted(p);
+	cJSON_Delete(p);
+	return txt;
+}
+
+/* 1 if path is one of m's files. */
+static int is_model_file(const lora_ckpt *m, const char *path)
+{
+	struct stat a, b;
+	if (stat(path, &a) != 0)
+		return 0;
+	for (size_t i = 0; i < m->nshards; i++)
+		if (stat(m->shards[i]->path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return 1;
+	return m->index_path && stat(m->index_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static int extract_files(const lora_svd_job *j, lora_adapter **out, lora_svd_report *rep, lora_err *e)
+{
+	lora_ckpt *base = NULL, *tuned = NULL;
+	lora_targets t = {0};
+	const char *list = j->regex ? NULL : j->targets ? j->targets : "all-linear";
+	int rc;
+	if ((rc = lora_targets_init(&t, list, j->regex, e)) || (j->layers && (rc = lora_targets_set_layers(&t, j->layers, e))))
+		goto out;
+	if ((rc = lora_ckpt_open(&base, j->base, e)) || (rc = lora_ckpt_open(&tuned, j->tuned, e)))
+		goto out;
+	if (j->out && (is_model_file(base, j->out) || is_model_file(tuned, j->out))) {
+		rc = lora_err_set(e, LORA_EUSAGE, "%s: output would overwrite an input model", j->out);
+		goto out;
+	}
+	if (!(rc = lora_svd_extract(out, base, tuned, &t, &j->o, rep, e)))
+		rc = lora_init_record_targets(*out, &t, j->regex, e);
+out:
+	lora_targets_free(&t);
+	lora_ckpt_close(base);
+	lora_ckpt_close(tuned);
+	return rc;
+}
+
+int lora_svd_job_run(const lora_svd_job *j, lora_adapter **a, lora_svd_report *rep, lora_err *e)
+{
+	lora_adapter *in = NULL;
+	int rc;
+	*a = NULL;
+	if (j->base) {
+		rc = extract_files(j, a, rep, e);
+	} else if (!(rc = lora_load_adapter(&in, j->input, e))) {
+		lora_svd_opts o = j->o;
+		if (j->keep_dtype)
+			o.dtype = in->dtype;
+		rc = lora_svd_rerank(a, in, &o, rep, e);
+	}
+	if (!rc && !((*a)->provenance = provenance(j, in)))
+		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+	lora_adapter_free(in);
 	return rc;
 }

@@ -103,6 +103,44 @@ int lora_svd_extract(lora_adapter **out, const lora_ckpt *base, const lora_ckpt 
                      const lora_targets *t, const lora_svd_opts *o, lora_svd_report *rep,
                      lora_err *e);
 
+/* lora-svd from paths: extraction from base and tuned (targets: the
+ * suffix list, "all-linear" when neither it nor regex is given; layers: a
+ * block filter), or re-ranking of the adapter at input ("-": standard
+ * input; with keep_dtype the result keeps its dtype). out, the output path
+ * (may be NULL), is refused when it is one of the models' files: with -f
+ * it would replace an input being read. The result records the targets
+ * and a provenance naming tool, inputs and settings (and the input's own
+ * provenance as "from"). Caller frees *a and rep. */
+typedef struct {
+	const char *base, *tuned;
+	const char *input;
+	const char *targets, *regex, *layers;
+	const char *out;
+	const char *tool;  /* "lora-svd 0.1.0" */
+	int keep_dtype;
+	lora_svd_opts o;
+} lora_svd_job;
+
+int lora_svd_job_run(const lora_svd_job *j, lora_adapter **a, lora_svd_report *rep, lora_err *e);
+/* Settings that do not go together, found before any work: LORA_EUSAGE
+ * naming the options. random names the first option of the randomized
+ * method given (or NULL), extract_only the first extraction-only option
+ * given (or NULL). */
+int lora_svd_job_check(const lora_svd_job *j, const char *random, const char *extract_only, lora_err *e);
+
+/* The spectrum of one layer's update s B A. */
+typedef struct {
+	double norm; /* ||s B A||_F */
+	double *sv;  /* its singular values, descending: min(rank, out, in) of them */
+	size_t nsv;
+} lora_svd_spectrum;
+
+/* One spectrum per layer of a (read with its factors), from the factors
+ * only (lora_linalg_lowrank_svals). *out has a->nlayers entries; free with
+ * lora_svd_spectra_free. An error names the layer. */
+int lora_svd_spectra(lora_svd_spectrum **out, const lora_adapter *a, lora_err *e);
+void lora_svd_spectra_free(lora_svd_spectrum *s, size_t n);
+
 /* Deep copy of an adapter's metadata and extra tensors (no layers):
  * dtype, rslora, base model, targets, fan_in_fan_out, extras. Provenance
  * and PEFT config are not copied. */

@@ -9,11 +9,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "io/lorafile.h"
 #include "core/json.h"
 #include "core/outdir.h"
 #include "core/outfile.h"
 #include "core/path.h"
+#include "io/lorafile.h"
+#include "model/eval.h"
 
 size_t lora_train_nparams(const lora_adapter *a)
 {
@@ -73,39 +74,6 @@ static void gather_grads(float *dst, const lora_llama *m, const lora_adapter *a,
 		for (size_t j = 0; j < l->out * l->rank; j++)
 			*dst++ = dB[j] * k;
 	}
-}
-
-int lora_train_eval(lora_llama *m, const lora_data *d, size_t B, size_t T, size_t n, double *loss,
-                    lora_err *e)
-{
-	lora_data_batches b;
-	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
-	int rc = 0;
-	if (!in || !tg) {
-		free(in), free(tg);
-		return lora_err_nomem(e);
-	}
-	if ((rc = lora_data_batches_init(&b, d, B, T, 0, 0, e))) {
-		free(in), free(tg);
-		return rc;
-	}
-	if (!n || n > b.nbatches)
-		n = b.nbatches;
-	double sum = 0;
-	size_t count = 0;
-	for (size_t k = 0; k < n && !rc; k++) {
-		double l;
-		size_t nt;
-		lora_data_batches_get(&b, k, in, tg);
-		if (!(rc = lora_llama_forward(m, in, tg, &l, &nt, e))) {
-			sum += l * (double)nt;
-			count += nt;
-		}
-	}
-	*loss = count ? sum / (double)count : NAN;
-	lora_data_batches_free(&b);
-	free(in), free(tg);
-	return rc;
 }
 
 /* ---- checkpoints ---- */
@@ -342,8 +310,11 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		int last = s.step == s.total;
 		if (o->eval && ((c->eval_steps > 0 && s.step % c->eval_steps == 0) || last)) {
 			lora_llama_set_dropout(o->model, 0, 0);
-			if ((rc = lora_train_eval(o->model, o->eval, B, T, o->eval_batches, &s.eval_loss, e)))
+			lora_eval_opts eo = {.B = B, .T = T, .max_batches = o->eval_batches};
+			lora_eval_result er;
+			if ((rc = lora_eval_run(o->model, o->eval, &eo, &er, e)))
 				goto out;
+			s.eval_loss = er.loss;
 			r->eval_loss = s.eval_loss;
 			s.eval = 1;
 			s.elapsed = now() - t0;

@@ -70,10 +70,6 @@ long lora_train_total_steps(const lora_trainconf *c, size_t batches);
 int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start_step, lora_train_result *r,
                    lora_err *e);
 
-/* Mean loss over the first n batches (all if n is 0) of d, in order. */
-int lora_train_eval(lora_llama *m, const lora_data *d, size_t B, size_t T, size_t n, double *loss,
-                    lora_err *e);
-
 /* Read a checkpoint: the adapter, the optimizer moments (into opt, which
  * must be initialised for the adapter's parameter count), the step, and the
  * recorded configuration as JSON text (caller frees) and data identity. */

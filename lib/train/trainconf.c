@@ -10,69 +10,85 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "ops/init.h"
+
 /* Step counts stop at a billion: far beyond any run, and inside a 32-bit
  * long, the type lora_optim_schedule counts steps in. Sizes stop at 2^20, as
  * lora-init's --rank does. */
 #define MAX_STEPS 1000000000LL
 #define MAX_SIZE (1LL << 20)
 
-/* Initializers by type, so each table row reads as one line of intent. */
-#define K_INT(name, lo, hi, flags, def, what, help) \
-	{#name, LORA_TC_INT, offsetof(lora_trainconf, name), lo, hi, 0, 0, flags, NULL, NULL, def, what, help}
-#define K_NUM(name, lo, hi, flags, def, what, help) \
-	{#name, LORA_TC_NUM, offsetof(lora_trainconf, name), 0, 0, lo, hi, flags, NULL, NULL, def, what, help}
-#define K_BOOL(name, def, help) \
-	{#name, LORA_TC_BOOL, offsetof(lora_trainconf, name), 0, 0, 0, 0, 0, NULL, NULL, def, "true or false", help}
-#define K_ENUM(name, choices, aliases, def, what, help) \
-	{#name, LORA_TC_ENUM, offsetof(lora_trainconf, name), 0, 0, 0, 0, 0, choices, aliases, def, what, help}
-#define K_LIST(name, def, what, help) \
-	{#name, LORA_TC_LIST, offsetof(lora_trainconf, name), 0, 0, 0, 0, 0, NULL, NULL, def, what, help}
+/* Initializers by type, so each table row reads as one line of intent; the
+ * last argument is the lora-train flag, FLAG(letter, name, metavar) or
+ * NOFLAG. */
+#define FLAG(s, l, m) s, l, m
+#define NOFLAG 0, NULL, NULL
+#define K_INT(name, lo, hi, flags, def, what, help, flag) \
+	{#name, LORA_TC_INT, offsetof(lora_trainconf, name), lo, hi, 0, 0, flags, NULL, NULL, def, what, help, flag}
+#define K_NUM(name, lo, hi, flags, def, what, help, flag) \
+	{#name, LORA_TC_NUM, offsetof(lora_trainconf, name), 0, 0, lo, hi, flags, NULL, NULL, def, what, help, flag}
+#define K_BOOL(name, def, help, flag) \
+	{#name, LORA_TC_BOOL, offsetof(lora_trainconf, name), 0, 0, 0, 0, 0, NULL, NULL, def, "true or false", help, flag}
+#define K_ENUM(name, choices, aliases, def, what, help, flag) \
+	{#name, LORA_TC_ENUM, offsetof(lora_trainconf, name), 0, 0, 0, 0, 0, choices, aliases, def, what, help, flag}
+#define K_LIST(name, def, what, help, flag) \
+	{#name, LORA_TC_LIST, offsetof(lora_trainconf, name), 0, 0, 0, 0, 0, NULL, NULL, def, what, help, flag}
+#define STR(x) STR_(x)
+#define STR_(x) #x
 
 /* The enum choices are listed in the order of lora_optim_sched_kind and
  * lora_optim_kind: the stored index is the enum value. */
 static const lora_trainconf_key keys[] = {
 	K_ENUM(adapter, "lora", NULL, "lora", "lora",
-	       "the adapter type; only lora (the key is accepted so axolotl files read unchanged)"),
-	K_INT(lora_r, 1, MAX_SIZE, 0, "8", "a positive integer", "rank r of every adapted layer"),
-	K_NUM(lora_alpha, 0, INFINITY, LORA_TC_LO_OPEN, "16", "a positive number",
-	      "alpha: the update B A is scaled by alpha/r"),
+	       "the adapter type; only lora (the key is accepted so axolotl files read unchanged)", NOFLAG),
+	K_INT(lora_r, 1, MAX_SIZE, 0, STR(LORA_INIT_RANK), "a positive integer", "rank r of every adapted layer",
+	      FLAG('r', "rank", "R")),
+	K_NUM(lora_alpha, 0, INFINITY, LORA_TC_LO_OPEN, STR(LORA_INIT_ALPHA), "a positive number",
+	      "alpha: the update B A is scaled by alpha/r", FLAG('a', "alpha", "A")),
 	K_NUM(lora_dropout, 0, 1, LORA_TC_HI_OPEN, "0", "a number in [0, 1)",
-	      "dropout probability on the input of each adapter during training"),
-	K_LIST(lora_target_modules, "q_proj,v_proj", "a list of module names",
-	       "module-name suffixes to adapt: a YAML list or a comma-separated string"),
-	K_BOOL(lora_target_linear, "false", "adapt every linear module but the output head (all-linear)"),
-	K_BOOL(peft_use_rslora, "false", "rank-stabilised LoRA: scale by alpha/sqrt(r)"),
-	K_INT(sequence_len, 1, MAX_SIZE, 0, "256", "a positive integer", "tokens per training sequence"),
-	K_INT(micro_batch_size, 1, MAX_SIZE, 0, "1", "a positive integer", "sequences per forward and backward pass"),
+	      "dropout probability on the input of each adapter during training", FLAG(0, "dropout", "P")),
+	K_LIST(lora_target_modules, LORA_INIT_TARGETS, "a list of module names",
+	       "module-name suffixes to adapt, a YAML list or a comma-separated string (the flag takes "
+	       "all-linear too)",
+	       FLAG('t', "targets", "LIST")),
+	K_BOOL(lora_target_linear, "false", "adapt every linear module but the output head (all-linear)", NOFLAG),
+	K_BOOL(peft_use_rslora, "false", "rank-stabilised LoRA: scale by alpha/sqrt(r)", FLAG(0, "rslora", NULL)),
+	K_INT(sequence_len, 1, MAX_SIZE, 0, "256", "a positive integer", "tokens per training sequence",
+	      FLAG('T', "seq", "T")),
+	K_INT(micro_batch_size, 1, MAX_SIZE, 0, "1", "a positive integer", "sequences per forward and backward pass",
+	      FLAG('b', "batch", "B")),
 	K_INT(gradient_accumulation_steps, 1, MAX_SIZE, 0, "1", "a positive integer",
-	      "micro-batches whose gradients make one optimizer step"),
+	      "micro-batches whose gradients make one optimizer step", FLAG(0, "accum", "N")),
 	K_NUM(num_epochs, 0, 1e6, LORA_TC_LO_OPEN, "1", "a positive number",
-	      "passes over the data (fractions allowed) when max_steps is not set"),
+	      "passes over the data (fractions allowed) when max_steps is not set", FLAG(0, "epochs", "E")),
 	K_INT(max_steps, -1, MAX_STEPS, LORA_TC_NONZERO, "-1", "a positive integer or -1",
-	      "optimizer steps to run; -1: as many as num_epochs makes"),
+	      "optimizer steps to run; -1: as many as num_epochs makes", FLAG(0, "steps", "N")),
 	K_NUM(learning_rate, 0, INFINITY, 0, "0.0002", "a non-negative number",
-	      "peak learning rate, reached at the end of warmup"),
+	      "peak learning rate, reached at the end of warmup", FLAG(0, "lr", "LR")),
 	K_ENUM(lr_scheduler, "constant linear cosine", "constant_with_warmup=constant", "cosine",
-	       "one of constant, linear, cosine", "learning-rate schedule after warmup"),
+	       "one of constant, linear, cosine", "learning-rate schedule after warmup", FLAG(0, "scheduler", "KIND")),
 	K_INT(warmup_steps, 0, MAX_STEPS, 0, "0", "a non-negative integer",
-	      "optimizer steps of linear warmup from 0 to learning_rate"),
+	      "optimizer steps of linear warmup from 0 to learning_rate", FLAG(0, "warmup", "N")),
 	K_NUM(weight_decay, 0, INFINITY, 0, "0", "a non-negative number",
-	      "weight decay: decoupled for adamw, added to the gradient for sgd"),
+	      "weight decay: decoupled for adamw, added to the gradient for sgd", FLAG(0, "weight-decay", "WD")),
 	K_NUM(max_grad_norm, 0, INFINITY, 0, "1", "a non-negative number",
-	      "clip gradients to this global L2 norm; 0: no clipping"),
+	      "clip gradients to this global L2 norm; 0: no clipping", FLAG(0, "max-grad-norm", "N")),
 	K_ENUM(optimizer, "adamw sgd", "adamw_torch=adamw adamw_torch_fused=adamw", "adamw", "one of adamw, sgd",
-	       "adamw (decoupled weight decay, bias correction) or sgd"),
-	K_NUM(adam_beta1, 0, 1, LORA_TC_HI_OPEN, "0.9", "a number in [0, 1)", "adamw: decay of the first moment"),
-	K_NUM(adam_beta2, 0, 1, LORA_TC_HI_OPEN, "0.999", "a number in [0, 1)", "adamw: decay of the second moment"),
+	       "adamw (decoupled weight decay, bias correction) or sgd", FLAG(0, "optimizer", "KIND")),
+	K_NUM(adam_beta1, 0, 1, LORA_TC_HI_OPEN, "0.9", "a number in [0, 1)", "adamw: decay of the first moment",
+	      NOFLAG),
+	K_NUM(adam_beta2, 0, 1, LORA_TC_HI_OPEN, "0.999", "a number in [0, 1)", "adamw: decay of the second moment",
+	      NOFLAG),
 	K_NUM(adam_epsilon, 0, INFINITY, LORA_TC_LO_OPEN, "1e-08", "a positive number",
-	      "adamw: added to the root of the second moment"),
-	K_NUM(sgd_momentum, 0, 1, LORA_TC_HI_OPEN, "0", "a number in [0, 1)", "sgd: momentum; 0: plain SGD"),
-	K_INT(seed, 0, INT64_MAX, 0, "42", "a non-negative integer",
-	      "seed of dropout and data order: same seed, same run"),
+	      "adamw: added to the root of the second moment", NOFLAG),
+	K_NUM(sgd_momentum, 0, 1, LORA_TC_HI_OPEN, "0", "a number in [0, 1)", "sgd: momentum; 0: plain SGD",
+	      FLAG(0, "momentum", "MU")),
+	K_INT(seed, 0, INT64_MAX, 0, STR(LORA_INIT_SEED), "a non-negative integer",
+	      "seed of a new adapter, dropout and data order: same seed, same run", FLAG(0, "seed", "N")),
 	K_INT(eval_steps, 0, MAX_STEPS, 0, "0", "a non-negative integer",
-	      "evaluate on held-out data every N optimizer steps; 0: off"),
+	      "evaluate on held-out data every N optimizer steps; 0: only at the end", FLAG(0, "eval-steps", "N")),
 	K_INT(save_steps, 0, MAX_STEPS, 0, "0", "a non-negative integer",
-	      "write a checkpoint every N optimizer steps; 0: off"),
+	      "write a checkpoint every N optimizer steps; 0: off", FLAG(0, "save-steps", "N")),
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -434,6 +450,56 @@ int lora_trainconf_set(lora_trainconf *c, const char *key, const char *value, lo
 		return unknown_key(key, strlen(key), e);
 	/* apply leaves c untouched on failure: it parses fully before storing. */
 	return apply(c, k, value, strlen(value), e);
+}
+
+int lora_trainconf_set_flag(lora_trainconf *c, size_t i, const char *value, lora_err *e)
+{
+	if (i >= NKEYS)
+		return lora_err_set(e, LORA_EINVAL, "no configuration key %zu", i);
+	if (keys[i].type == LORA_TC_LIST && value && strcmp(value, "all-linear") == 0)
+		return lora_trainconf_set(c, "lora_target_linear", "true", e);
+	return apply(c, &keys[i], value ? value : "true", value ? strlen(value) : 4, e);
+}
+
+int lora_trainconf_set_pair(lora_trainconf *c, const char *pair, lora_err *e)
+{
+	const char *eq = strchr(pair, '=');
+	char key[72];
+	if (!eq || eq == pair || eq - pair >= 64) {
+		char buf[200];
+		return lora_err_set(e, LORA_EUSAGE, "--set: expected KEY=VALUE, got '%s'",
+		                    show(buf, sizeof buf, pair, strlen(pair)));
+	}
+	snprintf(key, sizeof key, "%.*s", (int)(eq - pair), pair);
+	return lora_trainconf_set(c, key, eq + 1, e);
+}
+
+int lora_trainconf_set_json(lora_trainconf *c, const char *json, lora_err *e)
+{
+	cJSON *j = cJSON_Parse(json), *it;
+	int rc = 0;
+	if (!cJSON_IsObject(j)) {
+		cJSON_Delete(j);
+		return lora_err_set(e, LORA_EFORMAT, "recorded configuration: not a JSON object");
+	}
+	cJSON_ArrayForEach(it, j) {
+		char v[4096] = "";
+		if (cJSON_IsString(it))
+			snprintf(v, sizeof v, "%s", it->valuestring);
+		else if (cJSON_IsBool(it))
+			snprintf(v, sizeof v, "%s", cJSON_IsTrue(it) ? "true" : "false");
+		else if (cJSON_IsNumber(it))
+			snprintf(v, sizeof v, "%.17g", it->valuedouble);
+		else if (cJSON_IsArray(it)) {
+			cJSON *x;
+			cJSON_ArrayForEach(x, it) if (cJSON_IsString(x))
+				snprintf(v + strlen(v), sizeof v - strlen(v), "%s%s", *v ? "," : "", x->valuestring);
+		}
+		if ((rc = lora_trainconf_set(c, it->string, v, e)))
+			break;
+	}
+	cJSON_Delete(j);
+	return rc;
 }
 
 /* ---- YAML ---- */

@@ -1,8 +1,9 @@
 /* trainconf: lora-train's configuration, from a YAML file and from flags.
  *
  * One table (lora_trainconf_keys) lists every key with its type, field,
- * range, default and help; parsing, validation, defaults, the JSON dump and
- * the documentation all come from it, so they cannot drift apart. Key names
+ * range, default, help and the lora-train flag that sets it; parsing,
+ * validation, defaults, the JSON dump, lora-train's option table and its
+ * --help all come from it, so they cannot drift apart. Key names
  * follow axolotl's where the two overlap, so the training part of an
  * axolotl file reads unchanged.
  *
@@ -19,9 +20,11 @@
  *
  * Defaults are axolotl's, or Hugging Face's where axolotl defers to them
  * (cosine schedule, AdamW betas 0.9/0.999, epsilon 1e-8, max_grad_norm 1,
- * seed 42), and the LoRA paper's targets q_proj and v_proj. axolotl has no
- * default learning rate; 2e-4 is the one of its LoRA examples and of the
- * QLoRA paper for 7B-13B models.
+ * seed 42, PEFT's r 8 and lora_alpha 8), and the LoRA paper's targets
+ * q_proj and v_proj; the adapter keys take lora-init's defaults from
+ * ops/init.h, the one place they are written. axolotl has no default
+ * learning rate; 2e-4 is the one of its LoRA examples and of the QLoRA
+ * paper for 7B-13B models.
  *
  * Two keys are ours: sgd_momentum (axolotl has no SGD momentum key) and the
  * acceptance of a comma-separated string for lora_target_modules.
@@ -94,6 +97,10 @@ typedef struct {
 	const char *def;      /* default, written as in YAML */
 	const char *what;     /* the accepted values, e.g. "a positive integer" */
 	const char *help;     /* one line for the manual */
+	char shortopt;        /* lora-train's flag for the key: its letter or 0, */
+	const char *flag;     /* its long name, or NULL when only the file and --set reach the key, */
+	const char *metavar;  /* and its value's name; NULL for a BOOL flag, which takes
+	                         no value and sets true */
 } lora_trainconf_key;
 
 /* The key table, in documentation order; *n receives its length. */
@@ -116,6 +123,19 @@ int lora_trainconf_load(lora_trainconf *c, const char *path, lora_err *e);
  * or LORA_ENOMEM; c changes only on success. Apply the file first, then
  * the flags, so that flags win. */
 int lora_trainconf_set(lora_trainconf *c, const char *key, const char *value, lora_err *e);
+
+/* lora-train's flags. set_flag sets key i of the table from its flag's
+ * value: NULL (a BOOL flag) sets true, and "all-linear" for
+ * lora_target_modules sets lora_target_linear instead, as PEFT spells it.
+ * set_pair takes --set's "KEY=VALUE". Both return as lora_trainconf_set;
+ * a pair without '=' or key is LORA_EUSAGE. */
+int lora_trainconf_set_flag(lora_trainconf *c, size_t i, const char *value, lora_err *e);
+int lora_trainconf_set_pair(lora_trainconf *c, const char *pair, lora_err *e);
+
+/* Apply a configuration recorded by lora_trainconf_json (a checkpoint's),
+ * key by key through lora_trainconf_set. Returns 0, LORA_EFORMAT when json
+ * is not an object, or lora_trainconf_set's error. */
+int lora_trainconf_set_json(lora_trainconf *c, const char *json, lora_err *e);
 
 /* The whole effective configuration as a compact JSON object, every key
  * of the table in order (enums by name, lists as arrays, integers exact).

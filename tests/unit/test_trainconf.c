@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "ops/init.h"
 #include "train/trainconf.h"
 
 static void put(const char *path, const char *text)
@@ -57,7 +58,14 @@ static void test_defaults(void)
 	lora_trainconf c;
 	lora_err e = {0};
 	CHECK(lora_trainconf_init(&c, &e) == 0, "init: %s", e.msg);
-	CHECK(c.adapter == 0 && c.lora_r == 8 && c.lora_alpha == 16 && c.lora_dropout == 0, "lora defaults");
+	CHECK(c.adapter == 0 && c.lora_r == 8 && c.lora_alpha == 8 && c.lora_dropout == 0, "lora defaults");
+	/* the new adapter's keys default to lora-init's defaults, the one set */
+	lora_init_opts io;
+	lora_init_defaults(&io);
+	char *tl = lora_trainconf_targets(&c);
+	CHECK((size_t)c.lora_r == io.rank && c.lora_alpha == io.alpha && (uint64_t)c.seed == io.seed &&
+	          !strcmp(tl, io.targets) && c.peft_use_rslora == io.rslora, "defaults are lora-init's");
+	free(tl);
 	CHECK(list_is(&c.lora_target_modules, 2, "q_proj", "v_proj"), "default targets");
 	CHECK(!c.lora_target_linear && !c.peft_use_rslora, "bool defaults");
 	CHECK(c.sequence_len == 256 && c.micro_batch_size == 1 && c.gradient_accumulation_steps == 1, "batch defaults");
@@ -205,7 +213,7 @@ static void test_good_file(void)
 
 	/* nulls keep the current value, as axolotl treats None */
 	GOOD("lora_r:\nlora_alpha: ~\nmax_steps: null\nlora_target_modules:\n");
-	CHECK(c.lora_r == 8 && c.lora_alpha == 16 && c.max_steps == -1 && c.lora_target_modules.n == 2, "nulls");
+	CHECK(c.lora_r == 8 && c.lora_alpha == 8 && c.max_steps == -1 && c.lora_target_modules.n == 2, "nulls");
 	/* empty and comment-only files are empty configurations */
 	GOOD("");
 	GOOD("# nothing\n\n");

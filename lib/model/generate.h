@@ -1,0 +1,41 @@
+/* generate: sample rows of tokens from a model with adapters applied at
+ * run time (lora-generate). Each row is the prompt (or one start token)
+ * followed by n sampled tokens, decoded one position at a time with the
+ * key/value cache; the rows are written one after another as a token file,
+ * so the output is data lora-train and lora-eval read directly. */
+#ifndef LORA_GENERATE_H
+#define LORA_GENERATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "io/data.h"
+#include "model/sample.h"
+
+typedef struct {
+	const char *model;
+	char *const *adapters;           /* "PATH[:SCALE]" specs (lora_session) */
+	size_t nadapters;
+	const char *prompt;              /* token file fed before sampling, or NULL */
+	lora_data_format prompt_format;
+	uint32_t start;                  /* without a prompt, the token each row starts with */
+	size_t n;                        /* tokens sampled per row */
+	size_t rows;                     /* rows sampled side by side */
+	lora_sampler sampler;
+	uint64_t seed;                   /* same seed, same tokens */
+	lora_data_format format;         /* of the output: u16, u32 or bytes */
+	const char *out;                 /* NULL or "-": standard output (binary refused on a terminal) */
+	int force;
+	/* Called after each sampled position (may be NULL). */
+	void (*progress)(void *ctx, size_t done, size_t total);
+	void *ctx;
+} lora_generate_job;
+
+/* Run j. Refused before any work: a prompt that is empty or does not fit
+ * the vocabulary, a start token outside it, prompt + n beyond
+ * max_position_embeddings, a vocabulary the output format cannot hold.
+ * The output appears only when complete. */
+int lora_generate_job_run(const lora_generate_job *j, lora_err *e);
+
+#endif
