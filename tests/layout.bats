@@ -20,6 +20,7 @@ setup() {
 	sed -i '1a #include "err.h"' lib/io/data.c
 	sed -i '1a #include "cli.h"' lib/ops/diff.h
 	printf 'void bad(void) { fprintf(stderr, "x"); }\n' >>lib/ops/init.c
+	{ printf 'int lora_rng_long(void)\n{\n'; for i in $(seq 150); do printf '\tint x%d = 0;\n' "$i"; done; printf '\treturn 0;\n}\n'; } >>lib/core/rng.c
 	mkdir -p b/lib/core
 	printf 'void err_helper(void) {}\nint lora_err_ok(void) { return 0; }\n' >x.c
 	cc -c -o b/lib/core/err.o x.c
@@ -32,6 +33,7 @@ setup() {
 	assert_line 'lib/ops/diff.h: includes "cli.h": write lib headers as "layer/module.h"'
 	assert_line --partial 'lib/ops/init.c:'
 	assert_line 'lib/ prints or exits (above): return a LORA_E* code and fill a lora_err instead'
+	assert_line --regexp '^lib/core/rng\.c:[0-9]+: function of 153 lines \(over 150\): int lora_rng_long\(void\)$'
 	assert_line 'lib/core/err.c: global function err_helper lacks the prefix lora_err_'
 	refute_line --partial 'lora_err_ok'
 }

@@ -7,14 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/path.h"
 #include "io/lorafile.h"
 #include "io/peft.h"
-
-static int ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), k = strlen(suffix);
-	return n > k && strcmp(s + n - k, suffix) == 0;
-}
 
 int lora_load_kind_of(const char *path, lora_load_kind *kind, lora_err *e)
 {
@@ -39,9 +34,9 @@ int lora_load_kind_of(const char *path, lora_load_kind *kind, lora_err *e)
 		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
 	got = fread(magic, 1, sizeof magic, f);
 	fclose(f);
-	if (lora_lorafile_is_lora(magic, got) || ends_with(path, ".lora"))
+	if (lora_lorafile_is_lora(magic, got) || lora_path_has_suffix(path, ".lora"))
 		*kind = LORA_LOAD_LORA;
-	else if (ends_with(path, ".safetensors") && lora_peft_detect(path))
+	else if (lora_path_has_suffix(path, ".safetensors") && lora_peft_detect(path))
 		*kind = LORA_LOAD_PEFT;
 	else
 		*kind = LORA_LOAD_CKPT;
@@ -57,7 +52,7 @@ int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e)
 	if ((rc = lora_load_kind_of(path, &k, e)))
 		return rc;
 	if (k == LORA_LOAD_CKPT)
-		k = (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) || ends_with(path, ".safetensors") ? LORA_LOAD_PEFT
+		k = (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) || lora_path_has_suffix(path, ".safetensors") ? LORA_LOAD_PEFT
 		                                                                                      : LORA_LOAD_LORA;
 	if (k == LORA_LOAD_PEFT)
 		return lora_peft_read(out, path, e);

@@ -36,17 +36,6 @@ static cJSON *names_json(const char *const *names, size_t n)
 	return a;
 }
 
-/* "4096x11008", "scalar" for no dimensions. */
-static void shape_text(char *buf, size_t n, const size_t *shape, size_t ndim)
-{
-	size_t at = 0;
-	buf[0] = 0;
-	for (size_t d = 0; d < ndim && at < n; d++)
-		at += (size_t)snprintf(buf + at, n - at, "%s%zu", d ? "x" : "", shape[d]);
-	if (!ndim)
-		snprintf(buf, n, "scalar");
-}
-
 /* ---- lora-inspect ---- */
 
 /* Distinct values of a per-layer quantity with their counts, in first-seen order. */
@@ -260,7 +249,7 @@ int lora_report_adapter(FILE *f, const char *path, const lora_adapter *a, int pe
 	/* Tensors that are not linear LoRA factors are named, never hidden. */
 	for (size_t i = 0; i < a->nextras; i++) {
 		char shp[128];
-		shape_text(shp, sizeof shp, a->extras[i].shape, a->extras[i].ndim);
+		lora_shape_format(shp, sizeof shp, a->extras[i].shape, a->extras[i].ndim);
 		fprintf(f, "%-12s %s %s %s\n", "extra", a->extras[i].name, lora_dtype_name(a->extras[i].dtype), shp);
 	}
 	if (o->per_layer || st)
@@ -345,7 +334,7 @@ int lora_report_ckpt(FILE *f, const char *path, const lora_ckpt *m, const lora_r
 		fprintf(f, "\n%-56s %-6s %s\n", "tensor", "dtype", "shape");
 		for (size_t i = 0; i < m->ntensors; i++) {
 			const lora_st_tensor *t = m->tensors[i];
-			shape_text(shp, sizeof shp, t->shape, t->ndim);
+			lora_shape_format(shp, sizeof shp, t->shape, t->ndim);
 			fprintf(f, "%-56s %-6s %s\n", t->name, lora_dtype_name(t->dtype), shp);
 		}
 	}
@@ -636,7 +625,7 @@ int lora_report_diff_models(FILE *f, const lora_diff_models_result *r, const lor
 	for (size_t i = 0; i < r->ntensors; i++) {
 		const lora_diff_tensor *d = &r->tensors[i];
 		char shp[64], nm[32], rel[32], r1[24], r2[24], r3[24];
-		shape_text(shp, sizeof shp, d->shape, d->ndim);
+		lora_shape_format(shp, sizeof shp, d->shape, d->ndim);
 		fmt_num(nm, sizeof nm, d->norm, 0, 5);
 		fmt_num(rel, sizeof rel, d->relative, 1, 3);
 		rank_text(r1, sizeof r1, d->rank50);
