@@ -136,27 +136,30 @@ static void list_options(const lora_tool *t)
 
 static void progress_clear(void);
 
-void lora_cli_error(const lora_tool *t, const char *fmt, ...)
+/* "tool: message" on stderr, on a line of its own. */
+static void message(const lora_tool *t, const char *fmt, va_list ap)
 {
-	va_list ap;
 	fflush(stdout);
 	progress_clear();
 	fprintf(stderr, "%s: ", t->name);
-	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
-	va_end(ap);
 	fputc('\n', stderr);
+}
+
+void lora_cli_error(const lora_tool *t, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	message(t, fmt, ap);
+	va_end(ap);
 }
 
 _Noreturn void lora_cli_usage_error(const lora_tool *t, const char *fmt, ...)
 {
 	va_list ap;
-	progress_clear();
-	fprintf(stderr, "%s: ", t->name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	message(t, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	print_usage(stderr, t);
 	fprintf(stderr, "Try '%s --help' for more information.\n", t->name);
 	exit(LORA_EXIT_USAGE);
@@ -413,6 +416,14 @@ int lora_cli_dtype(const lora_tool *t, const char *opt, const char *s, int keep)
 	if (lora_dtype_parse(s, &d))
 		lora_cli_usage_error(t, "%s: '%s' is not %sf32, f16 or bf16", opt, s, keep ? "keep, " : "");
 	return (int)d;
+}
+
+lora_data_format lora_cli_data_format(const lora_tool *t, const char *opt, const char *s)
+{
+	lora_data_format f;
+	if (lora_data_format_parse(s, &f))
+		lora_cli_usage_error(t, "%s: '%s' is not auto, u16, u32, llmc or bytes", opt, s);
+	return f;
 }
 
 int lora_cli_progress_ok(int quiet) { return !quiet && isatty(STDERR_FILENO); }

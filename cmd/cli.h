@@ -13,6 +13,7 @@
 
 #include "core/dtype.h"
 #include "core/err.h"
+#include "io/data.h"
 
 enum { LORA_EXIT_OK = 0, LORA_EXIT_FAIL = 1, LORA_EXIT_USAGE = 2 };
 
@@ -101,6 +102,8 @@ volatile sig_atomic_t *lora_cli_stop_signals(void);
 /* Parse a storage dtype option value (f32, f16, bf16, and with keep also
  * "keep", returned as -1): exit 2 naming the option on anything else. */
 int lora_cli_dtype(const lora_tool *t, const char *opt, const char *s, int keep);
+/* A token data format (auto, u16, u32, llmc, bytes). */
+lora_data_format lora_cli_data_format(const lora_tool *t, const char *opt, const char *s);
 
 /* The exit status of the SIGBUS handler: 1 unless a tool whose 1 means
  * something else (lora-diff: "different") sets its own. */

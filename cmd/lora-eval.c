@@ -67,10 +67,7 @@ int main(int argc, char **argv)
 		switch (id) {
 		case 'm': j.model = c.arg; break;
 		case 'd': j.data = c.arg; break;
-		case O_FORMAT:
-			if (lora_data_format_parse(c.arg, &j.format))
-				lora_cli_usage_error(&tool, "--data-format: '%s' is not auto, u16, u32, llmc or bytes", c.arg);
-			break;
+		case O_FORMAT: j.format = lora_cli_data_format(&tool, "--data-format", c.arg); break;
 		case 'b': j.o.B = (size_t)lora_cli_int(&tool, "--batch", c.arg, 1, 1 << 20); break;
 		case 'T': j.o.T = (size_t)lora_cli_int(&tool, "--seq", c.arg, 1, 1 << 24); break;
 		case O_BATCHES: j.o.max_batches = (size_t)lora_cli_int(&tool, "--batches", c.arg, 1, INT64_MAX); break;

@@ -68,8 +68,7 @@ int main(int argc, char **argv)
 		case 'm': j.model = c.arg; break;
 		case 'd': j.prompt = c.arg; break;
 		case O_DATA_FORMAT:
-			if (lora_data_format_parse(c.arg, &j.prompt_format))
-				lora_cli_usage_error(&tool, "--data-format: '%s' is not auto, u16, u32, llmc or bytes", c.arg);
+			j.prompt_format = lora_cli_data_format(&tool, "--data-format", c.arg);
 			pfmt_set = 1;
 			break;
 		case O_START: j.start = (uint32_t)lora_cli_int(&tool, "--start", c.arg, 0, UINT32_MAX); break;

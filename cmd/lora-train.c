@@ -120,10 +120,7 @@ int main(int argc, char **argv)
 		case 'o': j.out = cl.arg; break;
 		case O_EVAL_DATA: j.eval_data = cl.arg; break;
 		case O_EVAL_BATCHES: j.eval_batches = (size_t)lora_cli_int(&tool, "--eval-batches", cl.arg, 1, 1LL << 40); break;
-		case O_FORMAT:
-			if (lora_data_format_parse(cl.arg, &j.format))
-				lora_cli_usage_error(&tool, "--data-format: '%s' is not auto, u16, u32, llmc or bytes", cl.arg);
-			break;
+		case O_FORMAT: j.format = lora_cli_data_format(&tool, "--data-format", cl.arg); break;
 		case O_NO_SHUFFLE: j.shuffle = 0; break;
 		case O_CKPT: j.ckpt_dir = cl.arg; break;
 		case O_RESUME: j.resume = cl.arg; break;
