@@ -10,6 +10,9 @@
 
 static int nthreads; /* 0 until set: the first use sets the default */
 
+/* Below this many multiply-adds a product runs on the calling thread. */
+#define SPLIT_MIN_MNK (1u << 18)
+
 int lora_blas_set_threads(int n)
 {
 	if (n <= 0) {
@@ -281,7 +284,12 @@ static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, cons
 		return;
 	}
 	pthread_once(&engine_once, engine_init);
-	key k = {ta != 0, tb != 0, omp_in_parallel() ? 1 : omp_get_max_threads(), bits(alpha), bits(beta), (int64_t)M, (int64_t)N, (int64_t)K,
+	/* oneDNN plans a primitive for the pool's size when it is created and
+	 * runs on that many threads; a small product is not worth waking the
+	 * pool for, so it is planned and run with the pool set to one. */
+	int pool = omp_get_max_threads(), small = (double)M * (double)N * (double)K < SPLIT_MIN_MNK;
+	int threads = omp_in_parallel() || small ? 1 : pool;
+	key k = {ta != 0, tb != 0, threads, bits(alpha), bits(beta), (int64_t)M, (int64_t)N, (int64_t)K,
 	         (int64_t)lda, (int64_t)ldb, (int64_t)ldc};
 	dnnl_status_t st = engine_status ? dnnl_runtime_error : dnnl_success;
 	entry *en = NULL;
@@ -289,15 +297,17 @@ static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, cons
 		fail_next = 0;
 		st = dnnl_unimplemented;
 	}
+	if (threads != pool)
+		omp_set_num_threads(threads);
 	if (!st && (en = acquire(&k, alpha, beta, &st)) != NULL) {
 		st = run(en, A, B, C);
 		release(en);
-		if (!st)
-			return;
-		fail(st == dnnl_out_of_memory ? LORA_ENOMEM : LORA_EINVAL, "execution", st, M, N, K);
-	} else {
-		fail(st == dnnl_out_of_memory ? LORA_ENOMEM : LORA_EINVAL, "primitive creation", st, M, N, K);
 	}
+	if (threads != pool)
+		omp_set_num_threads(pool);
+	if (!st)
+		return;
+	fail(st == dnnl_out_of_memory ? LORA_ENOMEM : LORA_EINVAL, en ? "execution" : "primitive creation", st, M, N, K);
 	openblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
