@@ -26,7 +26,7 @@ for isa in default AVX2; do
 	echo "-- oneDNN ISA: $isa"
 	printf '%-22s %6s %10s %10s %7s\n' "shape (op M x N x K)" calls "oneDNN" "OpenBLAS" ratio
 	sed -n 's/^shape=\([^ ]*\) \([^ ]*\) calls=\([0-9]*\) onednn_gflops=\([^ ]*\) openblas_gflops=\([^ ]*\)$/\1 \2 \3 \4 \5/p' "$w/out" |
-		awk '{ printf "%-22s %6d %10.1f %10.1f %6.2fx\n", $1 " " $2, $3, $4, $5, $5 > 0 ? $4 / $5 : 0 }'
+		awk '{ printf "%-22s %6d %10.1f %10.1f %6.2fx\n", $1 " " $2, $3, $4, $5, ($5 > 0 ? $4 / $5 : 0) }'
 	printf 'whole step: oneDNN %.1f GFLOP/s, OpenBLAS %.1f GFLOP/s: %.2fx; the model step itself %.0f tokens/s\n' \
 		"$(val step_onednn_gflops "$w/out")" "$(val step_openblas_gflops "$w/out")" \
 		"$(awk -v a="$(val step_onednn_gflops "$w/out")" -v b="$(val step_openblas_gflops "$w/out")" 'BEGIN { print a / b }')" \

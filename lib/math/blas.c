@@ -272,13 +272,9 @@ static void scale(size_t M, size_t N, float beta, float *C, size_t ldc)
 			C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
 }
 
-static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
-                 const float *B, size_t ldb, float beta, float *C, size_t ldc)
+static void product(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                    const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-	if (tracing)
-		record(ta, tb, M, N, K);
-	if (M == 0 || N == 0)
-		return;
 	if (K == 0 || alpha == 0) {
 		scale(M, N, beta, C, ldc);
 		return;
@@ -309,6 +305,27 @@ static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, cons
 		return;
 	fail(st == dnnl_out_of_memory ? LORA_ENOMEM : LORA_EINVAL, en ? "execution" : "primitive creation", st, M, N, K);
 	openblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* oneDNN 2.6's f32 matmul runs some wide untransposed B at a third of its
+ * rate (N = 5632 or 11264 with K = 2048: the input gradients of a
+ * TinyLlama MLP), while panels of at most this many columns run at full
+ * rate (bench/matmul.sh shows both). */
+#define PANEL 2048
+
+static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                 const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+	if (tracing)
+		record(ta, tb, M, N, K);
+	if (M == 0 || N == 0)
+		return;
+	if (tb || N <= 2 * PANEL) {
+		product(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+		return;
+	}
+	for (size_t j = 0; j < N; j += PANEL)
+		product(ta, tb, M, N - j < PANEL ? N - j : PANEL, K, alpha, A, lda, B + j, ldb, beta, C + j, ldc);
 }
 
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,

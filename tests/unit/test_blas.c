@@ -1,7 +1,8 @@
 /* Unit tests of math/blas: every oneDNN product against the naive twin
  * (double accumulation) over shapes, transposes, padded strides, alpha and
  * beta, including the odd ones (a side of 1, K = 1 or 0, sizes that are no
- * multiple of 16); products run at once from a parallel region; more
+ * multiple of 16, a wide one done in column panels); products run at once
+ * from a parallel region; more
  * shapes than the primitive cache holds; the OpenBLAS fallback and its
  * error. Run under DNNL_MAX_CPU_ISA=AVX2 too: then the kernels must be
  * AVX2 ones. */
@@ -70,6 +71,7 @@ static void run(prob *p, int serial)
 static const size_t shapes[][3] = {
 	{1, 1, 1},    {1, 37, 19},  {23, 1, 19},   {23, 37, 1},   {1, 1, 300},  {17, 33, 5},
 	{16, 16, 16}, {31, 47, 63}, {64, 48, 128}, {100, 300, 50}, {257, 65, 33}, {64, 8, 0},
+	{3, 5000, 7}, /* wide: split into column panels */
 };
 
 static void test_shapes(void)
