@@ -4,8 +4,9 @@
 # r=16 on q_proj and v_proj): every distinct product of one training step,
 # as the model issues it, timed through blas (oneDNN) and through OpenBLAS
 # with its own threading at the same thread count, in the same run; the
-# ratio per shape and over the whole step. Then the same with oneDNN capped
-# at AVX2 (DNNL_MAX_CPU_ISA), as on a CPU without AVX-512.
+# ratio per shape and over the whole step. Then the same with both capped
+# at AVX2 (DNNL_MAX_CPU_ISA, OPENBLAS_CORETYPE=Haswell), as on a CPU without
+# AVX-512.
 set -eu
 B=$LORA_BUILD
 PATH="$B/bin:$B/tests/tools:$PATH"
@@ -21,9 +22,9 @@ for isa in default AVX2; do
 	if [ $isa = default ]; then
 		bench-model -m "$w/model" -b 1 -T 256 -r 16 -j "$cores" --steps 1 --per-shape > "$w/out"
 	else
-		DNNL_MAX_CPU_ISA=AVX2 bench-model -m "$w/model" -b 1 -T 256 -r 16 -j "$cores" --steps 1 --per-shape > "$w/out"
+		DNNL_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell bench-model -m "$w/model" -b 1 -T 256 -r 16 -j "$cores" --steps 1 --per-shape > "$w/out"
 	fi
-	echo "-- oneDNN ISA: $isa"
+	echo "-- ISA: $isa"
 	printf '%-22s %6s %10s %10s %7s\n' "shape (op M x N x K)" calls "oneDNN" "OpenBLAS" ratio
 	sed -n 's/^shape=\([^ ]*\) \([^ ]*\) calls=\([0-9]*\) onednn_gflops=\([^ ]*\) openblas_gflops=\([^ ]*\)$/\1 \2 \3 \4 \5/p' "$w/out" |
 		awk '{ printf "%-22s %6d %10.1f %10.1f %6.2fx\n", $1 " " $2, $3, $4, $5, ($5 > 0 ? $4 / $5 : 0) }'
