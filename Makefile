@@ -36,7 +36,8 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -fopenmp -Ilib -Icmd $(PKG_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -fopenmp
-LIBS       = $(PKG_LIBS) -lm
+# oneDNN ships no pkg-config file.
+LIBS       = $(PKG_LIBS) -ldnnl -lm
 
 LIB_SRC  := $(wildcard lib/*/*.c)
 HDRS     := $(wildcard lib/*/*.h cmd/*.h)
@@ -53,7 +54,7 @@ TEST_BIN += $(FUZZ_REPLAY)
 MANS     := $(wildcard man/*.1 man/*.5 man/*.7)
 
 # Debian packages the build and the suite need.
-DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev \
+DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev libdnnl-dev \
             libcjson-dev libpcre2-dev bats bats-support bats-assert bats-file jq man-db strace
 # ...and those of `make fuzz` (clang's libFuzzer runtime, its OpenMP) and of
 # `make check VALGRIND=1`, only when asked for.

@@ -23,7 +23,7 @@ threads="1"
 [ "$cores" -gt 1 ] && threads="$cores 1"
 for j in $threads; do
 	bench-model -m "$w/model" -b 4 -T 256 -j "$j" --steps 5 > "$w/out"
-	printf '%d thread%s: %6.0f tokens/s (%.0f ms/step), %5.1f GFLOP/s of %.1f model GFLOP/step; sgemm ceiling %.1f GFLOP/s (OpenBLAS threading %.1f, pool split %.1f); MFU %.1f%% (target 70%%); peak RSS %.0f MiB\n' \
+	printf '%d thread%s: %6.0f tokens/s (%.0f ms/step), %5.1f GFLOP/s of %.1f model GFLOP/step; sgemm ceiling %.1f GFLOP/s (OpenBLAS threading %.1f, oneDNN %.1f); MFU %.1f%% (target 70%%); peak RSS %.0f MiB\n' \
 		"$j" "$([ "$j" = 1 ] || echo s)" "$(val tokens_per_s "$w/out")" "$(val step_ms "$w/out")" \
 		"$(val achieved_gflops "$w/out")" \
 		"$(awk -v f="$(val model_flops_per_token "$w/out")" 'BEGIN { printf "%.1f", f * 1024 / 1e9 }')" \

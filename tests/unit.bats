@@ -30,6 +30,18 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
+@test "blas: oneDNN products match the naive twin (shapes, transposes, strides, threads, fallback)" {
+	run test_blas
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
+@test "blas: the same under DNNL_MAX_CPU_ISA=AVX2, on AVX2 kernels" {
+	DNNL_MAX_CPU_ISA=AVX2 run test_blas
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
 @test "linalg: low-rank singular values match the dense SVD" {
 	run test_linalg
 	assert_success

@@ -1,12 +1,16 @@
 #include "math/blas_internal.h"
 
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int nthreads; /* 0 until set: the first use sets the default */
 
-/* Below this many multiply-adds a product is not worth waking the pool. */
+/* Below this many multiply-adds a product runs on the calling thread. */
 #define SPLIT_MIN_MNK (1u << 18)
 
 int lora_blas_set_threads(int n)
@@ -20,9 +24,11 @@ int lora_blas_set_threads(int n)
 	if (n < 1)
 		n = 1;
 	nthreads = n;
+	/* oneDNN (built on the same libgomp) and our kernels share this pool;
+	 * OpenBLAS, left with LAPACK and double products, runs in serial code
+	 * only, so it gets the same count. */
 	omp_set_num_threads(n);
-	/* OpenBLAS stays single-threaded: the pool splits the work instead. */
-	openblas_set_num_threads(1);
+	openblas_set_num_threads(n);
 	return n;
 }
 
@@ -67,50 +73,271 @@ lora_blas_shape *lora_blas_trace_end(size_t *n)
 	return t;
 }
 
+/* ---- errors ---- */
+
+/* The products return nothing (they sit in the model's void kernels), so a
+ * oneDNN failure is computed by OpenBLAS instead and remembered here, for
+ * lora_blas_error to report: the result is right, only slower. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static lora_err first_err;
+static int fail_next; /* test hook */
+
+static void fail(int code, const char *what, dnnl_status_t st, size_t M, size_t N, size_t K)
+{
+	pthread_mutex_lock(&lock);
+	if (!first_err.code)
+		lora_err_set(&first_err, code, "matrix product %zux%zux%zu: oneDNN %s failed (status %d)", M, N, K, what,
+		             (int)st);
+	pthread_mutex_unlock(&lock);
+}
+
+int lora_blas_error(lora_err *e)
+{
+	pthread_mutex_lock(&lock);
+	int code = first_err.code;
+	if (code && e)
+		*e = first_err;
+	first_err = (lora_err){0};
+	pthread_mutex_unlock(&lock);
+	return code;
+}
+
+void lora_blas_fail_next(void) { fail_next = 1; }
+
+/* ---- oneDNN primitives, one per shape ---- */
+
+/* Everything a primitive is specialised for. threads: the pool it was
+ * planned for; 1 inside a parallel region, where oneDNN runs on the
+ * calling thread. */
+typedef struct {
+	int ta, tb, threads;
+	uint32_t alpha, beta;
+	int64_t M, N, K, lda, ldb, ldc;
+} key;
+
+typedef struct {
+	key k;
+	dnnl_primitive_t prim;
+	dnnl_memory_desc_t a, b, c, scratch;
+	size_t scratch_bytes;
+	int refs; /* executions in flight; an entry is evicted only at 0 */
+	int live;
+} entry;
+
+/* Products of one model take a few dozen shapes; decoding adds one per
+ * context length, so old ones are evicted round-robin. */
+#define CACHE 128
+static entry cache[CACHE];
+static size_t next_victim;
+static dnnl_engine_t engine;
+static int engine_status = -1;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+
+static void engine_init(void)
+{
+	engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success ? 0 : 1;
+}
+
+static uint32_t bits(float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, sizeof u);
+	return u;
+}
+
+/* op(X) rows x cols stored with row stride ld, transposed or not. */
+static dnnl_status_t md_init(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int t, int64_t ld)
+{
+	dnnl_dims_t dims = {rows, cols}, strides = {t ? 1 : ld, t ? ld : 1};
+	return dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides);
+}
+
+static dnnl_status_t create(entry *en, const key *k, float alpha, float beta)
+{
+	dnnl_matmul_desc_t desc;
+	dnnl_primitive_attr_t attr = NULL;
+	dnnl_post_ops_t po = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_status_t st;
+	en->k = *k;
+	en->prim = NULL;
+	if ((st = md_init(&en->a, k->M, k->K, k->ta, k->lda)) || (st = md_init(&en->b, k->K, k->N, k->tb, k->ldb)) ||
+	    (st = md_init(&en->c, k->M, k->N, 0, k->ldc)) ||
+	    (st = dnnl_matmul_desc_init(&desc, &en->a, &en->b, NULL, &en->c)) ||
+	    (st = dnnl_primitive_attr_create(&attr)) ||
+	    /* Our own scratchpad per execution: the library's would be shared
+	     * by threads running the same primitive at once. */
+	    (st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) ||
+	    (alpha != 1 && (st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha))))
+		goto out;
+	if (beta != 0 && ((st = dnnl_post_ops_create(&po)) || (st = dnnl_post_ops_append_sum(po, beta)) ||
+	                  (st = dnnl_primitive_attr_set_post_ops(attr, po))))
+		goto out;
+	if ((st = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL)))
+		goto out;
+	const dnnl_memory_desc_t *s = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	en->scratch = *s;
+	en->scratch_bytes = dnnl_memory_desc_get_size(s);
+	st = dnnl_primitive_create(&en->prim, pd);
+out:
+	dnnl_primitive_desc_destroy(pd);
+	dnnl_post_ops_destroy(po);
+	dnnl_primitive_attr_destroy(attr);
+	return st;
+}
+
+/* The cached entry for k, its reference taken; NULL when oneDNN failed. */
+static entry *acquire(const key *k, float alpha, float beta, dnnl_status_t *st)
+{
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < CACHE; i++)
+		if (cache[i].live && !memcmp(&cache[i].k, k, sizeof *k)) {
+			cache[i].refs++;
+			pthread_mutex_unlock(&lock);
+			return &cache[i];
+		}
+	/* Created under the lock: creation is rare, and two threads asking for
+	 * the same new shape (one attention product per head) make one. */
+	entry *en = NULL;
+	for (size_t n = 0; n < CACHE && !en; n++, next_victim = (next_victim + 1) % CACHE)
+		if (!cache[next_victim].refs)
+			en = &cache[next_victim];
+	if (!en) { /* every entry in use: impossible with fewer threads than CACHE */
+		pthread_mutex_unlock(&lock);
+		*st = dnnl_out_of_memory;
+		return NULL;
+	}
+	if (en->live)
+		dnnl_primitive_destroy(en->prim);
+	en->live = 0;
+	*st = create(en, k, alpha, beta);
+	if (*st) {
+		dnnl_primitive_destroy(en->prim);
+		pthread_mutex_unlock(&lock);
+		return NULL;
+	}
+	en->live = 1;
+	en->refs = 1;
+	pthread_mutex_unlock(&lock);
+	return en;
+}
+
+static void release(entry *en)
+{
+	pthread_mutex_lock(&lock);
+	en->refs--;
+	pthread_mutex_unlock(&lock);
+}
+
+static dnnl_status_t run(entry *en, const float *A, const float *B, float *C)
+{
+	dnnl_memory_t m[4] = {NULL, NULL, NULL, NULL};
+	dnnl_stream_t stream = NULL;
+	void *scratch = NULL;
+	dnnl_status_t st = dnnl_out_of_memory;
+	if (en->scratch_bytes && !(scratch = aligned_alloc(64, (en->scratch_bytes + 63) / 64 * 64)))
+		goto out;
+	if ((st = dnnl_memory_create(&m[0], &en->a, engine, (void *)A)) ||
+	    (st = dnnl_memory_create(&m[1], &en->b, engine, (void *)B)) ||
+	    (st = dnnl_memory_create(&m[2], &en->c, engine, C)) ||
+	    (scratch && (st = dnnl_memory_create(&m[3], &en->scratch, engine, scratch))) ||
+	    (st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags)))
+		goto out;
+	dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, m[0]}, {DNNL_ARG_WEIGHTS, m[1]}, {DNNL_ARG_DST, m[2]},
+	                           {DNNL_ARG_SCRATCHPAD, m[3]}};
+	if (!(st = dnnl_primitive_execute(en->prim, stream, scratch ? 4 : 3, args)))
+		st = dnnl_stream_wait(stream);
+out:
+	dnnl_stream_destroy(stream);
+	for (int i = 0; i < 4; i++)
+		dnnl_memory_destroy(m[i]);
+	free(scratch);
+	return st;
+}
+
 /* ---- products ---- */
+
+static void openblas(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                     const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+	cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+	            (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* C = beta C, without reading C when beta is 0 (BLAS's rule). */
+static void scale(size_t M, size_t N, float beta, float *C, size_t ldc)
+{
+	for (size_t i = 0; i < M; i++)
+		for (size_t j = 0; j < N; j++)
+			C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+}
+
+static void product(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                    const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+	if (K == 0 || alpha == 0) {
+		scale(M, N, beta, C, ldc);
+		return;
+	}
+	pthread_once(&engine_once, engine_init);
+	/* oneDNN plans a primitive for the pool's size when it is created and
+	 * runs on that many threads; a small product is not worth waking the
+	 * pool for, so it is planned and run with the pool set to one. */
+	int pool = omp_get_max_threads(), small = (double)M * (double)N * (double)K < SPLIT_MIN_MNK;
+	int threads = omp_in_parallel() || small ? 1 : pool;
+	key k = {ta != 0, tb != 0, threads, bits(alpha), bits(beta), (int64_t)M, (int64_t)N, (int64_t)K,
+	         (int64_t)lda, (int64_t)ldb, (int64_t)ldc};
+	dnnl_status_t st = engine_status ? dnnl_runtime_error : dnnl_success;
+	entry *en = NULL;
+	if (fail_next) {
+		fail_next = 0;
+		st = dnnl_unimplemented;
+	}
+	if (threads != pool)
+		omp_set_num_threads(threads);
+	if (!st && (en = acquire(&k, alpha, beta, &st)) != NULL) {
+		st = run(en, A, B, C);
+		release(en);
+	}
+	if (threads != pool)
+		omp_set_num_threads(pool);
+	if (!st)
+		return;
+	fail(st == dnnl_out_of_memory ? LORA_ENOMEM : LORA_EINVAL, en ? "execution" : "primitive creation", st, M, N, K);
+	openblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* oneDNN 2.6's f32 matmul runs some wide untransposed B at a third of its
+ * rate (N = 5632 or 11264 with K = 2048: the input gradients of a
+ * TinyLlama MLP), while panels of at most this many columns run at full
+ * rate (bench/matmul.sh shows both). */
+#define PANEL 2048
 
 static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                  const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-	if (M == 0 || N == 0)
-		return;
-	cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M,
-	            (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-}
-
-void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                            size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
-{
 	if (tracing)
 		record(ta, tb, M, N, K);
-	gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+	if (M == 0 || N == 0)
+		return;
+	if (tb || N <= 2 * PANEL) {
+		product(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+		return;
+	}
+	for (size_t j = 0; j < N; j += PANEL)
+		product(ta, tb, M, N - j < PANEL ? N - j : PANEL, K, alpha, A, lda, B + j, ldb, beta, C + j, ldc);
 }
 
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                      const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-	if (tracing)
-		record(ta, tb, M, N, K);
-	int nt = lora_blas_threads();
-	if (nt <= 1 || (double)M * (double)N * (double)K < SPLIT_MIN_MNK || omp_in_parallel()) {
-		gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-		return;
-	}
-	/* Split the longer side into one slice per thread, in multiples of 16
-	 * so that every slice but the last runs the kernel at full width. */
-	int by_rows = M >= N;
-	size_t len = by_rows ? M : N, unit = 16;
-	size_t per = (len + (size_t)nt - 1) / (size_t)nt;
-	per = (per + unit - 1) / unit * unit;
-	int parts = (int)((len + per - 1) / per);
-#pragma omp parallel for num_threads(parts) schedule(static, 1)
-	for (int p = 0; p < parts; p++) {
-		size_t lo = (size_t)p * per, n = len - lo < per ? len - lo : per;
-		if (by_rows)
-			gemm(ta, tb, n, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc);
-		else
-			gemm(ta, tb, M, n, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc);
-	}
+	gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                            size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+	gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
@@ -133,6 +360,22 @@ void lora_blas_sgemm_openblas(int n, int ta, int tb, size_t M, size_t N, size_t 
                               size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	openblas_set_num_threads(n < 1 ? 1 : n);
-	gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-	openblas_set_num_threads(1);
+	if (M && N)
+		openblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+	openblas_set_num_threads(lora_blas_threads());
+}
+
+const char *lora_blas_isa(void)
+{
+	switch (dnnl_get_effective_cpu_isa()) {
+	case dnnl_cpu_isa_sse41: return "sse41";
+	case dnnl_cpu_isa_avx: return "avx";
+	case dnnl_cpu_isa_avx2: return "avx2";
+	case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+	case dnnl_cpu_isa_avx512_core: return "avx512_core";
+	case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+	case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+	case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+	default: return "other";
+	}
 }

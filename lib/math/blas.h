@@ -1,10 +1,13 @@
-/* blas: the model's matrix products and the one thread setting.
+/* blas: every f32 matrix product of the model and the tools, and the one
+ * thread setting.
  *
- * One pool of threads does everything: the OpenMP pool. OpenBLAS is kept
- * single-threaded and each product is split across the pool by rows or
- * columns, so OpenBLAS's own worker threads never spin on cores that
- * OpenMP kernels are using, and products issued from inside a parallel
- * region (attention, one per head) run on the calling thread.
+ * Products run in oneDNN's matmul primitive, created once per (shape,
+ * transposes, strides, alpha, beta) and kept in a small cache; transposed
+ * operands are described by their strides, never copied. oneDNN picks its
+ * kernels for the CPU at run time (DNNL_MAX_CPU_ISA caps them). One pool
+ * of threads does everything: the OpenMP pool, which oneDNN shares (Debian
+ * builds it on libgomp). A product issued inside a parallel region
+ * (attention, one per head) runs on the calling thread.
  *
  * Matrices are row-major f32. op(X) is X or X^T as ta/tb say. */
 #ifndef LORA_BLAS_H
@@ -12,19 +15,28 @@
 
 #include <stddef.h>
 
+#include "core/err.h"
+
 /* Use n threads (n <= 0: OMP_NUM_THREADS if set, else every core) for
- * OpenMP kernels and matrix products alike. Returns the count in effect. */
+ * OpenMP kernels, oneDNN's products and OpenBLAS's factorisations alike.
+ * Returns the count in effect. */
 int lora_blas_set_threads(int n);
 /* Threads in effect; the first call without an earlier
  * lora_blas_set_threads sets the default. */
 int lora_blas_threads(void);
 
 /* C (M x N) = alpha * op(A) op(B) + beta * C, op(A) M x K, op(B) K x N,
- * lda/ldb/ldc the row strides. Split across the thread pool; call it from
- * serial code only. Every size must be below 2^31. */
+ * lda/ldb/ldc the row strides; C is not read when beta is 0. Every size
+ * must be below 2^31. Safe to call from several threads at once. Should
+ * oneDNN fail (no memory, no implementation), the product is computed by
+ * OpenBLAS instead and the failure kept for lora_blas_error. */
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                      const float *B, size_t ldb, float beta, float *C, size_t ldc);
-/* Same on the calling thread only: for use inside a parallel region. */
+/* The same; kept as the name used inside parallel regions. */
 void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                             size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* The first oneDNN failure since the last call (products fell back to
+ * OpenBLAS): returns its LORA_E* code and fills e, or 0. Clears it. */
+int lora_blas_error(lora_err *e);
 #endif

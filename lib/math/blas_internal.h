@@ -10,12 +10,20 @@
 void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                       size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
-/* For benchmarks: one product with OpenBLAS's own threading at n threads
- * (the library's best rate on that shape, the ceiling a model is measured
- * against). Restores single-threaded OpenBLAS afterwards. */
+/* For benchmarks: one product by OpenBLAS with its own threading at n
+ * threads, the path products took before oneDNN (the baseline the
+ * benchmarks print ratios against). Restores the pool's count after. */
 void lora_blas_sgemm_openblas(int nthreads, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
                          const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                          size_t ldc);
+
+/* Make the next product's oneDNN call fail as if it had no
+ * implementation, to test the OpenBLAS fallback and lora_blas_error. */
+void lora_blas_fail_next(void);
+
+/* The instruction set oneDNN's kernels use on this CPU under the
+ * DNNL_MAX_CPU_ISA cap: "avx2", "avx512_core_amx", ... */
+const char *lora_blas_isa(void);
 
 /* Shape trace, for benchmarks: while on, every lora_blas_sgemm and
  * lora_blas_sgemm_serial call is recorded (thread-safe). */

@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/rng.h"
 #include "core/dtype.h"
+#include "core/rng.h"
+#include "math/blas.h"
 
 /* BLAS and LAPACK index with int: refuse anything larger. */
 static int too_big(size_t a, size_t b, size_t c)
@@ -25,23 +26,14 @@ static void *alloc3(size_t a, size_t b, size_t size)
 	return malloc(n ? n : 1);
 }
 
-int lora_linalg_set_threads(int n)
-{
-	if (n > 0)
-		openblas_set_num_threads(n);
-	return openblas_get_num_threads();
-}
-
 void lora_linalg_sgemm(int tX, int tY, size_t m, size_t n, size_t k, float alpha, const float *X,
                        const float *Y, float beta, float *C)
 {
-	if (!m || !n)
-		return;
-	cblas_sgemm(CblasRowMajor, tX ? CblasTrans : CblasNoTrans, tY ? CblasTrans : CblasNoTrans,
-	            (int)m, (int)n, (int)k, alpha, X, tX ? (int)m : (int)(k ? k : 1), Y,
-	            tY ? (int)(k ? k : 1) : (int)n, beta, C, (int)n);
+	lora_blas_sgemm(tX, tY, m, n, k, alpha, X, tX ? m : k, Y, tY ? k : n, beta, C, n);
 }
 
+/* OpenBLAS still: oneDNN 2.6 has no f64 matmul on the CPU. These products
+ * are the small r x r ones of the low-rank factorisations. */
 void lora_linalg_dgemm(int tX, int tY, size_t m, size_t n, size_t k, double alpha,
                        const double *X, const double *Y, double beta, double *C)
 {

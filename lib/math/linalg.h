@@ -1,4 +1,4 @@
-/* linalg: the one module that talks to OpenBLAS and LAPACKE.
+/* linalg: factorisations (OpenBLAS's LAPACKE) and compact products.
  *
  * Every matrix is dense, row-major and compact (leading dimension = number
  * of columns). Dimensions must fit in an int (BLAS/LAPACK's index type);
@@ -13,18 +13,15 @@
 
 #include "core/err.h"
 
-/* Threads for OpenBLAS and LAPACK in this module's calls (the SVD tools
- * and merging; the model's products go through blas, which keeps OpenBLAS
- * single-threaded). n <= 0 keeps OpenBLAS's own default
- * (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS if set, else every core).
- * Returns the count in effect. */
-int lora_linalg_set_threads(int n);
+/* Threads: lora_blas_set_threads, the one setting for everything. */
 
 /* ---- products ---- */
 
 /* C (m x n) = alpha * op(X) op(Y) + beta * C, where op(X) is m x k and
  * op(Y) is k x n; tX / tY nonzero means the stored matrix is the transpose
- * (X stored k x m, Y stored n x k). Dimensions must fit in an int. */
+ * (X stored k x m, Y stored n x k). Dimensions must fit in an int.
+ * sgemm is lora_blas_sgemm (oneDNN) on compact matrices; dgemm is
+ * OpenBLAS's, oneDNN having no f64 product on the CPU. */
 void lora_linalg_sgemm(int tX, int tY, size_t m, size_t n, size_t k, float alpha, const float *X,
                        const float *Y, float beta, float *C);
 void lora_linalg_dgemm(int tX, int tY, size_t m, size_t n, size_t k, double alpha,
@@ -77,8 +74,8 @@ int lora_linalg_svd_exact(float *U, double *S, float *Vt, const float *X, size_t
  * Q = orth(Y), and the exact SVD (double) of the small l x n matrix Q^T X.
  * S receives l approximate singular values (descending); U (m x k) and
  * Vt (k x n) the first k vectors. Cost O(m n l (2q + 2)) in sgemm. Same
- * inputs and seed give the same bits under the same BLAS configuration
- * (OpenBLAS rounds differently with one thread than with several). */
+ * inputs and seed give the same bits with the same threads on the same CPU
+ * (products may round differently with one thread than with several). */
 int lora_linalg_svd_randomized(float *U, double *S, float *Vt, const float *X, size_t m, size_t n,
                                size_t k, size_t p, size_t q, uint64_t seed, lora_err *e);
 

@@ -9,9 +9,11 @@
  * peak_rss_mib (after the steps, before anything else is allocated),
  * activation_mib, and unless --no-ceiling: gemm_calls,
  * ceiling_gflops (the better of OpenBLAS's own threading at N threads and
- * the pool's split on the traced shapes), achieved_gflops and mfu; and for
+ * blas (oneDNN) on the traced shapes), achieved_gflops and mfu; and for
  * scale the rate on the step's single largest product and the utilisation
- * against that. */
+ * against that. With --per-shape: for each distinct product of the step
+ * (most FLOPs first) its calls and the GFLOP/s of blas (oneDNN) and of
+ * OpenBLAS at N threads, each timed alone, and both over the whole step. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +27,7 @@
 #include "model/llama_internal.h"
 #include "core/rng.h"
 
-enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL };
+enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "model directory", "@file"},
@@ -37,6 +39,7 @@ static const lora_opt opts[] = {
 	{O_STEPS, 0, "steps", "S", "timed steps (default 3)", NULL},
 	{O_RECOMPUTE, 0, "recompute", NULL, "recompute blocks in backward", NULL},
 	{O_NOCEIL, 0, "no-ceiling", NULL, "skip the sgemm ceiling", NULL},
+	{O_SHAPES, 0, "per-shape", NULL, "time each distinct product, oneDNN against OpenBLAS", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -63,7 +66,8 @@ static void die(const lora_err *e)
 	exit(1);
 }
 
-/* Time the traced products; native: OpenBLAS's threading, else the pool. */
+/* Time the traced products; native: OpenBLAS with its own threading, else
+ * blas (oneDNN on the pool). */
 static double replay(const lora_blas_shape *s, size_t n, int nthr, int native, float *A, float *B, float *C)
 {
 	double t0 = now();
@@ -82,11 +86,64 @@ static double replay(const lora_blas_shape *s, size_t n, int nthr, int native, f
 	return now() - t0;
 }
 
+static int same(const lora_blas_shape *x, const lora_blas_shape *y)
+{
+	return x->ta == y->ta && x->tb == y->tb && x->M == y->M && x->N == y->N && x->K == y->K;
+}
+
+static double flops_of(const lora_blas_shape *x) { return 2.0 * (double)x->M * (double)x->N * (double)x->K; }
+
+/* Every distinct shape of the trace timed alone by both paths (best of
+ * three, each at least 50 ms), most FLOPs per step first. */
+static void per_shape(const lora_blas_shape *s, size_t n, int nthr, float *A, float *B, float *C)
+{
+	lora_blas_shape *u = malloc(n * sizeof *u);
+	size_t *cnt = calloc(n, sizeof *cnt), nu = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t j = 0;
+		while (j < nu && !same(&u[j], &s[i]))
+			j++;
+		if (j == nu)
+			u[nu++] = s[i];
+		cnt[j]++;
+	}
+	for (size_t i = 1; i < nu; i++) /* insertion sort by FLOPs per step */
+		for (size_t j = i; j > 0 && flops_of(&u[j]) * cnt[j] > flops_of(&u[j - 1]) * cnt[j - 1]; j--) {
+			lora_blas_shape t = u[j];
+			size_t c = cnt[j];
+			u[j] = u[j - 1], cnt[j] = cnt[j - 1], u[j - 1] = t, cnt[j - 1] = c;
+		}
+	double tot[2] = {0, 0}, fl = 0;
+	for (size_t i = 0; i < nu; i++) {
+		double rate[2];
+		for (int native = 0; native < 2; native++) {
+			double best = 1e30;
+			replay(&u[i], 1, nthr, native, A, B, C);
+			for (int rep = 0; rep < 3; rep++) {
+				int k = 0;
+				double t0 = now(), t;
+				do
+					replay(&u[i], 1, nthr, native, A, B, C), k++;
+				while ((t = now() - t0) < 0.05);
+				best = t / k < best ? t / k : best;
+			}
+			rate[native] = flops_of(&u[i]) / best;
+			tot[native] += best * (double)cnt[i];
+		}
+		fl += flops_of(&u[i]) * (double)cnt[i];
+		printf("shape=%s%s %zux%zux%zu calls=%zu onednn_gflops=%.1f openblas_gflops=%.1f\n", u[i].ta ? "T" : "N",
+		       u[i].tb ? "T" : "N", u[i].M, u[i].N, u[i].K, cnt[i], rate[0] / 1e9, rate[1] / 1e9);
+	}
+	printf("step_onednn_gflops=%.1f\nstep_openblas_gflops=%.1f\n", fl / tot[0] / 1e9, fl / tot[1] / 1e9);
+	free(u);
+	free(cnt);
+}
+
 int main(int argc, char **argv)
 {
 	const char *model = NULL, *targets = "q_proj,v_proj";
 	size_t B = 4, T = 256, rank = 8;
-	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, id;
+	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, shapes_too = 0, id;
 	lora_cli c;
 	lora_err e = {0};
 	lora_cli_init(&c, &tool, argc, argv);
@@ -101,6 +158,7 @@ int main(int argc, char **argv)
 		case O_STEPS: steps = (int)lora_cli_int(&tool, "--steps", c.arg, 1, 1000); break;
 		case O_RECOMPUTE: recompute = 1; break;
 		case O_NOCEIL: ceiling = 0; break;
+		case O_SHAPES: shapes_too = 1; break;
 		default: lora_cli_usage_error(&tool, "unexpected operand '%s'", c.arg);
 		}
 	}
@@ -195,6 +253,8 @@ int main(int argc, char **argv)
 		}
 		printf("largest_gemm=%zux%zux%zu\nlargest_gemm_gflops=%.1f\nmfu_vs_largest=%.3f\n", shapes[big].M,
 		       shapes[big].N, shapes[big].K, fb / tb / 1e9, fpt * (double)N / best / (fb / tb));
+		if (shapes_too)
+			per_shape(shapes, ncalls, nthr, A, Bm, C);
 		free(A), free(Bm), free(C);
 	}
 	free(shapes);

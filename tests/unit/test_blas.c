@@ -1,0 +1,174 @@
+/* Unit tests of math/blas: every oneDNN product against the naive twin
+ * (double accumulation) over shapes, transposes, padded strides, alpha and
+ * beta, including the odd ones (a side of 1, K = 1 or 0, sizes that are no
+ * multiple of 16, a wide one done in column panels); products run at once
+ * from a parallel region; more
+ * shapes than the primitive cache holds; the OpenBLAS fallback and its
+ * error. Run under DNNL_MAX_CPU_ISA=AVX2 too: then the kernels must be
+ * AVX2 ones. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/rng.h"
+#include "math/blas_internal.h"
+
+typedef struct {
+	int ta, tb;
+	size_t M, N, K, lda, ldb, ldc;
+	float alpha, beta;
+	float *A, *B, *C, *ref;
+} prob;
+
+static void fill(float *x, size_t n, lora_rng *r)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = 2 * lora_rng_uniform(r) - 1;
+}
+
+/* A problem with operands of random values; pad adds to every stride. C
+ * holds NaNs when beta is 0: they must not be read. */
+static prob make(int ta, int tb, size_t M, size_t N, size_t K, size_t pad, float alpha, float beta, lora_rng *r)
+{
+	prob p = {ta, tb, M, N, K, (ta ? M : K) + pad, (tb ? K : N) + pad, N + pad, alpha, beta, 0, 0, 0, 0};
+	size_t na = (ta ? K : M) * p.lda + 1, nb = (tb ? N : K) * p.ldb + 1, nc = M * p.ldc + 1;
+	p.A = malloc(na * 4), p.B = malloc(nb * 4), p.C = malloc(nc * 4), p.ref = malloc(nc * 4);
+	fill(p.A, na, r);
+	fill(p.B, nb, r);
+	fill(p.C, nc, r);
+	if (beta == 0)
+		for (size_t i = 0; i < nc; i++)
+			p.C[i] = NAN;
+	memcpy(p.ref, p.C, nc * 4);
+	lora_blas_sgemm_naive(ta, tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, p.ref, p.ldc);
+	return p;
+}
+
+/* Worst error relative to 1 + |reference|; padding (between rows and after
+ * the last) must be left as it was. */
+static double worst(const prob *p)
+{
+	double w = 0;
+	for (size_t i = 0; i < p->M * p->ldc + 1; i++) {
+		int pad = i == p->M * p->ldc || i % p->ldc >= p->N;
+		double d = pad ? (memcmp(&p->C[i], &p->ref[i], 4) ? 1 : 0)
+		               : fabs((double)p->C[i] - p->ref[i]) / (1 + fabs(p->ref[i]));
+		w = d > w || d != d ? d : w;
+	}
+	return w;
+}
+
+static void drop(prob *p) { free(p->A), free(p->B), free(p->C), free(p->ref); }
+
+static void run(prob *p, int serial)
+{
+	(serial ? lora_blas_sgemm_serial : lora_blas_sgemm)(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda,
+	                                                     p->B, p->ldb, p->beta, p->C, p->ldc);
+}
+
+static const size_t shapes[][3] = {
+	{1, 1, 1},    {1, 37, 19},  {23, 1, 19},   {23, 37, 1},   {1, 1, 300},  {17, 33, 5},
+	{16, 16, 16}, {31, 47, 63}, {64, 48, 128}, {100, 300, 50}, {257, 65, 33}, {64, 8, 0},
+	{3, 5000, 7}, /* wide: split into column panels */
+};
+
+static void test_shapes(void)
+{
+	const float ab[][2] = {{1, 0}, {0.75f, 1}, {-2, 0.5f}};
+	lora_rng r;
+	lora_rng_seed(&r, 1);
+	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+		for (int t = 0; t < 4; t++)
+			for (size_t pad = 0; pad < 4; pad += 3)
+				for (size_t a = 0; a < sizeof ab / sizeof *ab; a++) {
+					prob p = make(t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], pad, ab[a][0], ab[a][1], &r);
+					run(&p, 0);
+					double w = worst(&p);
+					CHECK(w < 1e-5, "%zux%zux%zu ta %d tb %d pad %zu alpha %g beta %g: error %g", p.M, p.N, p.K, p.ta,
+					      p.tb, pad, p.alpha, p.beta, w);
+					drop(&p);
+				}
+	/* An empty product leaves C alone; alpha 0 only scales it. */
+	float c[2] = {3, 4};
+	lora_blas_sgemm(0, 0, 0, 2, 2, 1, c, 2, c, 2, 0, c, 2);
+	CHECK(c[0] == 3 && c[1] == 4, "M = 0 wrote C");
+	lora_blas_sgemm(0, 0, 1, 2, 1, 0, c, 1, c, 2, 0.5f, c, 2);
+	CHECK(c[0] == 1.5f && c[1] == 2, "alpha 0: %g %g", c[0], c[1]);
+}
+
+/* Many products at once, one per thread as attention issues them: some
+ * sharing one shape (one primitive), some of their own. */
+static void test_parallel(void)
+{
+	enum { NP = 16 };
+	prob p[NP];
+	lora_rng r;
+	lora_rng_seed(&r, 2);
+	for (int i = 0; i < NP; i++)
+		p[i] = i % 2 ? make(0, 1, 64, 40, 32, 1, 0.125f, 0, &r) : make(1, 0, 20 + i, 33, 17, 0, 1, 1, &r);
+	int nt = lora_blas_threads();
+	lora_blas_set_threads(4);
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int i = 0; i < NP; i++)
+		run(&p[i], 1);
+	for (int i = 0; i < NP; i++) {
+		CHECK(worst(&p[i]) < 1e-5, "parallel product %d: error %g", i, worst(&p[i]));
+		drop(&p[i]);
+	}
+	/* The same shape at another thread count. */
+	lora_blas_set_threads(1);
+	prob q = make(0, 1, 64, 40, 32, 1, 0.125f, 0, &r);
+	run(&q, 0);
+	CHECK(worst(&q) < 1e-5, "one thread: error %g", worst(&q));
+	drop(&q);
+	lora_blas_set_threads(nt);
+}
+
+/* More shapes than the cache holds (decoding adds one per context
+ * length), then the first ones again. */
+static void test_eviction(void)
+{
+	lora_rng r;
+	lora_rng_seed(&r, 3);
+	int bad = 0;
+	for (int round = 0; round < 2; round++)
+		for (size_t n = 1; n <= 300; n += round ? 37 : 1) {
+			prob p = make(0, 1, 1, n, 24, 0, 0.5f, 0, &r);
+			run(&p, 0);
+			bad += worst(&p) >= 1e-5;
+			drop(&p);
+		}
+	CHECK(bad == 0, "%d products wrong across evictions", bad);
+}
+
+static void test_fallback(void)
+{
+	lora_err e = {0};
+	lora_rng r;
+	lora_rng_seed(&r, 4);
+	CHECK(lora_blas_error(&e) == 0, "an error before any failure: %s", e.msg);
+	prob p = make(1, 1, 5, 7, 3, 2, 1.5f, 0.5f, &r);
+	lora_blas_fail_next();
+	run(&p, 0);
+	CHECK(worst(&p) < 1e-5, "fallback product: error %g", worst(&p));
+	CHECK(lora_blas_error(&e) == LORA_EINVAL && !strcmp(e.msg, "matrix product 5x7x3: oneDNN primitive creation failed (status 3)"),
+	      "fallback error: %d %s", e.code, e.msg);
+	CHECK(lora_blas_error(&e) == 0, "error not cleared");
+	drop(&p);
+}
+
+int main(void)
+{
+	const char *cap = getenv("DNNL_MAX_CPU_ISA");
+	if (cap && !strcmp(cap, "AVX2"))
+		CHECK(!strcmp(lora_blas_isa(), "avx2"), "DNNL_MAX_CPU_ISA=AVX2 but kernels use %s", lora_blas_isa());
+	test_shapes();
+	test_parallel();
+	test_eviction();
+	test_fallback();
+	lora_err e;
+	CHECK(lora_blas_error(&e) == 0, "a product failed in oneDNN: %s", e.msg);
+	DONE();
+}
