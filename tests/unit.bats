@@ -60,6 +60,14 @@ setup() {
 	assert_output "q f o=out r=3 operand=-x"
 }
 
+@test "a product oneDNN could not do is right, and the tool says so on exit" {
+	run -0 --separate-stderr test_cli --fail-product
+	assert_output "y=6,15"
+	assert_equal "$stderr" "test-cli: warning: matrix product 2x1x3: oneDNN primitive creation failed (status 3); computed with OpenBLAS instead (slower)"
+	run -0 --separate-stderr test_cli -q
+	assert_equal "$stderr" ""
+}
+
 @test "sampler: temperature, top-k and top-p frequencies match exact probabilities" {
 	run test_sample
 	assert_success

@@ -29,7 +29,8 @@ int lora_blas_threads(void);
  * lda/ldb/ldc the row strides; C is not read when beta is 0. Every size
  * must be below 2^31. Safe to call from several threads at once. Should
  * oneDNN fail (no memory, no implementation), the product is computed by
- * OpenBLAS instead and the failure kept for lora_blas_error. */
+ * OpenBLAS instead and the failure kept for lora_blas_error (every tool
+ * prints it as a warning when it exits). */
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                      const float *B, size_t ldb, float beta, float *C, size_t ldc);
 /* The same; kept as the name used inside parallel regions. */
