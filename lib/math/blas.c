@@ -313,8 +313,8 @@ static void product(int ta, int tb, size_t M, size_t N, size_t K, float alpha, c
  * rate (bench/matmul.sh shows both). */
 #define PANEL 2048
 
-static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
-                 const float *B, size_t ldb, float beta, float *C, size_t ldc)
+void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                     const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	if (tracing)
 		record(ta, tb, M, N, K);
@@ -326,18 +326,6 @@ static void gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, cons
 	}
 	for (size_t j = 0; j < N; j += PANEL)
 		product(ta, tb, M, N - j < PANEL ? N - j : PANEL, K, alpha, A, lda, B + j, ldb, beta, C + j, ldc);
-}
-
-void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
-                     const float *B, size_t ldb, float beta, float *C, size_t ldc)
-{
-	gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                            size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
-{
-	gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,

@@ -33,9 +33,6 @@ int lora_blas_threads(void);
  * prints it as a warning when it exits). */
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                      const float *B, size_t ldb, float beta, float *C, size_t ldc);
-/* The same; kept as the name used inside parallel regions. */
-void lora_blas_sgemm_serial(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                            size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
 /* The first oneDNN failure since the last call (products fell back to
  * OpenBLAS): returns its LORA_E* code and fills e, or 0. Clears it. */

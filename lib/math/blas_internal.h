@@ -25,8 +25,8 @@ void lora_blas_fail_next(void);
  * DNNL_MAX_CPU_ISA cap: "avx2", "avx512_core_amx", ... */
 const char *lora_blas_isa(void);
 
-/* Shape trace, for benchmarks: while on, every lora_blas_sgemm and
- * lora_blas_sgemm_serial call is recorded (thread-safe). */
+/* Shape trace, for benchmarks: while on, every lora_blas_sgemm
+ * call is recorded (thread-safe). */
 typedef struct {
 	int ta, tb;
 	size_t M, N, K;

@@ -300,12 +300,12 @@ void lora_kernels_attention_forward(float *att, float *lse, float *scratch, cons
 		float *O = att + b * T * QD + h * HS, *L = lse + (b * NH + h) * T;
 		for (size_t i0 = 0; i0 < T; i0 += QB) {
 			size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(i0, window), kl = i0 + n - k0;
-			lora_blas_sgemm_serial(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
+			lora_blas_sgemm(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
 			for (size_t r = 0; r < n; r++) {
 				size_t t = i0 + r;
 				L[t] = softmax_row(S + r * kl, key_lo(t, window) - k0, t - k0 + 1, kl);
 			}
-			lora_blas_sgemm_serial(0, 0, n, HS, kl, 1, S, kl, Vv + k0 * QKV, QKV, 0, O + i0 * QD, QD);
+			lora_blas_sgemm(0, 0, n, HS, kl, 1, S, kl, Vv + k0 * QKV, QKV, 0, O + i0 * QD, QD);
 		}
 	}
 }
@@ -341,14 +341,14 @@ void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, c
 			}
 			for (size_t i0 = 0; i0 < T; i0 += QB) {
 				size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(i0, window), kl = i0 + n - k0;
-				lora_blas_sgemm_serial(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
+				lora_blas_sgemm(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
 				for (size_t r = 0; r < n; r++) {
 					size_t t = i0 + r;
 					softmax_recompute_row(S + r * kl, key_lo(t, window) - k0, t - k0 + 1, kl, L[t]);
 				}
 				// dV += P^T dO; dP = dO V^T
-				lora_blas_sgemm_serial(1, 0, kl, HS, n, 1, S, kl, dO + i0 * QD, QD, 1, dV + k0 * QKV, QKV);
-				lora_blas_sgemm_serial(0, 1, n, kl, HS, 1, dO + i0 * QD, QD, Vv + k0 * QKV, QKV, 0, dP, kl);
+				lora_blas_sgemm(1, 0, kl, HS, n, 1, S, kl, dO + i0 * QD, QD, 1, dV + k0 * QKV, QKV);
+				lora_blas_sgemm(0, 1, n, kl, HS, 1, dO + i0 * QD, QD, Vv + k0 * QKV, QKV, 0, dP, kl);
 				for (size_t r = 0; r < n; r++) {
 					float *s = S + r * kl, *dp = dP + r * kl, Dt = D[i0 + r];
 #pragma omp simd
@@ -356,8 +356,8 @@ void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, c
 						dp[j] = s[j] * (dp[j] - Dt);
 				}
 				// dQ += scale dS K; dK += scale dS^T Q
-				lora_blas_sgemm_serial(0, 0, n, HS, kl, scale, dP, kl, K + k0 * QKV, QKV, 1, dQ + i0 * QKV, QKV);
-				lora_blas_sgemm_serial(1, 0, kl, HS, n, scale, dP, kl, Q + i0 * QKV, QKV, 1, dK + k0 * QKV, QKV);
+				lora_blas_sgemm(0, 0, n, HS, kl, scale, dP, kl, K + k0 * QKV, QKV, 1, dQ + i0 * QKV, QKV);
+				lora_blas_sgemm(1, 0, kl, HS, n, scale, dP, kl, Q + i0 * QKV, QKV, 1, dK + k0 * QKV, QKV);
 			}
 		}
 	}
@@ -385,12 +385,12 @@ void lora_kernels_attention_decode(float *att, float *kc, float *vc, float *scra
 		float *O = att + b * T * QD + h * HS;
 		for (size_t i0 = 0; i0 < T; i0 += QB) {
 			size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(pos + i0, window), kl = pos + i0 + n - k0;
-			lora_blas_sgemm_serial(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * KVD, KVD, 0, S, kl);
+			lora_blas_sgemm(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * KVD, KVD, 0, S, kl);
 			for (size_t r = 0; r < n; r++) {
 				size_t t = pos + i0 + r;
 				softmax_row(S + r * kl, key_lo(t, window) - k0, t - k0 + 1, kl);
 			}
-			lora_blas_sgemm_serial(0, 0, n, HS, kl, 1, S, kl, Vv + k0 * KVD, KVD, 0, O + i0 * QD, QD);
+			lora_blas_sgemm(0, 0, n, HS, kl, 1, S, kl, Vv + k0 * KVD, KVD, 0, O + i0 * QD, QD);
 		}
 	}
 }

@@ -62,10 +62,9 @@ static double worst(const prob *p)
 
 static void drop(prob *p) { free(p->A), free(p->B), free(p->C), free(p->ref); }
 
-static void run(prob *p, int serial)
+static void run(prob *p)
 {
-	(serial ? lora_blas_sgemm_serial : lora_blas_sgemm)(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda,
-	                                                     p->B, p->ldb, p->beta, p->C, p->ldc);
+	lora_blas_sgemm(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb, p->beta, p->C, p->ldc);
 }
 
 static const size_t shapes[][3] = {
@@ -84,7 +83,7 @@ static void test_shapes(void)
 			for (size_t pad = 0; pad < 4; pad += 3)
 				for (size_t a = 0; a < sizeof ab / sizeof *ab; a++) {
 					prob p = make(t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], pad, ab[a][0], ab[a][1], &r);
-					run(&p, 0);
+					run(&p);
 					double w = worst(&p);
 					CHECK(w < 1e-5, "%zux%zux%zu ta %d tb %d pad %zu alpha %g beta %g: error %g", p.M, p.N, p.K, p.ta,
 					      p.tb, pad, p.alpha, p.beta, w);
@@ -96,6 +95,15 @@ static void test_shapes(void)
 	CHECK(c[0] == 3 && c[1] == 4, "M = 0 wrote C");
 	lora_blas_sgemm(0, 0, 1, 2, 1, 0, c, 1, c, 2, 0.5f, c, 2);
 	CHECK(c[0] == 1.5f && c[1] == 2, "alpha 0: %g %g", c[0], c[1]);
+	/* The trace sees every call, in the order made from one thread. */
+	float x[4] = {1, 2, 3, 4}, y[4];
+	lora_blas_trace_begin();
+	lora_blas_sgemm(0, 0, 2, 2, 2, 1, x, 2, x, 2, 0, y, 2);
+	lora_blas_sgemm(1, 1, 1, 2, 2, 1, x, 1, x, 2, 0, y, 2);
+	size_t n;
+	lora_blas_shape *t = lora_blas_trace_end(&n);
+	CHECK(n == 2 && t && t[0].ta == 0 && t[1].ta == 1 && t[1].M == 1 && t[1].N == 2 && t[1].K == 2, "trace");
+	free(t);
 }
 
 /* Many products at once, one per thread as attention issues them: some
@@ -112,7 +120,7 @@ static void test_parallel(void)
 	lora_blas_set_threads(4);
 #pragma omp parallel for schedule(dynamic, 1)
 	for (int i = 0; i < NP; i++)
-		run(&p[i], 1);
+		run(&p[i]);
 	for (int i = 0; i < NP; i++) {
 		CHECK(worst(&p[i]) < 1e-5, "parallel product %d: error %g", i, worst(&p[i]));
 		drop(&p[i]);
@@ -120,7 +128,7 @@ static void test_parallel(void)
 	/* The same shape at another thread count. */
 	lora_blas_set_threads(1);
 	prob q = make(0, 1, 64, 40, 32, 1, 0.125f, 0, &r);
-	run(&q, 0);
+	run(&q);
 	CHECK(worst(&q) < 1e-5, "one thread: error %g", worst(&q));
 	drop(&q);
 	lora_blas_set_threads(nt);
@@ -136,7 +144,7 @@ static void test_eviction(void)
 	for (int round = 0; round < 2; round++)
 		for (size_t n = 1; n <= 300; n += round ? 37 : 1) {
 			prob p = make(0, 1, 1, n, 24, 0, 0.5f, 0, &r);
-			run(&p, 0);
+			run(&p);
 			bad += worst(&p) >= 1e-5;
 			drop(&p);
 		}
@@ -151,7 +159,7 @@ static void test_fallback(void)
 	CHECK(lora_blas_error(&e) == 0, "an error before any failure: %s", e.msg);
 	prob p = make(1, 1, 5, 7, 3, 2, 1.5f, 0.5f, &r);
 	lora_blas_fail_next();
-	run(&p, 0);
+	run(&p);
 	CHECK(worst(&p) < 1e-5, "fallback product: error %g", worst(&p));
 	CHECK(lora_blas_error(&e) == LORA_EINVAL && !strcmp(e.msg, "matrix product 5x7x3: oneDNN primitive creation failed (status 3)"),
 	      "fallback error: %d %s", e.code, e.msg);

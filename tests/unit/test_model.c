@@ -1,65 +1,17 @@
-/* Unit tests of blas, data and model: products against their naive twin,
- * config.json rules, token files and batch cutting, and model invariants
- * (ignored targets, last-position logits, thread counts, plans, dropout,
- * attach checks, memory growth). */
+/* Unit tests of data and model: config.json rules, token files and batch
+ * cutting, and model invariants (ignored targets, last-position logits,
+ * thread counts, plans, dropout, attach checks, memory growth). Products
+ * are tested in test_blas.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "math/blas_internal.h"
+#include "math/blas.h"
 #include "check.h"
 #include "io/data.h"
 #include "model/llama_internal.h"
 #include "test_model_util.h"
-
-/* ---- blas ---- */
-
-static void test_sgemm(void)
-{
-	const size_t shapes[][3] = {{3, 5, 7}, {100, 300, 50}, {300, 90, 40}, {17, 1000, 33}, {1, 1, 1}, {64, 8, 0}};
-	lora_rng r;
-	lora_rng_seed(&r, 1);
-	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-		for (int ta = 0; ta < 2; ta++)
-			for (int tb = 0; tb < 2; tb++)
-				for (int beta = 0; beta < 2; beta++)
-					for (int serial = 0; serial < 2; serial++) {
-						size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-						/* padded strides */
-						size_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 2, ldc = N + 5;
-						size_t ra = ta ? K : M, rb = tb ? N : K;
-						float *A = malloc((ra * lda + 1) * 4), *B = malloc((rb * ldb + 1) * 4);
-						float *C1 = malloc(M * ldc * 4), *C2 = malloc(M * ldc * 4);
-						tm_fill(A, ra * lda + 1, &r, -1, 1);
-						tm_fill(B, rb * ldb + 1, &r, -1, 1);
-						tm_fill(C1, M * ldc, &r, -1, 1);
-						memcpy(C2, C1, M * ldc * 4);
-						float b = beta ? 0.5f : 0.0f;
-						if (serial)
-							lora_blas_sgemm_serial(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C1, ldc);
-						else
-							lora_blas_sgemm(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C1, ldc);
-						lora_blas_sgemm_naive(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, b, C2, ldc);
-						double worst = 0;
-						for (size_t i = 0; i < M * ldc; i++) {
-							double d = fabs((double)C1[i] - C2[i]) / (1 + fabs(C2[i]));
-							worst = d > worst ? d : worst;
-						}
-						CHECK(worst < 1e-5, "sgemm %zux%zux%zu ta %d tb %d beta %d serial %d: error %g", M, N, K, ta,
-						      tb, beta, serial, worst);
-						free(A), free(B), free(C1), free(C2);
-					}
-	/* The trace sees every call. */
-	float x[4] = {1, 2, 3, 4}, y[4];
-	lora_blas_trace_begin();
-	lora_blas_sgemm(0, 0, 2, 2, 2, 1, x, 2, x, 2, 0, y, 2);
-	lora_blas_sgemm_serial(1, 1, 1, 2, 2, 1, x, 1, x, 2, 0, y, 2);
-	size_t n;
-	lora_blas_shape *t = lora_blas_trace_end(&n);
-	CHECK(n == 2 && t && t[1].ta == 1 && t[1].M == 1 && t[1].N == 2 && t[1].K == 2, "trace");
-	free(t);
-}
 
 /* ---- config.json ---- */
 
@@ -547,7 +499,6 @@ int main(void)
 {
 	lora_blas_set_threads(2);
 	char *dir = tm_tmpdir();
-	test_sgemm();
 	test_config();
 	test_data(dir);
 	test_model(dir);
