@@ -1,11 +1,7 @@
 #!/bin/bash
 # .lora format: header-only inspection of a large adapter, and the size of
 # .lora against the same tensors as raw safetensors (f32 and bf16).
-set -eu
-B=$LORA_BUILD
-PATH="$B/bin:$B/tests/tools:$PATH"
-w=$(mktemp -d)
-trap 'rm -rf "$w"' EXIT
+. "$(dirname "$0")/common.bash"
 now() { date +%s.%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) * 1000 }'; }
 

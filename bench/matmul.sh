@@ -7,13 +7,7 @@
 # ratio per shape and over the whole step. Then the same with both capped
 # at AVX2 (DNNL_MAX_CPU_ISA, OPENBLAS_CORETYPE=Haswell), as on a CPU without
 # AVX-512.
-set -eu
-B=$LORA_BUILD
-PATH="$B/bin:$B/tests/tools:$PATH"
-w=$(mktemp -d)
-trap 'rm -rf "$w"' EXIT
-val() { sed -n "s/^$1=//p" "$2"; }
-cores=$(nproc)
+. "$(dirname "$0")/common.bash"
 
 mkmodel --hidden 2048 --inter 5632 --layers 2 --heads 32 --kv-heads 4 --vocab 32000 --dtype bf16 "$w/model" >/dev/null
 echo "== matmul: TinyLlama shapes, one training step (B=1 T=256, r=16 on q_proj,v_proj), $cores threads"

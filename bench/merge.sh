@@ -3,12 +3,7 @@
 # generated Llama-shaped bf16 checkpoint of over 1 GB in shards, against
 # `cp -r` of the same checkpoint in the same run; peak RSS against the
 # bound of 4x the largest tensor in f32 plus the adapter.
-set -eu
-B=$LORA_BUILD
-PATH="$B/bin:$B/tests/tools:$PATH"
-w=$(mktemp -d)
-trap 'rm -rf "$w"' EXIT
-val() { sed -n "s/^$1=//p" "$2"; }
+. "$(dirname "$0")/common.bash"
 
 echo "== lora-merge: rank 16, all-linear, into a 1.1 GB bf16 checkpoint in shards of 300 MB"
 # hidden 2048, intermediate 5632, 9 blocks, vocab 32000 (TinyLlama's widths)

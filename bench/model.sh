@@ -6,12 +6,7 @@
 # measured in the same run on the step's own matrix shapes at the same
 # thread count. Then peak RSS at sequence 2048, batch 1, to show activation
 # memory growing linearly with the sequence.
-set -eu
-B=$LORA_BUILD
-PATH="$B/bin:$B/tests/tools:$PATH"
-w=$(mktemp -d)
-trap 'rm -rf "$w"' EXIT
-cores=$(nproc)
+. "$(dirname "$0")/common.bash"
 
 mkmodel --hidden 288 --inter 768 --layers 6 --heads 6 --kv-heads 6 --vocab 32000 "$w/model" >/dev/null
 

@@ -4,13 +4,7 @@
 # q_proj and v_proj): training tokens/s from its log, utilisation against
 # the sgemm ceiling measured in the same run on the step's own shapes, and
 # peak RSS of the whole process.
-set -eu
-B=$LORA_BUILD
-PATH="$B/bin:$B/tests/tools:$PATH"
-w=$(mktemp -d)
-trap 'rm -rf "$w"' EXIT
-val() { sed -n "s/^$1=//p" "$2"; }
-cores=$(nproc)
+. "$(dirname "$0")/common.bash"
 
 mkmodel --hidden 288 --inter 768 --layers 6 --heads 6 --kv-heads 6 --vocab 32000 "$w/model" >/dev/null
 mktokens --vocab 32000 --seed 1 200000 > "$w/train.bin"

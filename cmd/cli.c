@@ -172,29 +172,27 @@ int lora_cli_fail(const lora_tool *t, const lora_err *e)
 	return e->code == LORA_EUSAGE ? LORA_EXIT_USAGE : LORA_EXIT_FAIL;
 }
 
-static const char *exit_name;
-
 /* Products that oneDNN could not do were computed by OpenBLAS: right, but
  * slower than they should be, which a user should hear about. */
 static void report_fallback(void)
 {
 	lora_err e;
 	if (lora_blas_error(&e))
-		fprintf(stderr, "%s: warning: %s; computed with OpenBLAS instead (slower)\n", exit_name, e.msg);
+		fprintf(stderr, "%s: warning: %s; computed with OpenBLAS instead (slower)\n", fault_name, e.msg);
 }
 
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 {
-	if (!exit_name)
+	if (!fault_name)
 		atexit(report_fallback);
-	exit_name = t->name;
 	memset(c, 0, sizeof *c);
 	c->tool = t;
 	c->argc = argc;
 	c->argv = argv;
 	c->i = 1;
 	/* Every tool maps its inputs; each gets the SIGBUS handler here, even
-	 * one that has no output to clean up. */
+	 * one that has no output to clean up. The name is also the one the
+	 * exit warnings use. */
 	fault_name = t->name;
 	install_fault_handler();
 }
