@@ -80,7 +80,7 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
-@test "data: exact batches of token files on and beside multiples of B x T, the shuffled order and its uniformity" {
+@test "data: exact batches of token files on and beside multiples of B x T, the shuffled order and its uniformity, the file identity" {
 	run test_data "$BATS_TEST_TMPDIR"
 	assert_success
 	assert_output --regexp '^ok [0-9]+ checks$'

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -50,6 +51,17 @@ void lora_data_close(lora_data *d)
 		munmap(d->map, d->map_len);
 	free(d->path);
 	free(d);
+}
+
+char *lora_data_id(const lora_data *d)
+{
+	uint64_t h = lora_rng_fnv1a(LORA_FNV_INIT, d->map, d->map_len);
+	const char *base = lora_path_base(d->path);
+	size_t len = strlen(base) + 64;
+	char *s = malloc(len);
+	if (s)
+		snprintf(s, len, "%s:%zu:%016llx", base, d->map_len, (unsigned long long)h);
+	return s;
 }
 
 int lora_data_open(lora_data **out, const char *path, lora_data_format fmt, size_t vocab, lora_err *e)

@@ -56,6 +56,10 @@ const char *lora_data_format_name(lora_data_format f);
  * number of tokens or disagrees with its llm.c header. Caller frees. */
 int lora_data_open(lora_data **out, const char *path, lora_data_format fmt, size_t vocab, lora_err *e);
 void lora_data_close(lora_data *d);
+/* "name:bytes:fnv64" of the file's bytes (its base name, size and 64-bit
+ * FNV-1a), which provenance records and --resume checks; caller frees,
+ * NULL when memory runs out. */
+char *lora_data_id(const lora_data *d);
 /* Token i (i < ntokens). */
 uint32_t lora_data_token(const lora_data *d, size_t i);
 

@@ -8,41 +8,9 @@
 #include <string.h>
 
 #include "core/outfile.h"
-#include "core/rng.h"
 #include "io/load.h"
 #include "io/lorafile.h"
 #include "ops/init.h"
-
-char *lora_job_data_id(const char *path, lora_err *e)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-		return NULL;
-	}
-	uint64_t h = LORA_FNV_INIT, n = 0;
-	unsigned char buf[1 << 16];
-	size_t k;
-	while ((k = fread(buf, 1, sizeof buf, f)) > 0) {
-		h = lora_rng_fnv1a(h, buf, k);
-		n += k;
-	}
-	int bad = ferror(f);
-	fclose(f);
-	if (bad) {
-		lora_err_set(e, LORA_EIO, "%s: read error", path);
-		return NULL;
-	}
-	const char *base = strrchr(path, '/');
-	base = base ? base + 1 : path;
-	size_t len = strlen(base) + 64;
-	char *s = malloc(len);
-	if (s)
-		snprintf(s, len, "%s:%llu:%016llx", base, (unsigned long long)n, (unsigned long long)h);
-	else
-		lora_err_set(e, LORA_ENOMEM, "out of memory");
-	return s;
-}
 
 static char *provenance(const lora_trainconf *c, const lora_ckpt *ck, const char *data_id,
                         const char *eval_id, const lora_train_result *r)
@@ -111,7 +79,7 @@ static int adapter(const lora_job *j, lora_trainconf *conf, state *s, lora_err *
 	lora_init_defaults(&o);
 	char *list = lora_trainconf_targets(conf);
 	if (!list)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	o.rank = (size_t)conf->lora_r;
 	o.alpha = conf->lora_alpha;
 	o.targets = list;
@@ -141,8 +109,8 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
 	if ((rc = lora_data_open(&s->train, j->data, j->format, vocab, e)) ||
 	    (j->eval_data && (rc = lora_data_open(&s->eval, j->eval_data, j->format, vocab, e))))
 		return rc;
-	if (!(s->data_id = lora_job_data_id(j->data, e)) || (j->eval_data && !(s->eval_id = lora_job_data_id(j->eval_data, e))))
-		return e->code;
+	if (!(s->data_id = lora_data_id(s->train)) || (s->eval && !(s->eval_id = lora_data_id(s->eval))))
+		return lora_err_nomem(e);
 	if (j->resume && strcmp(s->ckpt_data, s->data_id) != 0)
 		return lora_err_set(e, LORA_EINVAL, "%s: the checkpoint was trained on %s, not %s", j->resume, s->ckpt_data,
 		                    s->data_id);
@@ -178,7 +146,7 @@ int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, 
 		const char *b = j->out && strcmp(j->out, "-") ? j->out : "lora-train";
 		size_t len = strlen(b) + 6;
 		if (!(s.ckpt_default = malloc(len))) {
-			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+			rc = lora_err_nomem(e);
 			goto out;
 		}
 		snprintf(s.ckpt_default, len, "%s.ckpt", b);

@@ -41,9 +41,5 @@ typedef struct {
  * adapter so far were written. Returns 0 or the first error. */
 int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, lora_err *e);
 
-/* "name:bytes:fnv64" of a data file, recorded in checkpoints and
- * provenance, and compared when a run resumes. Caller frees; NULL with e
- * set when the file cannot be read. */
-char *lora_job_data_id(const char *path, lora_err *e);
 
 #endif

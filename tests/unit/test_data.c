@@ -196,6 +196,24 @@ static void test_uniform(const char *dir)
 	lora_data_close(d);
 }
 
+/* The identity checkpoints and provenance record: FNV-1a 64 of "foobar" is
+ * 0x85944171f73967e8 (the published test vector). */
+static void test_id(const char *dir)
+{
+	char path[600];
+	snprintf(path, sizeof path, "%s/six.bytes", dir);
+	FILE *f = fopen(path, "wb");
+	fputs("foobar", f);
+	fclose(f);
+	lora_data *d = NULL;
+	lora_err e;
+	CHECK(lora_data_open(&d, path, LORA_DATA_BYTES, 256, &e) == 0, "open: %s", e.msg);
+	char *id = d ? lora_data_id(d) : NULL;
+	CHECK(id && strcmp(id, "six.bytes:6:85944171f73967e8") == 0, "id %s", id);
+	free(id);
+	lora_data_close(d);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -205,5 +223,6 @@ int main(int argc, char **argv)
 	test_lengths(argv[1]);
 	test_vocab(argv[1]);
 	test_uniform(argv[1]);
+	test_id(argv[1]);
 	DONE();
 }
