@@ -90,15 +90,10 @@ int lora_outdir_open(lora_outdir *d, const char *path, int force, const char *co
 	while (n > 1 && path[n - 1] == '/')
 		n--;
 	d->path = strndup(path, n);
-	d->tmp = malloc(n + 16);
-	if (!d->path || !d->tmp) {
+	if (!d->path || !(d->tmp = lora_path_temp(d->path))) {
 		release(d, 0);
 		return lora_err_nomem(e);
 	}
-	const char *base = lora_path_base(d->path);
-	/* Same directory as the target so rename(2) is atomic; a dot-prefixed
-	 * name keeps it out of globs while it is being written. */
-	snprintf(d->tmp, n + 16, "%.*s.%s.XXXXXX", (int)(base - d->path), d->path, base);
 	if (lora_outfile_mkdtemp(d->tmp) != 0) {
 		int rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", d->path, strerror(errno));
 		free(d->tmp);

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/path.h"
+
 /* A small fixed registry keeps cleanup async-signal-safe (no malloc, no
  * locks): the handler only calls unlink on the stored paths. */
 #define MAX_TMP 1024
@@ -105,19 +107,13 @@ int lora_outfile_open(lora_outfile *o, const char *path, int flags, lora_err *e)
 		o->is_stdout = 1;
 		return 0;
 	}
-	size_t n = strlen(path);
 	o->path = strdup(path);
-	o->tmp = malloc(n + 16);
+	o->tmp = lora_path_temp(path);
 	if (!o->path || !o->tmp) {
 		free(o->path);
 		free(o->tmp);
 		return lora_err_nomem(e);
 	}
-	/* Same directory as the target so rename(2) is atomic. A dot-prefixed
-	 * name keeps it out of globs while it is being written. */
-	const char *slash = strrchr(path, '/');
-	size_t dirlen = slash ? (size_t)(slash - path + 1) : 0;
-	snprintf(o->tmp, n + 16, "%.*s.%s.XXXXXX", (int)dirlen, path, path + dirlen);
 	sigset_t old;
 	block(&old);
 	int fd = mkstemp(o->tmp);

@@ -33,6 +33,16 @@ const char *lora_path_base(const char *path)
 	return slash ? slash + 1 : path;
 }
 
+char *lora_path_temp(const char *path)
+{
+	const char *base = lora_path_base(path);
+	size_t n = strlen(path) + 16;
+	char *s = malloc(n);
+	if (s)
+		snprintf(s, n, "%.*s.%s.XXXXXX", (int)(base - path), path, base);
+	return s;
+}
+
 int lora_path_has_suffix(const char *s, const char *suf)
 {
 	size_t a = strlen(s), b = strlen(suf);

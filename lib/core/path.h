@@ -10,6 +10,11 @@ char *lora_path_join(const char *dir, const char *name);
 char *lora_path_dir(const char *path);
 /* The part after the last '/' (a pointer into path). */
 const char *lora_path_base(const char *path);
+/* "DIR/.BASE.XXXXXX" for path "DIR/BASE": a template for mkstemp or
+ * mkdtemp in the same directory, so that rename(2) into path is atomic,
+ * and dot-prefixed, so that globs do not see it while it is written.
+ * Caller frees; NULL when memory runs out. */
+char *lora_path_temp(const char *path);
 /* 1 if s ends with suf. */
 int lora_path_has_suffix(const char *s, const char *suf);
 /* 1 if p names a regular file (following links). */

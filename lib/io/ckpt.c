@@ -168,8 +168,7 @@ static int model_name(lora_ckpt *m, int dir_input, lora_err *e)
 	} else if (dir_input) {
 		m->name = dir_base(m->dir);
 	} else {
-		const char *slash = strrchr(m->path, '/');
-		const char *base = slash ? slash + 1 : m->path;
+		const char *base = lora_path_base(m->path);
 		size_t len = strlen(base);
 		if (lora_path_has_suffix(base, ".index.json"))
 			len -= strlen(".index.json");

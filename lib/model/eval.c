@@ -17,7 +17,7 @@ int lora_eval_run(lora_llama *m, const lora_data *d, const lora_eval_opts *o, lo
 	*r = (lora_eval_result){0, 0, NAN};
 	if (!in || !tg) {
 		free(in), free(tg);
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	}
 	if ((rc = lora_data_batches_init(&b, d, B, T, o->shuffle, o->seed, e))) {
 		free(in), free(tg);
@@ -73,7 +73,7 @@ static int report_json(FILE *out, const lora_eval_job *j, const lora_session *s,
 	char *txt = cJSON_Print(js);
 	cJSON_Delete(js);
 	if (!txt)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	fprintf(out, "%s\n", txt);
 	cJSON_free(txt);
 	return 0;

@@ -37,7 +37,7 @@ static int sample(const lora_generate_job *j, lora_llama *m, int32_t *seq, size_
 	lora_rng rng;
 	int rc = 0;
 	if (!tok || !scratch) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	lora_rng_seed(&rng, j->seed);
@@ -76,7 +76,7 @@ int lora_generate_job_run(const lora_generate_job *j, lora_err *e)
 		goto out;
 	size_t total = np + j->n;
 	if (!(seq = malloc(j->rows * total * sizeof *seq))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	for (size_t r = 0; r < j->rows; r++)

@@ -28,7 +28,7 @@ int lora_session_open(lora_session *s, const char *model, char *const *specs, si
 	s->paths = calloc(n ? n : 1, sizeof *s->paths);
 	s->scales = calloc(n ? n : 1, sizeof *s->scales);
 	if (!s->adapters || !s->paths || !s->scales) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -37,7 +37,7 @@ int lora_session_open(lora_session *s, const char *model, char *const *specs, si
 	if ((rc = lora_ckpt_open(&ck, model, e)) || (rc = lora_llama_open(&s->m, ck, e)))
 		goto out;
 	if (ck->name && !(s->model_name = strdup(ck->name))) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	/* The weights are in the model's own arena now: the mapping can go. */

@@ -164,7 +164,7 @@ int lora_combine_inputs(lora_adapter **out, const lora_merge_input *in, size_t n
 	int rc;
 	*out = NULL;
 	if (!a || !names || !w) {
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++)

@@ -178,7 +178,7 @@ int lora_init_new(lora_adapter **out, const lora_ckpt *m, char *const *shapes, s
 	int rc = 0;
 	*out = NULL;
 	if (!a)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	a->dtype = o->dtype;
 	a->rslora = o->rslora;
 	if (m)
@@ -188,7 +188,7 @@ int lora_init_new(lora_adapter **out, const lora_ckpt *m, char *const *shapes, s
 	if (!rc) {
 		lora_init_weights(a, o->kind, o->seed);
 		if (o->tool && !(a->provenance = provenance(m, o)))
-			rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+			rc = lora_err_nomem(e);
 	}
 	if (rc)
 		lora_adapter_free(a);

@@ -434,7 +434,7 @@ int lora_merge_inputs_load(lora_merge_input **out, char *const *specs, size_t n,
 	int rc = 0;
 	*out = in;
 	if (!in)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	for (size_t i = 0; i < n && !rc; i++) {
 		char *path;
 		lora_adapter *a = NULL;
@@ -445,7 +445,7 @@ int lora_merge_inputs_load(lora_merge_input **out, char *const *specs, size_t n,
 		if (strcmp(path, "-") == 0) { /* named so in messages */
 			free(path);
 			if (!(path = strdup("standard input")) && !rc)
-				rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+				rc = lora_err_nomem(e);
 		}
 		in[i].path = path;
 	}

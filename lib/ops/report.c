@@ -12,7 +12,7 @@ static int put_json(FILE *f, cJSON *j, lora_err *e)
 	char *txt = j ? cJSON_Print(j) : NULL;
 	cJSON_Delete(j);
 	if (!txt)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	fprintf(f, "%s\n", txt);
 	cJSON_free(txt);
 	return 0;

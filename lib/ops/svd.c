@@ -506,14 +506,14 @@ int lora_svd_spectra(lora_svd_spectrum **out, const lora_adapter *a, lora_err *e
 	lora_svd_spectrum *st = calloc(a->nlayers ? a->nlayers : 1, sizeof *st);
 	*out = NULL;
 	if (!st)
-		return lora_err_set(e, LORA_ENOMEM, "out of memory");
+		return lora_err_nomem(e);
 	for (size_t i = 0; i < a->nlayers; i++) {
 		const lora_layer *l = &a->layers[i];
 		size_t k = l->rank < l->out ? l->rank : l->out;
 		k = k < l->in ? k : l->in;
 		if (!(st[i].sv = malloc((k ? k : 1) * sizeof(double)))) {
 			lora_svd_spectra_free(st, a->nlayers);
-			return lora_err_set(e, LORA_ENOMEM, "out of memory");
+			return lora_err_nomem(e);
 		}
 		st[i].nsv = k;
 		int rc = lora_linalg_lowrank_svals(st[i].sv, l->B, l->A, l->out, l->rank, l->in, e);
@@ -632,7 +632,7 @@ int lora_svd_job_run(const lora_svd_job *j, lora_adapter **a, lora_svd_report *r
 		rc = lora_svd_rerank(a, in, &o, rep, e);
 	}
 	if (!rc && !((*a)->provenance = provenance(j, in)))
-		rc = lora_err_set(e, LORA_ENOMEM, "out of memory");
+		rc = lora_err_nomem(e);
 	lora_adapter_free(in);
 	return rc;
 }
