@@ -29,11 +29,24 @@ setup() {
 	assert_equal "$(grep -c '^# ' <<<"$output")" 9
 }
 
-@test "loss and every LoRA gradient match PyTorch's (fixtures from tests/ref/llama_ref.py), 1e-4" {
+@test "loss and every LoRA gradient match PyTorch's (fixtures from tests/ref/llama_ref.py), 1e-4; bf16 compute within 1e-2, cosine 0.99" {
 	run test_model_ref "$FIX/model"
 	assert_success
 	assert_line --regexp '^ok [0-9]+ checks$'
-	assert_equal "$(grep -c '^# ' <<<"$output")" "$(wc -l < "$FIX/model/cases")"
+	local cases=$(wc -l < "$FIX/model/cases")
+	assert_equal "$(grep -c '^# .* base loss rel' <<<"$output")" "$cases"
+	if [ "$(lscpu | grep -c 'avx512f')" -gt 0 ]; then
+		assert_equal "$(grep -c '^# .* bf16: loss rel' <<<"$output")" "$cases"
+	fi
+}
+
+@test "on AVX2 kernels (DNNL_MAX_CPU_ISA=AVX2): the f32 fixtures pass and bf16 compute is refused with a clear error" {
+	DNNL_MAX_CPU_ISA=AVX2 run test_model_ref "$FIX/model"
+	assert_success
+	assert_line --regexp '^ok [0-9]+ checks$'
+	assert_equal "$(grep -c 'bf16:' <<<"$output")" 0
+	DNNL_MAX_CPU_ISA=AVX2 run test_model_grad
+	assert_success
 }
 
 @test "the same checks on one thread" {

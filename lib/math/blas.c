@@ -110,7 +110,7 @@ void lora_blas_fail_next(void) { fail_next = 1; }
  * planned for; 1 inside a parallel region, where oneDNN runs on the
  * calling thread. */
 typedef struct {
-	int ta, tb, threads;
+	int dt, ta, tb, threads; /* dt: dnnl_f32 or dnnl_bf16, of A and B (C is f32) */
 	uint32_t alpha, beta;
 	int64_t M, N, K, lda, ldb, ldc;
 } key;
@@ -146,10 +146,10 @@ static uint32_t bits(float x)
 }
 
 /* op(X) rows x cols stored with row stride ld, transposed or not. */
-static dnnl_status_t md_init(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int t, int64_t ld)
+static dnnl_status_t md_init(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int t, int64_t ld, int dt)
 {
 	dnnl_dims_t dims = {rows, cols}, strides = {t ? 1 : ld, t ? ld : 1};
-	return dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides);
+	return dnnl_memory_desc_init_by_strides(md, 2, dims, (dnnl_data_type_t)dt, strides);
 }
 
 static dnnl_status_t create(entry *en, const key *k, float alpha, float beta)
@@ -161,8 +161,8 @@ static dnnl_status_t create(entry *en, const key *k, float alpha, float beta)
 	dnnl_status_t st;
 	en->k = *k;
 	en->prim = NULL;
-	if ((st = md_init(&en->a, k->M, k->K, k->ta, k->lda)) || (st = md_init(&en->b, k->K, k->N, k->tb, k->ldb)) ||
-	    (st = md_init(&en->c, k->M, k->N, 0, k->ldc)) ||
+	if ((st = md_init(&en->a, k->M, k->K, k->ta, k->lda, k->dt)) ||
+	    (st = md_init(&en->b, k->K, k->N, k->tb, k->ldb, k->dt)) || (st = md_init(&en->c, k->M, k->N, 0, k->ldc, dnnl_f32)) ||
 	    (st = dnnl_matmul_desc_init(&desc, &en->a, &en->b, NULL, &en->c)) ||
 	    (st = dnnl_primitive_attr_create(&attr)) ||
 	    /* Our own scratchpad per execution: the library's would be shared
@@ -229,7 +229,7 @@ static void release(entry *en)
 	pthread_mutex_unlock(&lock);
 }
 
-static dnnl_status_t run(entry *en, const float *A, const float *B, float *C)
+static dnnl_status_t run(entry *en, const void *A, const void *B, float *C)
 {
 	dnnl_memory_t m[4] = {NULL, NULL, NULL, NULL};
 	dnnl_stream_t stream = NULL;
@@ -272,20 +272,19 @@ static void scale(size_t M, size_t N, float beta, float *C, size_t ldc)
 			C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
 }
 
-static void product(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
-                    const float *B, size_t ldb, float beta, float *C, size_t ldc)
+/* One oneDNN product with A and B of type dt (dnnl_f32 or dnnl_bf16) and C
+ * f32. Returns oneDNN's status: on failure C is untouched and the failure
+ * is recorded for lora_blas_error. */
+static dnnl_status_t product(int dt, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const void *A,
+                             size_t lda, const void *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-	if (K == 0 || alpha == 0) {
-		scale(M, N, beta, C, ldc);
-		return;
-	}
 	pthread_once(&engine_once, engine_init);
 	/* oneDNN plans a primitive for the pool's size when it is created and
 	 * runs on that many threads; a small product is not worth waking the
 	 * pool for, so it is planned and run with the pool set to one. */
 	int pool = omp_get_max_threads(), small = (double)M * (double)N * (double)K < SPLIT_MIN_MNK;
 	int threads = omp_in_parallel() || small ? 1 : pool;
-	key k = {ta != 0, tb != 0, threads, bits(alpha), bits(beta), (int64_t)M, (int64_t)N, (int64_t)K,
+	key k = {dt, ta != 0, tb != 0, threads, bits(alpha), bits(beta), (int64_t)M, (int64_t)N, (int64_t)K,
 	         (int64_t)lda, (int64_t)ldb, (int64_t)ldc};
 	dnnl_status_t st = engine_status ? dnnl_runtime_error : dnnl_success;
 	entry *en = NULL;
@@ -301,10 +300,19 @@ static void product(int ta, int tb, size_t M, size_t N, size_t K, float alpha, c
 	}
 	if (threads != pool)
 		omp_set_num_threads(pool);
-	if (!st)
-		return;
-	fail(st == dnnl_out_of_memory ? LORA_ENOMEM : LORA_EINVAL, en ? "execution" : "primitive creation", st, M, N, K);
-	openblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+	if (st)
+		fail(st == dnnl_out_of_memory ? LORA_ENOMEM : LORA_EINVAL, en ? "execution" : "primitive creation", st, M,
+		     N, K);
+	return st;
+}
+
+static void sgemm1(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                   const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+	if (K == 0 || alpha == 0)
+		scale(M, N, beta, C, ldc);
+	else if (product(dnnl_f32, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+		openblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* oneDNN 2.6's f32 matmul runs some wide untransposed B at a third of its
@@ -313,19 +321,145 @@ static void product(int ta, int tb, size_t M, size_t N, size_t K, float alpha, c
  * rate (bench/matmul.sh shows both). */
 #define PANEL 2048
 
+static void sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                  const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+	if (M == 0 || N == 0)
+		return;
+	if (tb || N <= 2 * PANEL) {
+		sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+		return;
+	}
+	for (size_t j = 0; j < N; j += PANEL)
+		sgemm1(ta, tb, M, N - j < PANEL ? N - j : PANEL, K, alpha, A, lda, B + j, ldb, beta, C + j, ldc);
+}
+
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                      const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	if (tracing)
 		record(ta, tb, M, N, K);
+	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* ---- products of mixed types ---- */
+
+static int bf16_state = -1;
+static pthread_once_t bf16_once = PTHREAD_ONCE_INIT;
+
+/* oneDNN 2.6 multiplies bf16 from avx512_core up (emulated below
+ * avx512_core_bf16); whether it can here is found by creating one. */
+static void bf16_probe(void)
+{
+	pthread_once(&engine_once, engine_init);
+	key k = {dnnl_bf16, 0, 1, 1, bits(1), bits(0), 16, 16, 16, 16, 16, 16};
+	entry en = {0};
+	int isa = dnnl_get_effective_cpu_isa();
+	bf16_state = LORA_BLAS_BF16_NONE;
+	if (!engine_status && !create(&en, &k, 1, 0))
+		bf16_state = (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16 ? LORA_BLAS_BF16_NATIVE
+		                                                                                      : LORA_BLAS_BF16_EMULATED;
+	dnnl_primitive_destroy(en.prim);
+}
+
+int lora_blas_bf16(void)
+{
+	pthread_once(&bf16_once, bf16_probe);
+	return bf16_state;
+}
+
+/* Elements of B converted at once when its type is not the product's:
+ * about 2 MB in f32, still in the cache when the product reads them. */
+#define PANEL_ELEMS ((size_t)1 << 19)
+#define CONVERT_CHUNK 4096
+
+/* n elements of src (type t, any alignment) to dst as f32 or bf16 (to). */
+static void convert(void *dst, lora_dtype to, const void *src, lora_dtype t, size_t n)
+{
+	size_t es = lora_dtype_size(t), ed = lora_dtype_size(to), nc = (n + CONVERT_CHUNK - 1) / CONVERT_CHUNK;
+#pragma omp parallel for if (nc > 8 && !omp_in_parallel())
+	for (size_t c = 0; c < nc; c++) {
+		size_t i = c * CONVERT_CHUNK, len = n - i < CONVERT_CHUNK ? n - i : CONVERT_CHUNK;
+		const char *s = (const char *)src + i * es;
+		char *d = (char *)dst + i * ed;
+		float f[CONVERT_CHUNK];
+		if (t == to) {
+			memcpy(d, s, len * es);
+		} else if (to == LORA_F32) {
+			lora_dtype_to_f32((float *)(void *)d, s, t, len);
+		} else {
+			lora_dtype_to_f32(f, s, t, len);
+			lora_dtype_from_f32(d, f, to, len);
+		}
+	}
+}
+
+/* The product with B's rows converted to type `to` (f32 or bf16, A's type)
+ * a panel at a time. tb: a panel of B's rows gives columns of C; else it
+ * is a slice of K, and C accumulates over the panels. */
+static void panels(lora_dtype to, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const void *A,
+                   size_t lda, const void *B, lora_dtype bdt, size_t ldb, float beta, float *C, size_t ldc)
+{
+	size_t rows = tb ? N : K, cols = tb ? K : N, ea = lora_dtype_size(to), eb = lora_dtype_size(bdt);
+	size_t P = PANEL_ELEMS / (cols ? cols : 1);
+	P = P < 16 ? 16 : P > rows ? rows : P;
+	void *buf = malloc(P * cols * 4 + 64);
+	float *wide = NULL; /* A in f32, made when a bf16 product fails */
+	if (!buf) {
+		fail(LORA_ENOMEM, "panel allocation", dnnl_out_of_memory, M, N, K);
+		/* row by row needs no more than one row of B */
+		P = 1;
+		buf = malloc(cols * 4 + 64);
+	}
+	for (size_t r0 = 0; r0 < rows && buf; r0 += P) {
+		size_t n = rows - r0 < P ? rows - r0 : P;
+		const char *src = (const char *)B + r0 * ldb * eb;
+		for (size_t i = 0; i < n; i++)
+			convert((char *)buf + i * cols * ea, to, src + i * ldb * eb, bdt, cols);
+		const void *a = tb ? A : (const char *)A + r0 * (ta ? lda : 1) * ea;
+		float *c = tb ? C + r0 : C;
+		size_t pm = M, pn = tb ? n : N, pk = tb ? K : n;
+		float pb = tb || r0 == 0 ? beta : 1;
+		if (to == LORA_F32) {
+			sgemm(ta, tb, pm, pn, pk, alpha, a, lda, buf, cols, pb, c, ldc);
+			continue;
+		}
+		if (!product(dnnl_bf16, ta, tb, pm, pn, pk, alpha, a, lda, buf, cols, pb, c, ldc))
+			continue;
+		/* bf16 widened to f32 is exact: the same product, slower */
+		size_t na = ta ? (K - 1) * lda + M : (M - 1) * lda + K;
+		if (!wide && (wide = malloc(na * sizeof *wide)) != NULL)
+			convert(wide, LORA_F32, A, LORA_BF16, na);
+		float *fb = malloc(n * cols * sizeof *fb);
+		if (wide && fb) {
+			convert(fb, LORA_F32, buf, LORA_BF16, n * cols);
+			sgemm(ta, tb, pm, pn, pk, alpha, tb ? wide : wide + r0 * (ta ? lda : 1), lda, fb, cols, pb, c, ldc);
+		}
+		free(fb);
+	}
+	free(buf);
+	free(wide);
+}
+
+void lora_blas_gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const void *A, lora_dtype adt,
+                    size_t lda, const void *B, lora_dtype bdt, size_t ldb, float beta, float *C, size_t ldc)
+{
+	if (tracing)
+		record(ta, tb, M, N, K);
 	if (M == 0 || N == 0)
 		return;
-	if (tb || N <= 2 * PANEL) {
-		product(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+	if (K == 0 || alpha == 0) {
+		scale(M, N, beta, C, ldc);
 		return;
 	}
-	for (size_t j = 0; j < N; j += PANEL)
-		product(ta, tb, M, N - j < PANEL ? N - j : PANEL, K, alpha, A, lda, B + j, ldb, beta, C + j, ldc);
+	int direct = bdt == adt && (uintptr_t)B % lora_dtype_size(bdt) == 0;
+	if (direct && adt == LORA_F32) {
+		sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+		return;
+	}
+	if (direct && !product(dnnl_bf16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+		return;
+	panels(adt, ta, tb, M, N, K, alpha, A, lda, B, bdt, ldb, beta, C, ldc);
 }
 
 void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,

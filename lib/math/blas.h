@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 
+#include "core/dtype.h"
 #include "core/err.h"
 
 /* Use n threads (n <= 0: OMP_NUM_THREADS if set, else every core) for
@@ -33,6 +34,27 @@ int lora_blas_threads(void);
  * prints it as a warning when it exits). */
 void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                      const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* The same product with A of type adt (LORA_F32 or LORA_BF16) and B of
+ * any float type (F32, F16, BF16; any alignment), C f32, accumulated in
+ * f32. When B's type is A's, oneDNN reads B where it lies; otherwise B is
+ * converted to A's type a panel of rows at a time (a bounded buffer, no
+ * copy of B). f16 and bf16 widen to f32 exactly, so with A in f32 the
+ * result is the f32 product of B's values. With A in bf16 the product
+ * needs lora_blas_bf16(); should it fail, both operands are widened to
+ * f32 (exact) and the failure kept for lora_blas_error. */
+void lora_blas_gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const void *A, lora_dtype adt,
+                    size_t lda, const void *B, lora_dtype bdt, size_t ldb, float beta, float *C, size_t ldc);
+
+enum { LORA_BLAS_BF16_NONE, LORA_BLAS_BF16_EMULATED, LORA_BLAS_BF16_NATIVE };
+/* Whether oneDNN multiplies bf16 on this CPU (under DNNL_MAX_CPU_ISA):
+ * NATIVE with AVX512-BF16 or AMX instructions, EMULATED on plain AVX-512
+ * (slower than f32), NONE below (AVX2). */
+int lora_blas_bf16(void);
+
+/* The instruction set oneDNN's kernels use on this CPU under the
+ * DNNL_MAX_CPU_ISA cap: "avx2", "avx512_core_amx", ... */
+const char *lora_blas_isa(void);
 
 /* The first oneDNN failure since the last call (products fell back to
  * OpenBLAS): returns its LORA_E* code and fills e, or 0. Clears it. */

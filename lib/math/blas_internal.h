@@ -21,9 +21,6 @@ void lora_blas_sgemm_openblas(int nthreads, int ta, int tb, size_t M, size_t N, 
  * implementation, to test the OpenBLAS fallback and lora_blas_error. */
 void lora_blas_fail_next(void);
 
-/* The instruction set oneDNN's kernels use on this CPU under the
- * DNNL_MAX_CPU_ISA cap: "avx2", "avx512_core_amx", ... */
-const char *lora_blas_isa(void);
 
 /* Shape trace, for benchmarks: while on, every lora_blas_sgemm
  * call is recorded (thread-safe). */

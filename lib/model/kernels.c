@@ -14,6 +14,8 @@
 
 #include "model/kernels.h"
 
+#include "core/dtype.h"
+
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -147,11 +149,13 @@ ROWK static void swiglu_backward_row(float *dg, float *du, const float *dh, cons
 
 /* ---- embedding, RMSNorm ---- */
 
-void lora_kernels_embedding_forward(float *out, const int32_t *inp, const float *wte, size_t N, size_t C)
+void lora_kernels_embedding_forward(float *out, const int32_t *inp, const void *wte, lora_dtype dt, size_t N,
+                                    size_t C)
 {
+	size_t row = C * lora_dtype_size(dt);
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++)
-		memcpy(out + i * C, wte + (size_t)inp[i] * C, C * sizeof(float));
+		lora_dtype_to_f32(out + i * C, (const char *)wte + (size_t)inp[i] * row, dt, C);
 }
 
 void lora_kernels_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, float eps,

@@ -29,10 +29,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/dtype.h"
 #include "model/config.h"
 
-// out (N, C) = the rows wte[inp[i]]; inp (N) token ids, each < V; wte (V, C)
-void lora_kernels_embedding_forward(float *out, const int32_t *inp, const float *wte, size_t N, size_t C);
+// out (N, C) = the rows wte[inp[i]] widened to f32; inp (N) token ids, each
+// < V; wte (V, C) of dtype dt (f32, f16 or bf16), any alignment
+void lora_kernels_embedding_forward(float *out, const int32_t *inp, const void *wte, lora_dtype dt, size_t N,
+                                    size_t C);
 
 // out (N, C) = inp * rstd * weight, rstd (N) = 1 / sqrt(mean(inp^2) + eps)
 // (rstd may be NULL); inp (N, C), weight (C)

@@ -44,6 +44,7 @@ typedef struct {
 struct lora_llama {
 	lora_config c;
 	lora_weights w;
+	lora_dtype compute; /* of the big products' operands: LORA_F32 or LORA_BF16 */
 
 	attachment *atts;
 	size_t natts;
@@ -76,6 +77,7 @@ struct lora_llama {
 	double *rowloss;            /* (chunk) */
 	float *lnf_out, *rstdf, *dlnf, *last_logits;
 	float *dres, *dln, *dqkv, *datt, *dgu, *dh, *Dsum;
+	uint16_t *xb;               /* bf16 compute: a product's activations in bf16 */
 	int ready;                  /* a TRAIN forward with targets has run */
 };
 
@@ -91,6 +93,7 @@ int lora_llama_open(lora_llama **out, const lora_ckpt *ck, lora_err *e)
 	if (!m)
 		return lora_err_nomem(e);
 	m->lowest = -1;
+	m->compute = LORA_F32;
 	if ((rc = lora_config_read(&m->c, ck->config_path, e)) || (rc = lora_weights_load(&m->w, ck, &m->c, e)))
 		goto fail;
 	m->first = calloc(m->c.n_layers * LORA_NMOD + 1, sizeof *m->first);
@@ -138,6 +141,26 @@ void lora_llama_free(lora_llama *m)
 
 const lora_config *lora_llama_get_config(const lora_llama *m) { return &m->c; }
 size_t lora_llama_param_count(const lora_llama *m) { return m->w.n; }
+size_t lora_llama_weight_bytes(const lora_llama *m) { return m->w.bytes; }
+
+int lora_llama_set_compute(lora_llama *m, lora_llama_compute mode, lora_err *e)
+{
+	int bf16 = lora_blas_bf16();
+	lora_dtype want = mode == LORA_LLAMA_BF16 ? LORA_BF16 : LORA_F32;
+	if (mode == LORA_LLAMA_AUTO && m->w.dtype == LORA_BF16 && bf16 == LORA_BLAS_BF16_NATIVE)
+		want = LORA_BF16;
+	if (want == LORA_BF16 && bf16 == LORA_BLAS_BF16_NONE)
+		return lora_err_set(e, LORA_EINVAL,
+		                    "bf16 compute needs a CPU with AVX-512 (oneDNN multiplies bf16 from avx512_core up; "
+		                    "this one runs %s): use --compute f32",
+		                    lora_blas_isa());
+	if (want != m->compute)
+		free_plan(m);
+	m->compute = want;
+	return 0;
+}
+
+lora_dtype lora_llama_compute_dtype(const lora_llama *m) { return m->compute; }
 
 /* ---- adapters ---- */
 
@@ -316,6 +339,14 @@ int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 	need += up16(BT * C) + up16(BT * F) + 2.0 * up16(BT * r) + 2.0 * up16(T * half);
 	need += (double)up16(scratch) + up16(chunk * V) + up16(chunk * 2) + up16(BT * C) + up16(BT) +
 	        up16(B * V);
+	size_t nxb = 0; /* bf16 activations: the widest product input */
+	if (m->compute == LORA_BF16) {
+		size_t widest = 2 * F > m->w.QKV ? 2 * F : m->w.QKV;
+		nxb = BT * (widest > wmax ? widest : wmax);
+		nxb = nxb > chunk * V ? nxb : chunk * V;
+		nxb = nxb > B * C ? nxb : B * C;
+		need += up16((nxb + 1) / 2);
+	}
 	if (train)
 		need += 2.0 * up16(BT * wmax) + up16(BT * C) /* dlnf */ + up16(BT * C) * 2 + up16(BT * m->w.QKV) +
 		        up16(BT * m->w.QD) + up16(BT * 2 * F) + up16(BT * F) + up16(B * NH * T);
@@ -364,6 +395,11 @@ int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 	CARVE(m->lnf_out, BT * C);
 	CARVE(m->rstdf, BT);
 	CARVE(m->last_logits, B * V);
+	m->xb = NULL;
+	if (nxb) {
+		m->xb = (uint16_t *)p;
+		p += up16((nxb + 1) / 2);
+	}
 	m->xd = m->tmp = m->dlnf = m->dres = m->dln = m->dqkv = m->datt = m->dgu = m->dh = m->Dsum = NULL;
 	if (train) {
 		CARVE(m->xd, BT * wmax);
@@ -383,6 +419,68 @@ int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 }
 
 size_t lora_llama_activation_bytes(const lora_llama *m) { return m->nacts * sizeof(float); }
+
+/* ---- products with the frozen weights ---- */
+
+/* An activation as the A operand of the big products: in f32 compute the
+ * f32 values themselves, in bf16 compute a bf16 copy (xb). */
+typedef struct {
+	const void *p;
+	lora_dtype dt;
+	size_t ld;
+} operand;
+
+#define CONVERT_ROWS 16
+
+/* x (N, n) as an operand; in bf16 compute it overwrites the previous one. */
+static operand act(lora_llama *m, const float *x, size_t N, size_t n)
+{
+	if (m->compute == LORA_F32)
+		return (operand){x, LORA_F32, n};
+#pragma omp parallel for if (N * n > ((size_t)1 << 16))
+	for (size_t i = 0; i < N; i += CONVERT_ROWS)
+		lora_dtype_from_f32(m->xb + i * n, x + i * n, LORA_BF16, (N - i < CONVERT_ROWS ? N - i : CONVERT_ROWS) * n);
+	return (operand){m->xb, LORA_BF16, n};
+}
+
+/* Columns j.. of an operand. */
+static operand cols(operand x, size_t j)
+{
+	x.p = (const char *)x.p + j * lora_dtype_size(x.dt);
+	return x;
+}
+
+/* y (N, out; row stride ldy) = beta y + x W^T (+ bias) for module mod of
+ * block l: its frozen part. */
+static void module_forward(const lora_llama *m, size_t l, int mod, operand x, size_t N, float beta, float *y,
+                           size_t ldy)
+{
+	const lora_weights_block *w = &m->w.blocks[l];
+	size_t out, in;
+	lora_weights_module_shape(&m->c, mod, &out, &in);
+	lora_blas_gemm(0, 1, N, out, in, 1, x.p, x.dt, x.ld, w->w[mod].p, w->w[mod].dt, in, beta, y, ldy);
+	if (w->b[mod])
+		lora_kernels_bias_forward(y, w->b[mod], 1, N, out, ldy);
+}
+
+/* dx (N, in; row stride ldx) = beta dx + dy W: the input gradient through
+ * module mod's frozen weight. */
+static void module_backward(const lora_llama *m, size_t l, int mod, operand dy, size_t N, float beta, float *dx,
+                            size_t ldx)
+{
+	const lora_weights_mat *w = &m->w.blocks[l].w[mod];
+	size_t out, in;
+	lora_weights_module_shape(&m->c, mod, &out, &in);
+	lora_blas_gemm(0, 0, N, in, out, 1, dy.p, dy.dt, dy.ld, w->p, w->dt, in, beta, dx, ldx);
+}
+
+/* y (N, V) = x (N, C) head^T: logits. */
+static void head_forward(lora_llama *m, const float *x, size_t N, float *y)
+{
+	size_t C = m->c.dim, V = m->c.vocab_size;
+	operand a = act(m, x, N, C);
+	lora_blas_gemm(0, 1, N, V, C, 1, a.p, a.dt, a.ld, m->w.head.p, m->w.head.dt, C, 0, y, V);
+}
 
 /* ---- adapted linear layers ---- */
 
@@ -452,9 +550,10 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 	float eps = (float)c->rms_eps;
 	// attention
 	lora_kernels_rmsnorm_forward(m->ln, s->rstd1, xin, w->ln1, eps, N, C);
-	lora_blas_sgemm(0, 1, N, QKV, C, 1, m->ln, C, w->wqkv, C, 0, s->qkv, QKV);
-	if (w->bqkv)
-		lora_kernels_bias_forward(s->qkv, w->bqkv, 1, N, QKV, QKV);
+	operand x = act(m, m->ln, N, C);
+	module_forward(m, l, LORA_MOD_Q, x, N, 0, s->qkv, QKV);
+	module_forward(m, l, LORA_MOD_K, x, N, 0, s->qkv + QD, QKV);
+	module_forward(m, l, LORA_MOD_V, x, N, 0, s->qkv + QD + m->w.KVD, QKV);
 	adapters_forward(m, l, LORA_MOD_Q, m->ln, s->qkv, QKV, train);
 	adapters_forward(m, l, LORA_MOD_K, m->ln, s->qkv + QD, QKV, train);
 	adapters_forward(m, l, LORA_MOD_V, m->ln, s->qkv + QD + m->w.KVD, QKV, train);
@@ -467,15 +566,13 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 		                               m->nthr);
 	if (xmid != xin)
 		memcpy(xmid, xin, N * C * sizeof(float));
-	lora_blas_sgemm(0, 1, N, C, QD, 1, s->att, QD, w->wo, QD, 1, xmid, C);
-	if (w->bo)
-		lora_kernels_bias_forward(xmid, w->bo, 1, N, C, C);
+	module_forward(m, l, LORA_MOD_O, act(m, s->att, N, QD), N, 1, xmid, C);
 	adapters_forward(m, l, LORA_MOD_O, s->att, xmid, C, train);
 	// MLP
 	lora_kernels_rmsnorm_forward(m->ln, s->rstd2, xmid, w->ln2, eps, N, C);
-	lora_blas_sgemm(0, 1, N, 2 * F, C, 1, m->ln, C, w->wgu, C, 0, s->gu, 2 * F);
-	if (w->bgu)
-		lora_kernels_bias_forward(s->gu, w->bgu, 1, N, 2 * F, 2 * F);
+	x = act(m, m->ln, N, C);
+	module_forward(m, l, LORA_MOD_GATE, x, N, 0, s->gu, 2 * F);
+	module_forward(m, l, LORA_MOD_UP, x, N, 0, s->gu + F, 2 * F);
 	adapters_forward(m, l, LORA_MOD_GATE, m->ln, s->gu, 2 * F, train);
 	adapters_forward(m, l, LORA_MOD_UP, m->ln, s->gu + F, 2 * F, train);
 	if (skip_down)
@@ -483,9 +580,7 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 	lora_kernels_swiglu_forward(m->h, s->gu, N, F);
 	if (xout != xmid)
 		memcpy(xout, xmid, N * C * sizeof(float));
-	lora_blas_sgemm(0, 1, N, C, F, 1, m->h, F, w->wd, F, 1, xout, C);
-	if (w->bd)
-		lora_kernels_bias_forward(xout, w->bd, 1, N, C, C);
+	module_forward(m, l, LORA_MOD_DOWN, act(m, m->h, N, F), N, 1, xout, C);
 	adapters_forward(m, l, LORA_MOD_DOWN, m->h, xout, C, train);
 }
 
@@ -527,14 +622,17 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	if (trainable_in(m, l, LORA_MOD_DOWN))
 		lora_kernels_swiglu_forward(m->h, s->gu, N, F);
 	if (depth >= 2)
-		lora_blas_sgemm(0, 0, N, F, C, 1, dres, C, w->wd, F, 0, m->dh, F);
+		module_backward(m, l, LORA_MOD_DOWN, act(m, dres, N, C), N, 0, m->dh, F);
 	adapters_backward(m, l, LORA_MOD_DOWN, m->h, dres, C, depth >= 2 ? m->dh : NULL);
 	if (depth < 2)
 		return;
 	lora_kernels_swiglu_backward(m->dgu, m->dh, s->gu, N, F);
 	lora_kernels_rmsnorm_recompute(m->ln, s->xmid, w->ln2, s->rstd2, N, C);
-	if (depth >= 3)
-		lora_blas_sgemm(0, 0, N, C, 2 * F, 1, m->dgu, 2 * F, w->wgu, C, 0, m->dln, C);
+	if (depth >= 3) {
+		operand g = act(m, m->dgu, N, 2 * F);
+		module_backward(m, l, LORA_MOD_GATE, g, N, 0, m->dln, C);
+		module_backward(m, l, LORA_MOD_UP, cols(g, F), N, 1, m->dln, C);
+	}
 	adapters_backward(m, l, LORA_MOD_GATE, m->ln, m->dgu, 2 * F, depth >= 3 ? m->dln : NULL);
 	adapters_backward(m, l, LORA_MOD_UP, m->ln, m->dgu + F, 2 * F, depth >= 3 ? m->dln : NULL);
 	if (depth < 3)
@@ -542,7 +640,7 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	lora_kernels_rmsnorm_backward(dres, m->dln, s->xmid, w->ln2, s->rstd2, N, C);
 	// attention: xmid = xin + o(att)
 	if (depth >= 4)
-		lora_blas_sgemm(0, 0, N, QD, C, 1, dres, C, w->wo, QD, 0, m->datt, QD);
+		module_backward(m, l, LORA_MOD_O, act(m, dres, N, C), N, 0, m->datt, QD);
 	adapters_backward(m, l, LORA_MOD_O, s->att, dres, C, depth >= 4 ? m->datt : NULL);
 	if (depth < 4)
 		return;
@@ -552,8 +650,12 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	lora_kernels_rope_backward(m->dqkv, m->rope_cos, m->rope_sin, 0, m->B, m->T, NH + NKV, HS, QKV);
 	lora_kernels_rmsnorm_recompute(m->ln, xin, w->ln1, s->rstd1, N, C);
 	float *dln = depth >= 5 ? m->dln : NULL;
-	if (dln)
-		lora_blas_sgemm(0, 0, N, C, QKV, 1, m->dqkv, QKV, w->wqkv, C, 0, dln, C);
+	if (dln) {
+		operand g = act(m, m->dqkv, N, QKV);
+		module_backward(m, l, LORA_MOD_Q, g, N, 0, dln, C);
+		module_backward(m, l, LORA_MOD_K, cols(g, QD), N, 1, dln, C);
+		module_backward(m, l, LORA_MOD_V, cols(g, QD + m->w.KVD), N, 1, dln, C);
+	}
 	adapters_backward(m, l, LORA_MOD_Q, m->ln, m->dqkv, QKV, dln);
 	adapters_backward(m, l, LORA_MOD_K, m->ln, m->dqkv + QD, QKV, dln);
 	adapters_backward(m, l, LORA_MOD_V, m->ln, m->dqkv + QD + m->w.KVD, QKV, dln);
@@ -596,7 +698,7 @@ static void blocks_forward(lora_llama *m, const int32_t *inputs)
 {
 	size_t L = m->c.n_layers;
 	int train = (m->flags & LORA_LLAMA_TRAIN) != 0, recompute = (m->flags & LORA_LLAMA_RECOMPUTE) != 0;
-	lora_kernels_embedding_forward(m->res[0], inputs, m->w.embed, m->B * m->T, m->c.dim);
+	lora_kernels_embedding_forward(m->res[0], inputs, m->w.embed.p, m->w.embed.dt, m->B * m->T, m->c.dim);
 	for (size_t l = 0; l < L; l++) {
 		slot *s = &m->slots[train && !recompute ? l : 0];
 		float *xout = m->res[l + 1];
@@ -608,11 +710,11 @@ static void blocks_forward(lora_llama *m, const int32_t *inputs)
  * (B*T, C), into last_logits. */
 static void head_last(lora_llama *m, const float *top, size_t T)
 {
-	size_t C = m->c.dim, V = m->c.vocab_size;
+	size_t C = m->c.dim;
 	for (size_t b = 0; b < m->B; b++)
 		lora_kernels_rmsnorm_forward(m->lnf_out + b * C, NULL, top + (b * T + T - 1) * C, m->w.norm,
 		                             (float)m->c.rms_eps, 1, C);
-	lora_blas_sgemm(0, 1, m->B, V, C, 1, m->lnf_out, C, m->w.head, C, 0, m->last_logits, V);
+	head_forward(m, m->lnf_out, m->B, m->last_logits);
 }
 
 /* The summed loss over the targets (count of them used) of the top of the
@@ -627,13 +729,16 @@ static double head_loss(lora_llama *m, const int32_t *targets, size_t count)
 	double sum = 0;
 	for (size_t i0 = 0; i0 < N; i0 += m->chunk) {
 		size_t n = N - i0 < m->chunk ? N - i0 : m->chunk;
-		lora_blas_sgemm(0, 1, n, V, C, 1, m->lnf_out + i0 * C, C, m->w.head, C, 0, m->logits, V);
+		head_forward(m, m->lnf_out + i0 * C, n, m->logits);
 		lora_kernels_crossentropy_forward(m->rowloss, m->logits, targets + i0, gscale, n, V);
 		for (size_t i = 0; i < n; i++)
 			sum += m->rowloss[i];
 		if (train) {
-			if (count)
-				lora_blas_sgemm(0, 0, n, C, V, 1, m->logits, V, m->w.head, C, 0, m->dlnf + i0 * C, C);
+			if (count) {
+				operand g = act(m, m->logits, n, V);
+				lora_blas_gemm(0, 0, n, C, V, 1, g.p, g.dt, g.ld, m->w.head.p, m->w.head.dt, C, 0, m->dlnf + i0 * C,
+				               C);
+			}
 			else
 				memset(m->dlnf + i0 * C, 0, n * C * sizeof(float));
 		}
@@ -680,7 +785,7 @@ int lora_llama_forward_logits(lora_llama *m, const int32_t *inputs, float *logit
 	blocks_forward(m, inputs);
 	/* lnf_out holds (B*T, C) in every plan */
 	lora_kernels_rmsnorm_forward(m->lnf_out, NULL, m->res[m->c.n_layers], m->w.norm, (float)m->c.rms_eps, N, C);
-	lora_blas_sgemm(0, 1, N, V, C, 1, m->lnf_out, C, m->w.head, C, 0, logits, V);
+	head_forward(m, m->lnf_out, N, logits);
 	return 0;
 }
 
@@ -748,7 +853,7 @@ int lora_llama_decode(lora_llama *m, const int32_t *tokens, size_t n, size_t pos
 		return rc;
 	m->Tn = n, m->pos = pos;
 	float *x = m->res[0];
-	lora_kernels_embedding_forward(x, tokens, m->w.embed, m->B * n, c->dim);
+	lora_kernels_embedding_forward(x, tokens, m->w.embed.p, m->w.embed.dt, m->B * n, c->dim);
 	for (size_t l = 0; l < c->n_layers; l++)
 		block_forward(m, l, &m->slots[0], x, x, x, 0, 0);
 	head_last(m, x, n);

@@ -6,7 +6,7 @@
  * and the numerical kernels live in model/kernels.c; test and benchmark
  * hooks are in model/llama_internal.h.
  *
- * The computation is Hugging Face's LlamaForCausalLM in float32: embedding;
+ * The computation is Hugging Face's LlamaForCausalLM: embedding;
  * per block RMSNorm -> q/k/v projections (+ bias when the checkpoint has
  * one) -> RoPE (rotate-half) -> causal grouped-query attention (sliding
  * window where the config asks for it) -> o_proj -> residual -> RMSNorm ->
@@ -19,8 +19,15 @@
  * alpha/sqrt(r) for rsLoRA) and d LoRA dropout (training only, trainable
  * adapter only).
  *
- * Memory: the weights are one f32 arena (converted from f16/bf16 at open;
- * the checkpoint can be closed afterwards). lora_llama_plan sizes one
+ * Numbers: norms, RoPE, softmax, attention, the loss and everything LoRA
+ * (factors, their gradients) are f32. The big products with the frozen
+ * weights (projections, MLP, head) run in the compute type: f32 (bf16 and
+ * f16 weights widen exactly, so this is the f32 model of their values) or
+ * bf16 (activations rounded to bf16, weights in bf16, f32 accumulation; as
+ * PyTorch's autocast does), see lora_llama_set_compute.
+ *
+ * Memory: the weights are read where they lie in the checkpoint's mapping,
+ * in their stored dtype: no copy of the model. lora_llama_plan sizes one
  * activation arena for a batch shape; forward and backward allocate
  * nothing. Attention keeps per row and head only the log-sum-exp and
  * recomputes probabilities block by block in backward, so activation memory
@@ -44,11 +51,23 @@ typedef struct lora_llama lora_llama;
 /* Build the model from an open checkpoint with config.json beside it.
  * Every tensor the config implies must be present with that shape and a
  * float dtype (errors name the tensor and both shapes); q/k/v/o and MLP
- * biases are used when present. Weights are copied (as f32), so ck may be
- * closed afterwards. Caller frees with lora_llama_free. */
+ * biases are used when present. The weights stay in ck: ck must stay open
+ * until lora_llama_free. Computes in f32 until lora_llama_set_compute. */
 int lora_llama_open(lora_llama **out, const lora_ckpt *ck, lora_err *e);
 void lora_llama_free(lora_llama *m);
 const lora_config *lora_llama_get_config(const lora_llama *m);
+/* Bytes of the checkpoint's tensors the model reads (its weights' share of
+ * resident memory). */
+size_t lora_llama_weight_bytes(const lora_llama *m);
+
+typedef enum { LORA_LLAMA_AUTO, LORA_LLAMA_F32, LORA_LLAMA_BF16 } lora_llama_compute;
+/* The compute type of the big products. AUTO: bf16 when every weight
+ * matrix is bf16 and the CPU multiplies bf16 natively (AVX512-BF16 or
+ * AMX, lora_blas_bf16), else f32. BF16 where oneDNN cannot multiply bf16
+ * at all is an error saying so. Drops the plan when the type changes. */
+int lora_llama_set_compute(lora_llama *m, lora_llama_compute mode, lora_err *e);
+/* The type in effect: LORA_F32 or LORA_BF16. */
+lora_dtype lora_llama_compute_dtype(const lora_llama *m);
 
 /* Apply adapter a at run time with user scale k (its layers' updates are
  * multiplied by k * alpha/r). Every layer must name a linear module of a

@@ -10,7 +10,7 @@
 #include "core/err.h"
 #include "model/llama.h"
 
-/* Weights in the f32 arena (what the model computes with). */
+/* Parameters of the frozen model. */
 size_t lora_llama_param_count(const lora_llama *m);
 /* Bytes of the activation arena (0 before plan). */
 size_t lora_llama_activation_bytes(const lora_llama *m);

@@ -15,12 +15,12 @@ void lora_session_close(lora_session *s)
 	}
 	free(s->adapters), free(s->paths), free(s->scales), free(s->model_name);
 	lora_llama_free(s->m);
+	lora_ckpt_close(s->ck);
 	memset(s, 0, sizeof *s);
 }
 
 int lora_session_open(lora_session *s, const char *model, char *const *specs, size_t n, lora_err *e)
 {
-	lora_ckpt *ck = NULL;
 	int rc;
 	memset(s, 0, sizeof *s);
 	s->n = n;
@@ -34,15 +34,12 @@ int lora_session_open(lora_session *s, const char *model, char *const *specs, si
 	for (size_t i = 0; i < n; i++)
 		if ((rc = lora_load_spec(specs[i], &s->paths[i], &s->scales[i], e)))
 			goto out;
-	if ((rc = lora_ckpt_open(&ck, model, e)) || (rc = lora_llama_open(&s->m, ck, e)))
+	if ((rc = lora_ckpt_open(&s->ck, model, e)) || (rc = lora_llama_open(&s->m, s->ck, e)))
 		goto out;
-	if (ck->name && !(s->model_name = strdup(ck->name))) {
+	if (s->ck->name && !(s->model_name = strdup(s->ck->name))) {
 		rc = lora_err_nomem(e);
 		goto out;
 	}
-	/* The weights are in the model's own arena now: the mapping can go. */
-	lora_ckpt_close(ck);
-	ck = NULL;
 	for (size_t i = 0; i < n; i++) {
 		const char *p = s->paths[i];
 		if ((rc = lora_load_adapter(&s->adapters[i], p, e)) ||
@@ -50,7 +47,6 @@ int lora_session_open(lora_session *s, const char *model, char *const *specs, si
 			goto out;
 	}
 out:
-	lora_ckpt_close(ck);
 	if (rc)
 		lora_session_close(s);
 	return rc;

@@ -13,6 +13,7 @@
 #include "model/llama.h"
 
 typedef struct {
+	lora_ckpt *ck;            /* the checkpoint the model reads its weights from */
 	lora_llama *m;
 	char *model_name;         /* the checkpoint's name, or NULL */
 	lora_adapter **adapters;  /* n of them, attached to m with their scales */

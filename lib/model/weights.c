@@ -1,5 +1,5 @@
-/* weights: a checkpoint's tensors checked against config.json and
- * converted into one f32 arena. */
+/* weights: a checkpoint's tensors checked against config.json, the
+ * matrices used where they lie. */
 #include "model/weights.h"
 
 #include <stdint.h>
@@ -9,7 +9,7 @@
 
 #include "core/dtype.h"
 
-/* Tensors start on 64-byte boundaries in the arena. */
+/* The f32 norms and biases start on 64-byte boundaries. */
 #define ALIGN_FLOATS 16
 
 static size_t up16(size_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
@@ -94,12 +94,11 @@ typedef struct {
 	const lora_st_tensor *w[LORA_NMOD], *b[LORA_NMOD], *ln1, *ln2;
 } block_src;
 
-/* Find and check the tensors of block l; add the floats they take in the
- * arena to *total. */
-static int find_block(block_src *s, const lora_ckpt *ck, const lora_config *c, const lora_weights *w, size_t l,
-                      double *total, lora_err *e)
+/* Find and check the tensors of block l; add the floats its norms and
+ * biases take in f32 to *small. */
+static int find_block(block_src *s, const lora_ckpt *ck, const lora_config *c, size_t l, size_t *small, lora_err *e)
 {
-	size_t C = c->dim, F = c->hidden_dim, out, in;
+	size_t C = c->dim, out, in;
 	char name[160];
 	int rc;
 	for (int k = 0; k < LORA_NMOD; k++) {
@@ -111,6 +110,7 @@ static int find_block(block_src *s, const lora_ckpt *ck, const lora_config *c, c
 		s->b[k] = want(ck, name, out, 0, 1, &rc, e);
 		if (rc)
 			return rc;
+		*small += s->b[k] ? up16(out) : 0;
 	}
 	snprintf(name, sizeof name, "model.layers.%zu.input_layernorm.weight", l);
 	if (!(s->ln1 = want(ck, name, C, 0, 0, &rc, e)))
@@ -118,63 +118,36 @@ static int find_block(block_src *s, const lora_ckpt *ck, const lora_config *c, c
 	snprintf(name, sizeof name, "model.layers.%zu.post_attention_layernorm.weight", l);
 	if (!(s->ln2 = want(ck, name, C, 0, 0, &rc, e)))
 		return rc;
-	*total += (double)up16(w->QKV * C) + (double)up16(C * w->QD) + (double)up16(2 * F * C) + (double)up16(C * F) +
-	          2.0 * (double)up16(C);
-	if (s->b[0] || s->b[1] || s->b[2])
-		*total += (double)up16(w->QKV);
-	if (s->b[3])
-		*total += (double)up16(C);
-	if (s->b[4] || s->b[5])
-		*total += (double)up16(2 * F);
-	if (s->b[6])
-		*total += (double)up16(C);
+	*small += 2 * up16(C);
 	return 0;
 }
 
-/* Convert n values of t to f32 at dst, then let the kernel drop t's pages:
- * the resident size stays the f32 weights, not weights plus checkpoint. */
-static void convert(float *dst, const lora_st_tensor *t, size_t n)
+/* A matrix in place; its dtype joins w->dtype and its size the totals. */
+static lora_weights_mat mat(lora_weights *w, const lora_st_tensor *t)
 {
-	lora_dtype_to_f32(dst, t->data, t->dtype, n);
-	lora_st_release(t);
+	if (w->n == 0)
+		w->dtype = t->dtype;
+	else if (w->dtype != t->dtype)
+		w->dtype = LORA_DTYPE_COUNT;
+	w->n += t->nelem;
+	w->bytes += t->nbytes;
+	return (lora_weights_mat){t->data, t->dtype};
 }
 
-/* Convert the weights of modules [k0, k0+n), which share their input
- * width, into consecutive rows at p (*dst), then their biases (zero for a
- * missing one; *bias NULL if all are). Returns the next free float. */
-static float *convert_packed(float *p, float **dst, float **bias, const block_src *s, const lora_config *c, int k0,
-                             int n)
+/* A small tensor widened to f32 at *p. */
+static float *widen(lora_weights *w, float **p, const lora_st_tensor *t)
 {
-	size_t off = 0, out, in;
-	*dst = p;
-	for (int k = k0; k < k0 + n; k++) {
-		lora_weights_module_shape(c, k, &out, &in);
-		convert(p + off * in, s->w[k], out * in);
-		off += out;
-	}
-	p += up16(off * in);
-	*bias = NULL;
-	int any = 0;
-	for (int k = k0; k < k0 + n; k++)
-		any |= s->b[k] != NULL;
-	if (!any)
-		return p;
-	*bias = p;
-	off = 0;
-	for (int k = k0; k < k0 + n; k++) {
-		lora_weights_module_shape(c, k, &out, &in);
-		if (s->b[k])
-			convert(p + off, s->b[k], out);
-		else
-			memset(p + off, 0, out * sizeof(float));
-		off += out;
-	}
-	return p + up16(off);
+	float *dst = *p;
+	lora_dtype_to_f32(dst, t->data, t->dtype, t->nelem);
+	*p += up16(t->nelem);
+	w->n += t->nelem;
+	w->bytes += t->nbytes;
+	return dst;
 }
 
 int lora_weights_load(lora_weights *w, const lora_ckpt *ck, const lora_config *c, lora_err *e)
 {
-	size_t C = c->dim, V = c->vocab_size, L = c->n_layers;
+	size_t C = c->dim, V = c->vocab_size, L = c->n_layers, small = up16(C);
 	int rc;
 	memset(w, 0, sizeof *w);
 	w->QD = c->n_heads * c->head_dim;
@@ -186,46 +159,32 @@ int lora_weights_load(lora_weights *w, const lora_ckpt *ck, const lora_config *c
 		free(src);
 		return lora_err_nomem(e);
 	}
-	/* First pass: check every tensor and size the arena. */
 	const lora_st_tensor *temb = want(ck, "model.embed_tokens.weight", V, C, 0, &rc, e), *tnorm, *thead = NULL;
 	if (rc || !(tnorm = want(ck, "model.norm.weight", C, 0, 0, &rc, e)))
 		goto out;
 	if (!c->tied && !(thead = want(ck, "lm_head.weight", V, C, 0, &rc, e)))
 		goto out;
-	double total = 2.0 * (double)up16(V * C) + (double)up16(C);
 	for (size_t l = 0; l < L; l++)
-		if ((rc = find_block(&src[l], ck, c, w, l, &total, e)))
+		if ((rc = find_block(&src[l], ck, c, l, &small, e)))
 			goto out;
-	if (total * 4 > (double)SIZE_MAX / 2) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: model too large", ck->path);
+	if (!(w->small = aligned_alloc(64, small * sizeof(float)))) {
+		rc = lora_err_nomem(e);
 		goto out;
 	}
-	w->n = (size_t)total;
-	w->arena = aligned_alloc(64, up16(w->n) * sizeof(float));
-	if (!w->arena) {
-		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory for %zu weights", ck->path, w->n);
-		goto out;
-	}
-	/* Second pass: convert into the arena ("malloc and point"). */
-	float *p = w->arena;
-#define TAKE(dst, t, n) (dst = p, convert(p, (t), (n)), p += up16(n))
-	TAKE(w->embed, temb, V * C);
-	TAKE(w->norm, tnorm, C);
-	if (c->tied)
-		w->head = w->embed;
-	else
-		TAKE(w->head, thead, V * C);
+	float *p = w->small;
+	w->embed = mat(w, temb);
+	w->head = c->tied ? w->embed : mat(w, thead);
+	w->norm = widen(w, &p, tnorm);
 	for (size_t l = 0; l < L; l++) {
 		const block_src *s = &src[l];
 		lora_weights_block *b = &w->blocks[l];
-		p = convert_packed(p, &b->wqkv, &b->bqkv, s, c, LORA_MOD_Q, 3);
-		p = convert_packed(p, &b->wo, &b->bo, s, c, LORA_MOD_O, 1);
-		p = convert_packed(p, &b->wgu, &b->bgu, s, c, LORA_MOD_GATE, 2);
-		p = convert_packed(p, &b->wd, &b->bd, s, c, LORA_MOD_DOWN, 1);
-		TAKE(b->ln1, s->ln1, C);
-		TAKE(b->ln2, s->ln2, C);
+		for (int k = 0; k < LORA_NMOD; k++) {
+			b->w[k] = mat(w, s->w[k]);
+			b->b[k] = s->b[k] ? widen(w, &p, s->b[k]) : NULL;
+		}
+		b->ln1 = widen(w, &p, s->ln1);
+		b->ln2 = widen(w, &p, s->ln2);
 	}
-#undef TAKE
 	rc = 0;
 out:
 	free(src);
@@ -234,8 +193,8 @@ out:
 
 void lora_weights_free(lora_weights *w)
 {
-	free(w->arena);
+	free(w->small);
 	free(w->blocks);
-	w->arena = NULL;
+	w->small = NULL;
 	w->blocks = NULL;
 }

@@ -173,7 +173,6 @@ int main(int argc, char **argv)
 	    lora_init_from_model(a, ck, &tg, rank, 2.0 * (double)rank, &e))
 		die(&e);
 	lora_init_weights(a, LORA_INIT_GAUSSIAN, 1);
-	lora_ckpt_close(ck);
 	lora_targets_free(&tg);
 	if (lora_llama_attach(m, a, 1, 1, "bench", &e) ||
 	    lora_llama_plan(m, B, T, LORA_LLAMA_TRAIN | (recompute ? LORA_LLAMA_RECOMPUTE : 0), &e))
@@ -261,6 +260,7 @@ int main(int argc, char **argv)
 	free(in);
 	free(tgt);
 	lora_llama_free(m);
+	lora_ckpt_close(ck);
 	lora_adapter_free(a);
 	return 0;
 }

@@ -167,6 +167,57 @@ static void test_fallback(void)
 	drop(&p);
 }
 
+/* op(B) stored in dtype bt at a byte offset (misaligned when odd), A in
+ * f32 or bf16: the product must equal the f32 product of the values the
+ * operands hold (B rounded to A's type first: bf16 products convert it).
+ * Sizes make B span several conversion panels (2^19 elements each). */
+static void test_mixed(void)
+{
+	static const size_t sh[][3] = {{7, 300, 2000}, {33, 2000, 300}, {1, 5, 3}, {5, 1000, 1}};
+	static const lora_dtype bts[] = {LORA_F32, LORA_F16, LORA_BF16};
+	int bf16 = lora_blas_bf16();
+	lora_rng r;
+	lora_rng_seed(&r, 5);
+	for (size_t s = 0; s < sizeof sh / sizeof *sh; s++)
+		for (int t = 0; t < 4; t++)
+			for (int at = 0; at < 2; at++)
+				for (size_t b = 0; b < 3; b++)
+					for (size_t off = 0; off < 2; off++) {
+						lora_dtype adt = at ? LORA_BF16 : LORA_F32, bdt = bts[b];
+						prob p = make(t & 1, t >> 1, sh[s][0], sh[s][1], sh[s][2], 1, 0.5f, t == 3 ? 0.25f : 0, &r);
+						size_t na = (p.ta ? p.K : p.M) * p.lda, nb = (p.tb ? p.N : p.K) * p.ldb;
+						size_t eb = lora_dtype_size(bdt);
+						unsigned char *A = malloc(na * 4), *B = malloc(nb * eb + 1);
+						/* operands hold representable values; the reference
+						 * sees what the product must see */
+						lora_dtype_from_f32(A, p.A, adt, na);
+						lora_dtype_to_f32(p.A, A, adt, na);
+						lora_dtype_from_f32(B + off, p.B, bdt, nb);
+						lora_dtype_to_f32(p.B, B + off, bdt, nb);
+						if (at)
+							for (size_t i = 0; i < nb; i++)
+								p.B[i] = lora_dtype_bf16_to_f32(lora_dtype_f32_to_bf16(p.B[i]));
+						memcpy(p.ref, p.C, (p.M * p.ldc + 1) * 4);
+						lora_blas_sgemm_naive(p.ta, p.tb, p.M, p.N, p.K, p.alpha, p.A, p.lda, p.B, p.ldb, p.beta,
+						                      p.ref, p.ldc);
+						lora_blas_gemm(p.ta, p.tb, p.M, p.N, p.K, p.alpha, A, adt, p.lda, B + off, bdt, p.ldb, p.beta,
+						               p.C, p.ldc);
+						double w = worst(&p);
+						CHECK(w < 1e-5, "%zux%zux%zu ta %d tb %d A %s B %s at offset %zu: error %g", p.M, p.N, p.K,
+						      p.ta, p.tb, lora_dtype_name(adt), lora_dtype_name(bdt), off, w);
+						lora_err e = {0};
+						int rc = lora_blas_error(&e);
+						CHECK(rc == 0 || (at && bf16 == LORA_BLAS_BF16_NONE), "product failed: %s", e.msg);
+						CHECK(rc != 0 || !at || bf16 != LORA_BLAS_BF16_NONE,
+						      "bf16 product without bf16 in oneDNN reported no failure");
+						free(A), free(B);
+						drop(&p);
+					}
+	const char *cap = getenv("DNNL_MAX_CPU_ISA");
+	if (cap && !strcmp(cap, "AVX2"))
+		CHECK(bf16 == LORA_BLAS_BF16_NONE, "bf16 under AVX2: %d", bf16);
+}
+
 int main(void)
 {
 	const char *cap = getenv("DNNL_MAX_CPU_ISA");
@@ -176,6 +227,7 @@ int main(void)
 	test_parallel();
 	test_eviction();
 	test_fallback();
+	test_mixed();
 	lora_err e;
 	CHECK(lora_blas_error(&e) == 0, "a product failed in oneDNN: %s", e.msg);
 	DONE();

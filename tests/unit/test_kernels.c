@@ -158,11 +158,19 @@ static void test_embedding(void)
 	float wte[V * C], out[N * C];
 	int32_t inp[N] = {3, 0, 8, 3, 1, 7, 2};
 	fill(wte, V * C, -1, 1);
-	lora_kernels_embedding_forward(out, inp, wte, N, C);
+	lora_kernels_embedding_forward(out, inp, wte, LORA_F32, N, C);
 	int same = 1;
 	for (size_t i = 0; i < N; i++)
 		same &= memcmp(out + i * C, wte + (size_t)inp[i] * C, C * sizeof(float)) == 0;
 	CHECK(same, "embedding rows are the table's rows");
+	/* a bf16 table at an odd address: its rows widened */
+	unsigned char raw[V * C * 2 + 1];
+	lora_dtype_from_f32(raw + 1, wte, LORA_BF16, V * C);
+	lora_kernels_embedding_forward(out, inp, raw + 1, LORA_BF16, N, C);
+	same = 1;
+	for (size_t i = 0; i < N * C; i++)
+		same &= out[i] == lora_dtype_bf16_to_f32(lora_dtype_f32_to_bf16(wte[(size_t)inp[i / C] * C + i % C]));
+	CHECK(same, "bf16 embedding rows are the table's rows widened");
 }
 
 /* ---- RMSNorm ---- */

@@ -364,8 +364,8 @@ static void test_model(const char *dir)
 	lora_llama_plan(m3, B, T, 0, &e);
 	double base = loss_with(m3, in, tg, NULL), zero = loss_with(m2, in, tg, NULL);
 	CHECK(base == zero, "scale 0: %.9f vs %.9f", zero, base);
-	lora_llama_free(m2);
-	lora_llama_free(m3);
+	tm_close(m2);
+	tm_close(m3);
 	m2 = tm_open(mdir), m3 = tm_open(mdir);
 	lora_llama_attach(m2, c, 0.5, 0, "c", &e);
 	lora_llama_attach(m2, c, 0.5, 0, "c", &e);
@@ -374,8 +374,8 @@ static void test_model(const char *dir)
 	lora_llama_plan(m3, B, T, 0, &e);
 	double half2 = loss_with(m2, in, tg, NULL), once = loss_with(m3, in, tg, NULL);
 	CHECK(fabs(half2 - once) < 1e-6 * once && once != base, "two halves %.9f vs one %.9f", half2, once);
-	lora_llama_free(m2);
-	lora_llama_free(m3);
+	tm_close(m2);
+	tm_close(m3);
 	lora_adapter_free(c);
 
 	/* Activation memory grows linearly with the sequence length. */
@@ -398,7 +398,7 @@ static void test_model(const char *dir)
 	double tr = lora_llama_flops_per_token(m, 5, 1);
 	CHECK(tr > 1.9 * fwd && tr < 2.2 * fwd, "training flops %.1f vs forward %.1f", tr, fwd);
 
-	lora_llama_free(m);
+	tm_close(m);
 	lora_adapter_free(a);
 }
 
@@ -490,8 +490,8 @@ static void test_decode(const char *dir)
 	CHECK(worst < 1e-5, "decode vs forward logits differ by %g", worst);
 	int32_t t1[B] = {1, 2};
 	CHECK(lora_llama_decode(dec, t1, 1, TMAX, &e) == LORA_EINVAL, "past the cache");
-	lora_llama_free(full);
-	lora_llama_free(dec);
+	tm_close(full);
+	tm_close(dec);
 	lora_adapter_free(a);
 }
 

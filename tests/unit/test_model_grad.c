@@ -191,7 +191,7 @@ static void run_case(const gcase *gc)
 	views_free(&v);
 	free(in);
 	free(tg);
-	lora_llama_free(m);
+	tm_close(m);
 	lora_adapter_free(a);
 	lora_adapter_free(fz);
 	tm_rmtree(tmp);
@@ -233,7 +233,7 @@ static void recompute_same(void)
 			memcpy(g[rc] + k, dB, a->layers[i].rank * a->layers[i].out * sizeof(float));
 			k += a->layers[i].rank * a->layers[i].out;
 		}
-		lora_llama_free(m);
+		tm_close(m);
 		lora_adapter_free(a);
 	}
 	CHECK(loss[0] == loss[1], "recompute changed the loss: %.9g vs %.9g", loss[0], loss[1]);

@@ -177,18 +177,46 @@ static void tm_rmtree(const char *dir)
 		fprintf(stderr, "cannot remove %s\n", dir);
 }
 
-/* Open dir as a model; NULL (message printed) on error. */
-static lora_llama *tm_open(const char *dir)
-{
+/* Models opened by tm_open and the checkpoints they read their weights
+ * from, which must stay open until tm_close. */
+#define TM_OPEN_MAX 16
+static struct {
+	lora_llama *m;
 	lora_ckpt *ck;
+} tm_opened[TM_OPEN_MAX];
+
+/* Open dir as a model computing in the given type; NULL (message printed)
+ * on error. Close with tm_close. */
+static lora_llama *tm_open_as(const char *dir, lora_llama_compute mode)
+{
+	lora_ckpt *ck = NULL;
 	lora_llama *m = NULL;
 	lora_err e;
-	if (lora_ckpt_open(&ck, dir, &e) || lora_llama_open(&m, ck, &e)) {
-		printf("FAIL open %s: %s\n", dir, e.msg);
-		m = NULL;
+	size_t i = 0;
+	while (i < TM_OPEN_MAX && tm_opened[i].m)
+		i++;
+	if (i == TM_OPEN_MAX || lora_ckpt_open(&ck, dir, &e) || lora_llama_open(&m, ck, &e) ||
+	    lora_llama_set_compute(m, mode, &e)) {
+		printf("FAIL open %s: %s\n", dir, i == TM_OPEN_MAX ? "too many models open" : e.msg);
+		lora_llama_free(m);
+		lora_ckpt_close(ck);
+		return NULL;
 	}
-	lora_ckpt_close(ck);
+	tm_opened[i].m = m;
+	tm_opened[i].ck = ck;
 	return m;
+}
+
+static lora_llama *tm_open(const char *dir) { return tm_open_as(dir, LORA_LLAMA_F32); }
+
+static void tm_close(lora_llama *m)
+{
+	for (size_t i = 0; i < TM_OPEN_MAX; i++)
+		if (m && tm_opened[i].m == m) {
+			lora_llama_free(m);
+			lora_ckpt_close(tm_opened[i].ck);
+			tm_opened[i].m = NULL;
+		}
 }
 
 #endif
