@@ -439,6 +439,17 @@ lora_data_format lora_cli_data_format(const lora_tool *t, const char *opt, const
 	return f;
 }
 
+lora_llama_compute lora_cli_compute(const lora_tool *t, const char *s)
+{
+	static const char *const names[] = {"auto", "f32", "bf16"};
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(s, names[i]))
+			return (lora_llama_compute)i;
+	lora_cli_usage_error(t, "--compute: '%s' is not auto, f32 or bf16", s);
+}
+
+void lora_cli_note(void *ctx, const char *line) { lora_cli_progress_note(ctx, "%s", line); }
+
 int lora_cli_progress_ok(int quiet) { return !quiet && isatty(STDERR_FILENO); }
 
 /* 1 while a progress line is on the screen: read by the signal handlers,

@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/err.h"
 #include "io/data.h"
+#include "model/llama.h"
 
 enum { LORA_EXIT_OK = 0, LORA_EXIT_FAIL = 1, LORA_EXIT_USAGE = 2 };
 
@@ -104,6 +105,12 @@ volatile sig_atomic_t *lora_cli_stop_signals(void);
 int lora_cli_dtype(const lora_tool *t, const char *opt, const char *s, int keep);
 /* A token data format (auto, u16, u32, llmc, bytes). */
 lora_data_format lora_cli_data_format(const lora_tool *t, const char *opt, const char *s);
+
+/* --compute: auto, f32 or bf16. */
+lora_llama_compute lora_cli_compute(const lora_tool *t, const char *s);
+/* A lib job's note callback (ctx: a lora_cli_progress): the line stays
+ * on standard error when progress is shown. */
+void lora_cli_note(void *ctx, const char *line);
 
 /* The exit status of the SIGBUS handler: 1 unless a tool whose 1 means
  * something else (lora-diff: "different") sets its own. */

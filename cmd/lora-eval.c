@@ -7,7 +7,7 @@
 #include "math/blas.h"
 #include "model/eval.h"
 
-enum { O_FORMAT = 256, O_NOSHUFFLE, O_SEED, O_JSON, O_BATCHES };
+enum { O_FORMAT = 256, O_NOSHUFFLE, O_SEED, O_JSON, O_BATCHES, O_COMPUTE };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "base model: directory with config.json, its safetensors file or index", "@file"},
@@ -19,6 +19,9 @@ static const lora_opt opts[] = {
 	{O_BATCHES, 0, "batches", "N", "evaluate only the first N batches (default: all)", NULL},
 	{O_NOSHUFFLE, 0, "no-shuffle", NULL, "consecutive batches from the start, as llm.c cuts them", NULL},
 	{O_SEED, 0, "seed", "N", "seed of the shuffled row order (default 0)", NULL},
+	{O_COMPUTE, 0, "compute", "TYPE",
+	 "big products in bf16 or f32; auto (default): bf16 on a bf16 checkpoint where the CPU has AVX512-BF16 or AMX",
+	 "auto f32 bf16"},
 	{'j', 'j', "threads", "N", "threads for everything (default: every core)", NULL},
 	{O_JSON, 0, "json", NULL, "print one JSON document (keys in lora-eval(1))", NULL},
 	{'q', 'q', "quiet", NULL, "no progress on standard error", NULL},
@@ -54,7 +57,7 @@ static void progress(void *ctx, size_t done, size_t total, double loss, size_t t
 
 int main(int argc, char **argv)
 {
-	lora_eval_job j = {.o = {.B = 4, .shuffle = 1, .progress = progress}, .adapters = argv};
+	lora_eval_job j = {.o = {.B = 4, .shuffle = 1, .progress = progress}, .adapters = argv, .note = lora_cli_note};
 	size_t n = 0;
 	int quiet = 0, id, rc;
 	lora_err e = {0};
@@ -73,6 +76,7 @@ int main(int argc, char **argv)
 		case O_BATCHES: j.o.max_batches = (size_t)lora_cli_int(&tool, "--batches", c.arg, 1, INT64_MAX); break;
 		case O_NOSHUFFLE: j.o.shuffle = 0; break;
 		case O_SEED: j.o.seed = (uint64_t)lora_cli_int(&tool, "--seed", c.arg, 0, INT64_MAX); break;
+		case O_COMPUTE: j.compute = lora_cli_compute(&tool, c.arg); break;
 		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
 		case O_JSON: j.json = 1; break;
 		case 'q': quiet = 1; break;

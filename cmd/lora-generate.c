@@ -6,7 +6,7 @@
 #include "math/blas.h"
 #include "model/generate.h"
 
-enum { O_DATA_FORMAT = 256, O_START, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_OUTPUT_FORMAT, O_ROWS };
+enum { O_DATA_FORMAT = 256, O_START, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_OUTPUT_FORMAT, O_ROWS, O_COMPUTE };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "model directory (config.json + safetensors)", "@file"},
@@ -21,6 +21,9 @@ static const lora_opt opts[] = {
 	{O_SEED, 0, "seed", "N", "random seed: same seed, same tokens (default 0)", NULL},
 	{O_OUTPUT_FORMAT, 0, "output-format", "FMT", "u16 (default), u32 or bytes (text for byte-level models)", "u16 u32 bytes"},
 	{'o', 'o', "output", "FILE", "write the tokens to FILE (default: standard output)", "@file"},
+	{O_COMPUTE, 0, "compute", "TYPE",
+	 "big products in bf16 or f32; auto (default): bf16 on a bf16 checkpoint where the CPU has AVX512-BF16 or AMX",
+	 "auto f32 bf16"},
 	{'j', 'j', "threads", "N", "threads for everything (default: every core)", NULL},
 	{'f', 'f', "force", NULL, "overwrite an existing output file", NULL},
 	{'q', 'q', "quiet", NULL, "no progress on standard error", NULL},
@@ -54,7 +57,7 @@ static void progress(void *ctx, size_t done, size_t total)
 int main(int argc, char **argv)
 {
 	lora_generate_job j = {.adapters = argv, .n = 128, .rows = 1, .sampler = {1.0, 0, 1.0}, .format = LORA_DATA_U16,
-	                       .progress = progress};
+	                       .progress = progress, .note = lora_cli_note};
 	int pfmt_set = 0, quiet = 0, id, rc;
 	size_t n = 0;
 	lora_err e = {0};
@@ -91,6 +94,7 @@ int main(int argc, char **argv)
 				lora_cli_usage_error(&tool, "--output-format: '%s' is not u16, u32 or bytes", c.arg);
 			break;
 		case 'o': j.out = c.arg; break;
+		case O_COMPUTE: j.compute = lora_cli_compute(&tool, c.arg); break;
 		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
 		case 'f': j.force = 1; break;
 		case 'q': quiet = 1; break;

@@ -100,7 +100,7 @@ static int apply_flags(lora_trainconf *conf, int argc, char **argv, lora_err *e)
 
 int main(int argc, char **argv)
 {
-	lora_job j = {.shuffle = 1, .dtype = -1, .report = report};
+	lora_job j = {.shuffle = 1, .dtype = -1, .report = report, .note = lora_cli_note};
 	const char *config = NULL;
 	int quiet = 0, flags = 0, id, rc;
 	lora_err e = {0};

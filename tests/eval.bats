@@ -66,14 +66,14 @@ close() {
 	assert_equal "$stderr" "lora-eval: nope.lora: No such file or directory"
 }
 
-@test "the loss matches PyTorch's: base model and PEFT adapter, 1e-4" {
+@test "the loss matches PyTorch's in f32 compute: base model and PEFT adapter, 1e-4" {
 	for c in $(cat "$FIX/model/cases"); do
 		d="$FIX/model/$c"
 		B=$(jq .B "$d/expect.json") T=$(jq .T "$d/expect.json")
-		run -0 lora-eval -m "$d" -d "$d/tokens.u16" -b "$B" -T "$T" --no-shuffle --json
+		run -0 lora-eval -m "$d" -d "$d/tokens.u16" -b "$B" -T "$T" --no-shuffle --compute f32 --json
 		assert_equal "$(jget "$output" .tokens)" $((B * T))
 		close "$(jget "$output" .loss)" "$(jq .loss_base "$d/expect.json")" 1e-4
-		run -0 lora-eval -m "$d" "$d/adapter" -d "$d/tokens.u16" -b "$B" -T "$T" --no-shuffle --json
+		run -0 lora-eval -m "$d" "$d/adapter" -d "$d/tokens.u16" -b "$B" -T "$T" --no-shuffle --compute f32 --json
 		close "$(jget "$output" .loss)" "$(jq .loss "$d/expect.json")" 1e-4
 		close "$(jget "$output" .perplexity)" "$(jq '.loss | exp' "$d/expect.json")" 1e-4
 	done
@@ -94,7 +94,7 @@ close() {
 @test "--json: every key, perplexity = exp(loss)" {
 	run -0 lora-eval -m model a.lora b.lora:2 -d data.u16 -b 4 -T 32 --no-shuffle --json -j 1
 	assert_equal "$(jq -c 'keys' <<<"$output")" \
-		'["adapters","batch","batches","data","data_format","data_tokens","loss","model","model_name","perplexity","seed","seq","shuffle","threads","tokens"]'
+		'["adapters","batch","batches","compute","data","data_format","data_tokens","loss","model","model_name","perplexity","seed","seq","shuffle","threads","tokens"]'
 	assert_equal "$(jq -c '[.adapters[] | [.path, .scale, .layers]]' <<<"$output")" '[["a.lora",1,3],["b.lora",2,2]]'
 	assert_equal "$(jq -c '[.batch, .seq, .batches, .tokens, .data_tokens, .shuffle, .seed, .threads, .data_format]' <<<"$output")" \
 		'[4,32,32,4096,4097,false,null,1,"u16"]'
@@ -280,9 +280,40 @@ close() {
 	mkmodel $M --dtype bf16 mb >/dev/null
 	mkmodel $M --dtype bf16 --shard-bytes 40000 ms >/dev/null
 	mini-merge mb mf32
-	a=$(lora-eval -m mb -d data.u16 -T 64 --json | jq .loss)
-	b=$(lora-eval -m ms -d data.u16 -T 64 --json | jq .loss)
+	a=$(lora-eval -m mb -d data.u16 -T 64 --compute f32 --json | jq .loss)
+	b=$(lora-eval -m ms -d data.u16 -T 64 --compute f32 --json | jq .loss)
 	c=$(lora-eval -m mf32 -d data.u16 -T 64 --json | jq .loss)
 	assert_equal "$a" "$b"
 	assert_equal "$a" "$c"
+}
+
+# 1 when oneDNN multiplies bf16 here (AVX-512 and no cap below it)
+has_bf16() { grep -qw avx512f /proc/cpuinfo && [ "${DNNL_MAX_CPU_ISA:-ALL}" != AVX2 ]; }
+
+@test "--compute: bf16 within 1e-2 of f32 and chosen by auto on a bf16 checkpoint where the CPU has bf16; refused without; bad value" {
+	mkmodel $M --dtype bf16 mb >/dev/null
+	f32=$(lora-eval -m mb a.lora -d data.u16 -T 64 --compute f32 --json)
+	assert_equal "$(jget "$f32" .compute)" f32
+	run -0 --separate-stderr lora-eval -m model a.lora -d data.u16 -T 64 --json
+	assert_equal "$(jget "$output" .compute)" f32 # an f32 checkpoint stays f32
+	if has_bf16; then
+		bf=$(lora-eval -m mb a.lora -d data.u16 -T 64 --compute bf16 --json)
+		auto=$(lora-eval -m mb a.lora -d data.u16 -T 64 --json)
+		assert_equal "$(jget "$bf" .compute)" bf16
+		assert_equal "$(jget "$auto" .loss)" "$(jget "$bf" .loss)"
+		close "$(jget "$bf" .loss)" "$(jget "$f32" .loss)" 1e-2
+		[ "$(jget "$bf" .loss)" != "$(jget "$f32" .loss)" ] || fail "bf16 gave the f32 loss to the last digit"
+	fi
+	run -1 --separate-stderr env DNNL_MAX_CPU_ISA=AVX2 lora-eval -m mb -d data.u16 -T 64 --compute bf16
+	assert_equal "$stderr" "lora-eval: bf16 compute needs a CPU with AVX-512 (oneDNN multiplies bf16 from avx512_core up; this one runs avx2): use --compute f32"
+	run -0 --separate-stderr env DNNL_MAX_CPU_ISA=AVX2 lora-eval -m mb a.lora -d data.u16 -T 64 --json
+	assert_equal "$(jget "$output" .compute)" f32
+	close "$(jget "$output" .loss)" "$(jget "$f32" .loss)" 1e-6
+	run -2 --separate-stderr lora-eval -m mb -d data.u16 --compute f16
+	assert_equal "${stderr_lines[0]}" "lora-eval: --compute: 'f16' is not auto, f32 or bf16"
+}
+
+@test "a plan larger than the memory available is refused before any work, with the numbers" {
+	run -1 --separate-stderr lora-eval -m model -d data.u16 -b 512 -T 262144
+	assert_regex "$stderr" '^lora-eval: batch 512 x sequence 262144 needs [0-9.]+ GiB of activations, more than the [0-9.]+ GiB available$'
 }

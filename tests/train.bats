@@ -134,8 +134,11 @@ setup() {
 	lora-train $TR --eval-data val.bin --steps 6 --eval-steps 3 --lr 1e-3 --log run.jsonl -o a.lora
 	assert_equal "$(jq -s 'map(select(.loss)) | length' run.jsonl)" 6
 	assert_equal "$(jq -s 'map(select(.eval_loss)) | length' run.jsonl)" 2
-	assert_equal "$(jq -c -s '.[0] | keys' run.jsonl)" '["elapsed","grad_norm","loss","lr","step","tokens_per_s"]'
+	# first the setup: compute type, the checkpoint's bytes read in place, the activations planned
+	assert_equal "$(jq -c -s '.[0] | [.compute, .weight_bytes == '"$(lora-inspect --json model | jq .tensor_bytes)"', .activation_bytes > 0]' run.jsonl)" '["f32",true,true]'
+	assert_equal "$(jq -c -s '.[1] | keys' run.jsonl)" '["elapsed","grad_norm","loss","lr","step","tokens_per_s"]'
 	run -0 lora-inspect --json a.lora
+	assert_equal "$(jq -r '.provenance.compute' <<<"$output")" f32
 	assert_equal "$(jq -r '.provenance.tool' <<<"$output")" "lora-train 0.1.0"
 	assert_regex "$(jq -r '.provenance.data' <<<"$output")" '^train\.bin:40000:[0-9a-f]{16}$'
 	assert_equal "$(jq -r '.base_model.fingerprint' <<<"$output")" "$(lora-inspect --json model | jq -r .fingerprint)"
@@ -252,4 +255,33 @@ lr_check() {
 	run -0 lora-diff --tol 0 c.lora d.lora
 	assert_equal "$(lora-inspect --json d.lora | jq -c '[.targets, .num_layers, .alphas]')" \
 		'[["all-linear"],14,[{"alpha":4,"layers":14}]]'
+}
+
+@test "--compute bf16 trains like f32: the loss falls alike (final within 1e-2); recorded in log and provenance; refused without bf16" {
+	mkmodel --hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --vocab 256 --init-scale 0.2 --dtype bf16 mb >/dev/null
+	# a learnable sequence: a period of 251 bytes, 40 symbols
+	awk 'BEGIN { for (i = 0; i < 20000; i++) printf "%c", 48 + (i * 7) % 251 % 40 }' > pat.txt
+	P="-m mb -d pat.txt --data-format bytes --seq 32 --batch 4 --steps 30 --lr 1e-2"
+	lora-train $P --compute f32 --log f32.jsonl -o f32.lora
+	first=$(jq -s '.[1].loss' f32.jsonl) last=$(jq -s '.[-1].loss' f32.jsonl)
+	jq -e -n "$last < 0.85 * $first" >/dev/null || fail "f32: loss $first -> $last did not fall"
+	if grep -qw avx512f /proc/cpuinfo; then
+		lora-train $P --log bf16.jsonl -o bf16.lora
+		assert_equal "$(jq -r -s '.[0].compute' bf16.jsonl)" bf16
+		assert_equal "$(lora-inspect --json bf16.lora | jq -r .provenance.compute)" bf16
+		b=$(jq -s '.[-1].loss' bf16.jsonl)
+		jq -e -n "(($b - $last) | fabs) < 1e-2 * $last" >/dev/null || fail "bf16 final loss $b, f32 $last"
+		[ "$b" != "$last" ] || fail "bf16 gave the f32 loss to the last digit"
+	fi
+	run -1 --separate-stderr env DNNL_MAX_CPU_ISA=AVX2 lora-train $P --compute bf16 -o x.lora
+	assert_equal "$stderr" "lora-train: bf16 compute needs a CPU with AVX-512 (oneDNN multiplies bf16 from avx512_core up; this one runs avx2): use --compute f32"
+	assert_file_not_exists x.lora
+	DNNL_MAX_CPU_ISA=AVX2 lora-train $P -o avx2.lora --log avx2.jsonl
+	assert_equal "$(jq -r -s '.[0].compute' avx2.jsonl)" f32
+}
+
+@test "a plan larger than the memory available is refused before the first step, naming --recompute's size" {
+	run -1 --separate-stderr lora-train $TR --batch 64 --seq 262144 -o x.lora
+	assert_regex "$stderr" '^lora-train: batch 64 x sequence 262144 needs [0-9.]+ GiB of activations, more than the [0-9.]+ GiB available \(with --recompute: [0-9.]+ GiB\)$'
+	assert_file_not_exists x.lora
 }

@@ -7,6 +7,7 @@ complete -c lora-eval -s T -l seq -r -d 'tokens per row (default 1024, or max_po
 complete -c lora-eval -l batches -r -d 'evaluate only the first N batches (default: all)'
 complete -c lora-eval -l no-shuffle  -d 'consecutive batches from the start, as llm.c cuts them'
 complete -c lora-eval -l seed -r -d 'seed of the shuffled row order (default 0)'
+complete -c lora-eval -l compute -r -f -a 'auto f32 bf16' -d 'big products in bf16 or f32; auto (default): bf16 on a bf16 checkpoint where the CPU has AVX512-BF16 or AMX'
 complete -c lora-eval -s j -l threads -r -d 'threads for everything (default: every core)'
 complete -c lora-eval -l json  -d 'print one JSON document (keys in lora-eval(1))'
 complete -c lora-eval -s q -l quiet  -d 'no progress on standard error'

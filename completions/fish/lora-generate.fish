@@ -11,6 +11,7 @@ complete -c lora-generate -l top-p -r -d 'sample among the most likely tokens wh
 complete -c lora-generate -l seed -r -d 'random seed: same seed, same tokens (default 0)'
 complete -c lora-generate -l output-format -r -f -a 'u16 u32 bytes' -d 'u16 (default), u32 or bytes (text for byte-level models)'
 complete -c lora-generate -s o -l output -r -F -d 'write the tokens to FILE (default: standard output)'
+complete -c lora-generate -l compute -r -f -a 'auto f32 bf16' -d 'big products in bf16 or f32; auto (default): bf16 on a bf16 checkpoint where the CPU has AVX512-BF16 or AMX'
 complete -c lora-generate -s j -l threads -r -d 'threads for everything (default: every core)'
 complete -c lora-generate -s f -l force  -d 'overwrite an existing output file'
 complete -c lora-generate -s q -l quiet  -d 'no progress on standard error'

@@ -63,6 +63,7 @@ static int report_json(FILE *out, const lora_eval_job *j, const lora_session *s,
 	cJSON_AddNumberToObject(js, "data_tokens", (double)d->ntokens);
 	cJSON_AddNumberToObject(js, "batch", (double)o->B);
 	cJSON_AddNumberToObject(js, "seq", (double)o->T);
+	cJSON_AddStringToObject(js, "compute", lora_dtype_name(lora_llama_compute_dtype(s->m)));
 	cJSON_AddNumberToObject(js, "batches", (double)r->batches);
 	cJSON_AddBoolToObject(js, "shuffle", o->shuffle);
 	cJSON_AddItemToObject(js, "seed", o->shuffle ? cJSON_CreateNumber((double)o->seed) : cJSON_CreateNull());
@@ -107,13 +108,20 @@ int lora_eval_job_run(const lora_eval_job *j, FILE *out, lora_err *e)
 	lora_eval_opts o = j->o;
 	lora_eval_result r;
 	int rc;
-	if ((rc = lora_session_open(&s, j->model, j->adapters, j->nadapters, e)))
+	if ((rc = lora_session_open(&s, j->model, j->adapters, j->nadapters, j->compute, e)))
 		return rc;
 	const lora_config *cfg = lora_llama_get_config(s.m);
 	if (!o.T)
 		o.T = cfg->max_pos && cfg->max_pos < 1024 ? cfg->max_pos : 1024;
 	if ((rc = lora_data_open(&d, j->data, j->format, cfg->vocab_size, e)) ||
-	    (rc = lora_llama_plan(s.m, o.B, o.T, 0, e)) || (rc = lora_eval_run(s.m, d, &o, &r, e)))
+	    (rc = lora_llama_plan(s.m, o.B, o.T, 0, e)))
+		goto out;
+	if (j->note) {
+		char line[256];
+		lora_llama_describe(s.m, line, sizeof line);
+		j->note(o.ctx, line);
+	}
+	if ((rc = lora_eval_run(s.m, d, &o, &r, e)))
 		goto out;
 	if (j->json)
 		rc = report_json(out, j, &s, d, &o, &r, e);

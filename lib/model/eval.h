@@ -45,6 +45,8 @@ typedef struct {
 	lora_data_format format;
 	lora_eval_opts o;
 	int json;
+	lora_llama_compute compute;
+	void (*note)(void *ctx, const char *line); /* lora_llama_describe's line, before the first batch; may be NULL */
 } lora_eval_job;
 
 int lora_eval_job_run(const lora_eval_job *j, FILE *out, lora_err *e);

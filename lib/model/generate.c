@@ -68,7 +68,7 @@ int lora_generate_job_run(const lora_generate_job *j, lora_err *e)
 	lora_outfile of;
 	int of_open = 0, rc;
 	size_t np;
-	if ((rc = lora_session_open(&s, j->model, j->adapters, j->nadapters, e)))
+	if ((rc = lora_session_open(&s, j->model, j->adapters, j->nadapters, j->compute, e)))
 		return rc;
 	const lora_config *cfg = lora_llama_get_config(s.m);
 	if ((j->prompt && (rc = lora_data_open(&pd, j->prompt, j->prompt_format, cfg->vocab_size, e))) ||
@@ -86,7 +86,14 @@ int lora_generate_job_run(const lora_generate_job *j, lora_err *e)
 	                                         (j->format == LORA_DATA_BYTES ? 0 : LORA_OUT_BINARY), e)))
 		goto out;
 	of_open = 1;
-	if ((rc = lora_llama_plan_decode(s.m, j->rows, total, e)) || (rc = sample(j, s.m, seq, np, cfg->vocab_size, e)))
+	if ((rc = lora_llama_plan_decode(s.m, j->rows, total, e)))
+		goto out;
+	if (j->note) {
+		char line[256];
+		lora_llama_describe(s.m, line, sizeof line);
+		j->note(j->ctx, line);
+	}
+	if ((rc = sample(j, s.m, seq, np, cfg->vocab_size, e)))
 		goto out;
 	if (lora_data_write(of.fp, seq, j->rows * total, j->format)) {
 		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", j->out && strcmp(j->out, "-") ? j->out : "standard output",

@@ -11,6 +11,7 @@
 
 #include "core/err.h"
 #include "io/data.h"
+#include "model/llama.h"
 #include "model/sample.h"
 
 typedef struct {
@@ -29,7 +30,9 @@ typedef struct {
 	int force;
 	/* Called after each sampled position (may be NULL). */
 	void (*progress)(void *ctx, size_t done, size_t total);
+	void (*note)(void *ctx, const char *line); /* lora_llama_describe's line, before sampling; may be NULL */
 	void *ctx;
+	lora_llama_compute compute;
 } lora_generate_job;
 
 /* Run j. Refused before any work: a prompt that is empty or does not fit

@@ -3,10 +3,12 @@
  * the weights and the numerical kernels are modules of their own. */
 #include "model/llama.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/dtype.h"
+#include "core/sysmem.h"
 #include "math/blas.h"
 #include "model/kernels.h"
 #include "model/llama_internal.h"
@@ -162,6 +164,15 @@ int lora_llama_set_compute(lora_llama *m, lora_llama_compute mode, lora_err *e)
 
 lora_dtype lora_llama_compute_dtype(const lora_llama *m) { return m->compute; }
 
+void lora_llama_describe(const lora_llama *m, char *buf, size_t n)
+{
+	int k = snprintf(buf, n, "compute %s (oneDNN %s); weights %.2f GB of %s read in place",
+	                 lora_dtype_name(m->compute), lora_blas_isa(), (double)m->w.bytes / 1e9,
+	                 m->w.dtype == LORA_DTYPE_COUNT ? "mixed dtypes" : lora_dtype_name(m->w.dtype));
+	if (m->nacts && k > 0 && (size_t)k < n)
+		snprintf(buf + k, n - (size_t)k, "; activations %.2f GiB", (double)m->nacts * sizeof(float) / 1073741824.0);
+}
+
 /* ---- adapters ---- */
 
 static int cmp_att(const void *a, const void *b)
@@ -309,64 +320,98 @@ int lora_llama_grad(const lora_llama *m, size_t i, float **dA, float **dB)
 
 /* ---- planning ---- */
 
+/* The sizes of a plan, in floats. */
+typedef struct {
+	size_t BT, chunk, nres, nslots, wmax, r, half, scratch, nxb;
+	double need; /* floats of the whole arena */
+} plan_sizes;
+
+static void sizes(const lora_llama *m, size_t B, size_t T, int flags, plan_sizes *z)
+{
+	const lora_config *c = &m->c;
+	size_t C = c->dim, F = c->hidden_dim, V = c->vocab_size, L = c->n_layers, NH = c->n_heads, BT = B * T;
+	int train = flags & LORA_LLAMA_TRAIN, recompute = train && (flags & LORA_LLAMA_RECOMPUTE);
+	size_t chunk = LOGIT_FLOATS / V;
+	if (chunk >= 16)
+		chunk &= ~(size_t)15;
+	chunk = chunk < 1 ? 1 : chunk > BT ? BT : chunk;
+	size_t wmax = C > m->w.QD ? C : m->w.QD;
+	wmax = F > wmax ? F : wmax;
+	*z = (plan_sizes){BT, chunk, train ? L + 1 : 1, train && !recompute ? (L ? L : 1) : 1, wmax,
+	                  m->rmax ? m->rmax : 1, c->head_dim / 2,
+	                  (size_t)lora_blas_threads() * lora_kernels_attention_scratch(T), 0, 0};
+	/* in carving order */
+	double need = (double)z->nres * up16(BT * C);
+	need += (double)z->nslots * (up16(BT) * 2 + up16(BT * m->w.QKV) + up16(BT * m->w.QD) + up16(B * NH * T) +
+	                             (train ? up16(BT * C) : 0) + up16(BT * 2 * F));
+	need += up16(BT * C) + up16(BT * F) + 2.0 * up16(BT * z->r) + 2.0 * up16(T * z->half);
+	need += (double)up16(z->scratch) + up16(chunk * V) + up16(chunk * 2) + up16(BT * C) + up16(BT) + up16(B * V);
+	if (m->compute == LORA_BF16) { /* bf16 activations: the widest product input */
+		size_t widest = 2 * F > m->w.QKV ? 2 * F : m->w.QKV;
+		z->nxb = BT * (widest > wmax ? widest : wmax);
+		z->nxb = z->nxb > chunk * V ? z->nxb : chunk * V;
+		z->nxb = z->nxb > B * C ? z->nxb : B * C;
+		need += up16((z->nxb + 1) / 2);
+	}
+	if (train)
+		need += 2.0 * up16(BT * wmax) + up16(BT * C) /* dlnf */ + up16(BT * C) * 2 + up16(BT * m->w.QKV) +
+		        up16(BT * m->w.QD) + up16(BT * 2 * F) + up16(BT * F) + up16(B * NH * T);
+	z->need = need;
+}
+
+static double gib(double floats) { return floats * sizeof(float) / (1024.0 * 1024 * 1024); }
+
+/* A plan larger than the memory left is refused now: the allocation would
+ * succeed and the process be killed when the pages are touched. */
+static int check_fits(const lora_llama *m, const plan_sizes *z, size_t B, size_t T, int flags, lora_err *e)
+{
+	double avail = (double)lora_sysmem_available();
+	if (z->need * sizeof(float) <= avail)
+		return 0;
+	if ((flags & LORA_LLAMA_TRAIN) && !(flags & LORA_LLAMA_RECOMPUTE)) {
+		plan_sizes rz;
+		sizes(m, B, T, flags | LORA_LLAMA_RECOMPUTE, &rz);
+		return lora_err_set(e, LORA_ENOMEM,
+		                    "batch %zu x sequence %zu needs %.2f GiB of activations, more than the %.2f GiB "
+		                    "available (with --recompute: %.2f GiB)",
+		                    B, T, gib(z->need), avail / (1024.0 * 1024 * 1024), gib(rz.need));
+	}
+	return lora_err_set(e, LORA_ENOMEM,
+	                    "batch %zu x sequence %zu needs %.2f GiB of activations, more than the %.2f GiB available", B,
+	                    T, gib(z->need), avail / (1024.0 * 1024 * 1024));
+}
+
 int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 {
 	const lora_config *c = &m->c;
 	size_t C = c->dim, F = c->hidden_dim, V = c->vocab_size, L = c->n_layers, NH = c->n_heads;
 	size_t BT;
+	plan_sizes z;
+	int rc;
 	free_plan(m);
 	if (B == 0 || T == 0 || lora_shape_mul(B, T, &BT) || BT > ((size_t)1 << 31) / 16)
 		return lora_err_set(e, LORA_EUSAGE, "batch %zu x sequence %zu is out of range", B, T);
-	int train = flags & LORA_LLAMA_TRAIN, recompute = train && (flags & LORA_LLAMA_RECOMPUTE);
-	int nthr = lora_blas_threads();
-	size_t chunk = LOGIT_FLOATS / V;
-	if (chunk >= 16)
-		chunk &= ~(size_t)15;
-	if (chunk < 1)
-		chunk = 1;
-	if (chunk > BT)
-		chunk = BT;
-	size_t nres = train ? L + 1 : 1, nslots = train && !recompute ? (L ? L : 1) : 1;
-	size_t wmax = C > m->w.QD ? C : m->w.QD;
-	if (F > wmax)
-		wmax = F;
-	size_t r = m->rmax ? m->rmax : 1, half = c->head_dim / 2, scratch = (size_t)nthr * lora_kernels_attention_scratch(T);
-	/* Sizes in floats, in carving order. */
-	double need = 0;
-	need += (double)nres * up16(BT * C);
-	need += (double)nslots * (up16(BT) * 2 + up16(BT * m->w.QKV) + up16(BT * m->w.QD) + up16(B * NH * T) +
-	                          (train ? up16(BT * C) : 0) + up16(BT * 2 * F));
-	need += up16(BT * C) + up16(BT * F) + 2.0 * up16(BT * r) + 2.0 * up16(T * half);
-	need += (double)up16(scratch) + up16(chunk * V) + up16(chunk * 2) + up16(BT * C) + up16(BT) +
-	        up16(B * V);
-	size_t nxb = 0; /* bf16 activations: the widest product input */
-	if (m->compute == LORA_BF16) {
-		size_t widest = 2 * F > m->w.QKV ? 2 * F : m->w.QKV;
-		nxb = BT * (widest > wmax ? widest : wmax);
-		nxb = nxb > chunk * V ? nxb : chunk * V;
-		nxb = nxb > B * C ? nxb : B * C;
-		need += up16((nxb + 1) / 2);
-	}
-	if (train)
-		need += 2.0 * up16(BT * wmax) + up16(BT * C) /* dlnf */ + up16(BT * C) * 2 + up16(BT * m->w.QKV) +
-		        up16(BT * m->w.QD) + up16(BT * 2 * F) + up16(BT * F) + up16(B * NH * T);
-	if (need * 4 > (double)SIZE_MAX / 4)
+	int train = flags & LORA_LLAMA_TRAIN;
+	sizes(m, B, T, flags, &z);
+	if (z.need * sizeof(float) > (double)SIZE_MAX / 4)
 		return lora_err_set(e, LORA_ENOMEM, "batch %zu x sequence %zu needs too much memory", B, T);
-	size_t nacts = (size_t)need;
+	if ((rc = check_fits(m, &z, B, T, flags, e)))
+		return rc;
+	size_t nacts = (size_t)z.need, nslots = z.nslots, chunk = z.chunk, wmax = z.wmax, r = z.r, half = z.half;
 	m->acts = aligned_alloc(64, nacts * sizeof(float));
 	m->res = calloc(L + 1, sizeof *m->res);
 	m->slots = calloc(nslots, sizeof *m->slots);
 	if (!m->acts || !m->res || !m->slots) {
 		free_plan(m);
-		return lora_err_set(e, LORA_ENOMEM, "out of memory for activations (%.0f MiB)", need * 4 / 1048576);
+		return lora_err_set(e, LORA_ENOMEM, "out of memory for activations (%.2f GiB)", gib(z.need));
 	}
 	m->nacts = nacts;
-	m->B = B, m->T = T, m->flags = flags, m->nthr = nthr, m->nslots = nslots, m->chunk = chunk;
+	m->B = B, m->T = T, m->flags = flags, m->nthr = lora_blas_threads(), m->nslots = nslots, m->chunk = chunk;
 	m->Tn = T, m->pos = 0;
 	float *p = m->acts;
 #define CARVE(dst, n) (dst = p, p += up16(n))
 	for (size_t i = 0; i <= L; i++) {
-		if (i < nres)
+		if (i < z.nres)
 			CARVE(m->res[i], BT * C);
 		else
 			m->res[i] = m->res[0];
@@ -388,7 +433,7 @@ int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 	CARVE(m->u2, BT * r);
 	CARVE(m->rope_cos, T * half);
 	CARVE(m->rope_sin, T * half);
-	CARVE(m->attn_scratch, scratch);
+	CARVE(m->attn_scratch, z.scratch);
 	CARVE(m->logits, chunk * V);
 	m->rowloss = (double *)p;
 	p += up16(chunk * 2);
@@ -396,9 +441,9 @@ int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 	CARVE(m->rstdf, BT);
 	CARVE(m->last_logits, B * V);
 	m->xb = NULL;
-	if (nxb) {
+	if (z.nxb) {
 		m->xb = (uint16_t *)p;
-		p += up16((nxb + 1) / 2);
+		p += up16((z.nxb + 1) / 2);
 	}
 	m->xd = m->tmp = m->dlnf = m->dres = m->dln = m->dqkv = m->datt = m->dgu = m->dh = m->Dsum = NULL;
 	if (train) {

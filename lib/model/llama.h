@@ -59,6 +59,8 @@ const lora_config *lora_llama_get_config(const lora_llama *m);
 /* Bytes of the checkpoint's tensors the model reads (its weights' share of
  * resident memory). */
 size_t lora_llama_weight_bytes(const lora_llama *m);
+/* Bytes of the activation arena (0 before plan). */
+size_t lora_llama_activation_bytes(const lora_llama *m);
 
 typedef enum { LORA_LLAMA_AUTO, LORA_LLAMA_F32, LORA_LLAMA_BF16 } lora_llama_compute;
 /* The compute type of the big products. AUTO: bf16 when every weight
@@ -68,6 +70,10 @@ typedef enum { LORA_LLAMA_AUTO, LORA_LLAMA_F32, LORA_LLAMA_BF16 } lora_llama_com
 int lora_llama_set_compute(lora_llama *m, lora_llama_compute mode, lora_err *e);
 /* The type in effect: LORA_F32 or LORA_BF16. */
 lora_dtype lora_llama_compute_dtype(const lora_llama *m);
+/* One line for a tool to print before work starts, e.g. "compute bf16
+ * (oneDNN avx512_core_amx); weights 2.20 GB of bf16 read in place;
+ * activations 1.31 GiB" (the last part once planned). */
+void lora_llama_describe(const lora_llama *m, char *buf, size_t n);
 
 /* Apply adapter a at run time with user scale k (its layers' updates are
  * multiplied by k * alpha/r). Every layer must name a linear module of a

@@ -12,8 +12,6 @@
 
 /* Parameters of the frozen model. */
 size_t lora_llama_param_count(const lora_llama *m);
-/* Bytes of the activation arena (0 before plan). */
-size_t lora_llama_activation_bytes(const lora_llama *m);
 
 /* Model FLOPs per token of one forward (training = 0) or forward and
  * backward (training = 1) at sequence length T: the multiply-adds (x2) of

@@ -19,7 +19,8 @@ void lora_session_close(lora_session *s)
 	memset(s, 0, sizeof *s);
 }
 
-int lora_session_open(lora_session *s, const char *model, char *const *specs, size_t n, lora_err *e)
+int lora_session_open(lora_session *s, const char *model, char *const *specs, size_t n, lora_llama_compute compute,
+                      lora_err *e)
 {
 	int rc;
 	memset(s, 0, sizeof *s);
@@ -34,7 +35,8 @@ int lora_session_open(lora_session *s, const char *model, char *const *specs, si
 	for (size_t i = 0; i < n; i++)
 		if ((rc = lora_load_spec(specs[i], &s->paths[i], &s->scales[i], e)))
 			goto out;
-	if ((rc = lora_ckpt_open(&s->ck, model, e)) || (rc = lora_llama_open(&s->m, s->ck, e)))
+	if ((rc = lora_ckpt_open(&s->ck, model, e)) || (rc = lora_llama_open(&s->m, s->ck, e)) ||
+	    (rc = lora_llama_set_compute(s->m, compute, e)))
 		goto out;
 	if (s->ck->name && !(s->model_name = strdup(s->ck->name))) {
 		rc = lora_err_nomem(e);

@@ -22,10 +22,12 @@ typedef struct {
 	size_t n;
 } lora_session;
 
-/* Open model and attach the adapters of specs in order; an adapter that
+/* Open model computing in compute (lora_llama_set_compute) and attach the
+ * adapters of specs in order; an adapter that
  * does not fit the model is an error naming it ("standard input" for "-").
  * On error s holds nothing. */
-int lora_session_open(lora_session *s, const char *model, char *const *specs, size_t n, lora_err *e);
+int lora_session_open(lora_session *s, const char *model, char *const *specs, size_t n, lora_llama_compute compute,
+                      lora_err *e);
 void lora_session_close(lora_session *s);
 
 #endif

@@ -12,7 +12,7 @@
 #include "io/lorafile.h"
 #include "ops/init.h"
 
-static char *provenance(const lora_trainconf *c, const lora_ckpt *ck, const char *data_id,
+static char *provenance(const lora_trainconf *c, const lora_ckpt *ck, const lora_llama *m, const char *data_id,
                         const char *eval_id, const lora_train_result *r)
 {
 	cJSON *p = cJSON_CreateObject();
@@ -22,6 +22,7 @@ static char *provenance(const lora_trainconf *c, const lora_ckpt *ck, const char
 	cJSON_AddStringToObject(p, "data", data_id);
 	if (eval_id)
 		cJSON_AddStringToObject(p, "eval_data", eval_id);
+	cJSON_AddStringToObject(p, "compute", lora_dtype_name(lora_llama_compute_dtype(m)));
 	cJSON_AddNumberToObject(p, "steps", (double)r->step);
 	if (isfinite(r->loss))
 		cJSON_AddNumberToObject(p, "train_loss", r->loss);
@@ -95,7 +96,7 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
 {
 	int rc;
 	if ((rc = lora_ckpt_open(&s->ck, j->model, e)) || (rc = lora_llama_open(&s->m, s->ck, e)) ||
-	    (rc = adapter(j, conf, s, e)))
+	    (rc = adapter(j, conf, s, e)) || (rc = lora_llama_set_compute(s->m, (lora_llama_compute)conf->compute, e)))
 		return rc;
 	if (j->dtype >= 0)
 		s->a->dtype = (lora_dtype)j->dtype;
@@ -131,6 +132,17 @@ static int check_outputs(const lora_job *j, state *s, lora_err *e)
 		return rc;
 	if (j->log && !(s->log = fopen(j->log, "a")))
 		return lora_err_set(e, LORA_EIO, "%s: %s", j->log, strerror(errno));
+	if (s->log) {
+		fprintf(s->log, "{\"compute\":\"%s\",\"weight_bytes\":%zu,\"activation_bytes\":%zu}\n",
+		        lora_dtype_name(lora_llama_compute_dtype(s->m)), lora_llama_weight_bytes(s->m),
+		        lora_llama_activation_bytes(s->m));
+		fflush(s->log);
+	}
+	if (j->note) {
+		char line[256];
+		lora_llama_describe(s->m, line, sizeof line);
+		j->note(j->ctx, line);
+	}
 	return 0;
 }
 
@@ -165,7 +177,7 @@ int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, 
 	free(s.a->base_name), free(s.a->base_fingerprint), free(s.a->provenance);
 	s.a->base_name = s.ck->name ? strdup(s.ck->name) : NULL;
 	s.a->base_fingerprint = strdup(fp);
-	s.a->provenance = provenance(conf, s.ck, s.data_id, s.eval_id, r);
+	s.a->provenance = provenance(conf, s.ck, s.m, s.data_id, s.eval_id, r);
 	rc = lora_lorafile_save(s.a, j->out, j->force, e);
 out:
 	release(&s);

@@ -31,6 +31,7 @@ typedef struct {
 	int dtype;               /* storage dtype of the output, or -1: the adapter's (a new one: f32) */
 	volatile sig_atomic_t *stop;
 	void (*report)(void *ctx, const lora_train_status *s);
+	void (*note)(void *ctx, const char *line); /* lora_llama_describe's line, before the first step; may be NULL */
 	void *ctx;
 } lora_job;
 

@@ -89,6 +89,14 @@ static const lora_trainconf_key keys[] = {
 	      "evaluate on held-out data every N optimizer steps; 0: only at the end", FLAG(0, "eval-steps", "N")),
 	K_INT(save_steps, 0, MAX_STEPS, 0, "0", "a non-negative integer",
 	      "write a checkpoint every N optimizer steps; 0: off", FLAG(0, "save-steps", "N")),
+	K_ENUM(compute, "auto f32 bf16", NULL, "auto", "one of auto, f32, bf16",
+	       "type of the big matrix products: bf16 on a bf16 checkpoint where the CPU has AVX512-BF16 or AMX "
+	       "(auto), or f32",
+	       FLAG(0, "compute", "TYPE")),
+	/* axolotl's spelling of the same choice */
+	{"bf16", LORA_TC_ENUM, offsetof(lora_trainconf, compute), 0, 0, 0, 0, 0, "auto f32 bf16",
+	 "true=bf16 false=f32", "auto", "auto, true or false", "axolotl's name for compute: true is bf16, false f32",
+	 NOFLAG},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -817,6 +825,8 @@ char *lora_trainconf_json(const lora_trainconf *c)
 		const lora_trainconf_key *k = &keys[i];
 		cJSON *v = NULL;
 		char buf[32];
+		if (i && k->offset == keys[i - 1].offset) /* another name of the key before */
+			continue;
 		switch (k->type) {
 		case LORA_TC_INT:
 			/* raw text: a double would round seeds above 2^53 */

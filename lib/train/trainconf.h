@@ -69,6 +69,7 @@ typedef struct {
 	long long seed;
 	long long eval_steps;              /* 0: off */
 	long long save_steps;              /* 0: off */
+	int compute;                       /* lora_llama_compute: auto, f32, bf16 */
 } lora_trainconf;
 
 typedef enum {

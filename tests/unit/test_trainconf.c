@@ -84,13 +84,13 @@ static void test_table(void)
 {
 	size_t n;
 	const lora_trainconf_key *k = lora_trainconf_keys(&n);
-	CHECK(n == 25, "%zu keys", n);
+	CHECK(n == 27, "%zu keys", n);
 	static const char *const want[] = {
 		"adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_linear",
 		"peft_use_rslora", "sequence_len", "micro_batch_size", "gradient_accumulation_steps", "num_epochs",
 		"max_steps", "learning_rate", "lr_scheduler", "warmup_steps", "weight_decay", "max_grad_norm",
 		"optimizer", "adam_beta1", "adam_beta2", "adam_epsilon", "sgd_momentum", "seed", "eval_steps",
-		"save_steps"};
+		"save_steps", "compute", "bf16"};
 	for (size_t i = 0; i < n && i < sizeof want / sizeof want[0]; i++) {
 		CHECK(!strcmp(k[i].key, want[i]), "key %zu is %s, want %s", i, k[i].key, want[i]);
 		CHECK(k[i].what && *k[i].what && k[i].help && *k[i].help && k[i].def, "%s documented", k[i].key);
@@ -133,7 +133,8 @@ static void test_good_file(void)
 	     "sgd_momentum: 0.9\n"
 	     "seed: 9223372036854775807\n"
 	     "eval_steps: 50\n"
-	     "save_steps: 100\n");
+	     "save_steps: 100\n"
+	     "bf16: true\n");
 	CHECK(c.adapter == 0 && c.lora_r == 16 && c.lora_alpha == 32.5 && c.lora_dropout == 0.05, "lora keys");
 	CHECK(list_is(&c.lora_target_modules, 3, "q_proj", "k_proj", "self_attn.o_proj"), "block list");
 	CHECK(c.lora_target_linear == 1 && c.peft_use_rslora == 1, "bools");
@@ -144,6 +145,7 @@ static void test_good_file(void)
 	CHECK(c.adam_beta1 == 0.8 && c.adam_beta2 == 0.95 && c.adam_epsilon == 1e-6 && c.sgd_momentum == 0.9,
 	      "adam keys");
 	CHECK(c.seed == 9223372036854775807LL && c.eval_steps == 50 && c.save_steps == 100, "seed and periodic");
+	CHECK(c.compute == 2, "axolotl's bf16: true is compute bf16");
 
 	/* JSON of this configuration parses back to the same values */
 	char *js = lora_trainconf_json(&c);
@@ -151,9 +153,11 @@ static void test_good_file(void)
 	CHECK(j && cJSON_IsObject(j), "json parses: %s", js ? js : "(null)");
 	size_t n;
 	const lora_trainconf_key *k = lora_trainconf_keys(&n);
-	CHECK(cJSON_GetArraySize(j) == (int)n, "json has every key");
+	/* every key but axolotl's other name of compute, bf16 */
+	CHECK(cJSON_GetArraySize(j) == (int)n - 1, "json has every key");
 	for (size_t i = 0; i < n; i++)
-		CHECK(cJSON_GetObjectItemCaseSensitive(j, k[i].key), "json has %s", k[i].key);
+		CHECK(!strcmp(k[i].key, "bf16") == !cJSON_GetObjectItemCaseSensitive(j, k[i].key), "json has %s", k[i].key);
+	CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "compute")), "bf16"), "compute in json");
 #define JNUM(name) cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(j, name))
 #define JSTR(name) cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, name))
 	CHECK(!strcmp(JSTR("adapter"), "lora") && JNUM("lora_r") == 16 && JNUM("lora_alpha") == 32.5 &&
