@@ -75,6 +75,24 @@ setup() {
 	assert_output '140 0'
 }
 
+@test "--compute: on a bf16 checkpoint f32 and bf16 decoding each pick the argmax of a full forward in the same type; bf16 refused without" {
+	mkmodel --hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --init-scale 0.2 --dtype bf16 mb >/dev/null
+	mktokens --vocab 300 --seed 4 5 > p.u16
+	types=f32
+	grep -qw avx512f /proc/cpuinfo && types="f32 bf16"
+	for c in $types; do
+		lora-generate -m mb --rows 2 -d p.u16 -n 40 --temperature 0 --compute $c -o g.$c
+		ARGMAX_COMPUTE=$c run -0 argmax-full mb g.$c 2
+		od -An -v -tu2 g.$c | tr -s ' ' '\n' | grep -v '^$' > tokens
+		printf '%s\n' "${lines[@]}" | paste tokens - > pairs
+		run -0 awk '(NR - 1) % 45 >= 5 { n++; if ($1 != arg && gap >= 1e-3) bad++ } { arg = $2; gap = $3 } END { print n, bad + 0 }' pairs
+		assert_output '80 0'
+	done
+	run -1 --separate-stderr env DNNL_MAX_CPU_ISA=AVX2 lora-generate -m mb -n 3 --compute bf16 -o x
+	assert_equal "$stderr" "lora-generate: bf16 compute needs a CPU with AVX-512 (oneDNN multiplies bf16 from avx512_core up; this one runs avx2): use --compute f32"
+	assert_file_not_exists x
+}
+
 @test "adapters apply at run time, with their scale" {
 	mkplanted --seed 3 model.layers.0.self_attn.v_proj=32x64x2:40,30 model.layers.1.self_attn.q_proj=64x64x2:40,30 > a.lora
 	lora-generate -m model -n 30 --temperature 0 -o base

@@ -40,7 +40,7 @@ static volatile int tracing;
 static lora_blas_shape *trace;
 static size_t ntrace, captrace;
 
-static void record(int ta, int tb, size_t M, size_t N, size_t K)
+static void record(int ta, int tb, size_t M, size_t N, size_t K, lora_dtype dt)
 {
 #pragma omp critical(lora_blas_trace)
 	{
@@ -51,7 +51,7 @@ static void record(int ta, int tb, size_t M, size_t N, size_t K)
 				trace = t, captrace = cap;
 		}
 		if (ntrace < captrace)
-			trace[ntrace++] = (lora_blas_shape){ta, tb, M, N, K};
+			trace[ntrace++] = (lora_blas_shape){ta, tb, M, N, K, dt};
 	}
 }
 
@@ -338,7 +338,7 @@ void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, 
                      const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
 	if (tracing)
-		record(ta, tb, M, N, K);
+		record(ta, tb, M, N, K, LORA_F32);
 	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -445,7 +445,7 @@ void lora_blas_gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, c
                     size_t lda, const void *B, lora_dtype bdt, size_t ldb, float beta, float *C, size_t ldc)
 {
 	if (tracing)
-		record(ta, tb, M, N, K);
+		record(ta, tb, M, N, K, adt);
 	if (M == 0 || N == 0)
 		return;
 	if (K == 0 || alpha == 0) {

@@ -27,6 +27,7 @@ void lora_blas_fail_next(void);
 typedef struct {
 	int ta, tb;
 	size_t M, N, K;
+	lora_dtype dt; /* of the operands: LORA_F32 or LORA_BF16 (lora_blas_gemm's A) */
 } lora_blas_shape;
 /* Start recording (discarding any earlier record). */
 void lora_blas_trace_begin(void);

@@ -7,9 +7,11 @@
  *
  * TOKENS holds ROWS rows of equal length, one after another, as
  * lora-generate writes them. Output: one line "ARGMAX GAP" per position,
- * rows one after another. */
+ * rows one after another. ARGMAX_COMPUTE=bf16 in the environment computes
+ * in bf16 (default f32). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "io/data.h"
 #include "io/load.h"
@@ -32,7 +34,9 @@ int main(int argc, char **argv)
 	size_t rows = strtoul(argv[3], NULL, 10), V = 0, T = 0;
 	int rc = 1;
 	lora_blas_set_threads(0);
-	if (lora_ckpt_open(&ck, argv[1], &e) || lora_llama_open(&m, ck, &e))
+	const char *cm = getenv("ARGMAX_COMPUTE");
+	if (lora_ckpt_open(&ck, argv[1], &e) || lora_llama_open(&m, ck, &e) ||
+	    lora_llama_set_compute(m, cm && !strcmp(cm, "bf16") ? LORA_LLAMA_BF16 : LORA_LLAMA_F32, &e))
 		goto out;
 	V = lora_llama_get_config(m)->vocab_size;
 	for (int i = 4; i < argc; i++) {

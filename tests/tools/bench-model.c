@@ -27,7 +27,7 @@
 #include "model/llama_internal.h"
 #include "core/rng.h"
 
-enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES };
+enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES, O_COMPUTE };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "model directory", "@file"},
@@ -39,6 +39,7 @@ static const lora_opt opts[] = {
 	{O_STEPS, 0, "steps", "S", "timed steps (default 3)", NULL},
 	{O_RECOMPUTE, 0, "recompute", NULL, "recompute blocks in backward", NULL},
 	{O_NOCEIL, 0, "no-ceiling", NULL, "skip the sgemm ceiling", NULL},
+	{O_COMPUTE, 0, "compute", "TYPE", "auto (default), f32 or bf16", "auto f32 bf16"},
 	{O_SHAPES, 0, "per-shape", NULL, "time each distinct product, oneDNN against OpenBLAS", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
 };
@@ -66,8 +67,12 @@ static void die(const lora_err *e)
 	exit(1);
 }
 
-/* Time the traced products; native: OpenBLAS with its own threading, else
- * blas (oneDNN on the pool). */
+/* Operands of the replays, in f32 and bf16. */
+static uint16_t *Ab, *Bb;
+
+/* Time the traced products; native: OpenBLAS with its own threading in
+ * f32 (the products as they ran before oneDNN and bf16), else blas (oneDNN
+ * on the pool) in each product's own type. */
 static double replay(const lora_blas_shape *s, size_t n, int nthr, int native, float *A, float *B, float *C)
 {
 	double t0 = now();
@@ -80,6 +85,8 @@ static double replay(const lora_blas_shape *s, size_t n, int nthr, int native, f
 			ldb = 1;
 		if (native)
 			lora_blas_sgemm_openblas(nthr, s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
+		else if (s[i].dt == LORA_BF16)
+			lora_blas_gemm(s[i].ta, s[i].tb, M, N, K, 1, Ab, LORA_BF16, lda, Bb, LORA_BF16, ldb, 0, C, N ? N : 1);
 		else
 			lora_blas_sgemm(s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
 	}
@@ -88,7 +95,7 @@ static double replay(const lora_blas_shape *s, size_t n, int nthr, int native, f
 
 static int same(const lora_blas_shape *x, const lora_blas_shape *y)
 {
-	return x->ta == y->ta && x->tb == y->tb && x->M == y->M && x->N == y->N && x->K == y->K;
+	return x->ta == y->ta && x->tb == y->tb && x->M == y->M && x->N == y->N && x->K == y->K && x->dt == y->dt;
 }
 
 static double flops_of(const lora_blas_shape *x) { return 2.0 * (double)x->M * (double)x->N * (double)x->K; }
@@ -144,6 +151,7 @@ int main(int argc, char **argv)
 	const char *model = NULL, *targets = "q_proj,v_proj";
 	size_t B = 4, T = 256, rank = 8;
 	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, shapes_too = 0, id;
+	lora_llama_compute compute = LORA_LLAMA_AUTO;
 	lora_cli c;
 	lora_err e = {0};
 	lora_cli_init(&c, &tool, argc, argv);
@@ -159,6 +167,7 @@ int main(int argc, char **argv)
 		case O_RECOMPUTE: recompute = 1; break;
 		case O_NOCEIL: ceiling = 0; break;
 		case O_SHAPES: shapes_too = 1; break;
+		case O_COMPUTE: compute = lora_cli_compute(&tool, c.arg); break;
 		default: lora_cli_usage_error(&tool, "unexpected operand '%s'", c.arg);
 		}
 	}
@@ -169,7 +178,8 @@ int main(int argc, char **argv)
 	lora_llama *m;
 	lora_targets tg;
 	lora_adapter *a = lora_adapter_new();
-	if (lora_ckpt_open(&ck, model, &e) || lora_llama_open(&m, ck, &e) || lora_targets_init(&tg, targets, NULL, &e) ||
+	if (lora_ckpt_open(&ck, model, &e) || lora_llama_open(&m, ck, &e) || lora_llama_set_compute(m, compute, &e) ||
+	    lora_targets_init(&tg, targets, NULL, &e) ||
 	    lora_init_from_model(a, ck, &tg, rank, 2.0 * (double)rank, &e))
 		die(&e);
 	lora_init_weights(a, LORA_INIT_GAUSSIAN, 1);
@@ -202,11 +212,12 @@ int main(int argc, char **argv)
 	}
 	double rss = peak_rss_mib();
 	double fpt = lora_llama_flops_per_token(m, T, 1);
-	printf("threads=%d\nbatch=%zu\nseq=%zu\nloss=%.4f\n", nthr, B, T, loss);
+	printf("threads=%d\nbatch=%zu\nseq=%zu\nloss=%.4f\ncompute=%s\n", nthr, B, T, loss,
+	       lora_dtype_name(lora_llama_compute_dtype(m)));
 	printf("step_ms=%.1f\ntokens_per_s=%.0f\nmodel_flops_per_token=%.0f\n", best * 1e3, (double)N / best, fpt);
 	printf("achieved_gflops=%.1f\npeak_rss_mib=%.1f\nactivation_mib=%.1f\nweights_mib=%.1f\n",
 	       fpt * (double)N / best / 1e9, rss, (double)lora_llama_activation_bytes(m) / 1048576.0,
-	       (double)lora_llama_param_count(m) * 4 / 1048576.0);
+	       (double)lora_llama_weight_bytes(m) / 1048576.0);
 	if (ceiling && ncalls) {
 		size_t amax = 1, bmax = 1, cmax = 1;
 		double flops = 0;
@@ -223,6 +234,9 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < bmax; i++)
 			Bm[i] = lora_rng_uniform(&r) - 0.5f;
 		memset(C, 0, cmax * 4);
+		Ab = malloc(amax * 2), Bb = malloc(bmax * 2);
+		lora_dtype_from_f32(Ab, A, LORA_BF16, amax);
+		lora_dtype_from_f32(Bb, Bm, LORA_BF16, bmax);
 		double tp = 1e30, tn = 1e30;
 		replay(shapes, ncalls, nthr, 0, A, Bm, C);
 		for (int s = 0; s < steps; s++) {
@@ -254,7 +268,7 @@ int main(int argc, char **argv)
 		       shapes[big].N, shapes[big].K, fb / tb / 1e9, fpt * (double)N / best / (fb / tb));
 		if (shapes_too)
 			per_shape(shapes, ncalls, nthr, A, Bm, C);
-		free(A), free(Bm), free(C);
+		free(A), free(Bm), free(C), free(Ab), free(Bb);
 	}
 	free(shapes);
 	free(in);
