@@ -224,9 +224,10 @@ static void *writer_main(void *arg)
 		if (s->head == s->tail)
 			break;
 		size_t i = (size_t)(s->tail % SLOTS);
+		lora_st_writer *w = s->w;
 		int failed = s->rc;
 		pthread_mutex_unlock(&s->mu);
-		int rc = failed ? 0 : lora_st_writer_write(s->w, s->buf + i * SLOT, s->len[i], &e);
+		int rc = failed ? 0 : lora_st_writer_write(w, s->buf + i * SLOT, s->len[i], &e);
 		pthread_mutex_lock(&s->mu);
 		if (rc)
 			s->rc = rc, s->e = e;
