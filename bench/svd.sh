@@ -20,9 +20,9 @@ h=$((dim / 4)) f=$((inter / 4))
 mkmodel --hidden "$h" --inter "$f" --layers 1 --heads 8 --vocab 64 "$tmp/base" >/dev/null
 mktuned --plant all-linear=4,2,1 --noise 0.001 "$tmp/base" "$tmp/tuned"
 t0=$(date +%s.%N)
-lora-svd --json -m "$tmp/base" --tuned "$tmp/tuned" -r 16 -o "$tmp/r.lora" 2>"$tmp/r.json"
+lora-svd --json -m "$tmp/base" --tuned "$tmp/tuned" -r 16 -o "$tmp/r.lora" >"$tmp/r.json"
 t1=$(date +%s.%N)
-lora-svd --json -m "$tmp/base" --tuned "$tmp/tuned" -r 16 --method exact -o "$tmp/e.lora" 2>"$tmp/e.json"
+lora-svd --json -m "$tmp/base" --tuned "$tmp/tuned" -r 16 --method exact -o "$tmp/e.lora" >"$tmp/e.json"
 t2=$(date +%s.%N)
 er=$(jq '[.layers[].rel_error] | add / length' "$tmp/r.json")
 ee=$(jq '[.layers[].rel_error] | add / length' "$tmp/e.json")

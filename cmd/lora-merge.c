@@ -19,7 +19,7 @@ static const lora_opt opts[] = {
 	{O_COMBINE, 0, "combine", "MODE", "without -m: combine the adapters into one, cat (exact) or svd", "cat svd"},
 	{'r', 'r', "rank", "R", "--combine svd: rank of the result", NULL},
 	{O_ENERGY, 0, "energy", "E", "--combine svd: per layer the smallest rank keeping fraction E of ||dW||^2", NULL},
-	{'j', 'j', "threads", "N", "threads for the products (default: every core)", NULL},
+	{'j', 'j', "threads", "N", "threads: one writes, the others compute (default: every core)", NULL},
 	{'f', 'f', "force", NULL, "replace an existing output", NULL},
 	{'q', 'q', "quiet", NULL, "no progress on standard error", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},

@@ -251,6 +251,48 @@ setup() {
 	cmp a/model.safetensors b/model.safetensors
 }
 
+@test "the merged bytes do not depend on -j, at sizes where products and conversions run in parallel" {
+	mkmodel --hidden 256 --inter 768 --layers 1 --heads 4 --vocab 256 --dtype bf16 --shard-bytes 600000 big >/dev/null
+	lora-init -m big -t all-linear -r 16 -q -o init.lora
+	specs=$(lora-inspect --json init.lora | jq -r '.layers[] | "\(.name)=\(.out)x\(.in)x16"')
+	mkadapter --gaussian 3 $specs >dense.lora
+	for j in 1 2 4; do lora-merge -j $j -m big dense.lora -o out$j; done
+	run -0 checkmerge big out1 dense.lora
+	assert_output --regexp '^ok [0-9]+ tensors, 7 adapted'
+	diff -r out1 out2
+	diff -r out1 out4
+}
+
+# nonfinite_model FILE I...: one f32 tensor w.weight, 1024 x 1280 (two
+# slots of the output stream, each in pieces of the parallel scan), zeros
+# but for infinities at indices I.
+nonfinite_model() {
+	local f=$1 h='{"w.weight":{"dtype":"F32","shape":[1024,1280],"data_offsets":[0,5242880]}}'
+	shift
+	while [ $(( ${#h} % 8 )) != 0 ]; do h+=' '; done
+	printf "\\x$(printf %02x ${#h})\\x00\\x00\\x00\\x00\\x00\\x00\\x00%s" "$h" >"$f"
+	head -c 5242880 /dev/zero >>"$f"
+	for i in "$@"; do
+		printf '\x00\x00\x80\x7f' | dd of="$f" bs=1 seek=$((8 + ${#h} + 4 * i)) conv=notrunc status=none
+	done
+}
+
+@test "a merged value that is not finite: the first one is named, whichever thread finds it" {
+	mkadapter w=1024x1280x1:0.5 >w.lora
+	for c in "5 70000 1100000:5" "1200000 70000:70000" "1300000 1100000:1100000" "1310719:1310719"; do
+		nonfinite_model w.safetensors ${c%:*}
+		for j in 1 2 4; do
+			run -1 --separate-stderr lora-merge -j $j -m w.safetensors w.lora -o out.safetensors
+			assert_equal "$stderr" "lora-merge: tensor 'w.weight': merged value at index ${c#*:} is not finite"
+			assert_file_not_exists out.safetensors
+		done
+	done
+	# and without the infinities, the merge goes through
+	nonfinite_model w.safetensors
+	run -0 lora-merge -m w.safetensors w.lora -o out.safetensors
+	run -0 checkmerge w.safetensors out.safetensors w.lora
+}
+
 @test "--combine cat: one exact adapter for a weighted sum, negative weights included" {
 	lora-merge --combine cat a.lora:0.5 b.lora:-2 -o c.lora
 	# q_proj had rank 2 + 1; the other layers keep theirs; scaling folded in (alpha = rank)

@@ -7,7 +7,7 @@ complete -c lora-merge -l ignore-unknown  -d 'skip adapter tensors that are not 
 complete -c lora-merge -l combine -r -f -a 'cat svd' -d 'without -m: combine the adapters into one, cat (exact) or svd'
 complete -c lora-merge -s r -l rank -r -d '--combine svd: rank of the result'
 complete -c lora-merge -l energy -r -d '--combine svd: per layer the smallest rank keeping fraction E of ||dW||^2'
-complete -c lora-merge -s j -l threads -r -d 'threads for the products (default: every core)'
+complete -c lora-merge -s j -l threads -r -d 'threads: one writes, the others compute (default: every core)'
 complete -c lora-merge -s f -l force  -d 'replace an existing output'
 complete -c lora-merge -s q -l quiet  -d 'no progress on standard error'
 complete -c lora-merge -s h -l help  -d 'show this help and exit'

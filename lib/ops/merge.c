@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include "core/outfile.h"
 #include "core/path.h"
 #include "io/load.h"
+#include "math/blas.h"
 #include "math/linalg.h"
 
 /* One change to one model tensor. */
@@ -188,87 +191,273 @@ static lora_dtype out_dtype(const lora_st_tensor *t, const lora_merge_opts *o)
 	return o->dtype >= 0 && lora_dtype_is_float(t->dtype) ? (lora_dtype)o->dtype : t->dtype;
 }
 
-/* Write one tensor: merged through f32 when it has ops, converted in
- * chunks when only the dtype changes, copied byte for byte otherwise. */
-static int write_tensor(lora_st_writer *w, const lora_st_tensor *t, const plan *p, const lora_merge_opts *o,
-                        int *changed, lora_err *e)
+/* ---- the output stream ----
+ *
+ * Output bytes go through a few slots to a writer thread, which writes them
+ * to the shard's file while this thread converts and multiplies the next
+ * ones, so that the disk (or, where the file system refuses direct I/O,
+ * write(2)'s copy into the page cache, as costly as the rest of a merge)
+ * and the arithmetic overlap. */
+#define SLOTS 16
+#define SLOT (4u << 20) /* bytes; a whole number of elements of every dtype */
+
+typedef struct {
+	pthread_mutex_t mu;
+	pthread_cond_t more, room;
+	unsigned char *buf; /* SLOTS x SLOT */
+	size_t len[SLOTS];
+	uint64_t head, tail; /* slots handed over, written */
+	lora_st_writer *w;   /* the shard being written */
+	int stop, rc;        /* rc: the first write error, in e; later slots are dropped */
+	lora_err e;
+	pthread_t thread;
+} stream;
+
+static void *writer_main(void *arg)
 {
-	size_t first, nops = find_ops(p, t->name, &first);
-	lora_dtype od = out_dtype(t, o);
-	size_t es = lora_dtype_size(od);
-	int rc = 0;
-	*changed = nops > 0;
-	if (!nops && od == t->dtype)
-		return lora_st_writer_write(w, t->data, t->nbytes, e);
-	size_t chunk = nops ? t->nelem : (t->nelem < (1u << 20) ? t->nelem : (1u << 20));
-	float *f = malloc((chunk ? chunk : 1) * sizeof *f);
-	unsigned char *buf = od == LORA_F32 ? NULL : malloc((chunk ? chunk : 1) * es);
-	if (!f || (od != LORA_F32 && !buf)) {
-		rc = lora_err_set(e, LORA_ENOMEM, "tensor '%s': out of memory", t->name);
-		goto out;
-	}
-	size_t isz = lora_dtype_size(t->dtype);
-	for (size_t off = 0; off < t->nelem || (off == 0 && t->nelem == 0); off += chunk) {
-		size_t k = t->nelem - off < chunk ? t->nelem - off : chunk;
-		lora_dtype_to_f32(f, (const unsigned char *)t->data + off * isz, t->dtype, k);
-		for (size_t i = 0; i < nops; i++)
-			apply_op(f, &p->ops[first + i]);
-		if (nops) {
-			size_t bad = lora_dtype_find_nonfinite(f, k);
-			if (bad < k) {
-				rc = lora_err_set(e, LORA_EINVAL, "tensor '%s': merged value at index %zu is not finite",
-				                  t->name, bad);
-				goto out;
-			}
-		}
-		if (buf)
-			lora_dtype_from_f32(buf, f, od, k);
-		if ((rc = lora_st_writer_write(w, buf ? (void *)buf : (void *)f, k * es, e)))
-			goto out;
-		if (t->nelem == 0)
+	stream *s = arg;
+	lora_err e = {0};
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		while (s->head == s->tail && !s->stop)
+			pthread_cond_wait(&s->more, &s->mu);
+		if (s->head == s->tail)
 			break;
+		size_t i = (size_t)(s->tail % SLOTS);
+		lora_st_writer *w = s->w;
+		int failed = s->rc;
+		pthread_mutex_unlock(&s->mu);
+		int rc = failed ? 0 : lora_st_writer_write(w, s->buf + i * SLOT, s->len[i], &e);
+		pthread_mutex_lock(&s->mu);
+		if (rc)
+			s->rc = rc, s->e = e;
+		s->tail++;
+		pthread_cond_signal(&s->room);
 	}
-out:
-	free(f);
-	free(buf);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* A buffer every byte of which is used again and again, on huge pages
+ * where the system gives them: with 4 KiB pages, TLB misses made the
+ * conversions through a few hundred MB a fifth to a third slower. */
+static void *big_alloc(size_t bytes)
+{
+	void *p = NULL;
+	if (posix_memalign(&p, (size_t)2 << 20, bytes))
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+	return p;
+}
+
+static int stream_start(stream *s, lora_err *e)
+{
+	*s = (stream){.buf = big_alloc((size_t)SLOTS * SLOT)};
+	if (!s->buf)
+		return lora_err_nomem(e);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->more, NULL);
+	pthread_cond_init(&s->room, NULL);
+	if (pthread_create(&s->thread, NULL, writer_main, s) == 0)
+		return 0;
+	pthread_cond_destroy(&s->room);
+	pthread_cond_destroy(&s->more);
+	pthread_mutex_destroy(&s->mu);
+	free(s->buf);
+	return lora_err_set(e, LORA_ENOMEM, "cannot start a writer thread");
+}
+
+static void stream_stop(stream *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->stop = 1;
+	pthread_cond_signal(&s->more);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->thread, NULL);
+	pthread_cond_destroy(&s->room);
+	pthread_cond_destroy(&s->more);
+	pthread_mutex_destroy(&s->mu);
+	free(s->buf);
+}
+
+/* Wait until every slot handed over is written; then w (may be NULL) is
+ * the file further slots go to. Returns the first write error, if any. */
+static int stream_drain(stream *s, lora_st_writer *w, lora_err *e)
+{
+	pthread_mutex_lock(&s->mu);
+	while (s->tail != s->head)
+		pthread_cond_wait(&s->room, &s->mu);
+	int rc = s->rc;
+	if (rc)
+		*e = s->e;
+	s->w = w;
+	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
 
+/* The next free slot, waited for; NULL once a write has failed. */
+static unsigned char *stream_slot(stream *s)
+{
+	pthread_mutex_lock(&s->mu);
+	while (s->head - s->tail == SLOTS && !s->rc)
+		pthread_cond_wait(&s->room, &s->mu);
+	unsigned char *p = s->rc ? NULL : s->buf + (size_t)(s->head % SLOTS) * SLOT;
+	pthread_mutex_unlock(&s->mu);
+	return p;
+}
+
+/* Hand the slot stream_slot gave over, filled with n bytes. */
+static void stream_put(stream *s, size_t n)
+{
+	pthread_mutex_lock(&s->mu);
+	s->len[s->head % SLOTS] = n;
+	s->head++;
+	pthread_cond_signal(&s->more);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- tensors into the stream ----
+ *
+ * Conversions are split among the threads in pieces of SPLIT elements. */
+#define SPLIT (1u << 16)
+
+/* f[0, n) = the n elements at src, of dtype t, in f32. */
+static void widen(float *f, const unsigned char *src, lora_dtype t, size_t n)
+{
+	size_t isz = lora_dtype_size(t);
+#pragma omp parallel for schedule(static) if (n > SPLIT)
+	for (size_t c = 0; c < n; c += SPLIT)
+		lora_dtype_to_f32(f + c, src + c * isz, t, n - c < SPLIT ? n - c : SPLIT);
+}
+
+/* dst = f[0, n) in dtype od; returns the index of the first value that is
+ * not finite (n if none, or if not check). */
+static size_t narrow(unsigned char *dst, const float *f, lora_dtype od, size_t n, int check)
+{
+	size_t es = lora_dtype_size(od), bad = n;
+#pragma omp parallel for schedule(static) if (n > SPLIT) reduction(min : bad)
+	for (size_t c = 0; c < n; c += SPLIT) {
+		size_t k = n - c < SPLIT ? n - c : SPLIT, b = check ? lora_dtype_find_nonfinite(f + c, k) : k;
+		if (b < k && c + b < bad)
+			bad = c + b;
+		lora_dtype_from_f32(dst + c * es, f + c, od, k);
+	}
+	return bad;
+}
+
+/* Elements [off, off + n) of tensor t, held in f32 at f, into the stream in
+ * dtype od; merged values (check) must be finite. */
+static int put_f32(stream *s, const lora_st_tensor *t, const float *f, size_t off, size_t n, lora_dtype od,
+                   int check, lora_err *e)
+{
+	size_t es = lora_dtype_size(od);
+	for (size_t i = 0; i < n; i += SLOT / es) {
+		size_t k = n - i < SLOT / es ? n - i : SLOT / es;
+		unsigned char *slot = stream_slot(s);
+		if (!slot)
+			return stream_drain(s, s->w, e);
+		size_t bad = narrow(slot, f + i, od, k, check);
+		if (bad < k)
+			return lora_err_set(e, LORA_EINVAL, "tensor '%s': merged value at index %zu is not finite",
+			                    t->name, off + i + bad);
+		stream_put(s, k * es);
+	}
+	return 0;
+}
+
+/* One merge under way: what it does, its buffers, how far it is. */
+typedef struct {
+	const plan *p;
+	const lora_merge_opts *o;
+	stream s;
+	float *f; /* the tensor being merged, in f32 */
+	size_t done, total, merged;
+	uint64_t bytes, total_bytes, written;
+} job;
+
+/* Drop the pages of bytes [off, off + n) of t, read and no longer needed,
+ * so that resident memory does not grow by a whole input tensor. */
+static void release_part(const lora_st_tensor *t, size_t off, size_t n)
+{
+	lora_st_tensor part = *t;
+	part.data = (const unsigned char *)t->data + off;
+	part.nbytes = n;
+	lora_st_release(&part);
+}
+
+/* One tensor into the stream: merged through f32 when it has ops,
+ * converted piece by piece when only the dtype changes, copied byte for
+ * byte otherwise. The input is read, and let go, a slot's worth at a time. */
+static int put_tensor(job *j, const lora_st_tensor *t, lora_err *e)
+{
+	size_t first, nops = find_ops(j->p, t->name, &first);
+	lora_dtype od = out_dtype(t, j->o);
+	size_t isz = lora_dtype_size(t->dtype), step = nops || od != t->dtype ? SLOT / 4 : SLOT / isz;
+	stream *s = &j->s;
+	int rc = 0;
+	for (size_t i = 0; i < t->nelem && !rc; i += step) {
+		size_t k = t->nelem - i < step ? t->nelem - i : step;
+		const unsigned char *src = (const unsigned char *)t->data + i * isz;
+		unsigned char *slot;
+		if (nops) {
+			widen(j->f + i, src, t->dtype, k);
+		} else if (od != t->dtype) {
+			widen(j->f, src, t->dtype, k);
+			rc = put_f32(s, t, j->f, i, k, od, 0, e);
+		} else if ((slot = stream_slot(s)) != NULL) {
+			memcpy(slot, src, k * isz);
+			stream_put(s, k * isz);
+		} else {
+			rc = stream_drain(s, s->w, e);
+		}
+		release_part(t, i * isz, k * isz);
+	}
+	lora_st_release(t); /* the pages across piece boundaries */
+	if (rc || !nops)
+		return rc;
+	for (size_t i = 0; i < nops; i++)
+		apply_op(j->f, &j->p->ops[first + i]);
+	j->merged++;
+	return put_f32(s, t, j->f, 0, t->nelem, od, 1, e);
+}
+
 /* Write one shard to path. */
-static int merge_shard(const lora_st *st, const char *path, const plan *p, const lora_merge_opts *o,
-                       size_t *done, size_t total, uint64_t *bytes, uint64_t total_bytes,
-                       size_t *merged, uint64_t *written, lora_err *e)
+static int merge_shard(job *j, const lora_st *st, const char *path, lora_err *e)
 {
 	lora_st_spec *specs = calloc(st->ntensors ? st->ntensors : 1, sizeof *specs);
 	lora_st_writer *w = NULL;
+	lora_err we;
 	int rc;
 	if (!specs)
 		return lora_err_nomem(e);
 	for (size_t i = 0; i < st->ntensors; i++) {
 		const lora_st_tensor *t = &st->tensors[i];
 		specs[i].name = t->name;
-		specs[i].dtype = out_dtype(t, o);
+		specs[i].dtype = out_dtype(t, j->o);
 		specs[i].ndim = t->ndim;
 		memcpy(specs[i].shape, t->shape, sizeof t->shape);
-		*written += t->nelem * lora_dtype_size(specs[i].dtype);
+		j->written += t->nelem * lora_dtype_size(specs[i].dtype);
 	}
-	if ((rc = lora_st_writer_open(&w, path, specs, st->ntensors, st->meta, st->nmeta, o->force, e)))
+	if ((rc = lora_st_writer_open(&w, path, specs, st->ntensors, st->meta, st->nmeta, j->o->force, e)))
 		goto out;
-	for (size_t i = 0; i < st->ntensors; i++) {
-		const lora_st_tensor *t = &st->tensors[i];
-		int changed;
-		if ((rc = write_tensor(w, t, p, o, &changed, e))) {
-			lora_st_writer_abort(w);
-			goto out;
-		}
-		lora_st_release(t);
-		*merged += (size_t)changed;
-		*bytes += t->nbytes;
-		++*done;
-		if (o->progress)
-			o->progress(o->ctx, *done, total, *bytes, total_bytes);
+	stream_drain(&j->s, w, &we);
+	for (size_t i = 0; i < st->ntensors && !rc; i++) {
+		if ((rc = put_tensor(j, &st->tensors[i], e)))
+			break;
+		j->bytes += st->tensors[i].nbytes;
+		if (j->o->progress)
+			j->o->progress(j->o->ctx, ++j->done, j->total, j->bytes, j->total_bytes);
 	}
-	rc = lora_st_writer_commit(w, e);
+	/* The writer is done with w before w is committed or removed. */
+	int wrc = stream_drain(&j->s, NULL, &we);
+	if (!rc && wrc)
+		rc = wrc, *e = we;
+	if (rc)
+		lora_st_writer_abort(w);
+	else
+		rc = lora_st_writer_commit(w, e);
 out:
 	free(specs);
 	return rc;
@@ -368,25 +557,44 @@ int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t
                           const lora_merge_opts *o, size_t *merged_out, lora_err *e)
 {
 	plan p = {0};
+	job j = {.p = &p, .o = o};
 	lora_outdir d;
-	size_t merged = 0, done = 0, total = 0;
-	uint64_t bytes = 0, total_bytes = 0, written = 0;
 	struct stat sb;
-	int rc = build_plan(&p, m, in, n, o, e);
+	/* f holds the largest merged tensor, or a slot's worth of a converted one */
+	size_t fsize = SLOT / 2, first;
+	int started = 0, threads = lora_blas_threads(), rc = build_plan(&p, m, in, n, o, e);
 	if (rc)
 		goto out;
 	for (size_t s = 0; s < m->nshards; s++) {
-		total += m->shards[s]->ntensors;
-		for (size_t i = 0; i < m->shards[s]->ntensors; i++)
-			total_bytes += m->shards[s]->tensors[i].nbytes;
+		j.total += m->shards[s]->ntensors;
+		for (size_t i = 0; i < m->shards[s]->ntensors; i++) {
+			const lora_st_tensor *t = &m->shards[s]->tensors[i];
+			j.total_bytes += t->nbytes;
+			if (find_ops(&p, t->name, &first) && t->nelem > fsize)
+				fsize = t->nelem;
+		}
 		if (same_file(m->shards[s]->path, out)) {
 			rc = lora_err_set(e, LORA_EUSAGE, "%s: output would overwrite the input model", out);
 			goto out;
 		}
 	}
+	if (!(j.f = big_alloc(fsize * sizeof *j.f))) {
+		rc = lora_err_nomem(e);
+		goto out;
+	}
+	if ((rc = stream_start(&j.s, e)))
+		goto out;
+	started = 1;
+	/* The writer thread takes one of the threads -j gives. On two cores a
+	 * second compute thread made a 7B merge slower, not faster: OpenMP's
+	 * threads spin between parallel regions, against the writer, and wait
+	 * on each other when one is preempted. The products' results do not
+	 * depend on the number of threads (tests/merge.bats checks it). */
+	if (threads > 1)
+		lora_blas_set_threads(threads - 1);
 	int to_dir = !(stat(m->path, &sb) == 0 && S_ISREG(sb.st_mode) && !m->index_path);
 	if (!to_dir) {
-		rc = merge_shard(m->shards[0], out, &p, o, &done, total, &bytes, total_bytes, &merged, &written, e);
+		rc = merge_shard(&j, m->shards[0], out, e);
 		goto out;
 	}
 	if (same_file(m->dir, out)) {
@@ -397,13 +605,11 @@ int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t
 		goto out;
 	for (size_t s = 0; s < m->nshards && !rc; s++) {
 		const char *path = lora_outdir_file(&d, lora_path_base(m->shards[s]->path));
-		rc = path ? merge_shard(m->shards[s], path, &p, o, &done, total, &bytes, total_bytes, &merged,
-		                        &written, e)
-		          : lora_err_nomem(e);
+		rc = path ? merge_shard(&j, m->shards[s], path, e) : lora_err_nomem(e);
 	}
 	if (!rc && m->index_path) {
 		const char *path = lora_outdir_file(&d, lora_path_base(m->index_path));
-		rc = path ? write_index(m, path, written, e) : lora_err_nomem(e);
+		rc = path ? write_index(m, path, j.written, e) : lora_err_nomem(e);
 	}
 	if (!rc)
 		rc = copy_others(m, &d, e);
@@ -412,9 +618,14 @@ int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t
 	else
 		rc = lora_outdir_commit(&d, e);
 out:
+	if (started)
+		stream_stop(&j.s);
+	if (threads > 1)
+		lora_blas_set_threads(threads);
+	free(j.f);
 	plan_free(&p);
 	if (merged_out)
-		*merged_out = merged;
+		*merged_out = j.merged;
 	return rc;
 }
 

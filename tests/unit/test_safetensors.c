@@ -2,14 +2,17 @@
  * validation error (files crafted byte by byte), sharded models and writer
  * misuse. Prints "FAIL: ..." per failed check and "ok N checks" at the end. */
 #include <dirent.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/ckpt.h"
+#include "io/safetensors_internal.h"
 
 /* Shard names of the sharded model fixture. */
 #define N1 "model-00001-of-00002.safetensors"
@@ -423,6 +426,79 @@ static void test_writer_errors(void)
 	CHECK(count_temps() == 0 && !exists(path), "refused opens leave nothing");
 }
 
+/* The whole of a file, or NULL. */
+static unsigned char *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char *buf = NULL;
+	long len;
+	if (f && fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (buf = malloc((size_t)len + 1)) && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+		free(buf);
+		buf = NULL;
+	}
+	if (f)
+		fclose(f);
+	*n = buf ? (size_t)len : 0;
+	return buf;
+}
+
+/* Large files go around the page cache in aligned buffers of 4 MiB: the
+ * same bytes as through the cache, whatever the header's length, the write
+ * sizes and the tail; and a write error is reported as one. */
+static void test_direct(void)
+{
+	static const lora_st_meta meta[] = {{"format", "pt"}, {"odd", "x"}};
+	const lora_st_spec s[] = {
+		{"big", LORA_U8, 1, {(4u << 20) * 2 + 12345}}, /* two whole buffers and more */
+		{"none", LORA_F32, 2, {0, 7}},
+		{"w", LORA_BF16, 2, {3, 1001}},
+	};
+	lora_err e = {0};
+	size_t chunks[] = {1, 4095, 1000003, 5u << 20};
+	for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+		for (int direct = 0; direct < 2; direct++) {
+			lora_st_writer_direct_min(direct ? 0 : UINT64_MAX);
+			CHECK(write_st(P(direct ? "direct.st" : "cached.st"), s, 3, meta, 2, 1, chunks[c], &e) == 0,
+			      "write (direct %d, chunk %zu): %s", direct, chunks[c], e.msg);
+		}
+		size_t na, nb;
+		unsigned char *a = slurp(P("cached.st"), &na), *b = slurp(P("direct.st"), &nb);
+		CHECK(a && b && na == nb && memcmp(a, b, na) == 0, "direct and cached files differ (chunk %zu)",
+		      chunks[c]);
+		free(a);
+		free(b);
+	}
+	lora_st *st = NULL;
+	CHECK(lora_st_open(&st, P("direct.st"), &e) == 0, "reopen: %s", e.msg);
+	if (st) {
+		const lora_st_tensor *t = lora_st_find(st, "w");
+		int ok = t && t->nbytes == 3 * 1001 * 2;
+		for (size_t k = 0; ok && k < t->nbytes; k++)
+			ok = ((const unsigned char *)t->data)[k] == pat(2, k);
+		CHECK(ok, "direct file reads back");
+		lora_st_close(st);
+	}
+	/* a file size limit cuts the second buffer short */
+	struct rlimit old, lim;
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = 6u << 20;
+	signal(SIGXFSZ, SIG_IGN);
+	setrlimit(RLIMIT_FSIZE, &lim);
+	lora_st_writer_direct_min(0);
+	int rc = write_st(P("limit.st"), s, 3, meta, 2, 1, 1u << 20, &e);
+	setrlimit(RLIMIT_FSIZE, &old);
+	signal(SIGXFSZ, SIG_DFL);
+	char want[4400];
+	snprintf(want, sizeof want, "%s: write error: File too large", P("limit.st"));
+	CHECK(rc == LORA_EIO && strcmp(e.msg, want) == 0, "size limit: rc %d '%s'", rc, e.msg);
+	CHECK(!exists(P("limit.st")) && count_temps() == 0, "nothing left after the write error");
+	lora_st_writer_direct_min(64u << 20);
+	unlink(P("direct.st"));
+	unlink(P("cached.st"));
+}
+
 static void put_config(const char *path, const char *name)
 {
 	char buf[256];
@@ -601,6 +677,7 @@ int main(void)
 	test_empty();
 	test_bad_files();
 	test_writer_errors();
+	test_direct();
 	test_model();
 	rm_tree(dir);
 	if (nfails) {

@@ -5,7 +5,7 @@
 
 #include "check.h"
 #include "core/rng.h"
-#include "core/dtype.h"
+#include "core/dtype_internal.h"
 
 static float f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
 static uint32_t u(float x) { uint32_t v; memcpy(&v, &x, 4); return v; }
@@ -49,8 +49,117 @@ static unsigned ref_f32_to_bf16(float x)
 	return r >> 16;
 }
 
+/* f32 inputs where a conversion can go wrong: every bf16 code and every
+ * f16 value, one unit either side and the midpoints to their neighbours
+ * (ties), the f16 overflow and subnormal thresholds, f32 subnormals, NaNs
+ * quiet and signalling with payloads, and random bit patterns. */
+static uint32_t *edge_values(size_t *n)
+{
+	uint32_t *v = malloc((65536 * 12 + 64 + 200000) * sizeof *v);
+	size_t k = 0;
+	for (uint32_t h = 0; h < 65536; h++) {
+		uint32_t b = h << 16, m = u(lora_dtype_f16_to_f32((uint16_t)h));
+		uint32_t near[] = {b, b + 1, b - 1, b + 0x8000u, b + 0x7fffu, b + 0x8001u,
+		                   m, m + 1, m - 1, m + 0x1000u, m + 0xfffu, m + 0x1001u};
+		for (size_t i = 0; i < 12; i++)
+			v[k++] = near[i];
+	}
+	static const uint32_t named[] = {
+		0x7f800000u, 0xff800000u, 0x7f7fffffu, 0xff7fffffu, 0x7f800001u, 0xff800001u, 0x7fbfffffu,
+		0x7fc00000u, 0xffc00000u, 0x7fffffffu, 0xffffffffu, 0x7f80ffffu, 0x7f810000u, 0x7fa00000u,
+		0x7f802000u, 0x7f801fffu, 0x00000001u, 0x80000001u, 0x007fffffu, 0x00400000u, 0x80400000u,
+		0x477fefffu, 0x477ff000u, 0x477ff001u, 0x477fe000u, 0x38800000u, 0x387fffffu, 0x38800001u,
+		0x33000000u, 0x33000001u, 0x32ffffffu, 0x33800000u, 0x33c00000u, 0x00000000u, 0x80000000u,
+		0x7f7f8000u, 0x7f7f7fffu, 0x3f808000u, 0x3f818000u, 0x47800000u, 0xc77ff000u, 0xb3000001u,
+	};
+	for (size_t i = 0; i < sizeof named / sizeof *named; i++)
+		v[k++] = named[i];
+	lora_rng r;
+	lora_rng_seed(&r, 7);
+	for (int i = 0; i < 200000; i++)
+		v[k++] = (uint32_t)lora_rng_u64(&r);
+	*n = k;
+	return v;
+}
+
+/* The array conversions and the scan of the variant in effect against the
+ * scalar functions, bit for bit, at every length of a block and a half and
+ * at odd byte addresses. */
+static void test_arrays(int variant)
+{
+	size_t n;
+	uint32_t *in = edge_values(&n);
+	float *x = malloc(n * sizeof *x), *y = malloc(65536 * sizeof *y);
+	unsigned char *codes = malloc(2 * 65536 + 1), *out = malloc(2 * n + 1);
+	for (size_t i = 0; i < n; i++)
+		x[i] = f(in[i]);
+	for (int t = LORA_F16; t <= LORA_BF16; t++) {
+		const char *tn = lora_dtype_name((lora_dtype)t);
+		uint16_t (*to)(float) = t == LORA_F16 ? lora_dtype_f32_to_f16 : lora_dtype_f32_to_bf16;
+		float (*from)(uint16_t) = t == LORA_F16 ? lora_dtype_f16_to_f32 : lora_dtype_bf16_to_f32;
+		/* every code, read from an odd address */
+		for (unsigned h = 0; h < 65536; h++)
+			codes[1 + 2 * h] = (unsigned char)h, codes[2 + 2 * h] = (unsigned char)(h >> 8);
+		lora_dtype_to_f32(y, codes + 1, (lora_dtype)t, 65536);
+		size_t bad = 0;
+		for (unsigned h = 0; h < 65536; h++)
+			if (u(y[h]) != u(from((uint16_t)h)) && bad++ < 3)
+				CHECK(0, "variant %d: %s %04x widens to %08x, scalar %08x", variant, tn, h, u(y[h]),
+				      u(from((uint16_t)h)));
+		CHECK(bad == 0, "variant %d: %zu %s codes widen unlike the scalar rule", variant, bad, tn);
+		/* every edge value, written to an odd address */
+		lora_dtype_from_f32(out + 1, x, (lora_dtype)t, n);
+		bad = 0;
+		for (size_t i = 0; i < n; i++) {
+			unsigned got = out[1 + 2 * i] | out[2 + 2 * i] << 8;
+			if (got != to(x[i]) && bad++ < 3)
+				CHECK(0, "variant %d: f32 %08x to %s gives %04x, scalar %04x", variant, in[i], tn, got,
+				      to(x[i]));
+		}
+		CHECK(bad == 0, "variant %d: %zu f32 values narrow to %s unlike the scalar rule", variant, bad, tn);
+		/* short runs and tails: lengths 0..96 at offsets 0..3 */
+		for (size_t off = 0; off < 4; off++)
+			for (size_t len = 0; len <= 96; len++) {
+				memset(out, 0xa5, 2 * 100);
+				lora_dtype_from_f32(out, x + 1000 * off, (lora_dtype)t, len);
+				int ok = out[2 * len] == 0xa5; /* nothing past the end */
+				for (size_t i = 0; i < len; i++)
+					ok &= (unsigned)(out[2 * i] | out[2 * i + 1] << 8) == to(x[1000 * off + i]);
+				lora_dtype_to_f32(y, out, (lora_dtype)t, len);
+				for (size_t i = 0; i < len; i++)
+					ok &= u(y[i]) == u(from(to(x[1000 * off + i])));
+				CHECK(ok, "variant %d: %s run of %zu at %zu", variant, tn, len, off);
+			}
+	}
+	/* the scan: the first of one or two non-finite values, wherever they fall */
+	static const size_t at[] = {0, 1, 62, 63, 64, 65, 127, 128, 500, 998, 999};
+	static const uint32_t kinds[] = {0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u, 0xffffffffu};
+	float *v = malloc(1000 * sizeof *v);
+	for (size_t i = 0; i < 1000; i++)
+		v[i] = i % 7 ? f(0x7f7fffffu) : -f(0x00000001u) * (float)i; /* finite extremes */
+	CHECK(lora_dtype_find_nonfinite(v, 1000) == 1000, "variant %d: nothing to find", variant);
+	for (size_t a = 0; a < sizeof at / sizeof *at; a++)
+		for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+			float keep = v[at[a]], keep2 = v[999];
+			v[at[a]] = f(kinds[k]);
+			v[999] = f(kinds[(k + 1) % 5]);
+			CHECK(lora_dtype_find_nonfinite(v, 1000) == at[a], "variant %d: %08x at %zu", variant, kinds[k], at[a]);
+			CHECK(lora_dtype_find_nonfinite(v, at[a]) == at[a], "variant %d: scan stops at n = %zu", variant, at[a]);
+			v[at[a]] = keep, v[999] = keep2;
+		}
+	free(v), free(in), free(x), free(y), free(codes), free(out);
+}
+
 int main(void)
 {
+	/* each array variant this CPU runs, then back to the best */
+	int best = lora_dtype_kernels(2);
+	for (int variant = 0; variant <= best; variant++) {
+		CHECK(lora_dtype_kernels(variant) == variant, "variant %d runs here", variant);
+		test_arrays(variant);
+	}
+	lora_dtype_kernels(2);
+
 	/* every f16 and bf16 code through f32 and back */
 	for (unsigned h = 0; h < 65536; h++) {
 		float x = lora_dtype_f16_to_f32((uint16_t)h);
