@@ -24,6 +24,12 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
+@test "gguf reader and writer: the bytes of the specification, every value type, every refusal" {
+	run test_gguf
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
 @test ".lora codec: round trips, corruption and truncation" {
 	run test_lorafile
 	assert_success
