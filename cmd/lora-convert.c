@@ -154,6 +154,11 @@ int main(int argc, char **argv)
 		                  cfg.model_type);
 		goto fail;
 	}
+	/* What a GGUF adapter cannot say is the input's fault: name it. */
+	if (to == TO_GGUF && (rc = lora_gguflora_check(a, &base, &e))) {
+		lora_err_prefix(&e, "%s", strcmp(in, "-") ? in : "standard input");
+		goto fail;
+	}
 	rc = to == TO_PEFT ? lora_peft_write(a, out, force, &e)
 	   : to == TO_GGUF ? lora_gguflora_write(a, out ? out : "-", &base, force, &e)
 	                   : lora_lorafile_save(a, out, force, &e);

@@ -269,23 +269,39 @@ static int write_data(lora_gguf_writer *w, const lora_adapter *a, const plan *p,
 	return rc;
 }
 
+static int check_adapter(const lora_adapter *a, const lora_gguflora_base *base, lora_err *e)
+{
+	if (!base || !base->arch || (strcmp(base->arch, "llama") && strcmp(base->arch, "qwen2")))
+		return lora_err_set(e, LORA_EINVAL, "GGUF adapters are written for the llama and qwen2 architectures");
+	if (a->fan_in_fan_out)
+		return lora_err_set(e, LORA_EINVAL, "a fan_in_fan_out adapter (weights stored [in, out]) has no GGUF form");
+	if (a->nextras)
+		return lora_err_set(e, LORA_EINVAL,
+		                    "tensor '%s' is not the LoRA factor of a linear module and has no place in a GGUF adapter",
+		                    a->extras[0].name);
+	if (lora_gguf_ggml_of(a->dtype) < 0)
+		return lora_err_set(e, LORA_EINVAL, "GGUF adapters are stored in f32, f16 or bf16, not %s",
+		                    lora_dtype_name(a->dtype));
+	return 0;
+}
+
+int lora_gguflora_check(const lora_adapter *a, const lora_gguflora_base *base, lora_err *e)
+{
+	plan p = {0};
+	int rc = check_adapter(a, base, e);
+	if (!rc)
+		rc = make_plan(&p, a, base, e);
+	free_plan(&p);
+	return rc;
+}
+
 int lora_gguflora_write(const lora_adapter *a, const char *path, const lora_gguflora_base *base, int force,
                         lora_err *e)
 {
 	plan p = {0};
 	lora_gguf_writer *w = NULL;
 	int rc;
-	if (!base || !base->arch || (strcmp(base->arch, "llama") && strcmp(base->arch, "qwen2")))
-		return lora_err_set(e, LORA_EINVAL, "GGUF adapters are written for the llama and qwen2 architectures");
-	if (a->fan_in_fan_out)
-		return lora_err_set(e, LORA_EINVAL, "a fan_in_fan_out adapter (weights stored [in, out]) has no GGUF form");
-	if (a->nextras)
-		return lora_err_set(e, LORA_EINVAL, "tensor '%s' is not a LoRA factor and has no place in a GGUF adapter",
-		                    a->extras[0].name);
-	if (lora_gguf_ggml_of(a->dtype) < 0)
-		return lora_err_set(e, LORA_EINVAL, "GGUF adapters are stored in f32, f16 or bf16, not %s",
-		                    lora_dtype_name(a->dtype));
-	if ((rc = make_plan(&p, a, base, e)))
+	if ((rc = check_adapter(a, base, e)) || (rc = make_plan(&p, a, base, e)))
 		goto out;
 	if ((rc = lora_gguf_writer_open(&w, path, p.kv, p.nkv, p.t, 2 * a->nlayers, force, e)))
 		goto out;

@@ -53,6 +53,11 @@ const char *lora_gguflora_arch(const char *model_type);
 /* 1 if buf (n bytes) starts with the GGUF magic. */
 int lora_gguflora_is_gguf(const void *buf, size_t n);
 
+/* What lora_gguflora_write refuses in a (its layers, extras, flags, the
+ * architecture and head counts it needs), checked without writing: 0 or
+ * LORA_EINVAL naming the layer. */
+int lora_gguflora_check(const lora_adapter *a, const lora_gguflora_base *base, lora_err *e);
+
 /* Write a to path ("-": standard output, refused on a terminal) with A
  * and B at a->dtype (folded lora_B in f32). base->arch is required, and
  * for llama the head counts when a adapts q_proj or k_proj. An existing
