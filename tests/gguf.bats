@@ -184,7 +184,7 @@ below() {
 	assert_equal "$stderr" "lora-inspect: cut1.gguf: truncated in tensor 'blk.0.ffn_gate.weight.lora_a' (the file is 1200 bytes)"
 	head -c 19000 "$G/plain.gguf" >cut2.gguf
 	run -1 --separate-stderr lora-convert cut2.gguf -o x.lora
-	assert_equal "$stderr" "lora-convert: cut2.gguf: tensor 'blk.1.ffn_down.weight.lora_b': truncated: its 512 bytes at byte 18784 run past the end of the file (19000 bytes)"
+	assert_equal "$stderr" "lora-convert: cut2.gguf: tensor 'blk.1.attn_v.weight.lora_a': truncated: its 512 bytes at byte 18528 run past the end of the file (19000 bytes)"
 	cp "$ROOT/tests/fuzz/corpus/gguf/values.gguf" v.gguf
 	run -1 --separate-stderr lora-eval -m "$FIX/model/llama_gqa" v.gguf -d "$FIX/model/llama_gqa/tokens.u16"
 	assert_equal "$stderr" "lora-eval: v.gguf: no general.type: not a LoRA adapter"

@@ -491,9 +491,10 @@ static int read_factors(const rinfo *r, lora_adapter *a, lora_layer *l, const lo
 {
 	size_t heads, n = l->out * l->rank;
 	int rc;
-	if ((rc = values(l->A, r, ta, e)) ||
-	    (rc = rope_heads(modules[mod].rope, r->arch, r->heads, r->kv_heads, l->out, tb->name, &heads, e)))
+	if ((rc = values(l->A, r, ta, e)))
 		return rc;
+	if ((rc = rope_heads(modules[mod].rope, r->arch, r->heads, r->kv_heads, l->out, tb->name, &heads, e)))
+		return lora_err_prefix(e, "%s", r->path);
 	float *tmp = lora_shape_alloc(n, sizeof *tmp);
 	if (!tmp)
 		return lora_err_nomem(e);
