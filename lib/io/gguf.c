@@ -659,19 +659,17 @@ static void put_value(FILE *f, lora_gguf_type t, const lora_gguf_kvspec *kv, siz
 		put_str(f, p ? ((const char *const *)p)[i] : kv->v.s);
 		return;
 	}
-	if (t == LORA_GGUF_F32) {
-		float x = p ? ((const float *)p)[i] : (float)kv->v.f;
+	if (p) {
+		/* memcpy: the array need not be aligned; host order is
+		 * little-endian on every machine we build for */
+		memcpy(&bits, (const unsigned char *)p + i * sz, sz);
+	} else if (t == LORA_GGUF_F32) {
+		float x = (float)kv->v.f;
 		uint32_t u;
 		memcpy(&u, &x, 4);
 		bits = u;
 	} else if (t == LORA_GGUF_F64) {
-		double x = p ? ((const double *)p)[i] : kv->v.f;
-		memcpy(&bits, &x, 8);
-	} else if (p) {
-		const unsigned char *q = (const unsigned char *)p + i * sz;
-		uint64_t x = 0;
-		memcpy(&x, q, sz); /* host order is little-endian on every machine we build for */
-		bits = x;
+		memcpy(&bits, &kv->v.f, 8);
 	} else {
 		bits = t == LORA_GGUF_I8 || t == LORA_GGUF_I16 || t == LORA_GGUF_I32 || t == LORA_GGUF_I64 ? (uint64_t)kv->v.i
 		                                                                                              : kv->v.u;

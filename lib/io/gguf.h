@@ -128,7 +128,7 @@ typedef struct {
 		int64_t i;                 /* signed types */
 		double f;                  /* f32 (rounded) and f64 */
 		const char *s;             /* a string */
-		const void *arr;           /* an array: n C values of the element's type
+		const void *arr;           /* an array: n C values of the element's type, any alignment
 		                              (uint8_t for bool, const char * for strings) */
 	} v;
 } lora_gguf_kvspec;
