@@ -486,45 +486,58 @@ static int values(float *dst, const rinfo *r, const lora_gguf_tensor *t, lora_er
 	return 0;
 }
 
+/* Values of a tensor stored in another type than the adapter's dtype (a
+ * folded lora_B in f32) are rounded to that dtype, so that the adapter
+ * holds what it says it holds; a value it cannot hold is an error. */
+static int to_dtype(float *x, float *tmp, size_t n, lora_dtype t, const rinfo *r, const char *name, lora_err *e)
+{
+	lora_dtype_from_f32(tmp, x, t, n);
+	lora_dtype_to_f32(x, tmp, t, n);
+	size_t k = lora_dtype_find_nonfinite(x, n);
+	if (k < n)
+		return lora_err_set(e, LORA_EFORMAT, "%s: tensor '%s': element %zu is not finite in %s", r->path, name, k,
+		                    lora_dtype_name(t));
+	return 0;
+}
+
 static int read_factors(const rinfo *r, lora_adapter *a, lora_layer *l, const lora_gguf_tensor *ta,
                         const lora_gguf_tensor *tb, int mod, lora_err *e)
 {
-	size_t heads, n = l->out * l->rank;
+	size_t heads, n = l->out * l->rank, na = l->rank * l->in;
+	uint32_t own = (uint32_t)lora_gguf_ggml_of(a->dtype);
 	int rc;
-	if ((rc = values(l->A, r, ta, e)))
-		return rc;
 	if ((rc = rope_heads(modules[mod].rope, r->arch, r->heads, r->kv_heads, l->out, tb->name, &heads, e)))
 		return lora_err_prefix(e, "%s", r->path);
-	float *tmp = lora_shape_alloc(n, sizeof *tmp);
+	float *tmp = lora_shape_alloc(n > na ? n : na, sizeof *tmp);
 	if (!tmp)
 		return lora_err_nomem(e);
-	if (!(rc = values(tmp, r, tb, e))) {
-		if (heads)
-			permute_rows(l->B, tmp, l->out, l->rank, heads, 1);
-		else
-			memcpy(l->B, tmp, n * sizeof *tmp);
-		double c = r->meta ? fold(lora_adapter_layer_scale(a, l), l->rank, r->alpha) : 1.0;
-		if (c != 1.0) {
-			/* Back to the adapter's own dtype: the f32 fold of an f16 or
-			 * bf16 value rounds back to it exactly. */
-			for (size_t k = 0; k < n; k++)
-				l->B[k] = (float)((double)l->B[k] / c);
-			lora_dtype_from_f32(tmp, l->B, a->dtype, n);
-			lora_dtype_to_f32(l->B, tmp, a->dtype, n);
-		}
-	}
+	if ((rc = values(l->A, r, ta, e)) || (ta->type != own && (rc = to_dtype(l->A, tmp, na, a->dtype, r, ta->name, e))) ||
+	    (rc = values(tmp, r, tb, e)))
+		goto out;
+	if (heads)
+		permute_rows(l->B, tmp, l->out, l->rank, heads, 1);
+	else
+		memcpy(l->B, tmp, n * sizeof *tmp);
+	double c = r->meta ? fold(lora_adapter_layer_scale(a, l), l->rank, r->alpha) : 1.0;
+	/* The f32 fold of an f16 or bf16 value rounds back to it exactly. */
+	for (size_t k = 0; c != 1.0 && k < n; k++)
+		l->B[k] = (float)((double)l->B[k] / c);
+	if (tb->type != own || c != 1.0)
+		rc = to_dtype(l->B, tmp, n, a->dtype, r, tb->name, e);
+out:
 	free(tmp);
 	return rc;
 }
 
-/* The storage dtype: that of every lora_a, else f32. */
-static lora_dtype storage_dtype(const lora_gguf *g)
+/* The storage dtype: that of every factor, else f32; with our keys, that
+ * of every lora_a (a folded lora_B is f32 by design). */
+static lora_dtype storage_dtype(const lora_gguf *g, int meta)
 {
 	lora_dtype dt = LORA_F32, d;
 	int first = 1;
 	for (size_t i = 0; i < g->ntensors; i++) {
 		const lora_gguf_tensor *t = &g->tensors[i];
-		if (t->name[strlen(t->name) - 1] != 'a')
+		if (meta && t->name[strlen(t->name) - 1] != 'a')
 			continue;
 		if (lora_gguf_dtype_of(t->type, &d) || (!first && d != dt))
 			return LORA_F32;
@@ -537,7 +550,7 @@ static int read_layers(const rinfo *r, lora_adapter *a, int header_only, lora_er
 {
 	size_t nl = 0;
 	int rc;
-	a->dtype = storage_dtype(r->g);
+	a->dtype = storage_dtype(r->g, r->meta);
 	for (size_t i = 0; i < r->g->ntensors; i++) {
 		const lora_gguf_tensor *ta = &r->g->tensors[i], *tb = NULL;
 		size_t n = strlen(ta->name), block;
