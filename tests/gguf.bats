@@ -188,6 +188,8 @@ below() {
 	cp "$ROOT/tests/fuzz/corpus/gguf/values.gguf" v.gguf
 	run -1 --separate-stderr lora-eval -m "$FIX/model/llama_gqa" v.gguf -d "$FIX/model/llama_gqa/tokens.u16"
 	assert_equal "$stderr" "lora-eval: v.gguf: no general.type: not a LoRA adapter"
+	run -1 --separate-stderr lora-convert missing.gguf -o x.lora
+	assert_equal "$stderr" "lora-convert: missing.gguf: No such file or directory"
 	printf 'GGUF\003\000\000\000' >short.gguf
 	run -1 --separate-stderr lora-inspect short.gguf
 	assert_equal "$stderr" "lora-inspect: short.gguf: truncated: 8 bytes, shorter than the 24-byte GGUF header"

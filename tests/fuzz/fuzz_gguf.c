@@ -16,7 +16,8 @@
 #include "io/gguflora.h"
 
 /* The accepted file as writer specs (pointers into g), or 0 when a string
- * holds a NUL. */
+ * holds a NUL or a scalar f32 is a NaN, which the writer's double cannot
+ * carry bit for bit. */
 static int to_specs(const lora_gguf *g, lora_gguf_kvspec *kv, lora_gguf_spec *t, char ***strs)
 {
 	*strs = calloc(g->nkv ? g->nkv : 1, sizeof **strs);
@@ -47,6 +48,8 @@ static int to_specs(const lora_gguf *g, lora_gguf_kvspec *kv, lora_gguf_spec *t,
 			if (x->type == LORA_GGUF_F32) {
 				float f;
 				memcpy(&f, &u, 4);
+				if (isnan(f))
+					return 0; /* through a double, a signalling NaN comes back quiet */
 				k->v.f = f;
 			} else if (x->type == LORA_GGUF_F64) {
 				memcpy(&k->v.f, &u, 8);
