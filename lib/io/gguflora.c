@@ -138,7 +138,9 @@ static int check_layer(const lora_adapter *a, const lora_layer *l, size_t *block
 		return lora_err_set(e, LORA_EINVAL,
 		                    "layer '%s': llama.cpp adapts only the q/k/v/o_proj and gate/up/down_proj modules of model.layers.N",
 		                    l->name);
-	if (l->rank == 0 || lora_adapter_layer_scale(a, l) == 0 || !isfinite(lora_adapter_layer_scale(a, l)))
+	double s = lora_adapter_layer_scale(a, l);
+	/* adapter.lora.alpha is an f32 */
+	if (l->rank == 0 || s == 0 || !isfinite((float)(s * (double)l->rank)))
 		return lora_err_set(e, LORA_EINVAL, "layer '%s': rank %zu, alpha %g: no GGUF adapter scales it so", l->name,
 		                    l->rank, l->alpha);
 	return 0;
