@@ -7,6 +7,7 @@
 #include "io/load.h"
 #include "io/lorafile.h"
 #include "io/ckpt.h"
+#include "io/gguflora.h"
 #include "io/peft.h"
 #include "math/blas.h"
 #include "math/linalg.h"
@@ -30,11 +31,12 @@ static const lora_tool tool = {
 	"[options] [FILE|DIR|-]",
 	"Show format, ranks, alpha, targets, parameters and size of an adapter or\n"
 	"checkpoint.",
-	"FILE is a .lora adapter, a .safetensors checkpoint or a sharded index; DIR a\n"
-	"model directory. A PEFT adapter directory (adapter_config.json +\n"
-	"adapter_model.safetensors) or its adapter_model.safetensors is shown like a\n"
-	".lora. '-' (or no operand) reads a .lora from standard input. Without --stats\n"
-	"or --check only the .lora header is read, so inspecting a large adapter is\n"
+	"FILE is a .lora adapter, a GGUF adapter (llama.cpp's), a .safetensors\n"
+	"checkpoint or a sharded index; DIR a model directory. A PEFT adapter\n"
+	"directory (adapter_config.json + adapter_model.safetensors) or its\n"
+	"adapter_model.safetensors is shown like a .lora. '-' (or no operand) reads a\n"
+	".lora from standard input. Without --stats or --check only the .lora header\n"
+	"(the GGUF tensor infos) is read, so inspecting a large adapter is\n"
 	"instant.\n\n"
 	"Examples:\n"
 	"  lora-inspect run.lora\n"
@@ -72,11 +74,14 @@ static int inspect(const char *path, int stats, int check, const lora_report_opt
 	}
 	/* A PEFT adapter is small and its safetensors header is validated as a
 	 * whole, so it is simply loaded. */
-	rc = k == LORA_LOAD_PEFT ? lora_load_adapter(&a, path, e) : read_lora(&a, path, stats, check, e);
+	if (k == LORA_LOAD_GGUF)
+		rc = lora_gguflora_read(&a, path, NULL, !stats && !check, e);
+	else
+		rc = k == LORA_LOAD_PEFT ? lora_load_adapter(&a, path, e) : read_lora(&a, path, stats, check, e);
 	if (!rc && stats)
 		rc = lora_svd_spectra(&st, a, e);
 	if (!rc)
-		rc = lora_report_adapter(stdout, name, a, k == LORA_LOAD_PEFT, st, o, e);
+		rc = lora_report_adapter(stdout, name, a, k == LORA_LOAD_GGUF ? LORA_REPORT_GGUF : k == LORA_LOAD_PEFT, st, o, e);
 	lora_svd_spectra_free(st, a ? a->nlayers : 0);
 	lora_adapter_free(a);
 	return rc;

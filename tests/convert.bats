@@ -26,7 +26,7 @@ V=model.layers.0.self_attn.v_proj
 	assert_output ''
 	assert_equal "${stderr_lines[0]}" "lora-convert: unknown option '--bogus'"
 	run -2 --separate-stderr lora-convert --to onnx a.lora
-	assert_equal "${stderr_lines[0]}" "lora-convert: --to: 'onnx' is not lora or peft"
+	assert_equal "${stderr_lines[0]}" "lora-convert: --to: 'onnx' is not lora, peft or gguf"
 	run -2 --separate-stderr lora-convert --dtype f64 a.lora
 	assert_equal "${stderr_lines[0]}" "lora-convert: --dtype: 'f64' is not f32, f16 or bf16"
 	run -2 --separate-stderr lora-convert a.lora b.lora

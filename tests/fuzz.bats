@@ -40,6 +40,10 @@ replay() {
 	replay peft
 }
 
+@test "fuzz corpus replays clean: GGUF files and GGUF LoRA adapters, with round trips" {
+	replay gguf
+}
+
 @test "fuzz corpus replays clean: Hugging Face config.json" {
 	replay llama_config
 }

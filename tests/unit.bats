@@ -24,6 +24,18 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
+@test "gguf reader and writer: the bytes of the specification, every value type, every refusal" {
+	run test_gguf
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
+@test "GGUF LoRA adapters: q/k rows as convert_hf_to_gguf orders them, alpha and folds, upstream's files, refusals" {
+	run test_gguflora
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
 @test ".lora codec: round trips, corruption and truncation" {
 	run test_lorafile
 	assert_success

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "core/path.h"
+#include "io/gguflora.h"
 #include "io/lorafile.h"
 #include "io/peft.h"
 
@@ -36,6 +37,8 @@ int lora_load_kind_of(const char *path, lora_load_kind *kind, lora_err *e)
 	fclose(f);
 	if (lora_lorafile_is_lora(magic, got) || lora_path_has_suffix(path, ".lora"))
 		*kind = LORA_LOAD_LORA;
+	else if (lora_gguflora_is_gguf(magic, got) || lora_path_has_suffix(path, ".gguf"))
+		*kind = LORA_LOAD_GGUF;
 	else if (lora_path_has_suffix(path, ".safetensors") && lora_peft_detect(path))
 		*kind = LORA_LOAD_PEFT;
 	else
@@ -56,6 +59,8 @@ int lora_load_adapter(lora_adapter **out, const char *path, lora_err *e)
 		                                                                                      : LORA_LOAD_LORA;
 	if (k == LORA_LOAD_PEFT)
 		return lora_peft_read(out, path, e);
+	if (k == LORA_LOAD_GGUF)
+		return lora_gguflora_read(out, path, NULL, 0, e);
 	return lora_lorafile_read(out, path, LORA_READ_ALL, e);
 }
 

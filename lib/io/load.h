@@ -1,7 +1,9 @@
 /* load: open an adapter whatever form it comes in, for every tool that
  * takes one: a .lora file, standard input ("-"), a PEFT adapter directory
- * (adapter_config.json + adapter_model.safetensors), or a bare
- * adapter_model.safetensors with its adapter_config.json beside it; and the
+ * (adapter_config.json + adapter_model.safetensors), a bare
+ * adapter_model.safetensors with its adapter_config.json beside it, or a
+ * GGUF LoRA adapter (its q/k rows put back in Hugging Face's order with the
+ * head counts the file records); and the
  * one rule that tells these from a checkpoint, which lora-inspect follows
  * too. */
 #ifndef LORA_LOAD_H
@@ -13,6 +15,7 @@
 typedef enum {
 	LORA_LOAD_LORA, /* a .lora file or stream */
 	LORA_LOAD_PEFT, /* a PEFT adapter directory, or its weights file */
+	LORA_LOAD_GGUF, /* a GGUF LoRA adapter (llama.cpp's) */
 	LORA_LOAD_CKPT, /* anything else: a checkpoint file, index or directory */
 } lora_load_kind;
 
@@ -22,6 +25,8 @@ typedef enum {
  *   not a regular file (a pipe)      .lora, streamed: nothing is read ahead
  *   a file starting with the magic   .lora, whatever its name
  *   a file named *.lora              .lora (the reader names what is wrong)
+ *   a file starting with "GGUF"      GGUF
+ *   a file named *.gguf              GGUF (the reader names what is wrong)
  *   a file named *.safetensors       PEFT if adapter_config.json is beside it
  *   any other file                   CKPT
  * Returns 0, or LORA_EIO naming path when it cannot be examined. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "core/path.h"
 
 static const cJSON *key(const cJSON *j, const char *k)
 {
@@ -214,4 +215,68 @@ int lora_config_read(lora_config *c, const char *path, lora_err *e)
 size_t lora_config_window(const lora_config *c, size_t l)
 {
 	return c->sliding_window && l >= c->window_from ? c->sliding_window : 0;
+}
+
+/* The revision refs/main of a hub cache entry names, if it is one line of
+ * hex digits. */
+static char *hub_snapshot(const char *repo_dir)
+{
+	char *ref = lora_path_join(repo_dir, "refs/main"), rev[128] = "", *out = NULL;
+	FILE *f = ref ? fopen(ref, "r") : NULL;
+	if (f && fgets(rev, sizeof rev, f)) {
+		rev[strcspn(rev, "\n")] = 0;
+		if (*rev && strspn(rev, "0123456789abcdef") == strlen(rev)) {
+			char sub[192];
+			snprintf(sub, sizeof sub, "snapshots/%s/config.json", rev);
+			out = lora_path_join(repo_dir, sub);
+		}
+	}
+	if (f)
+		fclose(f);
+	free(ref);
+	return out;
+}
+
+int lora_config_locate(char **path, const char *name, lora_err *e)
+{
+	char *p = NULL, hub[4096], repo[600];
+	*path = NULL;
+	if (lora_path_is_file(name) && lora_path_has_suffix(name, "config.json"))
+		p = strdup(name);
+	else if (lora_path_is_file(name)) {
+		/* weights or an index: config.json beside them */
+		char *d = lora_path_dir(name);
+		p = d ? lora_path_join(d, "config.json") : NULL;
+		free(d);
+		if (p && !lora_path_is_file(p)) {
+			free(p);
+			p = NULL;
+		}
+	} else if ((p = lora_path_join(name, "config.json")) && !lora_path_is_file(p)) {
+		free(p);
+		p = NULL;
+	}
+	/* "org/name": Hugging Face's hub cache, where transformers keeps it. */
+	const char *slash = strchr(name, '/'), *c = getenv("HF_HUB_CACHE"), *h = getenv("HF_HOME"), *home = getenv("HOME");
+	if (!p && slash && !strchr(slash + 1, '/') && slash > name && slash[1] && strlen(name) < 256 && name[0] != '.') {
+		if (c && *c)
+			snprintf(hub, sizeof hub, "%s", c);
+		else if (h && *h)
+			snprintf(hub, sizeof hub, "%s/hub", h);
+		else
+			snprintf(hub, sizeof hub, "%s/.cache/huggingface/hub", home ? home : "");
+		snprintf(repo, sizeof repo, "models--%.*s--%s", (int)(slash - name), name, slash + 1);
+		char *dir = lora_path_join(hub, repo);
+		p = dir ? hub_snapshot(dir) : NULL;
+		free(dir);
+		if (p && !lora_path_is_file(p)) {
+			free(p);
+			p = NULL;
+		}
+	}
+	if (!p)
+		return lora_err_set(e, LORA_EINVAL, "base model '%s': no config.json found there or in the Hugging Face cache",
+		                    name);
+	*path = p;
+	return 0;
 }

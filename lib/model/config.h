@@ -41,6 +41,14 @@ int lora_config_parse(lora_config *c, const char *text, size_t len, const char *
 /* Same, reading the file. */
 int lora_config_read(lora_config *c, const char *path, lora_err *e);
 
+/* The config.json of a base model as an adapter records it (base_name):
+ * NAME/config.json, NAME itself when it is a config.json, the config.json
+ * beside NAME when it is another file (weights, an index), or for a hub id
+ * "org/name" the snapshot refs/main names in Hugging Face's cache
+ * ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub).
+ * *path is the caller's to free; none found is LORA_EINVAL. */
+int lora_config_locate(char **path, const char *name, lora_err *e);
+
 /* The sliding window of block l (0: full causal attention). */
 size_t lora_config_window(const lora_config *c, size_t l);
 

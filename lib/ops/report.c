@@ -144,7 +144,7 @@ static int adapter_json(FILE *f, const char *path, const lora_adapter *a, int pe
 {
 	cJSON *j = cJSON_CreateObject(), *t, *ls, *xs;
 	cJSON_AddStringToObject(j, "file", path);
-	cJSON_AddStringToObject(j, "kind", peft ? "peft" : "lora");
+	cJSON_AddStringToObject(j, "kind", peft == LORA_REPORT_GGUF ? "gguf" : peft ? "peft" : "lora");
 	cJSON_AddItemToObject(j, "version", peft ? cJSON_CreateNull() : cJSON_CreateNumber(a->version));
 	cJSON_AddStringToObject(j, "dtype", lora_dtype_name(a->dtype));
 	cJSON_AddStringToObject(j, "scaling", a->rslora ? "rslora" : "standard");
@@ -216,7 +216,9 @@ int lora_report_adapter(FILE *f, const char *path, const lora_adapter *a, int pe
 	if (o->json)
 		return adapter_json(f, path, a, peft, &s, st, e);
 	char hb[32], hr[32];
-	if (peft)
+	if (peft == LORA_REPORT_GGUF)
+		fprintf(f, "%-12s GGUF LoRA adapter (llama.cpp)\n", "format");
+	else if (peft)
 		fprintf(f, "%-12s PEFT (%s + %s)\n", "format", LORA_PEFT_CONFIG, LORA_PEFT_WEIGHTS);
 	else
 		fprintf(f, "%-12s .lora version %d\n", "format", a->version);

@@ -18,6 +18,8 @@
 #include "ops/diff.h"
 #include "ops/svd.h"
 
+#define LORA_REPORT_GGUF 2
+
 typedef struct {
 	int json;          /* one JSON document instead of the text report */
 	int per_layer;     /* text: a row per layer (per tensor of a checkpoint);
@@ -25,8 +27,8 @@ typedef struct {
 	size_t top;        /* text: singular values shown per layer with stats */
 } lora_report_opts;
 
-/* lora-inspect of an adapter read from path: a .lora (peft 0) or a PEFT
- * adapter (1). spectra (NULL, or one per layer from lora_svd_spectra) adds
+/* lora-inspect of an adapter read from path: a .lora (peft 0), a PEFT
+ * adapter (1) or a GGUF adapter (LORA_REPORT_GGUF). spectra (NULL, or one per layer from lora_svd_spectra) adds
  * norms and singular values; in text they imply per_layer. */
 int lora_report_adapter(FILE *f, const char *path, const lora_adapter *a, int peft,
                         const lora_svd_spectrum *spectra, const lora_report_opts *o, lora_err *e);

@@ -8,7 +8,10 @@
  * TOKENS holds ROWS rows of equal length, one after another, as
  * lora-generate writes them. Output: one line "ARGMAX GAP" per position,
  * rows one after another. ARGMAX_COMPUTE=bf16 in the environment computes
- * in bf16 (default f32). */
+ * in bf16 (default f32). ARGMAX_LOGPROBS=1 prints instead, per position, the
+ * log-probabilities of every token of the vocabulary (the log-softmax of the
+ * logits, in double), for comparison with another implementation. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +69,18 @@ int main(int argc, char **argv)
 		tok[i] = (int32_t)lora_data_token(d, i);
 	if (lora_llama_plan(m, rows, T, 0, &e) || lora_llama_forward_logits(m, tok, logits, &e))
 		goto out;
-	for (size_t i = 0; i < d->ntokens; i++) {
+	for (size_t i = 0; i < d->ntokens && getenv("ARGMAX_LOGPROBS"); i++) {
+		const float *l = logits + i * V;
+		double mx = l[0], sum = 0;
+		for (size_t v = 0; v < V; v++)
+			mx = l[v] > mx ? l[v] : mx;
+		for (size_t v = 0; v < V; v++)
+			sum += exp((double)l[v] - mx);
+		for (size_t v = 0; v < V; v++)
+			printf("%s%.9g", v ? " " : "", (double)l[v] - mx - log(sum));
+		printf("\n");
+	}
+	for (size_t i = 0; i < d->ntokens && !getenv("ARGMAX_LOGPROBS"); i++) {
 		const float *l = logits + i * V;
 		size_t best = 0, second = V > 1 ? 1 : 0;
 		for (size_t v = 0; v < V; v++)
