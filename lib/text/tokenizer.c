@@ -102,6 +102,7 @@ struct lora_tokenizer {
 	size_t mmask;
 	int64_t unk;    /* id, or -1 */
 	int fuse_unk, byte_fallback, ignore_merges;
+	int meta_split; /* words may be cut before each run of U+2581 (model()) */
 	int32_t byte_id[256]; /* <0xXX> tokens for byte_fallback, or -1 */
 	unsigned bchar[256];  /* ByteLevel: byte -> code point */
 	int16_t cbyte[324];   /* and back, or -1 */
@@ -148,8 +149,10 @@ static uint64_t hash_bytes(const void *p, size_t n)
 	}
 	uint64_t v = 0;
 	memcpy(&v, s, n);
-	h = (h ^ v) * 0xc4ceb9fe1a85ec53u;
-	return h ^ h >> 29;
+	h ^= v; /* murmur3's finalizer: every bit of the key reaches the low bits */
+	h = (h ^ h >> 33) * 0xff51afd7ed558ccdu;
+	h = (h ^ h >> 33) * 0xc4ceb9fe1a85ec53u;
+	return h ^ h >> 33;
 }
 
 static size_t pow2_above(size_t n)
@@ -709,6 +712,16 @@ static int parse_bpe_options(lora_tokenizer *t, const cJSON *m, lora_err *e)
 		snprintf(name, sizeof name, "<0x%02X>", b);
 		t->byte_id[b] = (int32_t)vocab_get(t, name, 6);
 	}
+	t->meta_split = !t->ignore_merges;
+	for (size_t k = 0; k < t->nent && t->meta_split; k++) {
+		uint32_t id = t->ent[k];
+		const char *p = t->tok[id] + 1, *end = t->tok[id] + t->tokn[id];
+		while (p < end && (p = memmem(p, (size_t)(end - p), "\xe2\x96\x81", 3))) {
+			if (memcmp(p - 3 >= t->tok[id] ? p - 3 : t->tok[id], "\xe2\x96\x81", 3))
+				t->meta_split = 0;
+			p += 3;
+		}
+	}
 	if (!(t->char_id = malloc(0x10000 * sizeof *t->char_id)))
 		return lora_err_nomem(e);
 	memset(t->char_id, 0xff, 0x10000 * sizeof *t->char_id);
@@ -717,6 +730,8 @@ static int parse_bpe_options(lora_tokenizer *t, const cJSON *m, lora_err *e)
 		if (t->tokn[id] && (size_t)lora_utf8_decode(t->tok[id], &cp) == t->tokn[id] && cp < 0x10000)
 			t->char_id[cp] = (int32_t)id;
 	}
+	if (t->char_id[0x2581] < 0)
+		t->meta_split = 0;
 	return 0;
 }
 
@@ -1435,7 +1450,7 @@ static void cache_put(lora_tokenizer *t, const char *s, size_t n, uint64_t h, co
 	t->ccount++;
 }
 
-static int model(lora_tokenizer *t, const char *s, size_t n, lora_err *e)
+static int word(lora_tokenizer *t, const char *s, size_t n, lora_err *e)
 {
 	int64_t whole = t->ignore_merges ? vocab_get(t, s, n) : -1;
 	if (whole >= 0)
@@ -1919,4 +1934,30 @@ int lora_tokenizer_decode(const lora_tokenizer *t, const uint32_t *ids, size_t n
 	*out = joined.s;
 	*len = joined.n;
 	return 0;
+}
+
+/* Without a pre-tokenizer (Llama 2, Mistral) the model gets the whole
+ * text as one word. When no token has U+2581 after another character and
+ * U+2581 is a token, no merge can join the characters on both sides of the
+ * start of a run of U+2581, and no unknown token can fuse across it: the
+ * BPE of the whole is the BPE of the parts cut there, which the cache
+ * serves. (ignore_merges would look at the whole word: not cut then.) */
+static int model(lora_tokenizer *t, const char *s, size_t n, lora_err *e)
+{
+	static const char meta[] = "\xe2\x96\x81";
+	size_t a = 0, pos = 1;
+	const char *p;
+	int rc;
+	if (!t->meta_split)
+		return word(t, s, n, e);
+	while (pos < n && (p = memmem(s + pos, n - pos, meta, 3))) {
+		size_t i = (size_t)(p - s);
+		pos = i + 3;
+		if (i >= 3 && !memcmp(s + i - 3, meta, 3))
+			continue;
+		if ((rc = word(t, s + a, i - a, e)))
+			return rc;
+		a = i;
+	}
+	return word(t, s + a, n - a, e);
 }
