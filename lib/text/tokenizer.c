@@ -835,12 +835,22 @@ static int finish_added(lora_tokenizer *t, lora_err *e)
 		a->pat[n] = 0;
 		a->patn = n;
 		t->added_of[a->id] = (int32_t)k;
-		if (a->special) {
-			int64_t vid = vocab_get(t, a->s, a->n);
-			t->special[a->id] = 1;
-			if (vid >= 0)
-				t->special[vid] = 1;
+	}
+	/* Decoding reads a normalized token in its normalized form, and skips
+	 * a token whose text is a special token's (the library's
+	 * is_special_token looks at the text). */
+	for (size_t k = 0; k < t->nadded; k++) {
+		const added *a = &t->added[k];
+		const char *ds = a->normalized ? a->pat : a->s;
+		size_t dn = a->normalized ? a->patn : a->n;
+		for (size_t j = 0; j < t->nadded; j++) {
+			const added *b = &t->added[j];
+			if (b->special && b->n == dn && !memcmp(b->s, ds, dn))
+				t->special[a->id] = 1;
 		}
+		int64_t vid = a->special ? vocab_get(t, a->s, a->n) : -1;
+		if (vid >= 0 && t->added_of[vid] < 0)
+			t->special[vid] = 1;
 	}
 	int rc = build_set(t, &t->raw, 0, e);
 	return rc ? rc : build_set(t, &t->norm, 1, e);
@@ -1904,13 +1914,15 @@ int lora_tokenizer_decode(const lora_tokenizer *t, const uint32_t *ids, size_t n
 	for (size_t i = 0; i < n && !rc; i++) {
 		uint32_t id = ids[i];
 		int32_t k = id < t->nid ? t->added_of[id] : -1;
-		const char *s = k >= 0 ? t->added[k].s : id < t->nid ? t->tok[id] : NULL;
+		const added *ad = k >= 0 ? &t->added[k] : NULL;
+		const char *s = ad ? (ad->normalized ? ad->pat : ad->s) : id < t->nid ? t->tok[id] : NULL;
+		size_t sn = ad ? (ad->normalized ? ad->patn : ad->n) : s ? t->tokn[id] : 0;
 		str *o;
 		if (!s)
 			rc = lora_err_set(e, LORA_EINVAL, "%s: token id %u is not in the vocabulary", t->path, id);
 		else if (skip_special && t->special[id])
 			continue;
-		else if (!(o = strs_new(&a)) || str_add(o, s, k >= 0 ? t->added[k].n : t->tokn[id]))
+		else if (!(o = strs_new(&a)) || str_add(o, s, sn))
 			rc = lora_err_nomem(e);
 	}
 	for (int i = 0; i < t->ndec && !rc; i++) {
