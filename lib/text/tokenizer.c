@@ -1504,7 +1504,8 @@ static int replace_seg(void *ctx, size_t a, size_t b, int match, lora_err *e)
 	size_t len = match ? r->withn : b - a;
 	if (grow(&r->out, &r->cap, r->n + len + 1, 1))
 		return lora_err_nomem(e);
-	memcpy(r->out + r->n, src, len);
+	if (len)
+		memcpy(r->out + r->n, src, len);
 	r->n += len;
 	r->out[r->n] = 0;
 	return 0;
