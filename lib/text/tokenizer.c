@@ -955,7 +955,7 @@ static int parse_root(lora_tokenizer *t, const cJSON *root, lora_err *e)
 		rc = finish_added(t, e);
 	for (size_t i = 0; i < t->nprefix + t->nsuffix && !rc; i++) {
 		uint32_t id = i < t->nprefix ? t->prefix[i] : t->suffix[i - t->nprefix];
-		if (id >= t->nid)
+		if (id >= t->nid || (!t->tok[id] && t->added_of[id] < 0))
 			rc = fail(t, e, "post_processor: id %u is not in the vocabulary", id);
 	}
 	return rc;
