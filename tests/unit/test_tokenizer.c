@@ -1,5 +1,6 @@
 /* tokenizer: encoding and decoding against the Hugging Face tokenizers
- * library. test_tokenizer DIR reads DIR/NAME.golden.json for each fixture
+ * library. test_tokenizer DIR [NAME...] reads DIR/NAME.golden.json for each
+ * fixture (or each NAME: the real tokenizers checked by hand)
  * (written by tests/ref/tokenizer_ref.js from the library's own answers):
  * every text's ids with and without special tokens, its decoding with
  * special tokens kept and skipped, and decodings of cut id sequences. Then
@@ -213,6 +214,11 @@ static void check_onig(void)
 int main(int argc, char **argv)
 {
 	const char *dir = argc > 1 ? argv[1] : "tests/fixtures/tokenizers";
+	if (argc > 2) {
+		for (int i = 2; i < argc; i++)
+			check_fixture(dir, argv[i]);
+		DONE();
+	}
 	for (size_t i = 0; i < sizeof names / sizeof *names; i++)
 		check_fixture(dir, names[i]);
 	check_errors();
