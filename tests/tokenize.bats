@@ -201,12 +201,18 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 	assert_equal "$stderr" "lora-tokenize: bad.txt: invalid UTF-8 at byte 18 (line 2)"
 	run -1 --separate-stderr lora-tokenize -m m --lines bad.txt -o x
 	assert_equal "$stderr" "lora-tokenize: bad.txt: invalid UTF-8 at byte 18 (line 2)"
-	# far into a long file, past a batch and a read: the file's own offset
-	yes 'some text' | head -n 70000 >long.txt
+	# far into a long file, past reads and a batch: the file's own offset
+	yes 'a line of some text' | head -n 150000 >long.txt
 	size=$(stat -c %s long.txt)
 	printf 'ok \xc3(\n' >>long.txt
 	run -1 --separate-stderr lora-tokenize -m m --lines long.txt -o x
-	assert_equal "$stderr" "lora-tokenize: long.txt: invalid UTF-8 at byte $((size + 3)) (line 70001)"
+	assert_equal "$stderr" "lora-tokenize: long.txt: invalid UTF-8 at byte $((size + 3)) (line 150001)"
+	# the same after another file's lines, still waiting in the batch
+	run -1 --separate-stderr lora-tokenize -m m --lines bad.txt long.txt -o x
+	assert_equal "$stderr" "lora-tokenize: bad.txt: invalid UTF-8 at byte 18 (line 2)"
+	printf 'a\nb\n' >ok.txt
+	run -1 --separate-stderr lora-tokenize -m m --lines ok.txt long.txt -o x
+	assert_equal "$stderr" "lora-tokenize: long.txt: invalid UTF-8 at byte $((size + 3)) (line 150001)"
 	run -1 --separate-stderr lora-tokenize -m m - -o x <bad.txt
 	assert_equal "$stderr" "lora-tokenize: standard input: invalid UTF-8 at byte 18 (line 2)"
 	# overlong, surrogate
