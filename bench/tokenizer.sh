@@ -29,3 +29,19 @@ for f in "$fix"/llama3.json "$fix"/qwen.json "$fix"/llama2.json ${TOKENIZER_FILE
 	fi
 	echo "$line"
 done
+
+# lora-tokenize --lines over the same text: one thread against every core,
+# and the same bytes at both counts.
+echo "== lora-tokenize --lines (${mb} MB, llama3 fixture)"
+tok() { # THREADS OUT: seconds
+	local t0 t1
+	t0=$(date +%s.%N)
+	lora-tokenize -q --tokenizer "$fix/llama3.json" --lines -j "$1" "$w/text.txt" -o "$2"
+	t1=$(date +%s.%N)
+	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
+}
+s1=$(tok 1 "$w/j1.u32")
+sn=$(tok "$cores" "$w/jn.u32")
+cmp -s "$w/j1.u32" "$w/jn.u32" || { echo "lora-tokenize: -j $cores wrote other bytes than -j 1" >&2; exit 1; }
+awk -v mb="$mb" -v a="$s1" -v b="$sn" -v n="$cores" \
+	'BEGIN { printf "-j 1: %.2f MB/s; -j %d: %.2f MB/s (%.2fx), same bytes\n", mb / a, n, mb / b, a / b }'

@@ -249,11 +249,17 @@ void lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs
 int lora_data_write(FILE *f, const int32_t *tokens, size_t n, lora_data_format fmt)
 {
 	size_t k = fmt == LORA_DATA_BYTES ? 1 : fmt == LORA_DATA_U32 ? 4 : 2;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t v = (uint32_t)tokens[i];
-		unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-		                      (unsigned char)(v >> 24)};
-		if (fwrite(b, 1, k, f) != k)
+	unsigned char b[4096];
+	/* packed a block at a time: one fwrite per token costs more than
+	 * tokenizing does */
+	for (size_t i = 0; i < n;) {
+		size_t m = 0;
+		for (; i < n && m + k <= sizeof b; i++) {
+			uint32_t v = (uint32_t)tokens[i];
+			for (size_t c = 0; c < k; c++)
+				b[m++] = (unsigned char)(v >> (8 * c));
+		}
+		if (fwrite(b, 1, m, f) != m)
 			return LORA_EIO;
 	}
 	return 0;
