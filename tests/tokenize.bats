@@ -279,6 +279,18 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 @test "--decode: token formats as lora-eval reads them; ids outside the vocabulary; bad files" {
 	# shellcheck disable=SC2046
 	put32 $(hello) >a.u32
+	printf 'Hello world' | lora-tokenize -m m >a.bin
+	run -0 lora-tokenize -m m --decode --data-format u16 <a.bin
+	assert_output "<s> Hello world"
+	# llm.c's header, recognised whatever the name
+	set -- $(hello)
+	args=() i=0
+	for v; do args+=(--set "$i=$v"); i=$((i + 1)); done
+	mktokens --format llmc --vocab 1 "${args[@]}" $# >a.tok
+	run -0 lora-tokenize -m m --decode a.tok
+	assert_output "<s> Hello world"
+	run -0 lora-tokenize -m m --decode --data-format llmc a.tok
+	assert_output "<s> Hello world"
 	run -0 lora-tokenize -m m --decode a.u32
 	assert_output "<s> Hello world"
 	run -0 lora-tokenize -m m --decode --data-format u32 a.u32
@@ -298,4 +310,16 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 	assert_equal "$stderr" "lora-tokenize: odd.bin: 3 bytes is not a whole number of 2-byte tokens"
 	run -1 --separate-stderr lora-tokenize -m m --decode missing.bin
 	assert_equal "$stderr" "lora-tokenize: missing.bin: No such file or directory"
+}
+
+@test "progress on a terminal: the totals at the end; nothing with -q or when stderr is a file" {
+	printf 'Hello world' >a.txt
+	n=$(hello | wc -w)
+	run -0 script -qec "lora-tokenize -m m a.txt a.txt -o x.bin" /dev/null
+	assert_output --partial "lora-tokenize: $((2 * n)) tokens from 2 documents"
+	run -0 script -qec "lora-tokenize -q -m m a.txt -o y.bin" /dev/null
+	assert_output ''
+	run -0 --separate-stderr lora-tokenize -m m a.txt -o z.bin
+	assert_equal "$stderr" ''
+	cmp y.bin z.bin
 }

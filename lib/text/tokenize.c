@@ -286,9 +286,9 @@ static int encode(lora_tokenize_job *j, lora_err *e)
 	if (rc)
 		goto out;
 	size_t V = lora_tokenizer_vocab_size(x.tok[0]);
-	x.fmt = j->format != LORA_DATA_AUTO              ? j->format
-	        : j->out && lora_path_has_suffix(j->out, ".u32") ? LORA_DATA_U32
-	                                                  : LORA_DATA_U16;
+	x.fmt = j->format;
+	if (x.fmt == LORA_DATA_AUTO)
+		x.fmt = j->out && lora_path_has_suffix(j->out, ".u32") ? LORA_DATA_U32 : LORA_DATA_U16;
 	if (x.fmt == LORA_DATA_U16 && V > 65536) {
 		rc = lora_err_set(e, LORA_EUSAGE, "%s: %zu token ids do not fit --output-format u16; use u32", x.path, V);
 		goto out;
