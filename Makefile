@@ -12,7 +12,7 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2
-PKGS     := zlib yaml-0.1 openblas lapacke libcjson libpcre2-8
+PKGS     := zlib yaml-0.1 openblas lapacke libcjson libpcre2-8 libutf8proc
 VERSION  := 0.1.0
 
 # The sanitizer build lives in its own directory so the two never mix.
@@ -55,7 +55,7 @@ MANS     := $(wildcard man/*.1 man/*.5 man/*.7)
 
 # Debian packages the build and the suite need.
 DEB_PKGS := gcc make pkg-config zlib1g-dev libyaml-dev libopenblas-dev liblapacke-dev libdnnl-dev \
-            libcjson-dev libpcre2-dev bats bats-support bats-assert bats-file jq man-db strace
+            libcjson-dev libpcre2-dev libutf8proc-dev bats bats-support bats-assert bats-file jq man-db strace
 # ...and those of `make fuzz` (clang's libFuzzer runtime, its OpenMP) and of
 # `make check VALGRIND=1`, only when asked for.
 ifneq ($(filter fuzz,$(MAKECMDGOALS)),)

@@ -537,7 +537,7 @@ void lora_cli_stdin(const lora_tool *t, const char *spec)
 	         (strncmp(spec, "-:", 2) == 0 && !lora_load_spec(spec, &path, &k, &e) && strcmp(path, "-") == 0);
 	free(path);
 	if (in && isatty(STDIN_FILENO)) {
-		lora_cli_error(t, "standard input is a terminal: give a file, or pipe an adapter in");
+		lora_cli_error(t, "standard input is a terminal: give a file, or pipe one in");
 		exit(LORA_EXIT_USAGE);
 	}
 }

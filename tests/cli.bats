@@ -80,7 +80,7 @@ count() { grep -o -- "$1" <<<"$output" | wc -l; }
 refused() {
 	local t=$1
 	on_tty "$*; echo status=\$?"
-	assert_line --index 0 "$t: standard input is a terminal: give a file, or pipe an adapter in"$'\r'
+	assert_line --index 0 "$t: standard input is a terminal: give a file, or pipe one in"$'\r'
 	assert_line --index 1 $'status=2\r'
 	assert_equal "${#lines[@]}" 2
 }

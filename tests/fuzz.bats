@@ -60,6 +60,10 @@ replay() {
 	replay pattern
 }
 
+@test "fuzz corpus replays clean: tokenizer.json, encoding and decoding" {
+	replay tokenizer
+}
+
 @test "names quoted from a hostile file cannot break the one-line error (found by fuzz_llama_config)" {
 	cp -r "$FIX/model/llama_gqa" m
 	printf '{"model_type": "qw\\nen2\\u001b[31m"}' >m/config.json

@@ -16,6 +16,9 @@ setup() {
 	sed -i '1a #include "train/train.h"' lib/core/err.c
 	sed -i '1a #include "ops/merge.h"' lib/model/sample.c
 	sed -i '1a #include "io/data.h"' lib/math/blas.h
+	sed -i '1a #include "model/llama.h"' lib/text/tokenizer.h
+	sed -i '1a #include <utf8proc.h>' lib/text/tokenizer.c
+	sed -i '1a #include "text/tokenizer.h"' lib/ops/report.c
 	sed -i '1a #include <zlib.h>' lib/io/peft.c
 	sed -i '1a #include "err.h"' lib/io/data.c
 	sed -i '1a #include "cli.h"' lib/ops/diff.h
@@ -29,6 +32,9 @@ setup() {
 	assert_line 'lib/model/sample.c: includes "ops/merge.h" of a higher or sibling layer (model may use only its own layer and lower ones)'
 	assert_line 'lib/math/blas.h: includes "io/data.h" of a higher or sibling layer (math may use only its own layer and lower ones)'
 	assert_line 'lib/io/peft.c: includes <zlib.h>, which only lib/io/lorafile.[ch] may use'
+	assert_line 'lib/text/tokenizer.h: includes "model/llama.h" of a higher or sibling layer (text may use only its own layer and lower ones)'
+	assert_line 'lib/text/tokenizer.c: includes <utf8proc.h>, which only lib/core/unicode.[ch] may use'
+	refute_line --partial 'lib/ops/report.c'
 	assert_line 'lib/io/data.c: includes "err.h": write lib headers as "layer/module.h"'
 	assert_line 'lib/ops/diff.h: includes "cli.h": write lib headers as "layer/module.h"'
 	assert_line --partial 'lib/ops/init.c:'

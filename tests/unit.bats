@@ -60,6 +60,12 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
+@test "tokenizer: ids and texts of the Hugging Face tokenizers library on eight tokenizers; errors name what is unsupported" {
+	run test_tokenizer "$FIX/tokenizers"
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
 @test "pattern: Python's re through PCRE2, its rewrites, refusals and bounds" {
 	run test_pattern
 	assert_success

@@ -207,9 +207,9 @@ static void compile_error(int code, char *msg, size_t cap, int *bound)
 }
 
 /* Compile the translated text t; on error fill e about source offset *at. */
-static int compile(lora_pattern *p, const text *t, int anchor, size_t before, size_t nre, lora_err *e)
+static int compile(lora_pattern *p, const text *t, int anchor, uint32_t extra, size_t before, size_t nre, lora_err *e)
 {
-	uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C;
+	uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C | extra;
 	if (anchor != LORA_PATTERN_SEARCH)
 		opts |= PCRE2_ANCHORED;
 	if (anchor == LORA_PATTERN_FULL)
@@ -281,7 +281,7 @@ int lora_pattern_compile(lora_pattern **out, const char *before, const char *re,
 		                  at);
 		goto out;
 	}
-	if ((rc = compile(p, &t, anchor, nb, nr, e)))
+	if ((rc = compile(p, &t, anchor, 0, nb, nr, e)))
 		goto out;
 	*out = p;
 	p = NULL;
@@ -294,6 +294,28 @@ out:
 	free(t.d);
 	free(t.from);
 	return rc;
+}
+
+/* Why matching stopped, for a message. */
+static void match_error(int rc, char *why, size_t cap)
+{
+	switch (rc) {
+	case PCRE2_ERROR_MATCHLIMIT:
+		snprintf(why, cap, "over %d backtracking steps", LORA_PATTERN_MATCH_LIMIT);
+		break;
+	case PCRE2_ERROR_DEPTHLIMIT:
+		snprintf(why, cap, "backtracking nested over %d deep", LORA_PATTERN_DEPTH_LIMIT);
+		break;
+	case PCRE2_ERROR_HEAPLIMIT:
+	case PCRE2_ERROR_JIT_STACKLIMIT:
+		snprintf(why, cap, "backtracking needed over %u MiB", LORA_PATTERN_HEAP_LIMIT >> 10);
+		break;
+	default:
+		if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21)
+			snprintf(why, cap, "not valid UTF-8");
+		else
+			pcre2_get_error_message(rc, (PCRE2_UCHAR *)why, cap);
+	}
 }
 
 int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e)
@@ -312,26 +334,203 @@ int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e)
 	char why[160];
 	size_t n = strlen(subject);
 	size_t show = shown(subject, n);
-	switch (rc) {
-	case PCRE2_ERROR_NOMEMORY:
+	if (rc == PCRE2_ERROR_NOMEMORY)
 		return lora_err_nomem(e);
-	case PCRE2_ERROR_MATCHLIMIT:
-		snprintf(why, sizeof why, "over %d backtracking steps", LORA_PATTERN_MATCH_LIMIT);
-		break;
-	case PCRE2_ERROR_DEPTHLIMIT:
-		snprintf(why, sizeof why, "backtracking nested over %d deep", LORA_PATTERN_DEPTH_LIMIT);
-		break;
-	case PCRE2_ERROR_HEAPLIMIT:
-		snprintf(why, sizeof why, "backtracking needed over %u MiB", LORA_PATTERN_HEAP_LIMIT >> 10);
-		break;
-	default:
-		if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21)
-			snprintf(why, sizeof why, "not valid UTF-8");
-		else
-			pcre2_get_error_message(rc, (PCRE2_UCHAR *)why, sizeof why);
-	}
+	match_error(rc, why, sizeof why);
 	return lora_err_set(e, LORA_EINVAL, "%s gave up on '%.*s%s': %s", p->label, (int)show, subject,
 	                    show < n ? "..." : "", why);
+}
+
+/* ---- Oniguruma spelling to PCRE2 spelling ---- */
+
+/* White_Space (lora_unicode_is_space) as members of a class. */
+#define WHITE_SPACE "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+
+/* \p{NAME} or \P{NAME} at s[i] with NAME a general category (an optional
+ * '^', then one or two letters): its length, or 0. */
+static size_t category(const char *s, size_t i)
+{
+	if (s[i + 2] != '{')
+		return 0;
+	size_t j = i + 3 + (s[i + 3] == '^');
+	if (!s[j] || !strchr("CLMNPSZ", s[j]))
+		return 0;
+	j += 1 + (s[j + 1] >= 'a' && s[j + 1] <= 'z');
+	return s[j] == '}' ? j + 1 - i : 0;
+}
+
+static size_t escape_onig(text *t, const char *s, size_t i, int in_class, char *msg, size_t cap)
+{
+	char c = s[i + 1];
+	if (c == 's' || (c == 'S' && !in_class)) {
+		const char *w = c == 's' ? (in_class ? WHITE_SPACE : "[" WHITE_SPACE "]") : "[^" WHITE_SPACE "]";
+		emit(t, w, strlen(w), i);
+		return 2;
+	}
+	if (c == 'u' && is_hex(s + i + 2, 4)) {
+		char buf[16];
+		emit(t, buf, (size_t)snprintf(buf, sizeof buf, "\\x{%.4s}", s + i + 2), i);
+		return 6;
+	}
+	if (c == 'v') {
+		emit(t, "\\x0b", 4, i);
+		return 2;
+	}
+	if (c == 'p' || c == 'P') {
+		size_t len = category(s, i);
+		if (!len) {
+			snprintf(msg, cap, "\\%c{...} names no general category", c);
+			return 0;
+		}
+		emit(t, s + i, len, i);
+		return len;
+	}
+	if ((c >= '0' && c <= '9') || (is_letter(c) && !strchr(in_class ? "dDtnrfaex" : "dDtnrfaexAzZ", c))) {
+		snprintf(msg, cap, "the escape \\%c is not supported", c);
+		return 0;
+	}
+	emit(t, s + i, c ? 2 : 1, i);
+	return c ? 2 : 1;
+}
+
+/* Rewrite the Oniguruma regex s[0..n) for PCRE2 (the table in pattern.h).
+ * Returns 0, or -1 with msg filled and *at the offending source offset. */
+static int translate_onig(text *t, const char *s, size_t n, char *msg, size_t cap, size_t *at)
+{
+	int in_class = 0;
+	for (size_t i = 0; i < n;) {
+		char c = s[i];
+		*at = i;
+		if (c == '\\') {
+			size_t used = escape_onig(t, s, i, in_class, msg, cap);
+			if (!used)
+				return -1;
+			i += used;
+		} else if (in_class) {
+			if (c == '[' || (c == '&' && s[i + 1] == '&')) {
+				snprintf(msg, cap, "%s inside a class is not supported", c == '[' ? "'['" : "'&&'");
+				return -1;
+			}
+			in_class = c != ']';
+			copy1(t, s, &i);
+		} else if (c == '[') {
+			copy1(t, s, &i);
+			if (s[i] == '^')
+				copy1(t, s, &i);
+			if (s[i] == ']')
+				copy1(t, s, &i);
+			in_class = 1;
+		} else {
+			if (c == '(' && s[i + 1] == '?') {
+				size_t j = i + 2;
+				while (s[j] && strchr("imx-", s[j])) {
+					if (s[j] == 'm' || s[j] == 'x') {
+						snprintf(msg, cap, "the inline flag %c is not supported", s[j]);
+						return -1;
+					}
+					j++;
+				}
+			}
+			copy1(t, s, &i);
+		}
+	}
+	return 0;
+}
+
+int lora_pattern_compile_onig(lora_pattern **out, const char *re, const char *what, lora_err *e)
+{
+	size_t n = strlen(re), cap = n * (sizeof WHITE_SPACE + 3) + 1;
+	lora_pattern *p = calloc(1, sizeof *p);
+	text t = {0};
+	char msg[128];
+	size_t at;
+	int rc;
+	*out = NULL;
+	if (!p || !(p->label = make_label(what, re)))
+		goto nomem;
+	if (n > LORA_PATTERN_MAX_LEN) {
+		rc = lora_err_set(e, LORA_EINVAL, "%s is past the regular expression bounds: over %u bytes long", p->label,
+		                  LORA_PATTERN_MAX_LEN);
+		goto out;
+	}
+	t.d = malloc(cap);
+	t.from = malloc(cap * sizeof *t.from);
+	if (!t.d || !t.from)
+		goto nomem;
+	if (translate_onig(&t, re, n, msg, sizeof msg, &at)) {
+		rc = lora_err_set(e, LORA_EINVAL, "%s is not a valid regular expression: %s at offset %zu", p->label, msg,
+		                  at);
+		goto out;
+	}
+	if ((rc = compile(p, &t, LORA_PATTERN_SEARCH, PCRE2_MULTILINE, 0, n, e)))
+		goto out;
+	/* JIT makes scanning gigabytes of text affordable; without it (a
+	 * platform PCRE2 cannot JIT for) matching is only slower. */
+	pcre2_jit_compile(p->code, PCRE2_JIT_COMPLETE);
+	*out = p;
+	p = NULL;
+	goto out;
+nomem:
+	rc = lora_err_nomem(e);
+out:
+	lora_pattern_free(p);
+	free(t.d);
+	free(t.from);
+	return rc;
+}
+
+struct lora_pattern_scan {
+	const lora_pattern *p;
+	pcre2_match_data *md;
+	pcre2_match_context *mctx;
+	pcre2_jit_stack *stack;
+};
+
+int lora_pattern_scan_new(lora_pattern_scan **out, const lora_pattern *p, lora_err *e)
+{
+	lora_pattern_scan *sc = calloc(1, sizeof *sc);
+	*out = NULL;
+	if (!sc || !(sc->md = pcre2_match_data_create_from_pattern(p->code, NULL)) ||
+	    !(sc->mctx = pcre2_match_context_copy(p->mctx)) ||
+	    !(sc->stack = pcre2_jit_stack_create(32u << 10, LORA_PATTERN_HEAP_LIMIT << 10, NULL))) {
+		lora_pattern_scan_free(sc);
+		return lora_err_nomem(e);
+	}
+	pcre2_jit_stack_assign(sc->mctx, NULL, sc->stack);
+	sc->p = p;
+	*out = sc;
+	return 0;
+}
+
+int lora_pattern_scan_find(lora_pattern_scan *sc, const char *s, size_t n, size_t from, size_t *ms, size_t *me,
+                           lora_err *e)
+{
+	int rc = pcre2_match(sc->p->code, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, sc->md, sc->mctx);
+	if (rc >= 0) {
+		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->md);
+		*ms = ov[0];
+		*me = ov[1];
+		return 1;
+	}
+	if (rc == PCRE2_ERROR_NOMATCH)
+		return 0;
+	if (rc == PCRE2_ERROR_NOMEMORY)
+		return lora_err_nomem(e);
+	char why[160];
+	size_t show = shown(s + from, n - from);
+	match_error(rc, why, sizeof why);
+	return lora_err_set(e, LORA_EINVAL, "%s gave up on '%.*s%s': %s", sc->p->label, (int)show, s + from,
+	                    show < n - from ? "..." : "", why);
+}
+
+void lora_pattern_scan_free(lora_pattern_scan *sc)
+{
+	if (!sc)
+		return;
+	pcre2_match_data_free(sc->md);
+	pcre2_match_context_free(sc->mctx);
+	pcre2_jit_stack_free(sc->stack);
+	free(sc);
 }
 
 size_t lora_pattern_size(const lora_pattern *p)

@@ -82,6 +82,40 @@ int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e);
  * budget many patterns together. */
 size_t lora_pattern_size(const lora_pattern *p);
 
+/* ---- tokenizer.json's regular expressions ----
+ *
+ * Hugging Face tokenizers compiles the patterns of tokenizer.json with
+ * Oniguruma (Ruby syntax, UTF-8). Both engines backtrack and take the
+ * leftmost alternative that matches, so the pre-tokenizer patterns of the
+ * models people fine-tune ((?i:'s|...), \p{L}, \p{N}{1,3}, \s+(?!\S))
+ * mean the same in PCRE2 (UTF, UCP, JIT) once these are settled:
+ *   \s, \S        White_Space, as Oniguruma and Rust read it: written out
+ *                 as the list of lora_unicode_is_space (PCRE2's \s also
+ *                 takes U+180E); \S inside a class is refused
+ *   ^, $          line anchors, as in Ruby (PCRE2_MULTILINE, newline LF)
+ *   \uHHHH, \v   the code point, the vertical tab
+ *   \p{..}, \P{..} general categories only (L, Lu, N, Nd, ...)
+ * Refused, with an error naming the construct, rather than matched with a
+ * meaning Oniguruma does not give them: other escaped letters (\w, \b,
+ * \h, \R, \G, \K, ...), backreferences, a '[' or "&&" inside a class
+ * (Ruby's nested classes and intersections), and the inline flags m and x
+ * (Ruby's m is PCRE2's s). */
+
+/* Compile re as above; messages as lora_pattern_compile's. Returns 0,
+ * LORA_EINVAL or LORA_ENOMEM; caller frees *out with lora_pattern_free. */
+int lora_pattern_compile_onig(lora_pattern **out, const char *re, const char *what, lora_err *e);
+
+/* Match state for one thread scanning texts with one pattern. */
+typedef struct lora_pattern_scan lora_pattern_scan;
+int lora_pattern_scan_new(lora_pattern_scan **out, const lora_pattern *p, lora_err *e);
+/* The leftmost match in s[0..n) that starts at or after from: 1 with
+ * [*ms, *me), 0 if none, or LORA_EINVAL past a match bound, LORA_ENOMEM.
+ * s must be valid UTF-8 and from a character boundary: neither is checked
+ * again (a scan calls this once per piece of a long text). */
+int lora_pattern_scan_find(lora_pattern_scan *sc, const char *s, size_t n, size_t from, size_t *ms, size_t *me,
+                           lora_err *e);
+void lora_pattern_scan_free(lora_pattern_scan *sc);
+
 void lora_pattern_free(lora_pattern *p);
 
 #endif

@@ -47,7 +47,9 @@ void lora_data_close(lora_data *d)
 {
 	if (!d)
 		return;
-	if (d->map)
+	if (d->heap)
+		free(d->map);
+	else if (d->map)
 		munmap(d->map, d->map_len);
 	free(d->path);
 	free(d);
@@ -62,6 +64,69 @@ char *lora_data_id(const lora_data *d)
 	if (s)
 		snprintf(s, len, "%s:%zu:%016llx", base, d->map_len, (unsigned long long)h);
 	return s;
+}
+
+/* The format, token count and tokens of d's map_len bytes at map, checked. */
+static int parse(lora_data *d, lora_data_format fmt, size_t vocab, lora_err *e)
+{
+	const char *path = d->path;
+	size_t size = d->map_len;
+	const unsigned char *p = d->map;
+	uint32_t magic = size >= 4 ? rd32(p) : 0;
+	if (fmt == LORA_DATA_AUTO) {
+		if (size >= LORA_LLMC_HEADER_BYTES && (magic == LORA_LLMC_MAGIC_U16 || magic == LORA_LLMC_MAGIC_U32))
+			fmt = LORA_DATA_LLMC;
+		else if (lora_path_has_suffix(path, ".u32"))
+			fmt = LORA_DATA_U32;
+		else if (lora_path_has_suffix(path, ".bin") || lora_path_has_suffix(path, ".u16"))
+			fmt = LORA_DATA_U16;
+		else
+			return lora_err_set(e, LORA_EUSAGE,
+			                    "%s: cannot tell the token format from the name (.bin, .u16, .u32): give --data-format",
+			                    path);
+	}
+	d->format = fmt;
+	size_t body = size;
+	d->tokens = p;
+	switch (fmt) {
+	case LORA_DATA_BYTES: d->elem = 1; break;
+	case LORA_DATA_U16: d->elem = 2; break;
+	case LORA_DATA_U32: d->elem = 4; break;
+	case LORA_DATA_LLMC: {
+		if (size < LORA_LLMC_HEADER_BYTES)
+			return lora_err_set(e, LORA_EFORMAT, "%s: %zu bytes is too short for an llm.c header (1024 bytes)",
+			                    path, size);
+		if (magic != LORA_LLMC_MAGIC_U16 && magic != LORA_LLMC_MAGIC_U32)
+			return lora_err_set(e, LORA_EFORMAT, "%s: bad llm.c magic %u (expected %d or %d)", path, magic,
+			                    LORA_LLMC_MAGIC_U16, LORA_LLMC_MAGIC_U32);
+		uint32_t version = rd32(p + 4), n = rd32(p + 8);
+		if (version != 1)
+			return lora_err_set(e, LORA_EFORMAT, "%s: llm.c token file version %u is not supported (1)", path,
+			                    version);
+		d->elem = magic == LORA_LLMC_MAGIC_U16 ? 2 : 4;
+		d->tokens = p + LORA_LLMC_HEADER_BYTES;
+		body = size - LORA_LLMC_HEADER_BYTES;
+		if ((uint64_t)n * d->elem != body)
+			return lora_err_set(e, LORA_EFORMAT,
+			                    "%s: llm.c header says %u tokens but the file holds %zu bytes of %zu-byte tokens",
+			                    path, n, body, d->elem);
+		break;
+	}
+	default: break;
+	}
+	if (body % d->elem)
+		return lora_err_set(e, LORA_EFORMAT, "%s: %zu bytes is not a whole number of %zu-byte tokens", path,
+		                    body, d->elem);
+	d->ntokens = body / d->elem;
+	/* One pass over every token now, so that no batch fails half-way. */
+	if (!(d->elem < 4 && vocab >= ((size_t)1 << (8 * d->elem))))
+		for (size_t i = 0; i < d->ntokens; i++) {
+			uint32_t t = lora_data_token(d, i);
+			if (t >= vocab)
+				return lora_err_set(e, LORA_EINVAL, "%s: token %u at position %zu is >= vocab_size %zu", path,
+				                    t, i, vocab);
+		}
+	return 0;
 }
 
 int lora_data_open(lora_data **out, const char *path, lora_data_format fmt, size_t vocab, lora_err *e)
@@ -91,80 +156,31 @@ int lora_data_open(lora_data **out, const char *path, lora_data_format fmt, size
 		d->map_len = size;
 		madvise(d->map, size, MADV_SEQUENTIAL);
 	}
-	const unsigned char *p = d->map;
-	uint32_t magic = size >= 4 ? rd32(p) : 0;
-	if (fmt == LORA_DATA_AUTO) {
-		if (size >= LORA_LLMC_HEADER_BYTES && (magic == LORA_LLMC_MAGIC_U16 || magic == LORA_LLMC_MAGIC_U32))
-			fmt = LORA_DATA_LLMC;
-		else if (lora_path_has_suffix(path, ".u32"))
-			fmt = LORA_DATA_U32;
-		else if (lora_path_has_suffix(path, ".bin") || lora_path_has_suffix(path, ".u16"))
-			fmt = LORA_DATA_U16;
-		else {
-			rc = lora_err_set(e, LORA_EUSAGE,
-			                  "%s: cannot tell the token format from the name (.bin, .u16, .u32): give --data-format",
-			                  path);
-			goto out;
-		}
-	}
-	d->format = fmt;
-	size_t body = size;
-	d->tokens = p;
-	switch (fmt) {
-	case LORA_DATA_BYTES: d->elem = 1; break;
-	case LORA_DATA_U16: d->elem = 2; break;
-	case LORA_DATA_U32: d->elem = 4; break;
-	case LORA_DATA_LLMC: {
-		if (size < LORA_LLMC_HEADER_BYTES) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: %zu bytes is too short for an llm.c header (1024 bytes)",
-			                  path, size);
-			goto out;
-		}
-		if (magic != LORA_LLMC_MAGIC_U16 && magic != LORA_LLMC_MAGIC_U32) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: bad llm.c magic %u (expected %d or %d)", path, magic,
-			                  LORA_LLMC_MAGIC_U16, LORA_LLMC_MAGIC_U32);
-			goto out;
-		}
-		uint32_t version = rd32(p + 4), n = rd32(p + 8);
-		if (version != 1) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: llm.c token file version %u is not supported (1)", path,
-			                  version);
-			goto out;
-		}
-		d->elem = magic == LORA_LLMC_MAGIC_U16 ? 2 : 4;
-		d->tokens = p + LORA_LLMC_HEADER_BYTES;
-		body = size - LORA_LLMC_HEADER_BYTES;
-		if ((uint64_t)n * d->elem != body) {
-			rc = lora_err_set(e, LORA_EFORMAT,
-			                  "%s: llm.c header says %u tokens but the file holds %zu bytes of %zu-byte tokens",
-			                  path, n, body, d->elem);
-			goto out;
-		}
-		break;
-	}
-	default: break;
-	}
-	if (body % d->elem) {
-		rc = lora_err_set(e, LORA_EFORMAT, "%s: %zu bytes is not a whole number of %zu-byte tokens", path,
-		                  body, d->elem);
-		goto out;
-	}
-	d->ntokens = body / d->elem;
-	/* One pass over every token now, so that no batch fails half-way. */
-	if (!(d->elem < 4 && vocab >= ((size_t)1 << (8 * d->elem))))
-		for (size_t i = 0; i < d->ntokens; i++) {
-			uint32_t t = lora_data_token(d, i);
-			if (t >= vocab) {
-				rc = lora_err_set(e, LORA_EINVAL, "%s: token %u at position %zu is >= vocab_size %zu", path, t,
-				                  i, vocab);
-				goto out;
-			}
-		}
-	*out = d;
+	if (!(rc = parse(d, fmt, vocab, e)))
+		*out = d;
 out:
 	close(fd);
 	if (rc)
 		lora_data_close(d);
+	return rc;
+}
+
+int lora_data_from_memory(lora_data **out, const char *name, void *buf, size_t n, lora_data_format fmt, size_t vocab,
+                          lora_err *e)
+{
+	lora_data *d = calloc(1, sizeof *d);
+	int rc;
+	*out = NULL;
+	if (!d || !(d->path = strdup(name))) {
+		free(d);
+		free(buf);
+		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", name);
+	}
+	d->map = buf, d->map_len = n, d->heap = 1;
+	if ((rc = parse(d, fmt, vocab, e)))
+		lora_data_close(d);
+	else
+		*out = d;
 	return rc;
 }
 
@@ -233,11 +249,17 @@ void lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs
 int lora_data_write(FILE *f, const int32_t *tokens, size_t n, lora_data_format fmt)
 {
 	size_t k = fmt == LORA_DATA_BYTES ? 1 : fmt == LORA_DATA_U32 ? 4 : 2;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t v = (uint32_t)tokens[i];
-		unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-		                      (unsigned char)(v >> 24)};
-		if (fwrite(b, 1, k, f) != k)
+	unsigned char b[4096];
+	/* packed a block at a time: one fwrite per token costs more than
+	 * tokenizing does */
+	for (size_t i = 0; i < n;) {
+		size_t m = 0;
+		for (; i < n && m + k <= sizeof b; i++) {
+			uint32_t v = (uint32_t)tokens[i];
+			for (size_t c = 0; c < k; c++)
+				b[m++] = (unsigned char)(v >> (8 * c));
+		}
+		if (fwrite(b, 1, m, f) != m)
 			return LORA_EIO;
 	}
 	return 0;

@@ -43,6 +43,7 @@ typedef struct {
 	const unsigned char *tokens; /* first token inside the mapping */
 	void *map;
 	size_t map_len;
+	int heap;                /* map is malloc'd (lora_data_from_memory) */
 } lora_data;
 
 /* Parse "auto", "u16", "u32", "llmc", "bytes"; 0 or -1. */
@@ -55,6 +56,10 @@ const char *lora_data_format_name(lora_data_format f);
  * (0-based, among the tokens); so is a file whose size is not a whole
  * number of tokens or disagrees with its llm.c header. Caller frees. */
 int lora_data_open(lora_data **out, const char *path, lora_data_format fmt, size_t vocab, lora_err *e);
+/* The same from the n bytes at buf, read from a stream (standard input)
+ * and named name in messages; d takes buf (freed also on failure). */
+int lora_data_from_memory(lora_data **out, const char *name, void *buf, size_t n, lora_data_format fmt, size_t vocab,
+                          lora_err *e);
 void lora_data_close(lora_data *d);
 /* "name:bytes:fnv64" of the file's bytes (its base name, size and 64-bit
  * FNV-1a), which provenance records and --resume checks; caller frees,

@@ -1,0 +1,52 @@
+/* tokenize: lora-tokenize's work, from paths to an output file.
+ *
+ * Encoding: text (files, "-" standard input) to token ids with a
+ * tokenizer.json. An input file is one document, or with lines each line
+ * is one (the line break and a '\r' before it left out). Each document is
+ * encoded on its own, with the post-processor's special tokens (BOS/EOS)
+ * unless no_special; an empty document gives nothing. The ids are written
+ * as bare little-endian u16 or u32 (io/data's formats), the documents one
+ * after another. Documents are encoded on several threads, in batches,
+ * and written in input order: the same bytes at any thread count.
+ *
+ * Decoding: token data (io/data's formats) back to text, each input file
+ * decoded whole, special tokens kept unless no_special.
+ *
+ * Inputs are checked as they are read: text that is not UTF-8 is an error
+ * naming the file, the byte offset and the line. The output goes through
+ * core/outfile: nothing is left behind on failure. */
+#ifndef LORA_TOKENIZE_H
+#define LORA_TOKENIZE_H
+
+#include <stddef.h>
+
+#include "core/err.h"
+#include "io/data.h"
+
+typedef struct {
+	const char *model;        /* a model directory holding tokenizer.json (or a file in it) */
+	const char *tokenizer;    /* the tokenizer.json itself; one of the two */
+	char *const *inputs;      /* paths, "-" standard input */
+	size_t ninputs;
+	int decode;               /* ids to text, not text to ids */
+	int lines;                /* encoding: each line a document */
+	int no_special;           /* encoding: no BOS/EOS; decoding: special tokens left out */
+	lora_data_format format;  /* encoding: U16, U32, or AUTO (u32 for an output named *.u32, else u16);
+	                             decoding: the format of the ids, as lora_data_open takes it */
+	const char *out;          /* NULL or "-": standard output */
+	int force;                /* replace an existing output */
+	int threads;              /* encoding threads (<= 0: one) */
+	/* called after each batch with the totals so far; may be NULL */
+	void (*progress)(void *ctx, size_t docs, size_t bytes, size_t ids);
+	void *ctx;
+	/* totals, filled by the run */
+	size_t ndocs, nbytes, nids;
+} lora_tokenize_job;
+
+/* Run j. Returns 0, LORA_EUSAGE (no tokenizer.json in the model
+ * directory, a vocabulary too large for u16, an output that exists), or
+ * the errors of reading, the tokenizer and writing (LORA_EIO, LORA_EFORMAT,
+ * LORA_EINVAL, LORA_ENOMEM), each one line naming the file. */
+int lora_tokenize_job_run(lora_tokenize_job *j, lora_err *e);
+
+#endif

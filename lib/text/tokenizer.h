@@ -1,0 +1,76 @@
+/* tokenizer: Hugging Face tokenizers in C. Reads a tokenizer.json and
+ * encodes and decodes as the Rust `tokenizers` library does, for the BPE
+ * tokenizers of the models people fine-tune:
+ *   byte-level BPE (GPT-2, Llama 3, Qwen2/2.5/3, SmolLM): the ByteLevel
+ *     pre-tokenizer and decoder, Split with the model's regular expression
+ *     (core/pattern's Oniguruma dialect), Digits, ignore_merges, merges as
+ *     "a b" strings or as pairs;
+ *   SentencePiece-style BPE (Llama 2, TinyLlama, Mistral): Prepend and
+ *     Replace normalizers or the Metaspace pre-tokenizer, byte_fallback,
+ *     fuse_unk, the ByteFallback, Fuse, Strip, Replace and Metaspace
+ *     decoders;
+ *   the normalizers NFC, NFD, NFKC, NFKD and Sequence; added tokens
+ *     (special or not, lstrip, rstrip, single_word, normalized) matched in
+ *     the text before anything else; the TemplateProcessing post-processor
+ *     (BOS/EOS), ByteLevel and Sequence post-processors.
+ * Anything else in the file (another model type, pre-tokenizer, normalizer,
+ * decoder or post-processor, BPE dropout, a subword prefix or suffix,
+ * truncation, padding) is an error naming it: the toolkit never encodes
+ * with an approximation of what the model was trained on.
+ *
+ * Encoding runs the library's pipeline: split off added tokens that are not
+ * normalized, normalize the rest, split off the normalized added tokens,
+ * pre-tokenize each piece, BPE each word (merges by rank through a priority
+ * queue, words cached), then the post-processor's tokens around the whole. */
+#ifndef LORA_TOKENIZER_H
+#define LORA_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+/* Largest id a tokenizer.json may use (vocabularies today: up to ~262k). */
+#define LORA_TOKENIZER_MAX_ID ((1u << 24) - 1)
+
+typedef struct lora_tokenizer lora_tokenizer;
+
+/* A growing array of token ids; start zeroed, free with
+ * lora_tokenizer_ids_free. */
+typedef struct {
+	uint32_t *id;
+	size_t n, cap;
+} lora_tokenizer_ids;
+
+/* Read and check the tokenizer.json at path. Messages read
+ * "<path>: <what is wrong>". Returns 0, LORA_EIO, LORA_EFORMAT (not a
+ * tokenizer.json, or one with parts this module does not support),
+ * LORA_ENOMEM. Caller frees *out with lora_tokenizer_free. */
+int lora_tokenizer_open(lora_tokenizer **out, const char *path, lora_err *e);
+/* The same from the n bytes of json, named path in messages. */
+int lora_tokenizer_parse(lora_tokenizer **out, const char *path, const char *json, size_t n, lora_err *e);
+void lora_tokenizer_free(lora_tokenizer *t);
+
+/* Append the ids of text[0..n) (UTF-8) to ids; with add_special, the
+ * post-processor's tokens too (the library's add_special_tokens). Returns
+ * 0, LORA_EINVAL (text not UTF-8, with the byte offset; a regular
+ * expression past its bounds) or LORA_ENOMEM. A tokenizer keeps a cache of
+ * words: use one from one thread at a time. */
+int lora_tokenizer_encode(lora_tokenizer *t, const char *text, size_t n, int add_special, lora_tokenizer_ids *ids,
+                          lora_err *e);
+/* The text of ids[0..n) into a new NUL-terminated *out of *len bytes
+ * (caller frees); with skip_special, special tokens are left out (the
+ * library's skip_special_tokens). An id the tokenizer does not have is
+ * LORA_EINVAL. */
+int lora_tokenizer_decode(const lora_tokenizer *t, const uint32_t *ids, size_t n, int skip_special, char **out,
+                          size_t *len, lora_err *e);
+
+/* One past the largest id: the size of the id space. */
+size_t lora_tokenizer_vocab_size(const lora_tokenizer *t);
+/* The id of the token spelled s (added tokens first), or -1. */
+int64_t lora_tokenizer_token_id(const lora_tokenizer *t, const char *s);
+
+int lora_tokenizer_ids_push(lora_tokenizer_ids *ids, uint32_t id);
+void lora_tokenizer_ids_free(lora_tokenizer_ids *ids);
+
+#endif

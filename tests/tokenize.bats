@@ -1,0 +1,325 @@
+#!/usr/bin/env bats
+# lora-tokenize: every promise of lora-tokenize(1). Expected ids and texts
+# are the Hugging Face tokenizers library's, from the golden files of
+# tests/fixtures/tokenizers (tests/ref/tokenizer_ref.js).
+
+setup() {
+	load test_helper/common-setup
+	_common_setup
+	TOK=$FIX/tokenizers
+	mkdir m
+	cp "$TOK/llama2.json" m/tokenizer.json
+}
+
+# u16 FILE / u32 FILE: the ids of a token file, one per line
+u16() { od -An -v -tu2 "$1" | tr -s ' ' '\n' | grep -v '^$' || true; }
+u32() { od -An -v -tu4 "$1" | tr -s ' ' '\n' | grep -v '^$' || true; }
+
+# put32 ID...: the ids as little-endian u32 on standard output
+put32() { echo "/dev/stdout $*" | put32s; }
+
+# put32s: for each input line "FILE ID...", FILE made of the ids as
+# little-endian u32 (one awk for many files: no shell loop per id)
+put32s() {
+	LC_ALL=C awk '{ printf "" > $1
+		for (i = 2; i <= NF; i++) printf "%c%c%c%c", $i % 256, int($i / 256) % 256, int($i / 65536) % 256, int($i / 16777216) % 256 > $1
+		close($1) }'
+}
+
+# texts NAME FILTER: one file per golden text the jq FILTER keeps, named
+# in corpus order t000.txt, t001.txt, ...
+texts() {
+	local i=0 t
+	while IFS= read -r -d '' t; do
+		printf '%s' "$t" >"$(printf 't%03d.txt' $i)"
+		i=$((i + 1))
+	done < <(jq -j ".cases[] | select($2) | .text + \"\\u0000\"" "$TOK/$1.golden.json")
+}
+
+# hello: the library's ids of "Hello world" with the trimmed Llama 2 (m/)
+hello() { jq -r '.cases[] | select(.text == "Hello world") | .ids | join(" ")' "$TOK/llama2.golden.json"; }
+
+# the golden texts that are one line: no line break in them, not empty
+ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
+
+@test "lora-tokenize -h, --version, unknown option, usage errors" {
+	run -0 lora-tokenize -h
+	assert_line --index 0 'Usage: lora-tokenize -m MODEL [options] [FILE...] [-o OUT]'
+	assert_output --partial 'Examples:'
+	run -0 lora-tokenize --version
+	assert_output 'lora-tokenize 0.1.0'
+	run -2 --separate-stderr lora-tokenize --bogus
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: unknown option '--bogus'"
+	run -2 --separate-stderr lora-tokenize a.txt
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: need -m MODEL or --tokenizer FILE"
+	run -2 --separate-stderr lora-tokenize -m m --tokenizer m/tokenizer.json a.txt
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: -m and --tokenizer name the same thing: give one"
+	run -2 --separate-stderr lora-tokenize -m m --decode --lines x.bin
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: --lines is for encoding, not --decode"
+	run -2 --separate-stderr lora-tokenize -m m --decode --output-format u16 x.bin
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: --output-format is for encoding, not --decode"
+	run -2 --separate-stderr lora-tokenize -m m --data-format u16 a.txt
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: --data-format is for --decode"
+	run -2 --separate-stderr lora-tokenize -m m --output-format llmc a.txt
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: --output-format: 'llmc' is not u16 or u32"
+}
+
+@test "each file is one document: the library's ids, BOS/EOS per document, for all eight tokenizers" {
+	for name in llama3 qwen gpt2 smollm llama2 mistral metaspace features; do
+		rm -f t*.txt
+		texts $name '.text != ""'
+		lora-tokenize --tokenizer "$TOK/$name.json" --output-format u32 t*.txt -f -o ids.u32
+		jq '.cases[] | select(.text != "") | .ids[]' "$TOK/$name.golden.json" >want
+		u32 ids.u32 >got
+		cmp want got || fail "$name: ids differ from the library's"
+		lora-tokenize --tokenizer "$TOK/$name.json" --no-special t*.txt >plain.u16
+		jq '.cases[] | select(.text != "") | .plain[]' "$TOK/$name.golden.json" >want
+		u16 plain.u16 >got
+		cmp want got || fail "$name: ids without special tokens differ from the library's"
+	done
+	# Llama 3: "Hello world" is <|begin_of_text|> Hello world; Llama 2 <s> ▁Hello ▁world
+	printf 'Hello world' | lora-tokenize --tokenizer "$TOK/llama3.json" >a
+	assert_equal "$(u16 a | tr '\n' ' ')" "$(jq -r '.cases[] | select(.text == "Hello world") | .ids | join(" ")' "$TOK/llama3.golden.json") "
+	assert_equal "$(u16 a | head -1)" "$(jq '.added_tokens[] | select(.content == "<|begin_of_text|>") | .id' "$TOK/llama3.json")"
+}
+
+@test "--lines: each line a document; CRLF and a last line without newline; empty lines skipped" {
+	texts llama2 "$ONE_LINE"
+	n=$(ls t*.txt | wc -l)
+	[ "$n" -ge 40 ]
+	# line 1 ends CRLF, an empty line and an empty CRLF line after line 2,
+	# no newline after the last; U+0085 and U+2028 inside lines stay text
+	: >lines.txt
+	i=0
+	for f in t*.txt; do
+		cat "$f" >>lines.txt
+		i=$((i + 1))
+		case $i in 1) printf '\r\n' >>lines.txt ;; 2) printf '\n\n\r\n' >>lines.txt ;; "$n") ;; *) printf '\n' >>lines.txt ;; esac
+	done
+	grep -q $'\xc2\x85' lines.txt
+	lora-tokenize -m m --lines lines.txt -o lines.bin
+	jq ".cases[] | select($ONE_LINE) | .ids[]" "$TOK/llama2.golden.json" >want
+	u16 lines.bin >got
+	cmp want got
+	# the same file as one document has one BOS, not one per line (and
+	# the <s> some texts spell out)
+	lora-tokenize -m m lines.txt -o doc.bin
+	assert_equal "$(u16 doc.bin | head -1) $(($(u16 lines.bin | grep -cx 1) - $(u16 doc.bin | grep -cx 1)))" "1 $((n - 1))"
+}
+
+@test "-j: batches of many documents give the same bytes at any thread count" {
+	texts llama3 "$ONE_LINE"
+	jq -r ".cases[] | select($ONE_LINE) | .text" "$TOK/llama3.golden.json" >once.txt
+	jq ".cases[] | select($ONE_LINE) | .ids[]" "$TOK/llama3.golden.json" >once.ids
+	# past one batch (65536 documents or 4 MiB) and one read (1 MiB)
+	lines=$(wc -l <once.txt)
+	reps=$((72000 / lines + 1))
+	[ $((reps * $(stat -c %s once.txt))) -gt $((4 << 20)) ] || reps=$(((4 << 20) / $(stat -c %s once.txt) + 1))
+	rep() { awk -v r="$1" '{ a[NR] = $0 } END { for (k = 0; k < r; k++) for (i = 1; i <= NR; i++) print a[i] }' "$2"; }
+	rep $reps once.txt >many.txt
+	rep $reps once.ids >want
+	[ "$(wc -l <many.txt)" -gt 65536 ] && [ "$(stat -c %s many.txt)" -gt $((4 << 20)) ]
+	for j in 1 2 3; do
+		lora-tokenize --tokenizer "$TOK/llama3.json" --lines -j $j many.txt -o j$j.u32
+	done
+	u32 j1.u32 >got
+	cmp want got
+	cmp j1.u32 j2.u32
+	cmp j1.u32 j3.u32
+	# whole files on several threads, in input order
+	lora-tokenize --tokenizer "$TOK/llama3.json" -j 2 t*.txt t*.txt -o f2.u32
+	lora-tokenize --tokenizer "$TOK/llama3.json" -j 1 t*.txt t*.txt -o f1.u32
+	cmp f1.u32 f2.u32
+	cat once.ids once.ids >want2
+	u32 f1.u32 >got2
+	cmp want2 got2
+}
+
+@test "standard input: by default and as '-' among files" {
+	printf 'Hello world' >a.txt
+	printf 'Привет, мир!' >b.txt
+	printf 'Hello world' | lora-tokenize -m m >x
+	lora-tokenize -m m a.txt >y
+	cmp x y
+	lora-tokenize -m m a.txt - a.txt <b.txt -o z
+	g=$TOK/llama2.golden.json
+	hello=$(jq -r '.cases[] | select(.text == "Hello world") | .ids | join(" ")' "$g")
+	privet=$(jq -r '.cases[] | select(.text == "Привет, мир!") | .ids | join(" ")' "$g")
+	assert_equal "$(u16 z | tr '\n' ' ')" "$hello $privet $hello "
+	run -0 script -qec "lora-tokenize -m m >/dev/null; echo status=\$?" /dev/null
+	assert_output --partial "lora-tokenize: standard input is a terminal: give a file, or pipe one in"
+	assert_output --partial "status=2"
+}
+
+@test "--output-format: u16 by default, u32 for -o *.u32; u16 refused when the vocabulary does not fit" {
+	printf 'Hello world' >a.txt
+	lora-tokenize -m m a.txt -o a.bin
+	lora-tokenize -m m a.txt -o a.u32
+	lora-tokenize -m m a.txt --output-format u32 -o b.bin
+	n=$(hello | wc -w)
+	assert_equal "$(stat -c %s a.bin) $(stat -c %s a.u32) $(stat -c %s b.bin)" "$((2 * n)) $((4 * n)) $((4 * n))"
+	cmp a.u32 b.bin
+	assert_equal "$(u16 a.bin | tr '\n' ' ')" "$(u32 a.u32 | tr '\n' ' ')"
+	# ids up to 70000: 70001 do not fit u16 (an added token takes the id
+	# the vocabulary gives it)
+	jq -c '.model.vocab["<big>"] = 70000 | .added_tokens += [{"id": 70000, "content": "<big>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}]' \
+		"$TOK/qwen.json" >big.json
+	run -2 --separate-stderr lora-tokenize --tokenizer big.json a.txt -o big.bin
+	assert_equal "$stderr" "lora-tokenize: big.json: 70001 token ids do not fit --output-format u16; use u32"
+	assert_file_not_exists big.bin
+	printf 'x<big>' >big.txt
+	lora-tokenize --tokenizer big.json big.txt -o big.u32
+	assert_equal "$(u32 big.u32 | tail -1)" 70000
+}
+
+@test "-o: atomic, an existing file kept without -f; binary never to a terminal" {
+	printf 'Hello world' >a.txt
+	printf 'bad \xff' >bad.txt
+	echo old >out.bin
+	run -1 --separate-stderr lora-tokenize -m m a.txt -o out.bin
+	assert_regex "$stderr" '^lora-tokenize: out.bin: .*exists'
+	assert_equal "$(cat out.bin)" old
+	lora-tokenize -m m -f a.txt -o out.bin
+	assert_equal "$(u16 out.bin | tr '\n' ' ')" "$(hello) "
+	# an error in the second file: nothing written, nothing left behind
+	mkdir o
+	run -1 --separate-stderr lora-tokenize -m m a.txt bad.txt -o o/new.bin
+	assert_equal "$stderr" "lora-tokenize: bad.txt: invalid UTF-8 at byte 4 (line 1)"
+	assert_equal "$(ls -A o)" ""
+	run -0 script -qec "lora-tokenize -m m a.txt; echo status=\$?" /dev/null
+	assert_output --partial "lora-tokenize: refusing to write binary data to a terminal; use -o FILE or a pipe"
+	assert_output --partial "status=2"
+	# text is fine on a terminal
+	lora-tokenize -m m a.txt -o a.bin
+	run -0 script -qec "lora-tokenize -m m --decode a.bin" /dev/null
+	assert_output "<s> Hello world"
+}
+
+@test "errors: one line naming the file (bad UTF-8 with its byte and line, missing files, unsupported parts)" {
+	printf 'line one\nline two \xe2\x82\n' >bad.txt
+	run -1 --separate-stderr lora-tokenize -m m bad.txt -o x
+	assert_equal "$stderr" "lora-tokenize: bad.txt: invalid UTF-8 at byte 18 (line 2)"
+	run -1 --separate-stderr lora-tokenize -m m --lines bad.txt -o x
+	assert_equal "$stderr" "lora-tokenize: bad.txt: invalid UTF-8 at byte 18 (line 2)"
+	# far into a long file, past reads and a batch: the file's own offset
+	yes 'a line of some text' | head -n 150000 >long.txt
+	size=$(stat -c %s long.txt)
+	printf 'ok \xc3(\n' >>long.txt
+	run -1 --separate-stderr lora-tokenize -m m --lines long.txt -o x
+	assert_equal "$stderr" "lora-tokenize: long.txt: invalid UTF-8 at byte $((size + 3)) (line 150001)"
+	# the same after another file's lines, still waiting in the batch
+	run -1 --separate-stderr lora-tokenize -m m --lines bad.txt long.txt -o x
+	assert_equal "$stderr" "lora-tokenize: bad.txt: invalid UTF-8 at byte 18 (line 2)"
+	printf 'a\nb\n' >ok.txt
+	run -1 --separate-stderr lora-tokenize -m m --lines ok.txt long.txt -o x
+	assert_equal "$stderr" "lora-tokenize: long.txt: invalid UTF-8 at byte $((size + 3)) (line 150001)"
+	run -1 --separate-stderr lora-tokenize -m m - -o x <bad.txt
+	assert_equal "$stderr" "lora-tokenize: standard input: invalid UTF-8 at byte 18 (line 2)"
+	# overlong, surrogate
+	printf '\xc0\xaf' >overlong.txt
+	printf 'a\xed\xa0\x80' >surrogate.txt
+	run -1 --separate-stderr lora-tokenize -m m overlong.txt surrogate.txt -o x
+	assert_equal "$stderr" "lora-tokenize: overlong.txt: invalid UTF-8 at byte 0 (line 1)"
+	run -1 --separate-stderr lora-tokenize -m m surrogate.txt -o x
+	assert_equal "$stderr" "lora-tokenize: surrogate.txt: invalid UTF-8 at byte 1 (line 1)"
+	run -1 --separate-stderr lora-tokenize -m m nope.txt -o x
+	assert_equal "$stderr" "lora-tokenize: nope.txt: No such file or directory"
+	mkdir empty
+	run -1 --separate-stderr lora-tokenize -m empty bad.txt -o x
+	assert_equal "$stderr" "lora-tokenize: empty: no tokenizer.json in the model directory (--tokenizer FILE names one)"
+	run -1 --separate-stderr lora-tokenize -m nodir bad.txt -o x
+	assert_equal "$stderr" "lora-tokenize: nodir: No such file or directory"
+	run -1 --separate-stderr lora-tokenize --tokenizer none.json bad.txt -o x
+	assert_equal "$stderr" "lora-tokenize: none.json: No such file or directory"
+	jq -c '.pre_tokenizer = {"type": "Whitespace"}' "$TOK/llama2.json" >ws.json
+	run -1 --separate-stderr lora-tokenize --tokenizer ws.json bad.txt -o x
+	assert_equal "$stderr" "lora-tokenize: ws.json: pre_tokenizer type 'Whitespace' is not supported"
+	head -c 1000 "$TOK/llama2.json" >cut.json
+	run -1 --separate-stderr lora-tokenize --tokenizer cut.json bad.txt -o x
+	assert_regex "$stderr" '^lora-tokenize: cut.json: '
+	assert_file_not_exists x
+	# a model given by a file in its directory finds tokenizer.json beside it
+	echo '{}' >m/config.json
+	printf 'Hello world' | lora-tokenize -m m/config.json >a
+	assert_equal "$(u16 a | tr '\n' ' ')" "$(hello) "
+}
+
+@test "--decode: the library's texts, special tokens kept or left out, cut characters, every tokenizer" {
+	for name in llama3 qwen gpt2 smollm llama2 mistral metaspace features; do
+		rm -f d*.u32
+		g=$TOK/$name.golden.json
+		jq -r '[.cases[] | select(.text != "")] | to_entries[] | "d\("00\(.key)"[-3:]).u32 \(.value.ids | join(" "))"' "$g" | put32s
+		jq -j '[.cases[] | select(.text != "") | .decoded] | add' "$g" >want
+		lora-tokenize --tokenizer "$TOK/$name.json" --decode d*.u32 -f -o got
+		cmp want got || fail "$name: decoded texts differ from the library's"
+		jq -j '[.cases[] | select(.text != "") | .skipped] | add' "$g" >want
+		lora-tokenize --tokenizer "$TOK/$name.json" --decode --no-special d*.u32 -f -o got
+		cmp want got || fail "$name: texts without special tokens differ from the library's"
+		# id sequences cut inside a character (byte-level and byte-fallback)
+		rm -f d*.u32
+		jq -r '.decodes | to_entries[] | "d\("00\(.key)"[-3:]).u32 \(.value.ids | join(" "))"' "$g" | put32s
+		jq -j '[.decodes[] | .text] | add' "$g" >want
+		lora-tokenize --tokenizer "$TOK/$name.json" --decode d*.u32 -f -o got
+		cmp want got || fail "$name: decodings of cut sequences differ from the library's"
+	done
+}
+
+@test "encode then decode gives the text back (SentencePiece: the leading space stripped)" {
+	printf 'Hello world' >a.txt
+	lora-tokenize -m m a.txt | lora-tokenize -m m --decode --data-format u16 --no-special - >b.txt
+	assert_equal "$(cat b.txt)" "Hello world"
+	# the library's decodings of '    leading', with and without <s>
+	g=$TOK/llama2.golden.json
+	printf '    leading' | lora-tokenize -m m | lora-tokenize -m m --decode --data-format u16 - >c.txt
+	assert_equal "$(cat c.txt)" "$(jq -j '.cases[] | select(.text == "    leading") | .decoded' "$g")"
+	printf '    leading' | lora-tokenize -m m | lora-tokenize -m m --decode --data-format u16 --no-special - >d.txt
+	assert_equal "$(cat d.txt)" "$(jq -j '.cases[] | select(.text == "    leading") | .skipped' "$g")"
+}
+
+@test "--decode: token formats as lora-eval reads them; ids outside the vocabulary; bad files" {
+	# shellcheck disable=SC2046
+	put32 $(hello) >a.u32
+	printf 'Hello world' | lora-tokenize -m m >a.bin
+	run -0 lora-tokenize -m m --decode --data-format u16 <a.bin
+	assert_output "<s> Hello world"
+	# llm.c's header, recognised whatever the name
+	set -- $(hello)
+	args=() i=0
+	for v; do args+=(--set "$i=$v"); i=$((i + 1)); done
+	mktokens --format llmc --vocab 1 "${args[@]}" $# >a.tok
+	run -0 lora-tokenize -m m --decode a.tok
+	assert_output "<s> Hello world"
+	run -0 lora-tokenize -m m --decode --data-format llmc a.tok
+	assert_output "<s> Hello world"
+	run -0 lora-tokenize -m m --decode a.u32
+	assert_output "<s> Hello world"
+	run -0 lora-tokenize -m m --decode --data-format u32 a.u32
+	assert_output "<s> Hello world"
+	cp a.u32 a.dat
+	run -2 --separate-stderr lora-tokenize -m m --decode a.dat
+	assert_equal "$stderr" "lora-tokenize: a.dat: cannot tell the token format from the name (.bin, .u16, .u32): give --data-format"
+	run -2 --separate-stderr lora-tokenize -m m --decode - <a.u32
+	assert_equal "$stderr" "lora-tokenize: standard input: cannot tell the token format from the name (.bin, .u16, .u32): give --data-format"
+	put32 1 40000 >big.u32
+	[ "$(jq '.model.vocab | length' m/tokenizer.json)" -lt 40000 ]
+	run -1 --separate-stderr lora-tokenize -m m --decode big.u32 -o out.txt
+	assert_equal "$stderr" "lora-tokenize: big.u32: token 40000 at position 1 is >= vocab_size $(jq '.model.vocab | length' m/tokenizer.json)"
+	assert_file_not_exists out.txt
+	printf '\001\000\002' >odd.bin
+	run -1 --separate-stderr lora-tokenize -m m --decode odd.bin
+	assert_equal "$stderr" "lora-tokenize: odd.bin: 3 bytes is not a whole number of 2-byte tokens"
+	run -1 --separate-stderr lora-tokenize -m m --decode missing.bin
+	assert_equal "$stderr" "lora-tokenize: missing.bin: No such file or directory"
+}
+
+@test "progress on a terminal: the totals at the end; nothing with -q or when stderr is a file" {
+	printf 'Hello world' >a.txt
+	n=$(hello | wc -w)
+	run -0 script -qec "lora-tokenize -m m a.txt a.txt -o x.bin" /dev/null
+	assert_output --partial "lora-tokenize: $((2 * n)) tokens from 2 documents"
+	run -0 script -qec "lora-tokenize -q -m m a.txt -o y.bin" /dev/null
+	assert_output ''
+	run -0 --separate-stderr lora-tokenize -m m a.txt -o z.bin
+	assert_equal "$stderr" ''
+	cmp y.bin z.bin
+}
