@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int nthreads; /* 0 until set: the first use sets the default */
 
@@ -71,6 +72,30 @@ lora_blas_shape *lora_blas_trace_end(size_t *n)
 	trace = NULL;
 	ntrace = captrace = 0;
 	return t;
+}
+
+/* ---- product clock ---- */
+
+static volatile int clocking;
+static double clocked;
+
+static double seconds(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void lora_blas_clock_begin(void)
+{
+	clocked = 0;
+	clocking = 1;
+}
+
+double lora_blas_clock_end(void)
+{
+	clocking = 0;
+	return clocked;
 }
 
 /* ---- errors ---- */
@@ -320,12 +345,14 @@ void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, 
 		record(ta, tb, M, N, K);
 	if (M == 0 || N == 0)
 		return;
-	if (tb || N <= 2 * PANEL) {
+	double t0 = clocking && !omp_in_parallel() ? seconds() : -1;
+	if (tb || N <= 2 * PANEL)
 		product(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-		return;
-	}
-	for (size_t j = 0; j < N; j += PANEL)
-		product(ta, tb, M, N - j < PANEL ? N - j : PANEL, K, alpha, A, lda, B + j, ldb, beta, C + j, ldc);
+	else
+		for (size_t j = 0; j < N; j += PANEL)
+			product(ta, tb, M, N - j < PANEL ? N - j : PANEL, K, alpha, A, lda, B + j, ldb, beta, C + j, ldc);
+	if (t0 >= 0)
+		clocked += seconds() - t0;
 }
 
 void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,

@@ -37,4 +37,11 @@ void lora_blas_trace_begin(void);
  * in an unspecified order; NULL when there were none or memory ran out. */
 lora_blas_shape *lora_blas_trace_end(size_t *n);
 
+/* Product clock, for benchmarks: while on, the wall-clock seconds of every
+ * lora_blas_sgemm called outside a parallel region are summed (products
+ * issued inside one, as attention's per-head ones, count as the caller's
+ * time). Start from zero; stop and return the sum. */
+void lora_blas_clock_begin(void);
+double lora_blas_clock_end(void);
+
 #endif

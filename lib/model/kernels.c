@@ -29,10 +29,14 @@
 
 /* ---- fast exp: Cephes' expf, branch-free so loops vectorise ---- */
 
+/* For x <= 0 (a rounding error above is harmless): every caller subtracts
+ * a maximum first, or takes -|x|. Below -87 it gives e^-87, still a normal
+ * number: GCC if-converts the clamp by computing the clamped branch for
+ * every lane, and a subnormal there would take a microcode assist on each
+ * vector (ten times slower) whether or not any lane needs it. */
 static inline float exp_fast(float x)
 {
 	x = x < -87.0f ? -87.0f : x;
-	x = x > 88.0f ? 88.0f : x;
 	/* Round x*log2(e) to nearest by the 1.5*2^23 trick (no libm call). */
 	float n = x * 1.44269504088896341f + 12582912.0f;
 	n -= 12582912.0f;
@@ -52,7 +56,13 @@ static inline float exp_fast(float x)
 	return p * s;
 }
 
-static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
+/* 1 / (1 + e^-x) from e = e^-|x| <= 1: e / (1 + e) for negative x, so no
+ * lane ever computes a huge e^-x and its subnormal reciprocal. */
+static inline float sigmoid(float x)
+{
+	float e = exp_fast(-fabsf(x)), r = 1.0f / (1.0f + e);
+	return x >= 0 ? r : e * r;
+}
 
 /* The row kernels that dominate the elementwise time (softmax over the
  * vocabulary and over attention rows, SwiGLU) are compiled twice, for AVX2

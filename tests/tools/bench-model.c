@@ -24,10 +24,14 @@
 #include "math/blas_internal.h"
 #include "cli.h"
 #include "ops/init.h"
-#include "model/llama_internal.h"
+#include "core/dtype.h"
 #include "core/rng.h"
+#include "model/kernels.h"
+#include "model/llama_internal.h"
+#include "train/optim.h"
+#include "train/train.h"
 
-enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES };
+enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES, O_KERNELS, O_DROPOUT };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "model directory", "@file"},
@@ -40,6 +44,8 @@ static const lora_opt opts[] = {
 	{O_RECOMPUTE, 0, "recompute", NULL, "recompute blocks in backward", NULL},
 	{O_NOCEIL, 0, "no-ceiling", NULL, "skip the sgemm ceiling", NULL},
 	{O_SHAPES, 0, "per-shape", NULL, "time each distinct product, oneDNN against OpenBLAS", NULL},
+	{O_KERNELS, 0, "kernels", NULL, "time each kernel alone at the step's shapes", NULL},
+	{O_DROPOUT, 0, "dropout", "P", "LoRA dropout probability (default 0)", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -84,6 +90,195 @@ static double replay(const lora_blas_shape *s, size_t n, int nthr, int native, f
 			lora_blas_sgemm(s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
 	}
 	return now() - t0;
+}
+
+/* The tail of lora-train's step (lib/train/train.c): gradients gathered
+ * into one arena, clipped, one AdamW update, the parameters checked and
+ * scattered back. */
+typedef struct {
+	lora_optim o;
+	float *p, *g;
+	size_t n;
+} optimizer;
+
+static optimizer optimizer_new(const lora_adapter *a)
+{
+	optimizer o = {.n = lora_train_nparams(a)};
+	lora_optim_conf conf = {LORA_OPTIM_ADAMW, 1e-4, 0.9, 0.999, 1e-8, 0.01, 0};
+	lora_err e = {0};
+	o.p = malloc(o.n * sizeof(float));
+	o.g = malloc(o.n * sizeof(float));
+	if (!o.p || !o.g || lora_optim_init(&o.o, &conf, o.n, &e)) {
+		lora_err_nomem(&e);
+		die(&e);
+	}
+	return o;
+}
+
+static void optimizer_step(optimizer *o, const lora_llama *m, lora_adapter *a)
+{
+	float *p = o->p, *g = o->g;
+	for (size_t i = 0; i < a->nlayers; i++) {
+		lora_layer *l = &a->layers[i];
+		float *dA, *dB;
+		lora_llama_grad(m, i, &dA, &dB);
+		memcpy(g, dA, l->rank * l->in * sizeof(float)), g += l->rank * l->in;
+		memcpy(g, dB, l->out * l->rank * sizeof(float)), g += l->out * l->rank;
+		memcpy(p, l->A, l->rank * l->in * sizeof(float)), p += l->rank * l->in;
+		memcpy(p, l->B, l->out * l->rank * sizeof(float)), p += l->out * l->rank;
+	}
+	lora_optim_clip_grad_norm(o->g, o->n, 1.0);
+	lora_optim_step(&o->o, o->p, o->g, o->n, 1e-4);
+	if (lora_dtype_find_nonfinite(o->p, o->n) < o->n) {
+		lora_err e;
+		lora_err_set(&e, LORA_EINVAL, "a parameter became non-finite");
+		die(&e);
+	}
+	p = o->p;
+	for (size_t i = 0; i < a->nlayers; i++) {
+		lora_layer *l = &a->layers[i];
+		memcpy(l->A, p, l->rank * l->in * sizeof(float)), p += l->rank * l->in;
+		memcpy(l->B, p, l->out * l->rank * sizeof(float)), p += l->out * l->rank;
+	}
+}
+
+static void optimizer_free(optimizer *o)
+{
+	lora_optim_free(&o->o);
+	free(o->p);
+	free(o->g);
+}
+
+/* ---- each kernel alone, at the step's shapes ---- */
+
+enum { K_EMBED, K_RMS_F, K_RMS_R, K_RMS_B, K_ROPE_F, K_ROPE_B, K_ATT_F, K_ATT_B, K_SWI_F, K_SWI_B, K_CE, K_DROP_F,
+       K_DROP_B, NK };
+static const char *const kname[NK] = {"embedding", "rmsnorm_forward", "rmsnorm_recompute", "rmsnorm_backward",
+                                      "rope_forward", "rope_backward", "attention_forward", "attention_backward",
+                                      "swiglu_forward", "swiglu_backward", "crossentropy", "dropout_forward",
+                                      "dropout_backward"};
+
+typedef struct {
+	size_t B, T, N, C, F, V, NH, NKV, HS, QD, QKV, chunk;
+	int nthr;
+	float eps;
+	int32_t *tok;
+	float *x, *y, *dx, *w, *rstd, *cosv, *sinv, *qkv, *dqkv, *att, *datt, *lse, *Dsum, *scratch, *gu, *dgu, *h,
+		*logits;
+	double *rowloss;
+} kbufs;
+
+static void kernel_run(kbufs *k, int id)
+{
+	size_t N = k->N, C = k->C;
+	switch (id) {
+	case K_EMBED: lora_kernels_embedding_forward(k->x, k->tok, k->logits, N, C); break;
+	case K_RMS_F: lora_kernels_rmsnorm_forward(k->y, k->rstd, k->x, k->w, k->eps, N, C); break;
+	case K_RMS_R: lora_kernels_rmsnorm_recompute(k->y, k->x, k->w, k->rstd, N, C); break;
+	case K_RMS_B: lora_kernels_rmsnorm_backward(k->dx, k->y, k->x, k->w, k->rstd, N, C); break;
+	case K_ROPE_F:
+		lora_kernels_rope_forward(k->qkv, k->cosv, k->sinv, 0, k->B, k->T, k->NH + k->NKV, k->HS, k->QKV);
+		break;
+	case K_ROPE_B:
+		lora_kernels_rope_backward(k->qkv, k->cosv, k->sinv, 0, k->B, k->T, k->NH + k->NKV, k->HS, k->QKV);
+		break;
+	case K_ATT_F:
+		lora_kernels_attention_forward(k->att, k->lse, k->scratch, k->qkv, k->B, k->T, k->NH, k->NKV, k->HS, 0,
+		                               k->nthr);
+		break;
+	case K_ATT_B:
+		memset(k->dqkv, 0, N * k->QKV * sizeof(float));
+		lora_kernels_attention_backward(k->dqkv, k->Dsum, k->scratch, k->datt, k->att, k->lse, k->qkv, k->B, k->T,
+		                                k->NH, k->NKV, k->HS, 0, k->nthr);
+		break;
+	case K_SWI_F: lora_kernels_swiglu_forward(k->h, k->gu, N, k->F); break;
+	case K_SWI_B: lora_kernels_swiglu_backward(k->dgu, k->h, k->gu, N, k->F); break;
+	case K_CE:
+		/* in chunks of rows, as the head computes its logits */
+		for (size_t i0 = 0; i0 < N; i0 += k->chunk) {
+			size_t n = N - i0 < k->chunk ? N - i0 : k->chunk;
+			lora_kernels_crossentropy_forward(k->rowloss, k->logits, k->tok + i0, 1.0f / (float)N, n, k->V);
+		}
+		break;
+	case K_DROP_F: lora_kernels_dropout_forward(k->y, k->x, 12345, 0.1f, N, C); break;
+	case K_DROP_B: lora_kernels_dropout_backward(k->dx, k->y, 12345, 0.1f, N, C); break;
+	}
+}
+
+/* Calls of each kernel in one training step of L blocks, every block
+ * reached by backward (targets q_proj,v_proj in block 0 up), as
+ * lib/model/llama.c issues them; dropout: two adapters per block. */
+static void kernel_calls(size_t L, int dropout, double *calls)
+{
+	double l = (double)L;
+	double c[NK] = {
+		[K_EMBED] = 1, [K_RMS_F] = 2 * l + 1, [K_RMS_R] = 2 * l, [K_RMS_B] = 2 * l + 1, [K_ROPE_F] = l,
+		[K_ROPE_B] = l, [K_ATT_F] = l, [K_ATT_B] = l, [K_SWI_F] = l, [K_SWI_B] = l, [K_CE] = 1,
+		[K_DROP_F] = dropout ? 4 * l : 0, [K_DROP_B] = dropout ? 2 * l : 0,
+	};
+	memcpy(calls, c, sizeof c);
+}
+
+static float *fbuf(size_t n, lora_rng *r)
+{
+	float *p = malloc(n * sizeof(float));
+	if (!p) {
+		lora_err e = {0};
+		lora_err_nomem(&e);
+		die(&e);
+	}
+	for (size_t i = 0; i < n; i++)
+		p[i] = lora_rng_uniform(r) - 0.5f;
+	return p;
+}
+
+/* Each kernel timed alone (best of three runs of at least 20 ms), times
+ * its calls per step: kernel_<name>_ms lines and their sum. */
+static void kernel_times(const lora_config *cfg, size_t B, size_t T, int nthr, int dropout)
+{
+	kbufs k = {.B = B, .T = T, .N = B * T, .C = cfg->dim, .F = cfg->hidden_dim, .V = cfg->vocab_size,
+	           .NH = cfg->n_heads, .NKV = cfg->n_kv_heads, .HS = cfg->head_dim, .nthr = nthr, .eps = 1e-5f};
+	size_t N = k.N, C = k.C, F = k.F;
+	lora_rng r;
+	lora_rng_seed(&r, 11);
+	k.QD = k.NH * k.HS;
+	k.QKV = k.QD + 2 * k.NKV * k.HS;
+	k.chunk = ((size_t)1 << 23) / k.V;
+	k.chunk = k.chunk >= 16 ? k.chunk & ~(size_t)15 : k.chunk ? k.chunk : 1;
+	k.tok = malloc(N * sizeof *k.tok);
+	k.rowloss = malloc(N * sizeof *k.rowloss);
+	for (size_t i = 0; i < N; i++)
+		k.tok[i] = (int32_t)(lora_rng_u64(&r) % k.V);
+	k.x = fbuf(N * C, &r), k.y = fbuf(N * C, &r), k.dx = fbuf(N * C, &r), k.w = fbuf(C, &r);
+	k.rstd = fbuf(N, &r), k.cosv = fbuf(T * k.HS / 2, &r), k.sinv = fbuf(T * k.HS / 2, &r);
+	lora_kernels_rope_tables(k.cosv, k.sinv, cfg, T);
+	k.qkv = fbuf(N * k.QKV, &r), k.dqkv = fbuf(N * k.QKV, &r), k.att = fbuf(N * k.QD, &r);
+	k.datt = fbuf(N * k.QD, &r), k.lse = fbuf(B * k.NH * T, &r), k.Dsum = fbuf(B * k.NH * T, &r);
+	k.scratch = fbuf((size_t)nthr * lora_kernels_attention_scratch(T), &r);
+	k.gu = fbuf(N * 2 * F, &r), k.dgu = fbuf(N * 2 * F, &r), k.h = fbuf(N * F, &r);
+	k.logits = fbuf((k.chunk > C ? k.chunk : C) * k.V, &r); /* also the embedding table */
+	double calls[NK], total = 0;
+	kernel_calls(cfg->n_layers, dropout, calls);
+	kernel_run(&k, K_ATT_F); /* lse for the backward */
+	for (int id = 0; id < NK; id++) {
+		if (!calls[id])
+			continue;
+		double best = 1e30;
+		for (int rep = 0; rep < 3; rep++) {
+			int n = 0;
+			double t0 = now(), t;
+			do {
+				kernel_run(&k, id), n++;
+			} while ((t = now() - t0) < 0.02);
+			best = t / n < best ? t / n : best;
+		}
+		printf("kernel_%s_ms=%.2f\n", kname[id], best * calls[id] * 1e3);
+		total += best * calls[id];
+	}
+	printf("kernels_ms=%.1f\n", total * 1e3);
+	free(k.tok), free(k.rowloss), free(k.x), free(k.y), free(k.dx), free(k.w), free(k.rstd), free(k.cosv);
+	free(k.sinv), free(k.qkv), free(k.dqkv), free(k.att), free(k.datt), free(k.lse), free(k.Dsum), free(k.scratch);
+	free(k.gu), free(k.dgu), free(k.h), free(k.logits);
 }
 
 static int same(const lora_blas_shape *x, const lora_blas_shape *y)
@@ -143,7 +338,8 @@ int main(int argc, char **argv)
 {
 	const char *model = NULL, *targets = "q_proj,v_proj";
 	size_t B = 4, T = 256, rank = 8;
-	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, shapes_too = 0, id;
+	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, shapes_too = 0, kernels = 0, id;
+	double dropout = 0;
 	lora_cli c;
 	lora_err e = {0};
 	lora_cli_init(&c, &tool, argc, argv);
@@ -159,6 +355,12 @@ int main(int argc, char **argv)
 		case O_RECOMPUTE: recompute = 1; break;
 		case O_NOCEIL: ceiling = 0; break;
 		case O_SHAPES: shapes_too = 1; break;
+		case O_KERNELS: kernels = 1; break;
+		case O_DROPOUT:
+			dropout = lora_cli_double(&tool, "--dropout", c.arg);
+			if (!(dropout >= 0 && dropout < 1))
+				lora_cli_usage_error(&tool, "--dropout must be in [0, 1)");
+			break;
 		default: lora_cli_usage_error(&tool, "unexpected operand '%s'", c.arg);
 		}
 	}
@@ -178,6 +380,7 @@ int main(int argc, char **argv)
 	if (lora_llama_attach(m, a, 1, 1, "bench", &e) ||
 	    lora_llama_plan(m, B, T, LORA_LLAMA_TRAIN | (recompute ? LORA_LLAMA_RECOMPUTE : 0), &e))
 		die(&e);
+	lora_llama_set_dropout(m, (float)dropout, 1);
 	const lora_config *cfg = lora_llama_get_config(m);
 	size_t N = B * T;
 	int32_t *in = malloc(N * sizeof *in), *tgt = malloc(N * sizeof *tgt);
@@ -192,19 +395,28 @@ int main(int argc, char **argv)
 		die(&e);
 	size_t ncalls;
 	lora_blas_shape *shapes = lora_blas_trace_end(&ncalls);
-	double best = 1e30;
+	optimizer opt = optimizer_new(a);
+	double best = 1e30, gemm = 0, topt = 0;
 	for (int s = 0; s < steps; s++) {
 		double t0 = now();
+		lora_blas_clock_begin();
 		lora_llama_zero_grad(m);
-		if (lora_llama_forward(m, in, tgt, &loss, NULL, &e) || lora_llama_backward(m, &e))
+		double l;
+		if (lora_llama_forward(m, in, tgt, &l, NULL, &e) || lora_llama_backward(m, &e))
 			die(&e);
+		double g = lora_blas_clock_end(), t1 = now();
+		optimizer_step(&opt, m, a);
 		double dt = now() - t0;
-		best = dt < best ? dt : best;
+		if (dt < best)
+			best = dt, gemm = g, topt = now() - t1;
 	}
+	optimizer_free(&opt);
 	double rss = peak_rss_mib();
 	double fpt = lora_llama_flops_per_token(m, T, 1);
 	printf("threads=%d\nbatch=%zu\nseq=%zu\nloss=%.4f\n", nthr, B, T, loss);
 	printf("step_ms=%.1f\ntokens_per_s=%.0f\nmodel_flops_per_token=%.0f\n", best * 1e3, (double)N / best, fpt);
+	printf("products_ms=%.1f\nother_ms=%.1f\noptimizer_ms=%.2f\nother_share=%.3f\n", gemm * 1e3,
+	       (best - gemm) * 1e3, topt * 1e3, (best - gemm) / best);
 	printf("achieved_gflops=%.1f\npeak_rss_mib=%.1f\nactivation_mib=%.1f\nweights_mib=%.1f\n",
 	       fpt * (double)N / best / 1e9, rss, (double)lora_llama_activation_bytes(m) / 1048576.0,
 	       (double)lora_llama_param_count(m) * 4 / 1048576.0);
@@ -257,6 +469,8 @@ int main(int argc, char **argv)
 			per_shape(shapes, ncalls, nthr, A, Bm, C);
 		free(A), free(Bm), free(C);
 	}
+	if (kernels)
+		kernel_times(cfg, B, T, nthr, dropout > 0);
 	free(shapes);
 	free(in);
 	free(tgt);
