@@ -70,7 +70,7 @@ struct lora_llama {
 	size_t nslots;
 	float *ln, *h, *xd, *tmp, *u, *u2;
 	float *rope_cos, *rope_sin; /* (T, HS/2) */
-	float *attn_scratch;        /* nthr x lora_kernels_attention_scratch(T) */
+	float *attn_scratch;        /* nthr x lora_kernels_attention_scratch(T, ...) */
 	float *logits;              /* (chunk, V) */
 	size_t chunk;
 	double *rowloss;            /* (chunk) */
@@ -307,7 +307,8 @@ int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 	size_t wmax = C > m->w.QD ? C : m->w.QD;
 	if (F > wmax)
 		wmax = F;
-	size_t r = m->rmax ? m->rmax : 1, half = c->head_dim / 2, scratch = (size_t)nthr * lora_kernels_attention_scratch(T);
+	size_t r = m->rmax ? m->rmax : 1, half = c->head_dim / 2;
+	size_t scratch = (size_t)nthr * lora_kernels_attention_scratch(T, NH, c->n_kv_heads, c->head_dim);
 	/* Sizes in floats, in carving order. */
 	double need = 0;
 	need += (double)nres * up16(BT * C);

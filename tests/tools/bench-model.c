@@ -254,7 +254,7 @@ static void kernel_times(const lora_config *cfg, size_t B, size_t T, int nthr, i
 	lora_kernels_rope_tables(k.cosv, k.sinv, cfg, T);
 	k.qkv = fbuf(N * k.QKV, &r), k.dqkv = fbuf(N * k.QKV, &r), k.att = fbuf(N * k.QD, &r);
 	k.datt = fbuf(N * k.QD, &r), k.lse = fbuf(B * k.NH * T, &r), k.Dsum = fbuf(B * k.NH * T, &r);
-	k.scratch = fbuf((size_t)nthr * lora_kernels_attention_scratch(T), &r);
+	k.scratch = fbuf((size_t)nthr * lora_kernels_attention_scratch(T, k.NH, k.NKV, k.HS), &r);
 	k.gu = fbuf(N * 2 * F, &r), k.dgu = fbuf(N * 2 * F, &r), k.h = fbuf(N * F, &r);
 	k.logits = fbuf((k.chunk > C ? k.chunk : C) * k.V, &r); /* also the embedding table */
 	double calls[NK], total = 0;

@@ -407,7 +407,7 @@ static void test_attention(size_t B, size_t T, size_t NH, size_t NKV, size_t HS,
 	const int nthr = 2;
 	size_t QD = NH * HS, QKV = QD + 2 * NKV * HS, n = B * T * QKV;
 	float *qkv = falloc(n), *att = falloc(B * T * QD), *lse = falloc(B * NH * T), *g = falloc(B * T * QD);
-	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(T));
+	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(T, NH, NKV, HS));
 	fill(qkv, n, -1.5f, 1.5f);
 	fill(g, B * T * QD, -1, 1);
 	lora_kernels_attention_forward(att, lse, scratch, qkv, B, T, NH, NKV, HS, window, nthr);
