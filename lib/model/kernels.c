@@ -99,39 +99,42 @@ ROWK static double crossentropy_row(float *l, size_t V, int32_t t, float gscale)
 }
 
 /* Softmax of s[lo, hi) in place, zero elsewhere in [0, n); returns the
- * log-sum-exp. */
+ * log-sum-exp. Rows are short (attention keys) and the valid range
+ * differs by row: every pass runs over all of [0, n) with the range as a
+ * mask, so that no row ends in a scalar tail of exponentials and no lane
+ * takes e^x of a masked score (x > 0 could be anything). */
 ROWK static float softmax_row(float *s, size_t lo, size_t hi, size_t n)
 {
 	float mx = -INFINITY, sum = 0;
 #pragma omp simd reduction(max : mx)
-	for (size_t j = lo; j < hi; j++)
-		mx = s[j] > mx ? s[j] : mx;
+	for (size_t j = 0; j < n; j++) {
+		float v = j >= lo && j < hi ? s[j] : -INFINITY;
+		mx = v > mx ? v : mx;
+	}
 #pragma omp simd reduction(+ : sum)
-	for (size_t j = lo; j < hi; j++) {
-		s[j] = exp_fast(s[j] - mx);
+	for (size_t j = 0; j < n; j++) {
+		int in = j >= lo && j < hi;
+		float e = exp_fast(in ? s[j] - mx : -INFINITY);
+		s[j] = in ? e : 0.0f;
 		sum += s[j];
 	}
 	float inv = 1.0f / sum;
-	for (size_t j = 0; j < lo; j++)
-		s[j] = 0;
 #pragma omp simd
-	for (size_t j = lo; j < hi; j++)
+	for (size_t j = 0; j < n; j++)
 		s[j] *= inv;
-	for (size_t j = hi; j < n; j++)
-		s[j] = 0;
 	return mx + logf(sum);
 }
 
-/* Probabilities recomputed from scores and the log-sum-exp. */
+/* Probabilities recomputed from scores and the log-sum-exp (masked as
+ * softmax_row). */
 ROWK static void softmax_recompute_row(float *s, size_t lo, size_t hi, size_t n, float lse)
 {
-	for (size_t j = 0; j < lo; j++)
-		s[j] = 0;
 #pragma omp simd
-	for (size_t j = lo; j < hi; j++)
-		s[j] = exp_fast(s[j] - lse);
-	for (size_t j = hi; j < n; j++)
-		s[j] = 0;
+	for (size_t j = 0; j < n; j++) {
+		int in = j >= lo && j < hi;
+		float e = exp_fast(in ? s[j] - lse : -INFINITY);
+		s[j] = in ? e : 0.0f;
+	}
 }
 
 // h (F) = silu(g) * u
