@@ -51,12 +51,12 @@ awk -v a="$(val activation_mib "$w/t256")" -v b="$(val activation_mib "$w/t2048"
 echo "== model: the step outside the matrix products, TinyLlama-1.1B shapes (hidden 2048, inter 5632, 22 blocks, 32 heads / 4 kv, vocab 32000, bf16), r=16 on q_proj,v_proj, $cores threads"
 mkmodel --hidden 2048 --inter 5632 --layers 22 --heads 32 --kv-heads 4 --vocab 32000 --dtype bf16 "$w/tiny" >/dev/null
 for b in 1 4; do
-	bench-model -m "$w/tiny" -b "$b" -T 256 -r 16 --steps 2 --no-ceiling --kernels > "$w/tiny$b"
+	bench-model -m "$w/tiny" -b "$b" -T 256 -r 16 --steps 2 --no-ceiling > "$w/tiny$b"
 	awk -F= '{ v[$1] = $2 } END {
 		p = v["products_ms"]; o = v["other_ms"]
 		printf "B=%d x 256: step %.0f ms = products %.0f ms + the rest %.0f ms (optimizer %.1f ms): the rest is %.1f%% of the step (target 20%%); with products 2x faster %.1f%%\n", v["batch"], v["step_ms"], p, o, v["optimizer_ms"], 100 * o / (p + o), 100 * o / (p / 2 + o)
 	}' "$w/tiny$b"
-	printf '  each kernel alone, ms per step:'
+	printf '  kernels, ms of the step:'
 	sed -n 's/^kernel_\(.*\)_ms=\(.*\)/\2 \1/p' "$w/tiny$b" | sort -rn | head -6 | awk '{ printf " %s %.1f", $2, $1 }'
 	echo
 done

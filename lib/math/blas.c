@@ -345,7 +345,7 @@ void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, 
 		record(ta, tb, M, N, K);
 	if (M == 0 || N == 0)
 		return;
-	double t0 = clocking && !omp_in_parallel() ? seconds() : -1;
+	double t0 = clocking && omp_get_level() == 0 ? seconds() : -1;
 	if (tb || N <= 2 * PANEL)
 		product(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 	else

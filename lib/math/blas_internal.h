@@ -38,9 +38,9 @@ void lora_blas_trace_begin(void);
 lora_blas_shape *lora_blas_trace_end(size_t *n);
 
 /* Product clock, for benchmarks: while on, the wall-clock seconds of every
- * lora_blas_sgemm called outside a parallel region are summed (products
- * issued inside one, as attention's per-head ones, count as the caller's
- * time). Start from zero; stop and return the sum. */
+ * lora_blas_sgemm called outside any parallel region (even a team of one)
+ * are summed; products issued inside one, as attention's, count as the
+ * caller's time. Start from zero; stop and return the sum. */
 void lora_blas_clock_begin(void);
 double lora_blas_clock_end(void);
 

@@ -12,7 +12,7 @@
  * it scalar; no code here relies on floating-point exceptions. */
 #pragma GCC optimize("no-trapping-math")
 
-#include "model/kernels.h"
+#include "model/kernels_internal.h"
 
 #include <math.h>
 #include <omp.h>
@@ -22,6 +22,36 @@
 
 /* Parallelise a loop over rows only when there is enough work. */
 #define PAR_IF(n) if ((n) > 16384)
+
+/* ---- the benchmark clock (kernels_internal.h) ---- */
+
+static volatile int clocking;
+static double clocked[LORA_KCLOCK_N];
+static const char *const clock_names[LORA_KCLOCK_N] = {
+	"embedding", "rmsnorm_forward", "rmsnorm_recompute", "rmsnorm_backward", "rope", "attention_forward",
+	"attention_backward", "attention_decode", "swiglu_forward", "swiglu_backward", "crossentropy", "bias", "dropout"};
+
+static double tick(void) { return clocking ? omp_get_wtime() : 0; }
+
+static void tock(int k, double t0)
+{
+	if (clocking)
+		clocked[k] += omp_get_wtime() - t0;
+}
+
+void lora_kernels_clock_begin(void)
+{
+	memset(clocked, 0, sizeof clocked);
+	clocking = 1;
+}
+
+void lora_kernels_clock_end(double *sec)
+{
+	clocking = 0;
+	memcpy(sec, clocked, sizeof clocked);
+}
+
+const char *lora_kernels_clock_name(int k) { return k >= 0 && k < LORA_KCLOCK_N ? clock_names[k] : "?"; }
 
 /* ---- fast exp: Cephes' expf, branch-free so loops vectorise ---- */
 
@@ -160,14 +190,17 @@ ROWK static void swiglu_backward_row(float *dg, float *du, const float *dh, cons
 
 void lora_kernels_embedding_forward(float *out, const int32_t *inp, const float *wte, size_t N, size_t C)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++)
 		memcpy(out + i * C, wte + (size_t)inp[i] * C, C * sizeof(float));
+	tock(LORA_KCLOCK_EMBEDDING, t0);
 }
 
 void lora_kernels_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, float eps,
                                   size_t N, size_t C)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++) {
 		const float *x = inp + i * C;
@@ -182,11 +215,13 @@ void lora_kernels_rmsnorm_forward(float *out, float *rstd, const float *inp, con
 		if (rstd)
 			rstd[i] = r;
 	}
+	tock(LORA_KCLOCK_RMSNORM_FORWARD, t0);
 }
 
 void lora_kernels_rmsnorm_recompute(float *out, const float *inp, const float *weight, const float *rstd, size_t N,
                                     size_t C)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++) {
 		const float *x = inp + i * C;
@@ -195,11 +230,13 @@ void lora_kernels_rmsnorm_recompute(float *out, const float *inp, const float *w
 		for (size_t j = 0; j < C; j++)
 			o[j] = x[j] * r * weight[j];
 	}
+	tock(LORA_KCLOCK_RMSNORM_RECOMPUTE, t0);
 }
 
 void lora_kernels_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const float *weight,
                                    const float *rstd, size_t N, size_t C)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++) {
 		const float *x = inp + i * C, *d = dout + i * C;
@@ -212,6 +249,7 @@ void lora_kernels_rmsnorm_backward(float *dinp, const float *dout, const float *
 		for (size_t j = 0; j < C; j++)
 			dx[j] += r * weight[j] * d[j] - k * x[j];
 	}
+	tock(LORA_KCLOCK_RMSNORM_BACKWARD, t0);
 }
 
 /* ---- RoPE ---- */
@@ -251,6 +289,7 @@ void lora_kernels_rope_tables(float *cosv, float *sinv, const lora_config *c, si
 static void rope(float *qkv, const float *cosv, const float *sinv, size_t pos0, size_t B, size_t T, size_t nrot,
                  size_t HS, size_t ldq, float dir)
 {
+	double t0 = tick();
 	size_t half = HS / 2, N = B * T;
 #pragma omp parallel for PAR_IF(N * nrot * HS)
 	for (size_t i = 0; i < N; i++) {
@@ -266,6 +305,7 @@ static void rope(float *qkv, const float *cosv, const float *sinv, size_t pos0, 
 			}
 		}
 	}
+	tock(LORA_KCLOCK_ROPE, t0);
 }
 
 void lora_kernels_rope_forward(float *qkv, const float *cosv, const float *sinv, size_t pos0, size_t B, size_t T,
@@ -367,6 +407,7 @@ static void attend(const attn *a, float *scratch, float *O, float *L, size_t ldl
 void lora_kernels_attention_forward(float *att, float *lse, float *scratch, const float *qkv, size_t B, size_t T,
                                     size_t NH, size_t NKV, size_t HS, size_t window, int nthr)
 {
+	double t0 = tick();
 	attn a = attn_shape(T, NH, NKV, HS, window, T);
 	size_t nb = (T + a.n - 1) / a.n;
 	long ntask = (long)(B * NKV * nb);
@@ -379,6 +420,7 @@ void lora_kernels_attention_forward(float *att, float *lse, float *scratch, cons
 		       lse + (b * NH + h0) * T + i0, T, base + i0 * a.QKV + h0 * HS, base + a.QD + g * HS,
 		       base + a.QD + a.KVD + g * HS, a.QKV, i0, nn);
 	}
+	tock(LORA_KCLOCK_ATTENTION_FORWARD, t0);
 }
 
 /* The backward of one block (as attend's): dK, dV (rows QKV apart, from
@@ -432,6 +474,7 @@ void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, c
                                      const float *lse, const float *qkv, size_t B, size_t T, size_t NH, size_t NKV,
                                      size_t HS, size_t window, int nthr)
 {
+	double t0 = tick();
 	attn a = attn_shape(T, NH, NKV, HS, window, T);
 	long ntask = (long)(B * NKV);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
@@ -447,12 +490,14 @@ void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, c
 			                base + i0 * QKV + h0 * HS, K, V, i0, nn);
 		}
 	}
+	tock(LORA_KCLOCK_ATTENTION_BACKWARD, t0);
 }
 
 void lora_kernels_attention_decode(float *att, float *kc, float *vc, float *scratch, const float *qkv, size_t pos,
                                    size_t maxT, size_t B, size_t T, size_t NH, size_t NKV, size_t HS, size_t window,
                                    int nthr)
 {
+	double t0 = tick();
 	attn a = attn_shape(T, NH, NKV, HS, window, maxT);
 	size_t QD = a.QD, KVD = a.KVD, QKV = a.QKV, nb = (T + a.n - 1) / a.n;
 	for (size_t b = 0; b < B; b++)
@@ -469,27 +514,33 @@ void lora_kernels_attention_decode(float *att, float *kc, float *vc, float *scra
 		       qkv + (b * T + i0) * QKV + h0 * HS, kc + b * maxT * KVD + g * HS, vc + b * maxT * KVD + g * HS, KVD,
 		       pos + i0, nn);
 	}
+	tock(LORA_KCLOCK_ATTENTION_DECODE, t0);
 }
 
 /* ---- SwiGLU, cross-entropy, bias ---- */
 
 void lora_kernels_swiglu_forward(float *h, const float *gu, size_t N, size_t F)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * F)
 	for (size_t i = 0; i < N; i++)
 		swiglu_row(h + i * F, gu + i * 2 * F, gu + i * 2 * F + F, F);
+	tock(LORA_KCLOCK_SWIGLU_FORWARD, t0);
 }
 
 void lora_kernels_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N, size_t F)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * F)
 	for (size_t i = 0; i < N; i++)
 		swiglu_backward_row(dgu + i * 2 * F, dgu + i * 2 * F + F, dh + i * F, gu + i * 2 * F, gu + i * 2 * F + F, F);
+	tock(LORA_KCLOCK_SWIGLU_BACKWARD, t0);
 }
 
 void lora_kernels_crossentropy_forward(double *rowloss, float *logits, const int32_t *targets, float gscale,
                                        size_t N, size_t V)
 {
+	double t0 = tick();
 #pragma omp parallel for schedule(static) PAR_IF(N * V)
 	for (size_t i = 0; i < N; i++) {
 		float *l = logits + i * V;
@@ -501,10 +552,12 @@ void lora_kernels_crossentropy_forward(double *rowloss, float *logits, const int
 			rowloss[i] = crossentropy_row(l, V, targets[i], gscale);
 		}
 	}
+	tock(LORA_KCLOCK_CROSSENTROPY, t0);
 }
 
 void lora_kernels_bias_forward(float *y, const float *bias, float s, size_t N, size_t n, size_t ldy)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * n)
 	for (size_t i = 0; i < N; i++) {
 		float *row = y + i * ldy;
@@ -512,6 +565,7 @@ void lora_kernels_bias_forward(float *y, const float *bias, float s, size_t N, s
 		for (size_t j = 0; j < n; j++)
 			row[j] += s * bias[j];
 	}
+	tock(LORA_KCLOCK_BIAS, t0);
 }
 
 /* ---- LoRA dropout: a hash of the element's coordinates ---- */
@@ -552,11 +606,13 @@ ROWK static void dropout_row(float *out, const float *x, uint64_t key, size_t id
 // out (N,C) = x * mask / (1-p), or out += x * mask / (1-p)
 static void dropout(float *out, const float *x, uint64_t key, float p, size_t N, size_t C, int accumulate)
 {
+	double t0 = tick();
 	uint32_t thresh = (uint32_t)((double)p * 16777216.0);
 	float inv = 1.0f / (1.0f - p);
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++)
 		dropout_row(out + i * C, x + i * C, key, i * C, thresh, inv, C, accumulate);
+	tock(LORA_KCLOCK_DROPOUT, t0);
 }
 
 void lora_kernels_dropout_forward(float *out, const float *x, uint64_t key, float p, size_t N, size_t C)

@@ -1,11 +1,15 @@
 /* bench-model: speed and memory of one LoRA training step (forward +
- * backward) of the model, against the rate OpenBLAS reaches on the same
- * matrix products in the same run.
+ * backward, then lora-train's optimizer step) of the model, against the
+ * rate OpenBLAS reaches on the same matrix products in the same run.
  *
  *   bench-model -m MODEL [-b B] [-T T] [-j N] [-r RANK] [-t TARGETS]
- *               [--steps S] [--recompute] [--no-ceiling]
+ *               [--steps S] [--recompute] [--dropout P] [--no-ceiling]
  *
- * Prints key=value lines: tokens_per_s, step_ms, model_flops_per_token,
+ * Prints key=value lines: tokens_per_s, step_ms and its split into
+ * products_ms (top-level matrix products) and other_ms (the rest,
+ * optimizer_ms included; other_share its fraction of the step), the time
+ * of each kernel in the step (kernel_<name>_ms, their sum kernels_ms),
+ * model_flops_per_token,
  * peak_rss_mib (after the steps, before anything else is allocated),
  * activation_mib, and unless --no-ceiling: gemm_calls,
  * ceiling_gflops (the better of OpenBLAS's own threading at N threads and
@@ -26,12 +30,12 @@
 #include "ops/init.h"
 #include "core/dtype.h"
 #include "core/rng.h"
-#include "model/kernels.h"
+#include "model/kernels_internal.h"
 #include "model/llama_internal.h"
 #include "train/optim.h"
 #include "train/train.h"
 
-enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES, O_KERNELS, O_DROPOUT };
+enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES, O_DROPOUT };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "model directory", "@file"},
@@ -44,7 +48,6 @@ static const lora_opt opts[] = {
 	{O_RECOMPUTE, 0, "recompute", NULL, "recompute blocks in backward", NULL},
 	{O_NOCEIL, 0, "no-ceiling", NULL, "skip the sgemm ceiling", NULL},
 	{O_SHAPES, 0, "per-shape", NULL, "time each distinct product, oneDNN against OpenBLAS", NULL},
-	{O_KERNELS, 0, "kernels", NULL, "time each kernel alone at the step's shapes", NULL},
 	{O_DROPOUT, 0, "dropout", "P", "LoRA dropout probability (default 0)", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
 };
@@ -149,138 +152,6 @@ static void optimizer_free(optimizer *o)
 	free(o->g);
 }
 
-/* ---- each kernel alone, at the step's shapes ---- */
-
-enum { K_EMBED, K_RMS_F, K_RMS_R, K_RMS_B, K_ROPE_F, K_ROPE_B, K_ATT_F, K_ATT_B, K_SWI_F, K_SWI_B, K_CE, K_DROP_F,
-       K_DROP_B, NK };
-static const char *const kname[NK] = {"embedding", "rmsnorm_forward", "rmsnorm_recompute", "rmsnorm_backward",
-                                      "rope_forward", "rope_backward", "attention_forward", "attention_backward",
-                                      "swiglu_forward", "swiglu_backward", "crossentropy", "dropout_forward",
-                                      "dropout_backward"};
-
-typedef struct {
-	size_t B, T, N, C, F, V, NH, NKV, HS, QD, QKV, chunk;
-	int nthr;
-	float eps;
-	int32_t *tok;
-	float *x, *y, *dx, *w, *rstd, *cosv, *sinv, *qkv, *dqkv, *att, *datt, *lse, *Dsum, *scratch, *gu, *dgu, *h,
-		*logits;
-	double *rowloss;
-} kbufs;
-
-static void kernel_run(kbufs *k, int id)
-{
-	size_t N = k->N, C = k->C;
-	switch (id) {
-	case K_EMBED: lora_kernels_embedding_forward(k->x, k->tok, k->logits, N, C); break;
-	case K_RMS_F: lora_kernels_rmsnorm_forward(k->y, k->rstd, k->x, k->w, k->eps, N, C); break;
-	case K_RMS_R: lora_kernels_rmsnorm_recompute(k->y, k->x, k->w, k->rstd, N, C); break;
-	case K_RMS_B: lora_kernels_rmsnorm_backward(k->dx, k->y, k->x, k->w, k->rstd, N, C); break;
-	case K_ROPE_F:
-		lora_kernels_rope_forward(k->qkv, k->cosv, k->sinv, 0, k->B, k->T, k->NH + k->NKV, k->HS, k->QKV);
-		break;
-	case K_ROPE_B:
-		lora_kernels_rope_backward(k->qkv, k->cosv, k->sinv, 0, k->B, k->T, k->NH + k->NKV, k->HS, k->QKV);
-		break;
-	case K_ATT_F:
-		lora_kernels_attention_forward(k->att, k->lse, k->scratch, k->qkv, k->B, k->T, k->NH, k->NKV, k->HS, 0,
-		                               k->nthr);
-		break;
-	case K_ATT_B:
-		memset(k->dqkv, 0, N * k->QKV * sizeof(float));
-		lora_kernels_attention_backward(k->dqkv, k->Dsum, k->scratch, k->datt, k->att, k->lse, k->qkv, k->B, k->T,
-		                                k->NH, k->NKV, k->HS, 0, k->nthr);
-		break;
-	case K_SWI_F: lora_kernels_swiglu_forward(k->h, k->gu, N, k->F); break;
-	case K_SWI_B: lora_kernels_swiglu_backward(k->dgu, k->h, k->gu, N, k->F); break;
-	case K_CE:
-		/* in chunks of rows, as the head computes its logits */
-		for (size_t i0 = 0; i0 < N; i0 += k->chunk) {
-			size_t n = N - i0 < k->chunk ? N - i0 : k->chunk;
-			lora_kernels_crossentropy_forward(k->rowloss, k->logits, k->tok + i0, 1.0f / (float)N, n, k->V);
-		}
-		break;
-	case K_DROP_F: lora_kernels_dropout_forward(k->y, k->x, 12345, 0.1f, N, C); break;
-	case K_DROP_B: lora_kernels_dropout_backward(k->dx, k->y, 12345, 0.1f, N, C); break;
-	}
-}
-
-/* Calls of each kernel in one training step of L blocks, every block
- * reached by backward (targets q_proj,v_proj in block 0 up), as
- * lib/model/llama.c issues them; dropout: two adapters per block. */
-static void kernel_calls(size_t L, int dropout, double *calls)
-{
-	double l = (double)L;
-	double c[NK] = {
-		[K_EMBED] = 1, [K_RMS_F] = 2 * l + 1, [K_RMS_R] = 2 * l, [K_RMS_B] = 2 * l + 1, [K_ROPE_F] = l,
-		[K_ROPE_B] = l, [K_ATT_F] = l, [K_ATT_B] = l, [K_SWI_F] = l, [K_SWI_B] = l, [K_CE] = 1,
-		[K_DROP_F] = dropout ? 4 * l : 0, [K_DROP_B] = dropout ? 2 * l : 0,
-	};
-	memcpy(calls, c, sizeof c);
-}
-
-static float *fbuf(size_t n, lora_rng *r)
-{
-	float *p = malloc(n * sizeof(float));
-	if (!p) {
-		lora_err e = {0};
-		lora_err_nomem(&e);
-		die(&e);
-	}
-	for (size_t i = 0; i < n; i++)
-		p[i] = lora_rng_uniform(r) - 0.5f;
-	return p;
-}
-
-/* Each kernel timed alone (best of three runs of at least 20 ms), times
- * its calls per step: kernel_<name>_ms lines and their sum. */
-static void kernel_times(const lora_config *cfg, size_t B, size_t T, int nthr, int dropout)
-{
-	kbufs k = {.B = B, .T = T, .N = B * T, .C = cfg->dim, .F = cfg->hidden_dim, .V = cfg->vocab_size,
-	           .NH = cfg->n_heads, .NKV = cfg->n_kv_heads, .HS = cfg->head_dim, .nthr = nthr, .eps = 1e-5f};
-	size_t N = k.N, C = k.C, F = k.F;
-	lora_rng r;
-	lora_rng_seed(&r, 11);
-	k.QD = k.NH * k.HS;
-	k.QKV = k.QD + 2 * k.NKV * k.HS;
-	k.chunk = ((size_t)1 << 23) / k.V;
-	k.chunk = k.chunk >= 16 ? k.chunk & ~(size_t)15 : k.chunk ? k.chunk : 1;
-	k.tok = malloc(N * sizeof *k.tok);
-	k.rowloss = malloc(N * sizeof *k.rowloss);
-	for (size_t i = 0; i < N; i++)
-		k.tok[i] = (int32_t)(lora_rng_u64(&r) % k.V);
-	k.x = fbuf(N * C, &r), k.y = fbuf(N * C, &r), k.dx = fbuf(N * C, &r), k.w = fbuf(C, &r);
-	k.rstd = fbuf(N, &r), k.cosv = fbuf(T * k.HS / 2, &r), k.sinv = fbuf(T * k.HS / 2, &r);
-	lora_kernels_rope_tables(k.cosv, k.sinv, cfg, T);
-	k.qkv = fbuf(N * k.QKV, &r), k.dqkv = fbuf(N * k.QKV, &r), k.att = fbuf(N * k.QD, &r);
-	k.datt = fbuf(N * k.QD, &r), k.lse = fbuf(B * k.NH * T, &r), k.Dsum = fbuf(B * k.NH * T, &r);
-	k.scratch = fbuf((size_t)nthr * lora_kernels_attention_scratch(T, k.NH, k.NKV, k.HS), &r);
-	k.gu = fbuf(N * 2 * F, &r), k.dgu = fbuf(N * 2 * F, &r), k.h = fbuf(N * F, &r);
-	k.logits = fbuf((k.chunk > C ? k.chunk : C) * k.V, &r); /* also the embedding table */
-	double calls[NK], total = 0;
-	kernel_calls(cfg->n_layers, dropout, calls);
-	kernel_run(&k, K_ATT_F); /* lse for the backward */
-	for (int id = 0; id < NK; id++) {
-		if (!calls[id])
-			continue;
-		double best = 1e30;
-		for (int rep = 0; rep < 3; rep++) {
-			int n = 0;
-			double t0 = now(), t;
-			do {
-				kernel_run(&k, id), n++;
-			} while ((t = now() - t0) < 0.02);
-			best = t / n < best ? t / n : best;
-		}
-		printf("kernel_%s_ms=%.2f\n", kname[id], best * calls[id] * 1e3);
-		total += best * calls[id];
-	}
-	printf("kernels_ms=%.1f\n", total * 1e3);
-	free(k.tok), free(k.rowloss), free(k.x), free(k.y), free(k.dx), free(k.w), free(k.rstd), free(k.cosv);
-	free(k.sinv), free(k.qkv), free(k.dqkv), free(k.att), free(k.datt), free(k.lse), free(k.Dsum), free(k.scratch);
-	free(k.gu), free(k.dgu), free(k.h), free(k.logits);
-}
-
 static int same(const lora_blas_shape *x, const lora_blas_shape *y)
 {
 	return x->ta == y->ta && x->tb == y->tb && x->M == y->M && x->N == y->N && x->K == y->K;
@@ -338,7 +209,7 @@ int main(int argc, char **argv)
 {
 	const char *model = NULL, *targets = "q_proj,v_proj";
 	size_t B = 4, T = 256, rank = 8;
-	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, shapes_too = 0, kernels = 0, id;
+	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, shapes_too = 0, id;
 	double dropout = 0;
 	lora_cli c;
 	lora_err e = {0};
@@ -355,7 +226,6 @@ int main(int argc, char **argv)
 		case O_RECOMPUTE: recompute = 1; break;
 		case O_NOCEIL: ceiling = 0; break;
 		case O_SHAPES: shapes_too = 1; break;
-		case O_KERNELS: kernels = 1; break;
 		case O_DROPOUT:
 			dropout = lora_cli_double(&tool, "--dropout", c.arg);
 			if (!(dropout >= 0 && dropout < 1))
@@ -396,19 +266,23 @@ int main(int argc, char **argv)
 	size_t ncalls;
 	lora_blas_shape *shapes = lora_blas_trace_end(&ncalls);
 	optimizer opt = optimizer_new(a);
-	double best = 1e30, gemm = 0, topt = 0;
+	double best = 1e30, gemm = 0, topt = 0, ksec[LORA_KCLOCK_N], kbest[LORA_KCLOCK_N] = {0};
 	for (int s = 0; s < steps; s++) {
 		double t0 = now();
 		lora_blas_clock_begin();
+		lora_kernels_clock_begin();
 		lora_llama_zero_grad(m);
 		double l;
 		if (lora_llama_forward(m, in, tgt, &l, NULL, &e) || lora_llama_backward(m, &e))
 			die(&e);
 		double g = lora_blas_clock_end(), t1 = now();
+		lora_kernels_clock_end(ksec);
 		optimizer_step(&opt, m, a);
 		double dt = now() - t0;
-		if (dt < best)
+		if (dt < best) {
 			best = dt, gemm = g, topt = now() - t1;
+			memcpy(kbest, ksec, sizeof ksec);
+		}
 	}
 	optimizer_free(&opt);
 	double rss = peak_rss_mib();
@@ -417,6 +291,13 @@ int main(int argc, char **argv)
 	printf("step_ms=%.1f\ntokens_per_s=%.0f\nmodel_flops_per_token=%.0f\n", best * 1e3, (double)N / best, fpt);
 	printf("products_ms=%.1f\nother_ms=%.1f\noptimizer_ms=%.2f\nother_share=%.3f\n", gemm * 1e3,
 	       (best - gemm) * 1e3, topt * 1e3, (best - gemm) / best);
+	double ksum = 0;
+	for (int k = 0; k < LORA_KCLOCK_N; k++)
+		if (kbest[k] > 0) {
+			printf("kernel_%s_ms=%.2f\n", lora_kernels_clock_name(k), kbest[k] * 1e3);
+			ksum += kbest[k];
+		}
+	printf("kernels_ms=%.1f\n", ksum * 1e3);
 	printf("achieved_gflops=%.1f\npeak_rss_mib=%.1f\nactivation_mib=%.1f\nweights_mib=%.1f\n",
 	       fpt * (double)N / best / 1e9, rss, (double)lora_llama_activation_bytes(m) / 1048576.0,
 	       (double)lora_llama_param_count(m) * 4 / 1048576.0);
@@ -469,8 +350,6 @@ int main(int argc, char **argv)
 			per_shape(shapes, ncalls, nthr, A, Bm, C);
 		free(A), free(Bm), free(C);
 	}
-	if (kernels)
-		kernel_times(cfg, B, T, nthr, dropout > 0);
 	free(shapes);
 	free(in);
 	free(tgt);

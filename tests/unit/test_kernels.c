@@ -19,7 +19,7 @@
 #include "check.h"
 #include "core/rng.h"
 #include "math/blas.h"
-#include "model/kernels.h"
+#include "model/kernels_internal.h"
 
 /* Central differences of the double-precision twins: rounding of the loss
  * is ~1e-16 / FD_STEP, and Richardson's extrapolation leaves an O(h^4)
@@ -807,6 +807,32 @@ static void test_threads(void)
 			free(*(float **)((char *)&o[k] + outs[i].off));
 }
 
+/* ---- the benchmark clock ---- */
+
+static void test_clock(void)
+{
+	float x[2 * 40] = {0}, y[2 * 40], w[40] = {0}, r[2];
+	double sec[LORA_KCLOCK_N];
+	lora_kernels_clock_begin();
+	lora_kernels_rmsnorm_forward(y, r, x, w, 1e-5f, 2, 40);
+	lora_kernels_bias_forward(y, w, 1, 2, 40, 40);
+	lora_kernels_clock_end(sec);
+	int others = 0;
+	for (int k = 0; k < LORA_KCLOCK_N; k++)
+		others += k != LORA_KCLOCK_RMSNORM_FORWARD && k != LORA_KCLOCK_BIAS && sec[k] != 0;
+	CHECK(sec[LORA_KCLOCK_RMSNORM_FORWARD] > 0 && sec[LORA_KCLOCK_BIAS] > 0 && others == 0,
+	      "kernel clock: rmsnorm %g s, bias %g s, %d others", sec[LORA_KCLOCK_RMSNORM_FORWARD], sec[LORA_KCLOCK_BIAS],
+	      others);
+	lora_kernels_clock_begin();
+	lora_kernels_clock_end(sec);
+	lora_kernels_rmsnorm_forward(y, r, x, w, 1e-5f, 2, 40);
+	lora_kernels_clock_end(sec);
+	CHECK(sec[LORA_KCLOCK_RMSNORM_FORWARD] == 0, "kernel clock: counted while off");
+	CHECK(!strcmp(lora_kernels_clock_name(LORA_KCLOCK_ATTENTION_BACKWARD), "attention_backward") &&
+	          !strcmp(lora_kernels_clock_name(LORA_KCLOCK_DROPOUT), "dropout"),
+	      "kernel clock names");
+}
+
 int main(void)
 {
 	lora_blas_set_threads(2);
@@ -838,5 +864,6 @@ int main(void)
 	test_dropout(50, 91);
 	test_lora();
 	test_threads();
+	test_clock();
 	DONE();
 }
