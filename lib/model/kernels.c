@@ -325,15 +325,16 @@ void lora_kernels_rope_backward(float *dqkv, const float *cosv, const float *sin
 /* The G = NH/NKV query heads that share a key/value head are attended
  * together: nn positions of all G heads are packed as nn*G rows (position
  * major, so one position's G heads are one contiguous run of qkv) and each
- * product is G times taller than one head's. oneDNN runs products of a few
- * dozen rows at a third of its rate or less (bench-model --kernels). About
- * QROWS packed rows make a block: S holds QROWS x T scores per thread,
- * never T x T per head. */
+ * product is G times taller than one head's: oneDNN runs products of a
+ * few dozen rows at half its rate or less, and each call costs some
+ * microseconds besides. About QROWS packed rows make a block (more gain
+ * nothing and waste more of the causal triangle): S holds QROWS x T scores
+ * per thread, never T x T per head. */
 #define QROWS 256
 
 /* The shapes of one attention call. */
 typedef struct {
-	size_t NH, NKV, HS, G, QD, KVD, QKV;
+	size_t HS, G, QD, KVD, QKV;
 	size_t n;      /* positions per block */
 	size_t R, RT;  /* packed rows per block, floats of one score block */
 	size_t stride; /* floats of scratch per thread */
@@ -360,7 +361,7 @@ size_t lora_kernels_attention_scratch(size_t T, size_t NH, size_t NKV, size_t HS
 /* T positions of each row; the scratch was sized for maxT. */
 static attn attn_shape(size_t T, size_t NH, size_t NKV, size_t HS, size_t window, size_t maxT)
 {
-	attn a = {.NH = NH, .NKV = NKV, .HS = HS, .G = NH / NKV, .window = window};
+	attn a = {.HS = HS, .G = NH / NKV, .window = window};
 	a.QD = NH * HS, a.KVD = NKV * HS, a.QKV = a.QD + 2 * a.KVD;
 	a.n = block_positions(T, a.G);
 	a.R = a.G * block_positions(maxT, a.G);

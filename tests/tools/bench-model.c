@@ -111,10 +111,10 @@ static optimizer optimizer_new(const lora_adapter *a)
 	lora_err e = {0};
 	o.p = malloc(o.n * sizeof(float));
 	o.g = malloc(o.n * sizeof(float));
-	if (!o.p || !o.g || lora_optim_init(&o.o, &conf, o.n, &e)) {
-		lora_err_nomem(&e);
+	if ((!o.p || !o.g) && lora_err_nomem(&e))
 		die(&e);
-	}
+	if (lora_optim_init(&o.o, &conf, o.n, &e))
+		die(&e);
 	return o;
 }
 
