@@ -5,13 +5,14 @@
 # tokens/s, peak RSS, and model FLOP utilisation against the sgemm rate
 # measured in the same run on the step's own matrix shapes at the same
 # thread count. Then peak RSS at sequence 2048, batch 1, to show activation
-# memory growing linearly with the sequence.
+# memory growing linearly with the sequence. Then, at TinyLlama-1.1B shapes
+# (22 blocks, bf16; batch 1 x 256 and 4 x 256, r=16 on q_proj and v_proj),
+# how much of a step is not matrix products (attention, norms, RoPE,
+# SwiGLU, cross-entropy, the optimizer...), now and as it would be with
+# products twice as fast (bf16 on AMX), and the kernels that take it.
 . "$(dirname "$0")/common.bash"
 
 mkmodel --hidden 288 --inter 768 --layers 6 --heads 6 --kv-heads 6 --vocab 32000 "$w/model" >/dev/null
-
-# key FILE: value of key=value line
-val() { sed -n "s/^$1=//p" "$2"; }
 
 echo "== model: LoRA training step, hidden 288, 6 layers, vocab 32000, B=4 T=256, r=8 on q_proj,v_proj"
 threads="1"
@@ -46,3 +47,16 @@ awk -v a="$(val activation_mib "$w/t256")" -v b="$(val activation_mib "$w/t2048"
 	printf "activations: a fixed %.1f MiB (logit chunk, scratch) plus %.1f KiB per token, linear in T;\n", a - per * 256 / 1024, per
 	printf "keeping T x T attention probabilities per layer and head would add %.0f MiB at T=2048\n", 36 * 2048 * 2048 * 4 / 1048576
 }'
+
+echo "== model: the step outside the matrix products, TinyLlama-1.1B shapes (hidden 2048, inter 5632, 22 blocks, 32 heads / 4 kv, vocab 32000, bf16), r=16 on q_proj,v_proj, $cores threads"
+mkmodel --hidden 2048 --inter 5632 --layers 22 --heads 32 --kv-heads 4 --vocab 32000 --dtype bf16 "$w/tiny" >/dev/null
+for b in 1 4; do
+	bench-model -m "$w/tiny" -b "$b" -T 256 -r 16 --steps 2 --no-ceiling > "$w/tiny$b"
+	awk -F= '{ v[$1] = $2 } END {
+		p = v["products_ms"]; o = v["other_ms"]
+		printf "B=%d x 256: step %.0f ms = products %.0f ms + the rest %.0f ms (optimizer %.1f ms): the rest is %.1f%% of the step (target 20%%); with products 2x faster %.1f%%\n", v["batch"], v["step_ms"], p, o, v["optimizer_ms"], 100 * o / (p + o), 100 * o / (p / 2 + o)
+	}' "$w/tiny$b"
+	printf '  kernels, ms of the step:'
+	sed -n 's/^kernel_\(.*\)_ms=\(.*\)/\2 \1/p' "$w/tiny$b" | sort -rn | head -6 | awk '{ printf " %s %.1f", $2, $1 }'
+	echo
+done

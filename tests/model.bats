@@ -13,12 +13,13 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
-@test "kernels: every forward matches its naive twin, every backward central differences of it" {
+@test "kernels: every forward matches its naive twin, every backward central differences of it; 1 and 2 threads agree" {
 	run test_kernels
 	assert_success
 	assert_line --regexp '^ok [0-9]+ checks$'
-	# rmsnorm, rope, three attention shapes, swiglu, cross-entropy, lora
-	assert_equal "$(grep -c '^# .* of the tolerance$' <<<"$output")" 8
+	# rmsnorm, rope, swiglu and cross-entropy at two row lengths, six
+	# attention shapes, lora
+	assert_equal "$(grep -c '^# .* of the tolerance$' <<<"$output")" 15
 }
 
 @test "gradient check: finite differences agree with backward within 1% and an absolute floor (GQA, head_dim, tied, biases, rsLoRA, every module)" {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int nthreads; /* 0 until set: the first use sets the default */
 
@@ -71,6 +72,30 @@ lora_blas_shape *lora_blas_trace_end(size_t *n)
 	trace = NULL;
 	ntrace = captrace = 0;
 	return t;
+}
+
+/* ---- product clock ---- */
+
+static volatile int clocking;
+static double clocked;
+
+static double seconds(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void lora_blas_clock_begin(void)
+{
+	clocked = 0;
+	clocking = 1;
+}
+
+double lora_blas_clock_end(void)
+{
+	clocking = 0;
+	return clocked;
 }
 
 /* ---- errors ---- */
@@ -339,7 +364,10 @@ void lora_blas_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, 
 {
 	if (tracing)
 		record(ta, tb, M, N, K, LORA_F32);
+	double t0 = clocking && omp_get_level() == 0 ? seconds() : -1;
 	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+	if (t0 >= 0)
+		clocked += seconds() - t0;
 }
 
 /* ---- products of mixed types ---- */
@@ -453,13 +481,13 @@ void lora_blas_gemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, c
 		return;
 	}
 	int direct = bdt == adt && (uintptr_t)B % lora_dtype_size(bdt) == 0;
-	if (direct && adt == LORA_F32) {
+	double t0 = clocking && omp_get_level() == 0 ? seconds() : -1;
+	if (direct && adt == LORA_F32)
 		sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-		return;
-	}
-	if (direct && !product(dnnl_bf16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
-		return;
-	panels(adt, ta, tb, M, N, K, alpha, A, lda, B, bdt, ldb, beta, C, ldc);
+	else if (!direct || product(dnnl_bf16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+		panels(adt, ta, tb, M, N, K, alpha, A, lda, B, bdt, ldb, beta, C, ldc);
+	if (t0 >= 0)
+		clocked += seconds() - t0;
 }
 
 void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,

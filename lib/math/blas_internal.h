@@ -35,4 +35,11 @@ void lora_blas_trace_begin(void);
  * in an unspecified order; NULL when there were none or memory ran out. */
 lora_blas_shape *lora_blas_trace_end(size_t *n);
 
+/* Product clock, for benchmarks: while on, the wall-clock seconds of every
+ * lora_blas_sgemm called outside any parallel region (even a team of one)
+ * are summed; products issued inside one, as attention's, count as the
+ * caller's time. Start from zero; stop and return the sum. */
+void lora_blas_clock_begin(void);
+double lora_blas_clock_end(void);
+
 #endif

@@ -12,7 +12,7 @@
  * it scalar; no code here relies on floating-point exceptions. */
 #pragma GCC optimize("no-trapping-math")
 
-#include "model/kernels.h"
+#include "model/kernels_internal.h"
 
 #include "core/dtype.h"
 
@@ -22,19 +22,49 @@
 
 #include "math/blas.h"
 
-/* Query rows per attention block: probabilities are held for QB x T at a
- * time per thread, never T x T per head. */
-#define QB 64
-
 /* Parallelise a loop over rows only when there is enough work. */
 #define PAR_IF(n) if ((n) > 16384)
 
+/* ---- the benchmark clock (kernels_internal.h) ---- */
+
+static volatile int clocking;
+static double clocked[LORA_KCLOCK_N];
+static const char *const clock_names[LORA_KCLOCK_N] = {
+	"embedding", "rmsnorm_forward", "rmsnorm_recompute", "rmsnorm_backward", "rope", "attention_forward",
+	"attention_backward", "attention_decode", "swiglu_forward", "swiglu_backward", "crossentropy", "bias", "dropout"};
+
+static double tick(void) { return clocking ? omp_get_wtime() : 0; }
+
+static void tock(int k, double t0)
+{
+	if (clocking)
+		clocked[k] += omp_get_wtime() - t0;
+}
+
+void lora_kernels_clock_begin(void)
+{
+	memset(clocked, 0, sizeof clocked);
+	clocking = 1;
+}
+
+void lora_kernels_clock_end(double *sec)
+{
+	clocking = 0;
+	memcpy(sec, clocked, sizeof clocked);
+}
+
+const char *lora_kernels_clock_name(int k) { return k >= 0 && k < LORA_KCLOCK_N ? clock_names[k] : "?"; }
+
 /* ---- fast exp: Cephes' expf, branch-free so loops vectorise ---- */
 
+/* For x <= 0 (a rounding error above is harmless): every caller subtracts
+ * a maximum first, or takes -|x|. Below -87 it gives e^-87, still a normal
+ * number: GCC if-converts the clamp by computing the clamped branch for
+ * every lane, and a subnormal there would take a microcode assist on each
+ * vector (ten times slower) whether or not any lane needs it. */
 static inline float exp_fast(float x)
 {
 	x = x < -87.0f ? -87.0f : x;
-	x = x > 88.0f ? 88.0f : x;
 	/* Round x*log2(e) to nearest by the 1.5*2^23 trick (no libm call). */
 	float n = x * 1.44269504088896341f + 12582912.0f;
 	n -= 12582912.0f;
@@ -54,14 +84,21 @@ static inline float exp_fast(float x)
 	return p * s;
 }
 
-static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
+/* 1 / (1 + e^-x) from e = e^-|x| <= 1: e / (1 + e) for negative x, so no
+ * lane ever computes a huge e^-x and its subnormal reciprocal. */
+static inline float sigmoid(float x)
+{
+	float e = exp_fast(-fabsf(x)), r = 1.0f / (1.0f + e);
+	return x >= 0 ? r : e * r;
+}
 
 /* The row kernels that dominate the elementwise time (softmax over the
- * vocabulary and over attention rows, SwiGLU) are compiled twice, for AVX2
- * and for the baseline, and the better one is picked when the program
- * starts; the build itself stays generic. */
+ * vocabulary and over attention rows, SwiGLU, the dropout hash) are
+ * compiled for AVX-512 (x86-64-v4: its 64-bit multiply vectorises the
+ * hash), AVX2 and the baseline, and the best one is picked when the
+ * program starts; the build itself stays generic. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ROWK __attribute__((target_clones("avx2", "default"), noinline))
+#define ROWK __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), noinline))
 #else
 #define ROWK
 #endif
@@ -94,38 +131,42 @@ ROWK static double crossentropy_row(float *l, size_t V, int32_t t, float gscale)
 }
 
 /* Softmax of s[lo, hi) in place, zero elsewhere in [0, n); returns the
- * log-sum-exp. */
+ * log-sum-exp. Rows are short (attention keys) and the valid range
+ * differs by row: every pass runs over all of [0, n) with the range as a
+ * mask, so that no row ends in a scalar tail of exponentials and no lane
+ * takes e^x of a masked score (x > 0 could be anything). */
 ROWK static float softmax_row(float *s, size_t lo, size_t hi, size_t n)
 {
 	float mx = -INFINITY, sum = 0;
-	for (size_t j = lo; j < hi; j++)
-		mx = s[j] > mx ? s[j] : mx;
+#pragma omp simd reduction(max : mx)
+	for (size_t j = 0; j < n; j++) {
+		float v = j >= lo && j < hi ? s[j] : -INFINITY;
+		mx = v > mx ? v : mx;
+	}
 #pragma omp simd reduction(+ : sum)
-	for (size_t j = lo; j < hi; j++) {
-		s[j] = exp_fast(s[j] - mx);
+	for (size_t j = 0; j < n; j++) {
+		int in = j >= lo && j < hi;
+		float e = exp_fast(in ? s[j] - mx : -INFINITY);
+		s[j] = in ? e : 0.0f;
 		sum += s[j];
 	}
 	float inv = 1.0f / sum;
-	for (size_t j = 0; j < lo; j++)
-		s[j] = 0;
 #pragma omp simd
-	for (size_t j = lo; j < hi; j++)
+	for (size_t j = 0; j < n; j++)
 		s[j] *= inv;
-	for (size_t j = hi; j < n; j++)
-		s[j] = 0;
 	return mx + logf(sum);
 }
 
-/* Probabilities recomputed from scores and the log-sum-exp. */
+/* Probabilities recomputed from scores and the log-sum-exp (masked as
+ * softmax_row). */
 ROWK static void softmax_recompute_row(float *s, size_t lo, size_t hi, size_t n, float lse)
 {
-	for (size_t j = 0; j < lo; j++)
-		s[j] = 0;
 #pragma omp simd
-	for (size_t j = lo; j < hi; j++)
-		s[j] = exp_fast(s[j] - lse);
-	for (size_t j = hi; j < n; j++)
-		s[j] = 0;
+	for (size_t j = 0; j < n; j++) {
+		int in = j >= lo && j < hi;
+		float e = exp_fast(in ? s[j] - lse : -INFINITY);
+		s[j] = in ? e : 0.0f;
+	}
 }
 
 // h (F) = silu(g) * u
@@ -153,14 +194,17 @@ void lora_kernels_embedding_forward(float *out, const int32_t *inp, const void *
                                     size_t C)
 {
 	size_t row = C * lora_dtype_size(dt);
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++)
 		lora_dtype_to_f32(out + i * C, (const char *)wte + (size_t)inp[i] * row, dt, C);
+	tock(LORA_KCLOCK_EMBEDDING, t0);
 }
 
 void lora_kernels_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, float eps,
                                   size_t N, size_t C)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++) {
 		const float *x = inp + i * C;
@@ -175,11 +219,13 @@ void lora_kernels_rmsnorm_forward(float *out, float *rstd, const float *inp, con
 		if (rstd)
 			rstd[i] = r;
 	}
+	tock(LORA_KCLOCK_RMSNORM_FORWARD, t0);
 }
 
 void lora_kernels_rmsnorm_recompute(float *out, const float *inp, const float *weight, const float *rstd, size_t N,
                                     size_t C)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++) {
 		const float *x = inp + i * C;
@@ -188,11 +234,13 @@ void lora_kernels_rmsnorm_recompute(float *out, const float *inp, const float *w
 		for (size_t j = 0; j < C; j++)
 			o[j] = x[j] * r * weight[j];
 	}
+	tock(LORA_KCLOCK_RMSNORM_RECOMPUTE, t0);
 }
 
 void lora_kernels_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const float *weight,
                                    const float *rstd, size_t N, size_t C)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++) {
 		const float *x = inp + i * C, *d = dout + i * C;
@@ -205,6 +253,7 @@ void lora_kernels_rmsnorm_backward(float *dinp, const float *dout, const float *
 		for (size_t j = 0; j < C; j++)
 			dx[j] += r * weight[j] * d[j] - k * x[j];
 	}
+	tock(LORA_KCLOCK_RMSNORM_BACKWARD, t0);
 }
 
 /* ---- RoPE ---- */
@@ -244,6 +293,7 @@ void lora_kernels_rope_tables(float *cosv, float *sinv, const lora_config *c, si
 static void rope(float *qkv, const float *cosv, const float *sinv, size_t pos0, size_t B, size_t T, size_t nrot,
                  size_t HS, size_t ldq, float dir)
 {
+	double t0 = tick();
 	size_t half = HS / 2, N = B * T;
 #pragma omp parallel for PAR_IF(N * nrot * HS)
 	for (size_t i = 0; i < N; i++) {
@@ -259,6 +309,7 @@ static void rope(float *qkv, const float *cosv, const float *sinv, size_t pos0, 
 			}
 		}
 	}
+	tock(LORA_KCLOCK_ROPE, t0);
 }
 
 void lora_kernels_rope_forward(float *qkv, const float *cosv, const float *sinv, size_t pos0, size_t B, size_t T,
@@ -275,149 +326,226 @@ void lora_kernels_rope_backward(float *dqkv, const float *cosv, const float *sin
 
 /* ---- attention ---- */
 
-size_t lora_kernels_attention_scratch(size_t T)
+/* The G = NH/NKV query heads that share a key/value head are attended
+ * together: nn positions of all G heads are packed as nn*G rows (position
+ * major, so one position's G heads are one contiguous run of qkv) and each
+ * product is G times taller than one head's: oneDNN runs products of a
+ * few dozen rows at half its rate or less, and each call costs some
+ * microseconds besides. About QROWS packed rows make a block (more gain
+ * nothing and waste more of the causal triangle): S holds QROWS x T scores
+ * per thread, never T x T per head. */
+#define QROWS 256
+
+/* The shapes of one attention call. */
+typedef struct {
+	size_t HS, G, QD, KVD, QKV;
+	size_t n;      /* positions per block */
+	size_t R, RT;  /* packed rows per block, floats of one score block */
+	size_t stride; /* floats of scratch per thread */
+	size_t window;
+	float scale;
+} attn;
+
+/* Positions per block for T positions and G heads per key/value head. */
+static size_t block_positions(size_t T, size_t G)
 {
-	/* Scores and their gradient for one query block; a multiple of 16
-	 * floats keeps each thread's part on its own cache lines. */
-	return (2 * (T < QB ? T : QB) * T + 15) / 16 * 16;
+	size_t n = (QROWS + G - 1) / G;
+	return n < T ? n : T;
+}
+
+size_t lora_kernels_attention_scratch(size_t T, size_t NH, size_t NKV, size_t HS)
+{
+	/* Scores and their gradient (R, T), packed queries, outputs and
+	 * query gradients (R, HS); a multiple of 16 floats keeps each
+	 * thread's part on its own cache lines. */
+	size_t R = NH / NKV * block_positions(T ? T : 1, NH / NKV);
+	return (2 * R * T + 3 * R * HS + 15) / 16 * 16;
+}
+
+/* T positions of each row; the scratch was sized for maxT. */
+static attn attn_shape(size_t T, size_t NH, size_t NKV, size_t HS, size_t window, size_t maxT)
+{
+	attn a = {.HS = HS, .G = NH / NKV, .window = window};
+	a.QD = NH * HS, a.KVD = NKV * HS, a.QKV = a.QD + 2 * a.KVD;
+	a.n = block_positions(T, a.G);
+	a.R = a.G * block_positions(maxT, a.G);
+	a.RT = a.R * maxT;
+	a.stride = lora_kernels_attention_scratch(maxT, NH, NKV, HS);
+	a.scale = (float)(1.0 / sqrt((double)HS));
+	return a;
 }
 
 /* Valid keys of query t: [key_lo, t]. */
 static inline size_t key_lo(size_t t, size_t window) { return window && t + 1 > window ? t + 1 - window : 0; }
 
-static float attention_scale(size_t HS) { return (float)(1.0 / sqrt((double)HS)); }
+/* nn rows of w floats: dst (rows ldd apart) = src (rows lds apart). */
+static void copy_rows(float *dst, size_t ldd, const float *src, size_t lds, size_t nn, size_t w)
+{
+	for (size_t t = 0; t < nn; t++)
+		memcpy(dst + t * ldd, src + t * lds, w * sizeof(float));
+}
 
-/* One QB-row block of queries at a time: S = Q K^T * scale over the keys
- * the block can see, softmax per row, O = P V. */
+/* One block: queries at positions p0..p0+nn-1 of the G heads of one key/
+ * value head, over keys K and values V (rows ldkv apart, from position 0).
+ * Q (nn, G*HS) rows QKV apart; O (nn, G*HS) rows QD apart; L (G, ldl):
+ * the log-sum-exp of head h' at position p0 + i is L[h' * ldl + i]; L may
+ * be NULL. */
+static void attend(const attn *a, float *scratch, float *O, float *L, size_t ldl, const float *Q, const float *K,
+                   const float *V, size_t ldkv, size_t p0, size_t nn)
+{
+	size_t G = a->G, HS = a->HS, rows = nn * G, k0 = key_lo(p0, a->window), kl = p0 + nn - k0;
+	float *S = scratch, *Qp = S + 2 * a->RT, *Op = Qp + a->R * HS;
+	copy_rows(Qp, G * HS, Q, a->QKV, nn, G * HS);
+	lora_blas_sgemm(0, 1, rows, kl, HS, a->scale, Qp, HS, K + k0 * ldkv, ldkv, 0, S, kl);
+	for (size_t r = 0; r < rows; r++) {
+		size_t t = p0 + r / G;
+		float l = softmax_row(S + r * kl, key_lo(t, a->window) - k0, t - k0 + 1, kl);
+		if (L)
+			L[r % G * ldl + r / G] = l;
+	}
+	lora_blas_sgemm(0, 0, rows, HS, kl, 1, S, kl, V + k0 * ldkv, ldkv, 0, Op, HS);
+	copy_rows(O, a->QD, Op, G * HS, nn, G * HS);
+}
+
+/* One task per (row, kv head, block), the blocks with the most keys
+ * first. */
 void lora_kernels_attention_forward(float *att, float *lse, float *scratch, const float *qkv, size_t B, size_t T,
                                     size_t NH, size_t NKV, size_t HS, size_t window, int nthr)
 {
-	size_t QD = NH * HS, KVD = NKV * HS, QKV = QD + 2 * KVD, G = NH / NKV, stride = lora_kernels_attention_scratch(T);
-	float scale = attention_scale(HS);
-	long ntask = (long)(B * NH);
+	double t0 = tick();
+	attn a = attn_shape(T, NH, NKV, HS, window, T);
+	size_t nb = (T + a.n - 1) / a.n;
+	long ntask = (long)(B * NKV * nb);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
 	for (long task = 0; task < ntask; task++) {
-		size_t b = (size_t)task / NH, h = (size_t)task % NH, g = h / G;
-		float *S = scratch + (size_t)omp_get_thread_num() * stride;
-		const float *base = qkv + b * T * QKV;
-		const float *Q = base + h * HS, *K = base + QD + g * HS, *Vv = base + QD + KVD + g * HS;
-		float *O = att + b * T * QD + h * HS, *L = lse + (b * NH + h) * T;
-		for (size_t i0 = 0; i0 < T; i0 += QB) {
-			size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(i0, window), kl = i0 + n - k0;
-			lora_blas_sgemm(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
-			for (size_t r = 0; r < n; r++) {
-				size_t t = i0 + r;
-				L[t] = softmax_row(S + r * kl, key_lo(t, window) - k0, t - k0 + 1, kl);
-			}
-			lora_blas_sgemm(0, 0, n, HS, kl, 1, S, kl, Vv + k0 * QKV, QKV, 0, O + i0 * QD, QD);
-		}
+		size_t blk = nb - 1 - (size_t)task % nb, b = (size_t)task / nb / NKV, g = (size_t)task / nb % NKV;
+		size_t i0 = blk * a.n, nn = T - i0 < a.n ? T - i0 : a.n, h0 = g * a.G;
+		const float *base = qkv + b * T * a.QKV;
+		attend(&a, scratch + (size_t)omp_get_thread_num() * a.stride, att + (b * T + i0) * a.QD + h0 * HS,
+		       lse + (b * NH + h0) * T + i0, T, base + i0 * a.QKV + h0 * HS, base + a.QD + g * HS,
+		       base + a.QD + a.KVD + g * HS, a.QKV, i0, nn);
 	}
+	tock(LORA_KCLOCK_ATTENTION_FORWARD, t0);
 }
 
-/* One task per (row, kv head) so that no two threads write the same dk/dv. */
+/* The backward of one block (as attend's): dK, dV (rows QKV apart, from
+ * position 0) += the block's part; dQ (nn, G*HS) rows QKV apart +=. D (G,
+ * ldl) work space like L. */
+static void attend_backward(const attn *a, float *scratch, float *dQ, float *dK, float *dV, float *D, const float *L,
+                            size_t ldl, const float *dO, const float *O, const float *Q, const float *K,
+                            const float *V, size_t p0, size_t nn)
+{
+	size_t G = a->G, HS = a->HS, QKV = a->QKV, rows = nn * G, k0 = key_lo(p0, a->window), kl = p0 + nn - k0;
+	float *S = scratch, *dP = S + a->RT, *Qp = dP + a->RT, *dOp = Qp + a->R * HS, *dQp = dOp + a->R * HS;
+	copy_rows(Qp, G * HS, Q, QKV, nn, G * HS);
+	copy_rows(dOp, G * HS, dO, a->QD, nn, G * HS);
+	for (size_t r = 0; r < rows; r++) {
+		const float *o = O + r / G * a->QD + r % G * HS, *d = dOp + r * HS;
+		float s = 0;
+#pragma omp simd reduction(+ : s)
+		for (size_t j = 0; j < HS; j++)
+			s += o[j] * d[j];
+		D[r % G * ldl + r / G] = s;
+	}
+	lora_blas_sgemm(0, 1, rows, kl, HS, a->scale, Qp, HS, K + k0 * QKV, QKV, 0, S, kl);
+	for (size_t r = 0; r < rows; r++) {
+		size_t t = p0 + r / G;
+		softmax_recompute_row(S + r * kl, key_lo(t, a->window) - k0, t - k0 + 1, kl, L[r % G * ldl + r / G]);
+	}
+	// dV += P^T dO; dP = dO V^T
+	lora_blas_sgemm(1, 0, kl, HS, rows, 1, S, kl, dOp, HS, 1, dV + k0 * QKV, QKV);
+	lora_blas_sgemm(0, 1, rows, kl, HS, 1, dOp, HS, V + k0 * QKV, QKV, 0, dP, kl);
+	for (size_t r = 0; r < rows; r++) {
+		float *p = S + r * kl, *dp = dP + r * kl, Dr = D[r % G * ldl + r / G];
+#pragma omp simd
+		for (size_t j = 0; j < kl; j++)
+			dp[j] = p[j] * (dp[j] - Dr);
+	}
+	// dQ += scale dS K; dK += scale dS^T Q
+	lora_blas_sgemm(0, 0, rows, HS, kl, a->scale, dP, kl, K + k0 * QKV, QKV, 0, dQp, HS);
+	for (size_t t = 0; t < nn; t++) {
+		float *dq = dQ + t * QKV;
+		const float *src = dQp + t * G * HS;
+#pragma omp simd
+		for (size_t j = 0; j < G * HS; j++)
+			dq[j] += src[j];
+	}
+	lora_blas_sgemm(1, 0, kl, HS, rows, a->scale, dP, kl, Qp, HS, 1, dK + k0 * QKV, QKV);
+}
+
+/* One task per (row, kv head), so that no two threads write the same dK,
+ * dV. */
 void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, const float *datt, const float *att,
                                      const float *lse, const float *qkv, size_t B, size_t T, size_t NH, size_t NKV,
                                      size_t HS, size_t window, int nthr)
 {
-	size_t QD = NH * HS, KVD = NKV * HS, QKV = QD + 2 * KVD, G = NH / NKV, stride = lora_kernels_attention_scratch(T);
-	float scale = attention_scale(HS);
+	double t0 = tick();
+	attn a = attn_shape(T, NH, NKV, HS, window, T);
 	long ntask = (long)(B * NKV);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
 	for (long task = 0; task < ntask; task++) {
-		size_t b = (size_t)task / NKV, g = (size_t)task % NKV;
-		/* Blocks have at most min(T, QB) rows: the scratch is sized for that. */
-		float *S = scratch + (size_t)omp_get_thread_num() * stride, *dP = S + (T < QB ? T : QB) * T;
-		const float *base = qkv + b * T * QKV;
-		const float *K = base + QD + g * HS, *Vv = base + QD + KVD + g * HS;
-		float *dbase = dqkv + b * T * QKV;
-		float *dK = dbase + QD + g * HS, *dV = dbase + QD + KVD + g * HS;
-		for (size_t h = g * G; h < (g + 1) * G; h++) {
-			const float *Q = base + h * HS, *O = att + b * T * QD + h * HS, *dO = datt + b * T * QD + h * HS;
-			const float *L = lse + (b * NH + h) * T;
-			float *dQ = dbase + h * HS, *D = Dsum + (b * NH + h) * T;
-			for (size_t t = 0; t < T; t++) {
-				float s = 0;
-				const float *o = O + t * QD, *dO_t = dO + t * QD;
-#pragma omp simd reduction(+ : s)
-				for (size_t j = 0; j < HS; j++)
-					s += o[j] * dO_t[j];
-				D[t] = s;
-			}
-			for (size_t i0 = 0; i0 < T; i0 += QB) {
-				size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(i0, window), kl = i0 + n - k0;
-				lora_blas_sgemm(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * QKV, QKV, 0, S, kl);
-				for (size_t r = 0; r < n; r++) {
-					size_t t = i0 + r;
-					softmax_recompute_row(S + r * kl, key_lo(t, window) - k0, t - k0 + 1, kl, L[t]);
-				}
-				// dV += P^T dO; dP = dO V^T
-				lora_blas_sgemm(1, 0, kl, HS, n, 1, S, kl, dO + i0 * QD, QD, 1, dV + k0 * QKV, QKV);
-				lora_blas_sgemm(0, 1, n, kl, HS, 1, dO + i0 * QD, QD, Vv + k0 * QKV, QKV, 0, dP, kl);
-				for (size_t r = 0; r < n; r++) {
-					float *s = S + r * kl, *dp = dP + r * kl, Dt = D[i0 + r];
-#pragma omp simd
-					for (size_t j = 0; j < kl; j++)
-						dp[j] = s[j] * (dp[j] - Dt);
-				}
-				// dQ += scale dS K; dK += scale dS^T Q
-				lora_blas_sgemm(0, 0, n, HS, kl, scale, dP, kl, K + k0 * QKV, QKV, 1, dQ + i0 * QKV, QKV);
-				lora_blas_sgemm(1, 0, kl, HS, n, scale, dP, kl, Q + i0 * QKV, QKV, 1, dK + k0 * QKV, QKV);
-			}
+		size_t b = (size_t)task / NKV, g = (size_t)task % NKV, h0 = g * a.G, QKV = a.QKV, QD = a.QD;
+		float *sc = scratch + (size_t)omp_get_thread_num() * a.stride;
+		const float *base = qkv + b * T * QKV, *K = base + QD + g * HS, *V = K + a.KVD;
+		float *dbase = dqkv + b * T * QKV, *dK = dbase + QD + g * HS, *dV = dK + a.KVD;
+		for (size_t i0 = 0; i0 < T; i0 += a.n) {
+			size_t nn = T - i0 < a.n ? T - i0 : a.n, row = b * T + i0;
+			attend_backward(&a, sc, dbase + i0 * QKV + h0 * HS, dK, dV, Dsum + (b * NH + h0) * T + i0,
+			                lse + (b * NH + h0) * T + i0, T, datt + row * QD + h0 * HS, att + row * QD + h0 * HS,
+			                base + i0 * QKV + h0 * HS, K, V, i0, nn);
 		}
 	}
+	tock(LORA_KCLOCK_ATTENTION_BACKWARD, t0);
 }
 
 void lora_kernels_attention_decode(float *att, float *kc, float *vc, float *scratch, const float *qkv, size_t pos,
                                    size_t maxT, size_t B, size_t T, size_t NH, size_t NKV, size_t HS, size_t window,
                                    int nthr)
 {
-	size_t QD = NH * HS, KVD = NKV * HS, QKV = QD + 2 * KVD, G = NH / NKV;
-	size_t stride = lora_kernels_attention_scratch(maxT);
-	float scale = attention_scale(HS);
+	double t0 = tick();
+	attn a = attn_shape(T, NH, NKV, HS, window, maxT);
+	size_t QD = a.QD, KVD = a.KVD, QKV = a.QKV, nb = (T + a.n - 1) / a.n;
 	for (size_t b = 0; b < B; b++)
 		for (size_t t = 0; t < T; t++) {
 			memcpy(kc + (b * maxT + pos + t) * KVD, qkv + (b * T + t) * QKV + QD, KVD * sizeof(float));
 			memcpy(vc + (b * maxT + pos + t) * KVD, qkv + (b * T + t) * QKV + QD + KVD, KVD * sizeof(float));
 		}
-	long ntask = (long)(B * NH);
+	long ntask = (long)(B * NKV * nb);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
 	for (long task = 0; task < ntask; task++) {
-		size_t b = (size_t)task / NH, h = (size_t)task % NH, g = h / G;
-		float *S = scratch + (size_t)omp_get_thread_num() * stride;
-		const float *Q = qkv + b * T * QKV + h * HS;
-		const float *K = kc + b * maxT * KVD + g * HS, *Vv = vc + b * maxT * KVD + g * HS;
-		float *O = att + b * T * QD + h * HS;
-		for (size_t i0 = 0; i0 < T; i0 += QB) {
-			size_t n = T - i0 < QB ? T - i0 : QB, k0 = key_lo(pos + i0, window), kl = pos + i0 + n - k0;
-			lora_blas_sgemm(0, 1, n, kl, HS, scale, Q + i0 * QKV, QKV, K + k0 * KVD, KVD, 0, S, kl);
-			for (size_t r = 0; r < n; r++) {
-				size_t t = pos + i0 + r;
-				softmax_row(S + r * kl, key_lo(t, window) - k0, t - k0 + 1, kl);
-			}
-			lora_blas_sgemm(0, 0, n, HS, kl, 1, S, kl, Vv + k0 * KVD, KVD, 0, O + i0 * QD, QD);
-		}
+		size_t blk = nb - 1 - (size_t)task % nb, b = (size_t)task / nb / NKV, g = (size_t)task / nb % NKV;
+		size_t i0 = blk * a.n, nn = T - i0 < a.n ? T - i0 : a.n, h0 = g * a.G;
+		attend(&a, scratch + (size_t)omp_get_thread_num() * a.stride, att + (b * T + i0) * QD + h0 * HS, NULL, 0,
+		       qkv + (b * T + i0) * QKV + h0 * HS, kc + b * maxT * KVD + g * HS, vc + b * maxT * KVD + g * HS, KVD,
+		       pos + i0, nn);
 	}
+	tock(LORA_KCLOCK_ATTENTION_DECODE, t0);
 }
 
 /* ---- SwiGLU, cross-entropy, bias ---- */
 
 void lora_kernels_swiglu_forward(float *h, const float *gu, size_t N, size_t F)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * F)
 	for (size_t i = 0; i < N; i++)
 		swiglu_row(h + i * F, gu + i * 2 * F, gu + i * 2 * F + F, F);
+	tock(LORA_KCLOCK_SWIGLU_FORWARD, t0);
 }
 
 void lora_kernels_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N, size_t F)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * F)
 	for (size_t i = 0; i < N; i++)
 		swiglu_backward_row(dgu + i * 2 * F, dgu + i * 2 * F + F, dh + i * F, gu + i * 2 * F, gu + i * 2 * F + F, F);
+	tock(LORA_KCLOCK_SWIGLU_BACKWARD, t0);
 }
 
 void lora_kernels_crossentropy_forward(double *rowloss, float *logits, const int32_t *targets, float gscale,
                                        size_t N, size_t V)
 {
+	double t0 = tick();
 #pragma omp parallel for schedule(static) PAR_IF(N * V)
 	for (size_t i = 0; i < N; i++) {
 		float *l = logits + i * V;
@@ -429,10 +557,12 @@ void lora_kernels_crossentropy_forward(double *rowloss, float *logits, const int
 			rowloss[i] = crossentropy_row(l, V, targets[i], gscale);
 		}
 	}
+	tock(LORA_KCLOCK_CROSSENTROPY, t0);
 }
 
 void lora_kernels_bias_forward(float *y, const float *bias, float s, size_t N, size_t n, size_t ldy)
 {
+	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * n)
 	for (size_t i = 0; i < N; i++) {
 		float *row = y + i * ldy;
@@ -440,6 +570,7 @@ void lora_kernels_bias_forward(float *y, const float *bias, float s, size_t N, s
 		for (size_t j = 0; j < n; j++)
 			row[j] += s * bias[j];
 	}
+	tock(LORA_KCLOCK_BIAS, t0);
 }
 
 /* ---- LoRA dropout: a hash of the element's coordinates ---- */
@@ -461,20 +592,32 @@ uint64_t lora_kernels_dropout_key(uint64_t seed, uint64_t stream)
 	return mix64(seed ^ mix64(stream + 0x5851f42d4c957f2dull));
 }
 
+// out (C) = x (C) * mask / (1-p), or out += that; the row's first element
+// has index idx
+ROWK static void dropout_row(float *out, const float *x, uint64_t key, size_t idx, uint32_t thresh, float inv,
+                             size_t C, int accumulate)
+{
+	if (accumulate) {
+#pragma omp simd
+		for (size_t j = 0; j < C; j++)
+			out[j] += dropout_keep(key, idx + j, thresh) ? x[j] * inv : 0.0f;
+	} else {
+#pragma omp simd
+		for (size_t j = 0; j < C; j++)
+			out[j] = dropout_keep(key, idx + j, thresh) ? x[j] * inv : 0.0f;
+	}
+}
+
 // out (N,C) = x * mask / (1-p), or out += x * mask / (1-p)
 static void dropout(float *out, const float *x, uint64_t key, float p, size_t N, size_t C, int accumulate)
 {
+	double t0 = tick();
 	uint32_t thresh = (uint32_t)((double)p * 16777216.0);
 	float inv = 1.0f / (1.0f - p);
 #pragma omp parallel for PAR_IF(N * C)
 	for (size_t i = 0; i < N; i++)
-		for (size_t j = 0; j < C; j++) {
-			float v = dropout_keep(key, i * C + j, thresh) ? x[i * C + j] * inv : 0.0f;
-			if (accumulate)
-				out[i * C + j] += v;
-			else
-				out[i * C + j] = v;
-		}
+		dropout_row(out + i * C, x + i * C, key, i * C, thresh, inv, C, accumulate);
+	tock(LORA_KCLOCK_DROPOUT, t0);
 }
 
 void lora_kernels_dropout_forward(float *out, const float *x, uint64_t key, float p, size_t N, size_t C)

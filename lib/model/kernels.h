@@ -62,14 +62,15 @@ void lora_kernels_rope_backward(float *dqkv, const float *cosv, const float *sin
                                 size_t nrot, size_t HS, size_t ldq);
 
 // Floats of scratch per thread that the attention kernels need for T
-// positions (for decode: maxT).
-size_t lora_kernels_attention_scratch(size_t T);
+// positions (for decode: maxT) of NH query heads over NKV key/value heads
+// of size HS.
+size_t lora_kernels_attention_scratch(size_t T, size_t NH, size_t NKV, size_t HS);
 // Causal grouped-query attention with scale 1/sqrt(HS), over a sliding
 // window of the last `window` keys (0: all): att (B*T, QD) = softmax(q k^T)
 // v per head; lse (B, NH, T) the log-sum-exp of each row of scores, all
 // that backward keeps of the probabilities; qkv (B*T, QKV) after RoPE
 // (query head h uses key/value head h / (NH/NKV)); scratch (nthr,
-// lora_kernels_attention_scratch(T)); nthr threads
+// lora_kernels_attention_scratch(T, NH, NKV, HS)); nthr threads
 void lora_kernels_attention_forward(float *att, float *lse, float *scratch, const float *qkv, size_t B, size_t T,
                                     size_t NH, size_t NKV, size_t HS, size_t window, int nthr);
 // dqkv (B*T, QKV) += d/dqkv, the probabilities recomputed from lse; Dsum
@@ -82,7 +83,8 @@ void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, c
 // Attention of T new positions pos..pos+T-1 of each row over every cached
 // position up to each: their keys and values are first stored into the
 // caches. att (B*T, QD); kc, vc (B, maxT, KVD); scratch (nthr,
-// lora_kernels_attention_scratch(maxT)); qkv (B*T, QKV) after RoPE
+// lora_kernels_attention_scratch(maxT, NH, NKV, HS)); qkv (B*T, QKV)
+// after RoPE
 void lora_kernels_attention_decode(float *att, float *kc, float *vc, float *scratch, const float *qkv, size_t pos,
                                    size_t maxT, size_t B, size_t T, size_t NH, size_t NKV, size_t HS, size_t window,
                                    int nthr);

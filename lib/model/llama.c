@@ -73,7 +73,7 @@ struct lora_llama {
 	size_t nslots;
 	float *ln, *h, *xd, *tmp, *u, *u2;
 	float *rope_cos, *rope_sin; /* (T, HS/2) */
-	float *attn_scratch;        /* nthr x lora_kernels_attention_scratch(T) */
+	float *attn_scratch;        /* nthr x lora_kernels_attention_scratch(T, ...) */
 	float *logits;              /* (chunk, V) */
 	size_t chunk;
 	double *rowloss;            /* (chunk) */
@@ -339,7 +339,7 @@ static void sizes(const lora_llama *m, size_t B, size_t T, int flags, plan_sizes
 	wmax = F > wmax ? F : wmax;
 	*z = (plan_sizes){BT, chunk, train ? L + 1 : 1, train && !recompute ? (L ? L : 1) : 1, wmax,
 	                  m->rmax ? m->rmax : 1, c->head_dim / 2,
-	                  (size_t)lora_blas_threads() * lora_kernels_attention_scratch(T), 0, 0};
+	                  (size_t)lora_blas_threads() * lora_kernels_attention_scratch(T, NH, c->n_kv_heads, c->head_dim), 0, 0};
 	/* in carving order */
 	double need = (double)z->nres * up16(BT * C);
 	need += (double)z->nslots * (up16(BT) * 2 + up16(BT * m->w.QKV) + up16(BT * m->w.QD) + up16(B * NH * T) +

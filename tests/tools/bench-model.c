@@ -1,11 +1,15 @@
 /* bench-model: speed and memory of one LoRA training step (forward +
- * backward) of the model, against the rate OpenBLAS reaches on the same
- * matrix products in the same run.
+ * backward, then lora-train's optimizer step) of the model, against the
+ * rate OpenBLAS reaches on the same matrix products in the same run.
  *
  *   bench-model -m MODEL [-b B] [-T T] [-j N] [-r RANK] [-t TARGETS]
- *               [--steps S] [--recompute] [--no-ceiling]
+ *               [--steps S] [--recompute] [--dropout P] [--no-ceiling]
  *
- * Prints key=value lines: tokens_per_s, step_ms, model_flops_per_token,
+ * Prints key=value lines: tokens_per_s, step_ms and its split into
+ * products_ms (top-level matrix products) and other_ms (the rest,
+ * optimizer_ms included; other_share its fraction of the step), the time
+ * of each kernel in the step (kernel_<name>_ms, their sum kernels_ms),
+ * model_flops_per_token,
  * peak_rss_mib (after the steps, before anything else is allocated),
  * activation_mib, and unless --no-ceiling: gemm_calls,
  * ceiling_gflops (the better of OpenBLAS's own threading at N threads and
@@ -24,10 +28,14 @@
 #include "math/blas_internal.h"
 #include "cli.h"
 #include "ops/init.h"
-#include "model/llama_internal.h"
+#include "core/dtype.h"
 #include "core/rng.h"
+#include "model/kernels_internal.h"
+#include "model/llama_internal.h"
+#include "train/optim.h"
+#include "train/train.h"
 
-enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES, O_COMPUTE };
+enum { O_STEPS = 256, O_RECOMPUTE, O_NOCEIL, O_SHAPES, O_COMPUTE, O_DROPOUT };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "model directory", "@file"},
@@ -41,6 +49,7 @@ static const lora_opt opts[] = {
 	{O_NOCEIL, 0, "no-ceiling", NULL, "skip the sgemm ceiling", NULL},
 	{O_COMPUTE, 0, "compute", "TYPE", "auto (default), f32 or bf16", "auto f32 bf16"},
 	{O_SHAPES, 0, "per-shape", NULL, "time each distinct product, oneDNN against OpenBLAS", NULL},
+	{O_DROPOUT, 0, "dropout", "P", "LoRA dropout probability (default 0)", NULL},
 	{0, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -91,6 +100,63 @@ static double replay(const lora_blas_shape *s, size_t n, int nthr, int native, f
 			lora_blas_sgemm(s[i].ta, s[i].tb, M, N, K, 1, A, lda, B, ldb, 0, C, N ? N : 1);
 	}
 	return now() - t0;
+}
+
+/* The tail of lora-train's step (lib/train/train.c): gradients gathered
+ * into one arena, clipped, one AdamW update, the parameters checked and
+ * scattered back. */
+typedef struct {
+	lora_optim o;
+	float *p, *g;
+	size_t n;
+} optimizer;
+
+static optimizer optimizer_new(const lora_adapter *a)
+{
+	optimizer o = {.n = lora_train_nparams(a)};
+	lora_optim_conf conf = {LORA_OPTIM_ADAMW, 1e-4, 0.9, 0.999, 1e-8, 0.01, 0};
+	lora_err e = {0};
+	o.p = malloc(o.n * sizeof(float));
+	o.g = malloc(o.n * sizeof(float));
+	if ((!o.p || !o.g) && lora_err_nomem(&e))
+		die(&e);
+	if (lora_optim_init(&o.o, &conf, o.n, &e))
+		die(&e);
+	return o;
+}
+
+static void optimizer_step(optimizer *o, const lora_llama *m, lora_adapter *a)
+{
+	float *p = o->p, *g = o->g;
+	for (size_t i = 0; i < a->nlayers; i++) {
+		lora_layer *l = &a->layers[i];
+		float *dA, *dB;
+		lora_llama_grad(m, i, &dA, &dB);
+		memcpy(g, dA, l->rank * l->in * sizeof(float)), g += l->rank * l->in;
+		memcpy(g, dB, l->out * l->rank * sizeof(float)), g += l->out * l->rank;
+		memcpy(p, l->A, l->rank * l->in * sizeof(float)), p += l->rank * l->in;
+		memcpy(p, l->B, l->out * l->rank * sizeof(float)), p += l->out * l->rank;
+	}
+	lora_optim_clip_grad_norm(o->g, o->n, 1.0);
+	lora_optim_step(&o->o, o->p, o->g, o->n, 1e-4);
+	if (lora_dtype_find_nonfinite(o->p, o->n) < o->n) {
+		lora_err e;
+		lora_err_set(&e, LORA_EINVAL, "a parameter became non-finite");
+		die(&e);
+	}
+	p = o->p;
+	for (size_t i = 0; i < a->nlayers; i++) {
+		lora_layer *l = &a->layers[i];
+		memcpy(l->A, p, l->rank * l->in * sizeof(float)), p += l->rank * l->in;
+		memcpy(l->B, p, l->out * l->rank * sizeof(float)), p += l->out * l->rank;
+	}
+}
+
+static void optimizer_free(optimizer *o)
+{
+	lora_optim_free(&o->o);
+	free(o->p);
+	free(o->g);
 }
 
 static int same(const lora_blas_shape *x, const lora_blas_shape *y)
@@ -152,6 +218,7 @@ int main(int argc, char **argv)
 	size_t B = 4, T = 256, rank = 8;
 	int jobs = 0, steps = 3, recompute = 0, ceiling = 1, shapes_too = 0, id;
 	lora_llama_compute compute = LORA_LLAMA_AUTO;
+	double dropout = 0;
 	lora_cli c;
 	lora_err e = {0};
 	lora_cli_init(&c, &tool, argc, argv);
@@ -168,6 +235,11 @@ int main(int argc, char **argv)
 		case O_NOCEIL: ceiling = 0; break;
 		case O_SHAPES: shapes_too = 1; break;
 		case O_COMPUTE: compute = lora_cli_compute(&tool, c.arg); break;
+		case O_DROPOUT:
+			dropout = lora_cli_double(&tool, "--dropout", c.arg);
+			if (!(dropout >= 0 && dropout < 1))
+				lora_cli_usage_error(&tool, "--dropout must be in [0, 1)");
+			break;
 		default: lora_cli_usage_error(&tool, "unexpected operand '%s'", c.arg);
 		}
 	}
@@ -187,6 +259,7 @@ int main(int argc, char **argv)
 	if (lora_llama_attach(m, a, 1, 1, "bench", &e) ||
 	    lora_llama_plan(m, B, T, LORA_LLAMA_TRAIN | (recompute ? LORA_LLAMA_RECOMPUTE : 0), &e))
 		die(&e);
+	lora_llama_set_dropout(m, (float)dropout, 1);
 	const lora_config *cfg = lora_llama_get_config(m);
 	size_t N = B * T;
 	int32_t *in = malloc(N * sizeof *in), *tgt = malloc(N * sizeof *tgt);
@@ -201,20 +274,40 @@ int main(int argc, char **argv)
 		die(&e);
 	size_t ncalls;
 	lora_blas_shape *shapes = lora_blas_trace_end(&ncalls);
-	double best = 1e30;
+	optimizer opt = optimizer_new(a);
+	double best = 1e30, gemm = 0, topt = 0, ksec[LORA_KCLOCK_N], kbest[LORA_KCLOCK_N] = {0};
 	for (int s = 0; s < steps; s++) {
 		double t0 = now();
+		lora_blas_clock_begin();
+		lora_kernels_clock_begin();
 		lora_llama_zero_grad(m);
-		if (lora_llama_forward(m, in, tgt, &loss, NULL, &e) || lora_llama_backward(m, &e))
+		double l;
+		if (lora_llama_forward(m, in, tgt, &l, NULL, &e) || lora_llama_backward(m, &e))
 			die(&e);
+		double g = lora_blas_clock_end(), t1 = now();
+		lora_kernels_clock_end(ksec);
+		optimizer_step(&opt, m, a);
 		double dt = now() - t0;
-		best = dt < best ? dt : best;
+		if (dt < best) {
+			best = dt, gemm = g, topt = now() - t1;
+			memcpy(kbest, ksec, sizeof ksec);
+		}
 	}
+	optimizer_free(&opt);
 	double rss = peak_rss_mib();
 	double fpt = lora_llama_flops_per_token(m, T, 1);
 	printf("threads=%d\nbatch=%zu\nseq=%zu\nloss=%.4f\ncompute=%s\n", nthr, B, T, loss,
 	       lora_dtype_name(lora_llama_compute_dtype(m)));
 	printf("step_ms=%.1f\ntokens_per_s=%.0f\nmodel_flops_per_token=%.0f\n", best * 1e3, (double)N / best, fpt);
+	printf("products_ms=%.1f\nother_ms=%.1f\noptimizer_ms=%.2f\nother_share=%.3f\n", gemm * 1e3,
+	       (best - gemm) * 1e3, topt * 1e3, (best - gemm) / best);
+	double ksum = 0;
+	for (int k = 0; k < LORA_KCLOCK_N; k++)
+		if (kbest[k] > 0) {
+			printf("kernel_%s_ms=%.2f\n", lora_kernels_clock_name(k), kbest[k] * 1e3);
+			ksum += kbest[k];
+		}
+	printf("kernels_ms=%.1f\n", ksum * 1e3);
 	printf("achieved_gflops=%.1f\npeak_rss_mib=%.1f\nactivation_mib=%.1f\nweights_mib=%.1f\n",
 	       fpt * (double)N / best / 1e9, rss, (double)lora_llama_activation_bytes(m) / 1048576.0,
 	       (double)lora_llama_weight_bytes(m) / 1048576.0);

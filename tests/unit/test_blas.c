@@ -104,6 +104,16 @@ static void test_shapes(void)
 	lora_blas_shape *t = lora_blas_trace_end(&n);
 	CHECK(n == 2 && t && t[0].ta == 0 && t[1].ta == 1 && t[1].M == 1 && t[1].N == 2 && t[1].K == 2, "trace");
 	free(t);
+	/* The clock counts products at the top level only, not inside a
+	 * parallel region even of one thread (attention's). */
+	lora_blas_clock_begin();
+#pragma omp parallel num_threads(1)
+	lora_blas_sgemm(0, 0, 2, 2, 2, 1, x, 2, x, 2, 0, y, 2);
+	double inside = lora_blas_clock_end();
+	lora_blas_clock_begin();
+	lora_blas_sgemm(0, 0, 2, 2, 2, 1, x, 2, x, 2, 0, y, 2);
+	double top = lora_blas_clock_end();
+	CHECK(inside == 0 && top > 0, "product clock: %g s inside a parallel region, %g s at the top", inside, top);
 }
 
 /* Many products at once, one per thread as attention issues them: some

@@ -11,6 +11,7 @@
  * Each line "# <kernel> ..." reports the worst error seen, as a fraction of
  * the tolerance. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,7 @@
 #include "check.h"
 #include "core/rng.h"
 #include "math/blas.h"
-#include "model/kernels.h"
+#include "model/kernels_internal.h"
 
 /* Central differences of the double-precision twins: rounding of the loss
  * is ~1e-16 / FD_STEP, and Richardson's extrapolation leaves an O(h^4)
@@ -201,9 +202,8 @@ static double rms_loss(void *p)
 	return dot(c->g, c->out, c->N * c->C);
 }
 
-static void test_rmsnorm(void)
+static void test_rmsnorm(size_t N, size_t C)
 {
-	enum { N = 4, C = 12 };
 	const float eps = 1e-5f;
 	float *x = falloc(N * C), *w = falloc(C), *g = falloc(N * C), *out = falloc(N * C), *rstd = falloc(N);
 	fill(x, N * C, -1.5f, 1.5f);
@@ -311,11 +311,11 @@ static double rope_loss(void *p)
 	return dot(c->g, c->y, c->B * c->T * c->ldq);
 }
 
-static void test_rope(void)
+static void test_rope(size_t HS)
 {
 	/* q heads 2, k head 1 (rotated), v head 1 (not), as packed in qkv */
-	enum { B = 2, T = 5, HS = 8, NROT = 3, LDQ = 4 * HS, POS0 = 3 };
-	const size_t n = B * T * LDQ, half = HS / 2;
+	enum { B = 2, T = 5, NROT = 3, POS0 = 3 };
+	const size_t LDQ = 4 * HS, n = B * T * LDQ, half = HS / 2;
 	lora_config cfg = {.head_dim = HS, .rope_theta = 10000, .rope_type = LORA_ROPE_DEFAULT};
 	float *x = falloc(n), *y = falloc(n), *g = falloc(n), *d = falloc(n);
 	float *cosv = falloc((POS0 + T) * half), *sinv = falloc((POS0 + T) * half);
@@ -415,7 +415,7 @@ static void test_attention(size_t B, size_t T, size_t NH, size_t NKV, size_t HS,
 	const int nthr = 2;
 	size_t QD = NH * HS, QKV = QD + 2 * NKV * HS, n = B * T * QKV;
 	float *qkv = falloc(n), *att = falloc(B * T * QD), *lse = falloc(B * NH * T), *g = falloc(B * T * QD);
-	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(T));
+	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(T, NH, NKV, HS));
 	fill(qkv, n, -1.5f, 1.5f);
 	fill(g, B * T * QD, -1, 1);
 	lora_kernels_attention_forward(att, lse, scratch, qkv, B, T, NH, NKV, HS, window, nthr);
@@ -462,9 +462,8 @@ static double swiglu_loss(void *p)
 	return dot(c->g, c->h, c->N * c->F);
 }
 
-static void test_swiglu(void)
+static void test_swiglu(size_t N, size_t F)
 {
-	enum { N = 3, F = 9 };
 	float *gu = falloc(N * 2 * F), *h = falloc(N * F), *g = falloc(N * F), *dgu = falloc(N * 2 * F);
 	fill(gu, N * 2 * F, -4, 4);
 	fill(g, N * F, -1, 1);
@@ -517,16 +516,19 @@ static double ce_loss(void *p)
 	return c->gscale * s;
 }
 
-static void test_crossentropy(void)
+/* With large, row 3 holds large logits (the max is subtracted); finite
+ * differences, whose step grows with the value, settle for them only in a
+ * short row. */
+static void test_crossentropy(size_t V, int large)
 {
-	enum { N = 5, V = 13 };
+	enum { N = 5 };
 	const int32_t targets[N] = {3, -1, 0, 12, 7};
 	const float gscale = 0.37f;
 	float *logits = falloc(N * V), *work = falloc(N * V);
 	double rowloss[N];
 	fill(logits, N * V, -3, 3);
-	for (size_t j = 0; j < V; j++)
-		logits[3 * V + j] = 40 + 10 * logits[3 * V + j]; /* large logits: the max is subtracted */
+	for (size_t j = 0; large && j < V; j++)
+		logits[3 * V + j] = 40 + 10 * logits[3 * V + j];
 	memcpy(work, logits, N * V * sizeof(float));
 	lora_kernels_crossentropy_forward(rowloss, work, targets, 0, N, V);
 	ce_ctx c = {widen(logits, N * V), dalloc(N), targets, N, V, gscale};
@@ -552,9 +554,23 @@ static void test_crossentropy(void)
 
 /* ---- dropout ---- */
 
-static void test_dropout(void)
+/* The mask pinned to its published definition: element idx of a row-major
+ * array is kept when the top 24 bits of SplitMix64's output function of
+ * key + idx * the golden-ratio increment are >= floor(p * 2^24). A run resumed
+ * by a later build draws the same masks. */
+static int dropout_kept(uint64_t key, size_t idx, float p)
 {
-	enum { N = 50, C = 80 };
+	uint64_t z = key + (uint64_t)idx * 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return (z >> 40) >= (uint64_t)((double)p * 16777216.0);
+}
+
+/* Rows of C elements: a vector body, a shorter vector epilogue and a
+ * scalar tail at every width. */
+static void test_dropout(size_t N, size_t C)
+{
 	const float p = 0.3f;
 	float *x = falloc(N * C), *y = falloc(N * C), *g = falloc(N * C), *dx = falloc(N * C), *pre = falloc(N * C);
 	fill(x, N * C, 0.5f, 1.5f);
@@ -564,15 +580,16 @@ static void test_dropout(void)
 	CHECK(key != lora_kernels_dropout_key(8, 3 << 8 | 2) && key != lora_kernels_dropout_key(7, 3 << 8 | 1),
 	      "dropout keys differ by seed and stream");
 	lora_kernels_dropout_forward(y, x, key, p, N, C);
-	size_t dropped = 0;
-	int scaled = 1;
+	size_t dropped = 0, wrong = 0;
 	for (size_t i = 0; i < N * C; i++) {
 		dropped += y[i] == 0;
-		scaled &= y[i] == 0 || y[i] == x[i] * (1.0f / (1.0f - p));
+		wrong += y[i] != (dropout_kept(key, i, p) ? x[i] * (1.0f / (1.0f - p)) : 0.0f);
 	}
-	/* 4000 Bernoulli(0.3): mean 1200, sd 29 */
-	CHECK(dropped > 1200 - 120 && dropped < 1200 + 120 && scaled, "dropout drops %zu of %d, kept scaled by 1/(1-p)",
-	      dropped, N * C);
+	CHECK(wrong == 0, "dropout %zux%zu: %zu elements differ from the hash's mask, kept ones scaled by 1/(1-p)", N, C,
+	      wrong);
+	/* Bernoulli(0.3) for each: within 4 standard deviations */
+	double mean = 0.3 * (double)(N * C), sd = sqrt(0.21 * (double)(N * C));
+	CHECK(fabs((double)dropped - mean) < 4 * sd, "dropout drops %zu of %zu", dropped, N * C);
 	/* backward is the adjoint with the same mask: <D x, g> = <x, D^T g> */
 	memcpy(dx, pre, N * C * sizeof(float));
 	lora_kernels_dropout_backward(dx, g, key, p, N, C);
@@ -676,23 +693,185 @@ static void test_lora(void)
 		free(du_naive);
 }
 
+/* ---- thread count ---- */
+
+/* Largest |one - two| against the largest |one| (a NaN fails). */
+static void same_at_threads(const char *what, const float *one, const float *two, size_t n)
+{
+	double d = 0, mx = 0;
+	for (size_t i = 0; i < n; i++) {
+		double di = fabs((double)one[i] - two[i]);
+		if (!(di <= d))
+			d = di;
+		mx = fmax(mx, fabs(one[i]));
+	}
+	CHECK(d <= 1e-6 * mx, "%s: 1 and 2 threads differ by %.3g (largest value %.3g)", what, d, mx);
+}
+
+/* Sizes past every kernel's threshold for threads: rows of C, F and V
+ * elements, attention with two query blocks (G = 4) per row. */
+enum { TN = 41, TC = 523, TF = 457, TV = 509, TB = 2, TT = 70, TNH = 8, TNKV = 2, THS = 14, TR = 5 };
+#define TQD (TNH * THS)
+#define TQKV (TQD + 2 * TNKV * THS)
+#define TBT (TB * TT)
+
+/* Inputs, and one run's outputs. */
+typedef struct {
+	float *x, *w, *g, *qkv, *datt, *gu, *dh, *logits, *A, *Bm, *cosv, *sinv;
+	int32_t tok[TN], tgt[TN];
+} thr_in;
+typedef struct {
+	float *emb, *rms, *rstd, *rmsre, *rmsdx, *rope, *ropeb, *att, *lse, *dqkv, *dec, *h, *dgu, *ce, *loss, *bias,
+		*dropf, *dropb, *ly, *ldx, *ldA, *ldB, *ldu;
+} thr_out;
+
+/* Every kernel at nthr threads (the pool and the attention's count). */
+static void kernels_at(int nthr, const thr_in *in, thr_out *o)
+{
+	float *kc = falloc(TBT * TNKV * THS), *vc = falloc(TBT * TNKV * THS), *Dsum = falloc(TB * TNH * TT);
+	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(TT, TNH, TNKV, THS)), *u = falloc(TN * TR);
+	double rowloss[TN];
+	lora_blas_set_threads(nthr);
+	lora_kernels_embedding_forward(o->emb, in->tok, in->x, LORA_F32, TN, TC);
+	lora_kernels_rmsnorm_forward(o->rms, o->rstd, in->x, in->w, 1e-5f, TN, TC);
+	lora_kernels_rmsnorm_recompute(o->rmsre, in->x, in->w, o->rstd, TN, TC);
+	lora_kernels_rmsnorm_backward(o->rmsdx, in->g, in->x, in->w, o->rstd, TN, TC);
+	memcpy(o->rope, in->qkv, TBT * TQKV * sizeof(float));
+	lora_kernels_rope_forward(o->rope, in->cosv, in->sinv, 0, TB, TT, TNH + TNKV, THS, TQKV);
+	memcpy(o->ropeb, in->qkv, TBT * TQKV * sizeof(float));
+	lora_kernels_rope_backward(o->ropeb, in->cosv, in->sinv, 0, TB, TT, TNH + TNKV, THS, TQKV);
+	lora_kernels_attention_forward(o->att, o->lse, scratch, in->qkv, TB, TT, TNH, TNKV, THS, 0, nthr);
+	lora_kernels_attention_backward(o->dqkv, Dsum, scratch, in->datt, o->att, o->lse, in->qkv, TB, TT, TNH, TNKV, THS,
+	                                0, nthr);
+	lora_kernels_attention_decode(o->dec, kc, vc, scratch, in->qkv, 0, TT, TB, TT, TNH, TNKV, THS, 0, nthr);
+	lora_kernels_swiglu_forward(o->h, in->gu, TN, TF);
+	lora_kernels_swiglu_backward(o->dgu, in->dh, in->gu, TN, TF);
+	memcpy(o->ce, in->logits, TN * TV * sizeof(float));
+	lora_kernels_crossentropy_forward(rowloss, o->ce, in->tgt, 0.5f, TN, TV);
+	for (size_t i = 0; i < TN; i++)
+		o->loss[i] = (float)rowloss[i];
+	memcpy(o->bias, in->x, TN * TC * sizeof(float));
+	lora_kernels_bias_forward(o->bias, in->w, 0.5f, TN, TC - 3, TC);
+	lora_kernels_dropout_forward(o->dropf, in->x, 99, 0.2f, TN, TC);
+	lora_kernels_dropout_backward(o->dropb, in->g, 99, 0.2f, TN, TC);
+	lora_kernels_lora_forward(o->ly, u, in->x, in->A, in->Bm, in->w, 0.7f, TN, TC, TC, TR, TC);
+	lora_kernels_lora_backward(o->ldx, o->ldA, o->ldB, o->ldu, u, in->g, in->x, in->A, in->Bm, 0.7f, TN, TC, TC, TR,
+	                           TC);
+	lora_blas_set_threads(2);
+	free(kc), free(vc), free(Dsum), free(scratch), free(u);
+}
+
+static void thr_alloc(thr_out *o)
+{
+	*o = (thr_out){falloc(TN * TC), falloc(TN * TC), falloc(TN), falloc(TN * TC), falloc(TN * TC),
+	               falloc(TBT * TQKV), falloc(TBT * TQKV), falloc(TBT * TQD), falloc(TB * TNH * TT),
+	               falloc(TBT * TQKV), falloc(TBT * TQD), falloc(TN * TF), falloc(TN * 2 * TF), falloc(TN * TV),
+	               falloc(TN), falloc(TN * TC), falloc(TN * TC), falloc(TN * TC), falloc(TN * TC), falloc(TN * TC),
+	               falloc(TR * TC), falloc(TC * TR), falloc(TN * TR)};
+}
+
+static void test_threads(void)
+{
+	thr_in in;
+	thr_out o[2];
+	const lora_config cfg = {.head_dim = THS, .rope_theta = 10000, .rope_type = LORA_ROPE_DEFAULT};
+	float *bufs[] = {in.x = falloc(TN * TC), in.w = falloc(TC), in.g = falloc(TN * TC), in.qkv = falloc(TBT * TQKV),
+	                 in.datt = falloc(TBT * TQD), in.gu = falloc(TN * 2 * TF), in.dh = falloc(TN * TF),
+	                 in.logits = falloc(TN * TV), in.A = falloc(TR * TC), in.Bm = falloc(TC * TR)};
+	size_t sizes[] = {TN * TC, TC, TN * TC, TBT * TQKV, TBT * TQD, TN * 2 * TF, TN * TF, TN * TV, TR * TC, TC * TR};
+	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+		fill(bufs[i], sizes[i], -2, 2);
+	in.cosv = falloc(TT * THS / 2), in.sinv = falloc(TT * THS / 2);
+	lora_kernels_rope_tables(in.cosv, in.sinv, &cfg, TT);
+	for (size_t i = 0; i < TN; i++) {
+		in.tok[i] = (int32_t)((i * 7) % TN);
+		in.tgt[i] = i % 9 == 4 ? -1 : (int32_t)((i * 31) % TV);
+	}
+	for (int k = 0; k < 2; k++) {
+		thr_alloc(&o[k]);
+		kernels_at(k + 1, &in, &o[k]);
+	}
+	const struct {
+		const char *what;
+		size_t off, n; /* which thr_out member (in floats*) and its size */
+	} outs[] = {
+#define OUT(f, n) {#f, offsetof(thr_out, f), n}
+		OUT(emb, TN * TC), OUT(rms, TN * TC), OUT(rstd, TN), OUT(rmsre, TN * TC), OUT(rmsdx, TN * TC),
+		OUT(rope, TBT * TQKV), OUT(ropeb, TBT * TQKV), OUT(att, TBT * TQD), OUT(lse, TB * TNH * TT),
+		OUT(dqkv, TBT * TQKV), OUT(dec, TBT * TQD), OUT(h, TN * TF), OUT(dgu, TN * 2 * TF), OUT(ce, TN * TV),
+		OUT(loss, TN), OUT(bias, TN * TC), OUT(dropf, TN * TC), OUT(dropb, TN * TC), OUT(ly, TN * TC),
+		OUT(ldx, TN * TC), OUT(ldA, TR * TC), OUT(ldB, TC * TR), OUT(ldu, TN * TR),
+#undef OUT
+	};
+	for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
+		float *one = *(float **)((char *)&o[0] + outs[i].off), *two = *(float **)((char *)&o[1] + outs[i].off);
+		same_at_threads(outs[i].what, one, two, outs[i].n);
+	}
+	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+		free(bufs[i]);
+	free(in.cosv), free(in.sinv);
+	for (int k = 0; k < 2; k++)
+		for (size_t i = 0; i < sizeof outs / sizeof *outs; i++)
+			free(*(float **)((char *)&o[k] + outs[i].off));
+}
+
+/* ---- the benchmark clock ---- */
+
+static void test_clock(void)
+{
+	float x[2 * 40] = {0}, y[2 * 40], w[40] = {0}, r[2];
+	double sec[LORA_KCLOCK_N];
+	lora_kernels_clock_begin();
+	lora_kernels_rmsnorm_forward(y, r, x, w, 1e-5f, 2, 40);
+	lora_kernels_bias_forward(y, w, 1, 2, 40, 40);
+	lora_kernels_clock_end(sec);
+	int others = 0;
+	for (int k = 0; k < LORA_KCLOCK_N; k++)
+		others += k != LORA_KCLOCK_RMSNORM_FORWARD && k != LORA_KCLOCK_BIAS && sec[k] != 0;
+	CHECK(sec[LORA_KCLOCK_RMSNORM_FORWARD] > 0 && sec[LORA_KCLOCK_BIAS] > 0 && others == 0,
+	      "kernel clock: rmsnorm %g s, bias %g s, %d others", sec[LORA_KCLOCK_RMSNORM_FORWARD], sec[LORA_KCLOCK_BIAS],
+	      others);
+	lora_kernels_clock_begin();
+	lora_kernels_clock_end(sec);
+	lora_kernels_rmsnorm_forward(y, r, x, w, 1e-5f, 2, 40);
+	lora_kernels_clock_end(sec);
+	CHECK(sec[LORA_KCLOCK_RMSNORM_FORWARD] == 0, "kernel clock: counted while off");
+	CHECK(!strcmp(lora_kernels_clock_name(LORA_KCLOCK_ATTENTION_BACKWARD), "attention_backward") &&
+	          !strcmp(lora_kernels_clock_name(LORA_KCLOCK_DROPOUT), "dropout"),
+	      "kernel clock names");
+}
+
 int main(void)
 {
 	lora_blas_set_threads(2);
 	lora_rng_seed(&rng, 2024);
 	test_embedding();
-	test_rmsnorm();
+	/* Row lengths 12, 14/2, 9, 13 lie below one AVX-512 vector; 43 has a
+	 * vector body, a shorter vector epilogue and a scalar tail at every
+	 * width. */
+	test_rmsnorm(4, 12);
+	test_rmsnorm(3, 43);
 	test_rope_tables();
-	test_rope();
-	/* two query blocks of 64 with GQA; a window that cuts both blocks,
-	 * more kv heads and a head size that is not a power of two; a window
-	 * shorter than a short sequence */
+	test_rope(8);
+	test_rope(14);
+	/* One block of queries: GQA; a window, more kv heads and a head size
+	 * that is not a power of two; a window shorter than a short sequence.
+	 * Several blocks: 8 heads per kv head (blocks of 32 positions, the
+	 * last one short); 4 heads per kv head with a window that cuts both
+	 * blocks; one (blocks of 256). */
 	test_attention(2, 70, 2, 1, 4, 0, 3);
 	test_attention(1, 70, 4, 2, 6, 20, 5);
 	test_attention(2, 9, 4, 2, 6, 4, 1);
-	test_swiglu();
-	test_crossentropy();
-	test_dropout();
+	test_attention(1, 70, 8, 1, 4, 0, 13);
+	test_attention(2, 70, 16, 4, 6, 20, 97);
+	test_attention(1, 300, 2, 2, 4, 0, 149);
+	test_swiglu(3, 9);
+	test_swiglu(2, 43);
+	test_crossentropy(13, 1);
+	test_crossentropy(43, 0);
+	test_dropout(50, 91);
 	test_lora();
+	test_threads();
+	test_clock();
 	DONE();
 }
