@@ -16,7 +16,7 @@
 merge_case() {
 	local label=$1 model=$2
 	echo "== lora-merge: rank 16, all-linear, into $label"
-	lora-init -m "$model" -t all-linear -r 16 -q -o "$w/a.lora"
+	lora-init -m "$model" -t all-linear -r 16 -q -f -o "$w/a.lora"
 	# B is zero after lora-init: re-rank a dense adapter in instead, so the merge does real work
 	specs=$(lora-inspect --json "$w/a.lora" | jq -r '.layers[] | "\(.name)=\(.out)x\(.in)x16"')
 	mkadapter --gaussian 1 $specs > "$w/a.lora"

@@ -28,10 +28,11 @@ typedef struct {
 	size_t n;
 } buf;
 
+/* v as n little-endian bytes (zeros past the eighth). */
 static void u(buf *x, unsigned long long v, int n)
 {
 	for (int i = 0; i < n; i++)
-		x->b[x->n++] = (unsigned char)(v >> (8 * i));
+		x->b[x->n++] = i < 8 ? (unsigned char)(v >> (8 * i)) : 0;
 }
 static void s(buf *x, const char *str)
 {
