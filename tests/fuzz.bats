@@ -64,6 +64,16 @@ replay() {
 	replay tokenizer
 }
 
+@test "every fuzz dictionary is in libFuzzer's syntax (only \\\\, \\\" and \\xHH escapes)" {
+	local f n=0
+	for f in "$ROOT"/tests/fuzz/*.dict; do
+		n=$((n + 1))
+		run grep -n -v -E '^([[:space:]]*(#.*)?|([A-Za-z0-9_]+=)?"([^"\\]|\\\\|\\"|\\x[0-9A-Fa-f]{2})*")$' "$f"
+		[ "$status" -eq 1 ] || fail "$f: line not in libFuzzer's dictionary syntax: $output"
+	done
+	[ "$n" -ge 8 ]
+}
+
 @test "names quoted from a hostile file cannot break the one-line error (found by fuzz_llama_config)" {
 	cp -r "$FIX/model/llama_gqa" m
 	printf '{"model_type": "qw\\nen2\\u001b[31m"}' >m/config.json
