@@ -41,6 +41,10 @@ typedef struct {
 	float *xmid;  /* (BT, C) residual after attention */
 	float *rstd2; /* (BT) */
 	float *gu;    /* (BT, 2F) gate and up before the activation */
+	/* bf16 training without recomputation: qkv and gu kept in bf16 here
+	 * (a per-block copy, as autocast keeps a product's output), worked on
+	 * in the shared f32 qkv32 and gu32; NULL otherwise */
+	uint16_t *qkvb, *gub;
 } slot;
 
 struct lora_llama {
@@ -80,6 +84,7 @@ struct lora_llama {
 	float *lnf_out, *rstdf, *dlnf, *last_logits;
 	float *dres, *dln, *dqkv, *datt, *dgu, *dh, *Dsum;
 	uint16_t *xb;               /* bf16 compute: a product's activations in bf16 */
+	float *qkv32, *gu32;        /* the slots' bf16 qkv and gu widened (see slot) */
 	int ready;                  /* a TRAIN forward with targets has run */
 };
 
@@ -323,6 +328,7 @@ int lora_llama_grad(const lora_llama *m, size_t i, float **dA, float **dB)
 /* The sizes of a plan, in floats. */
 typedef struct {
 	size_t BT, chunk, nres, nslots, wmax, r, half, scratch, nxb;
+	int stash;   /* slots keep qkv and gu in bf16 */
 	double need; /* floats of the whole arena */
 } plan_sizes;
 
@@ -339,11 +345,15 @@ static void sizes(const lora_llama *m, size_t B, size_t T, int flags, plan_sizes
 	wmax = F > wmax ? F : wmax;
 	*z = (plan_sizes){BT, chunk, train ? L + 1 : 1, train && !recompute ? (L ? L : 1) : 1, wmax,
 	                  m->rmax ? m->rmax : 1, c->head_dim / 2,
-	                  (size_t)lora_blas_threads() * lora_kernels_attention_scratch(T, NH, c->n_kv_heads, c->head_dim), 0, 0};
+	                  (size_t)lora_blas_threads() * lora_kernels_attention_scratch(T, NH, c->n_kv_heads, c->head_dim), 0, 0, 0};
+	z->stash = z->nslots > 1 && m->compute == LORA_BF16;
 	/* in carving order */
 	double need = (double)z->nres * up16(BT * C);
-	need += (double)z->nslots * (up16(BT) * 2 + up16(BT * m->w.QKV) + up16(BT * m->w.QD) + up16(B * NH * T) +
-	                             (train ? up16(BT * C) : 0) + up16(BT * 2 * F));
+	size_t kept = z->stash ? (BT * m->w.QKV + 1) / 2 : BT * m->w.QKV, keptgu = z->stash ? BT * F : BT * 2 * F;
+	need += (double)z->nslots * (up16(BT) * 2 + up16(kept) + up16(BT * m->w.QD) + up16(B * NH * T) +
+	                             (train ? up16(BT * C) : 0) + up16(keptgu));
+	if (z->stash)
+		need += up16(BT * m->w.QKV) + up16(BT * 2 * F);
 	need += up16(BT * C) + up16(BT * F) + 2.0 * up16(BT * z->r) + 2.0 * up16(T * z->half);
 	need += (double)up16(z->scratch) + up16(chunk * V) + up16(chunk * 2) + up16(BT * C) + up16(BT) + up16(B * V);
 	if (m->compute == LORA_BF16) { /* bf16 activations: the widest product input */
@@ -420,12 +430,28 @@ int lora_llama_plan(lora_llama *m, size_t B, size_t T, int flags, lora_err *e)
 		slot *s = &m->slots[i];
 		CARVE(s->rstd1, BT);
 		CARVE(s->rstd2, BT);
-		CARVE(s->qkv, BT * m->w.QKV);
+		s->qkvb = s->gub = NULL;
+		if (z.stash) {
+			s->qkvb = (uint16_t *)p;
+			p += up16((BT * m->w.QKV + 1) / 2);
+		} else {
+			CARVE(s->qkv, BT * m->w.QKV);
+		}
 		CARVE(s->att, BT * m->w.QD);
 		CARVE(s->lse, B * NH * T);
 		if (train)
 			CARVE(s->xmid, BT * C);
-		CARVE(s->gu, BT * 2 * F);
+		if (z.stash) {
+			s->gub = (uint16_t *)p;
+			p += up16(BT * F);
+		} else {
+			CARVE(s->gu, BT * 2 * F);
+		}
+	}
+	m->qkv32 = m->gu32 = NULL;
+	if (z.stash) {
+		CARVE(m->qkv32, BT * m->w.QKV);
+		CARVE(m->gu32, BT * 2 * F);
 	}
 	CARVE(m->ln, BT * C);
 	CARVE(m->h, BT * F);
@@ -486,6 +512,29 @@ static operand act(lora_llama *m, const float *x, size_t N, size_t n)
 	for (size_t i = 0; i < N; i += CONVERT_ROWS)
 		lora_dtype_from_f32(m->xb + i * n, x + i * n, LORA_BF16, (N - i < CONVERT_ROWS ? N - i : CONVERT_ROWS) * n);
 	return (operand){m->xb, LORA_BF16, n};
+}
+
+#define KEEP_CHUNK ((size_t)1 << 14)
+
+/* x (n values) rounded to bf16 into b and back, so that forward uses the
+ * values backward will read (see slot). */
+static void keep(uint16_t *b, float *x, size_t n)
+{
+#pragma omp parallel for if (n > KEEP_CHUNK)
+	for (size_t i = 0; i < n; i += KEEP_CHUNK) {
+		size_t k = n - i < KEEP_CHUNK ? n - i : KEEP_CHUNK;
+		lora_dtype_from_f32(b + i, x + i, LORA_BF16, k);
+		lora_dtype_to_f32(x + i, b + i, LORA_BF16, k);
+	}
+}
+
+/* b (n bf16 values) widened into x; x. */
+static const float *kept(float *x, const uint16_t *b, size_t n)
+{
+#pragma omp parallel for if (n > KEEP_CHUNK)
+	for (size_t i = 0; i < n; i += KEEP_CHUNK)
+		lora_dtype_to_f32(x + i, b + i, LORA_BF16, n - i < KEEP_CHUNK ? n - i : KEEP_CHUNK);
+	return x;
 }
 
 /* Columns j.. of an operand. */
@@ -593,21 +642,24 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 	size_t N = m->B * m->Tn, C = c->dim, F = c->hidden_dim, QKV = m->w.QKV, QD = m->w.QD;
 	size_t NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim, window = lora_config_window(c, l);
 	float eps = (float)c->rms_eps;
+	float *qkv = s->qkvb ? m->qkv32 : s->qkv, *gu = s->gub ? m->gu32 : s->gu;
 	// attention
 	lora_kernels_rmsnorm_forward(m->ln, s->rstd1, xin, w->ln1, eps, N, C);
 	operand x = act(m, m->ln, N, C);
-	module_forward(m, l, LORA_MOD_Q, x, N, 0, s->qkv, QKV);
-	module_forward(m, l, LORA_MOD_K, x, N, 0, s->qkv + QD, QKV);
-	module_forward(m, l, LORA_MOD_V, x, N, 0, s->qkv + QD + m->w.KVD, QKV);
-	adapters_forward(m, l, LORA_MOD_Q, m->ln, s->qkv, QKV, train);
-	adapters_forward(m, l, LORA_MOD_K, m->ln, s->qkv + QD, QKV, train);
-	adapters_forward(m, l, LORA_MOD_V, m->ln, s->qkv + QD + m->w.KVD, QKV, train);
-	lora_kernels_rope_forward(s->qkv, m->rope_cos, m->rope_sin, m->pos, m->B, m->Tn, NH + NKV, HS, QKV);
+	module_forward(m, l, LORA_MOD_Q, x, N, 0, qkv, QKV);
+	module_forward(m, l, LORA_MOD_K, x, N, 0, qkv + QD, QKV);
+	module_forward(m, l, LORA_MOD_V, x, N, 0, qkv + QD + m->w.KVD, QKV);
+	adapters_forward(m, l, LORA_MOD_Q, m->ln, qkv, QKV, train);
+	adapters_forward(m, l, LORA_MOD_K, m->ln, qkv + QD, QKV, train);
+	adapters_forward(m, l, LORA_MOD_V, m->ln, qkv + QD + m->w.KVD, QKV, train);
+	lora_kernels_rope_forward(qkv, m->rope_cos, m->rope_sin, m->pos, m->B, m->Tn, NH + NKV, HS, QKV);
+	if (s->qkvb)
+		keep(s->qkvb, qkv, N * QKV);
 	if (m->kc)
-		lora_kernels_attention_decode(s->att, m->kc[l], m->vc[l], m->attn_scratch, s->qkv, m->pos, m->T, m->B, m->Tn,
+		lora_kernels_attention_decode(s->att, m->kc[l], m->vc[l], m->attn_scratch, qkv, m->pos, m->T, m->B, m->Tn,
 		                              NH, NKV, HS, window, m->nthr);
 	else
-		lora_kernels_attention_forward(s->att, s->lse, m->attn_scratch, s->qkv, m->B, m->Tn, NH, NKV, HS, window,
+		lora_kernels_attention_forward(s->att, s->lse, m->attn_scratch, qkv, m->B, m->Tn, NH, NKV, HS, window,
 		                               m->nthr);
 	if (xmid != xin)
 		memcpy(xmid, xin, N * C * sizeof(float));
@@ -616,13 +668,15 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 	// MLP
 	lora_kernels_rmsnorm_forward(m->ln, s->rstd2, xmid, w->ln2, eps, N, C);
 	x = act(m, m->ln, N, C);
-	module_forward(m, l, LORA_MOD_GATE, x, N, 0, s->gu, 2 * F);
-	module_forward(m, l, LORA_MOD_UP, x, N, 0, s->gu + F, 2 * F);
-	adapters_forward(m, l, LORA_MOD_GATE, m->ln, s->gu, 2 * F, train);
-	adapters_forward(m, l, LORA_MOD_UP, m->ln, s->gu + F, 2 * F, train);
+	module_forward(m, l, LORA_MOD_GATE, x, N, 0, gu, 2 * F);
+	module_forward(m, l, LORA_MOD_UP, x, N, 0, gu + F, 2 * F);
+	adapters_forward(m, l, LORA_MOD_GATE, m->ln, gu, 2 * F, train);
+	adapters_forward(m, l, LORA_MOD_UP, m->ln, gu + F, 2 * F, train);
+	if (s->gub)
+		keep(s->gub, gu, N * 2 * F);
 	if (skip_down)
 		return;
-	lora_kernels_swiglu_forward(m->h, s->gu, N, F);
+	lora_kernels_swiglu_forward(m->h, gu, N, F);
 	if (xout != xmid)
 		memcpy(xout, xmid, N * C * sizeof(float));
 	module_forward(m, l, LORA_MOD_DOWN, act(m, m->h, N, F), N, 1, xout, C);
@@ -663,15 +717,16 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	const lora_weights_block *w = &m->w.blocks[l];
 	size_t N = m->B * m->T, C = c->dim, F = c->hidden_dim, QKV = m->w.QKV, QD = m->w.QD;
 	size_t NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim;
+	const float *gu = s->gub ? kept(m->gu32, s->gub, N * 2 * F) : s->gu;
 	// MLP: xout = xmid + down(h); h is only needed for down's own factors
 	if (trainable_in(m, l, LORA_MOD_DOWN))
-		lora_kernels_swiglu_forward(m->h, s->gu, N, F);
+		lora_kernels_swiglu_forward(m->h, gu, N, F);
 	if (depth >= 2)
 		module_backward(m, l, LORA_MOD_DOWN, act(m, dres, N, C), N, 0, m->dh, F);
 	adapters_backward(m, l, LORA_MOD_DOWN, m->h, dres, C, depth >= 2 ? m->dh : NULL);
 	if (depth < 2)
 		return;
-	lora_kernels_swiglu_backward(m->dgu, m->dh, s->gu, N, F);
+	lora_kernels_swiglu_backward(m->dgu, m->dh, gu, N, F);
 	lora_kernels_rmsnorm_recompute(m->ln, s->xmid, w->ln2, s->rstd2, N, C);
 	if (depth >= 3) {
 		operand g = act(m, m->dgu, N, 2 * F);
@@ -690,7 +745,8 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	if (depth < 4)
 		return;
 	memset(m->dqkv, 0, N * QKV * sizeof(float));
-	lora_kernels_attention_backward(m->dqkv, m->Dsum, m->attn_scratch, m->datt, s->att, s->lse, s->qkv, m->B, m->T,
+	const float *qkv = s->qkvb ? kept(m->qkv32, s->qkvb, N * QKV) : s->qkv;
+	lora_kernels_attention_backward(m->dqkv, m->Dsum, m->attn_scratch, m->datt, s->att, s->lse, qkv, m->B, m->T,
 	                                NH, NKV, HS, lora_config_window(c, l), m->nthr);
 	lora_kernels_rope_backward(m->dqkv, m->rope_cos, m->rope_sin, 0, m->B, m->T, NH + NKV, HS, QKV);
 	lora_kernels_rmsnorm_recompute(m->ln, xin, w->ln1, s->rstd1, N, C);
