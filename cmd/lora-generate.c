@@ -35,7 +35,7 @@ static const lora_opt opts[] = {
 	{O_OUTPUT_FORMAT, 0, "output-format", "FMT",
 	 "u16 (default), u32 or bytes (text for byte-level models); with --prompt or --chat, ids instead of text",
 	 "u16 u32 bytes"},
-	{'o', 'o', "output", "FILE", "write the tokens to FILE (default: standard output)", "@file"},
+	{'o', 'o', "output", "FILE", "write the tokens or text to FILE (default: standard output)", "@file"},
 	{O_COMPUTE, 0, "compute", "TYPE",
 	 "big products in bf16 or f32; auto (default): bf16 on a bf16 checkpoint where the CPU has AVX512-BF16 or AMX",
 	 "auto f32 bf16"},
@@ -51,7 +51,7 @@ static const lora_opt opts[] = {
 static const lora_tool tool = {
 	"lora-generate",
 	"-m MODEL [ADAPTER[:SCALE]...] [options] [-o OUT]",
-	"Sample tokens from a Llama-family model, adapters applied at run time.",
+	"Sample tokens or text from a Llama-family model, adapters applied at run time.",
 	"Each row is its prompt (or the --start token) followed by N sampled tokens,\n"
 	"decoded one position at a time with a key/value cache. Rows are written one\n"
 	"after another in the output format, so the output is token data that\n"
