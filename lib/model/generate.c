@@ -23,6 +23,7 @@ typedef struct {
 	size_t nheld, cap;
 	FILE *fp;
 	const char *outname;
+	int stopped; /* by a stop string: nothing more is written */
 } text;
 
 /* The id of the token spelled s as a stop id (a token the tokenizer
@@ -151,14 +152,14 @@ static int text_put(text *x, const char *s, size_t n, int final, lora_err *e)
 				break;
 			}
 	}
-	int stopped = cut < x->nheld;
-	size_t give = stopped ? cut : x->nheld - keep;
+	x->stopped = cut < x->nheld;
+	size_t give = x->stopped ? cut : x->nheld - keep;
 	int rc = text_write(x, x->held, give, e);
 	if (rc)
 		return rc;
 	memmove(x->held, x->held + give, x->nheld - give);
 	x->nheld -= give;
-	return stopped;
+	return x->stopped;
 }
 
 /* The sampled id: 1 when it stops the text, else its text given. */
@@ -183,6 +184,8 @@ static int text_finish(text *x, lora_err *e)
 {
 	const char *piece;
 	size_t n;
+	if (x->stopped)
+		return 0;
 	int rc = lora_tokenizer_stream_finish(&x->st, &piece, &n, e);
 	return rc ? rc : text_put(x, piece, n, 1, e) < 0 ? e->code : 0;
 }
