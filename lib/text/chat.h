@@ -10,8 +10,9 @@
  *   chatml     plain ChatML: <|im_start|>ROLE\nCONTENT<|im_end|>\n;
  *   qwen2.5    ChatML with Qwen2.5's default system message when none is given;
  *   qwen3      ChatML with Qwen3's <think> handling: an assistant message's reasoning
- *              (before "</think>") is kept only after the last user query, and the
- *              last assistant message always gets a (possibly empty) think block;
+ *              (before "</think>") is kept, in a think block, only after the last user
+ *              query, where the last message, an assistant's, always gets one
+ *              (possibly empty);
  *              LORA_CHAT_NO_THINKING (enable_thinking=False) gives the generation
  *              prompt an empty think block;
  *   mistral    Mistral-7B-Instruct v0.1/v0.2: BOS, [INST] USER [/INST]ASSISTANT</s>,
