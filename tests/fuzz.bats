@@ -64,6 +64,10 @@ replay() {
 	replay tokenizer
 }
 
+@test "fuzz corpus replays clean: tokenizer_config.json chat templates and rendering" {
+	replay chat
+}
+
 @test "every fuzz dictionary is in libFuzzer's syntax (only \\\\, \\\" and \\xHH escapes)" {
 	local f n=0
 	for f in "$ROOT"/tests/fuzz/*.dict; do

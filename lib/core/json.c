@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/rng.h"
 #include "core/utf8.h"
 
 #define MAX_EXACT 9007199254740992.0
@@ -18,8 +19,16 @@
  * found (and its offset in *at) or NULL. */
 static const char *bad_char(const unsigned char *s, size_t n, size_t *at)
 {
+	/* only control characters, quotes and backslashes matter */
+	static const unsigned char stop[256] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	                                        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	                                        ['"'] = 1, ['\\'] = 1};
 	int in_str = 0;
 	for (size_t i = 0; i < n; i++) {
+		while (i < n && !stop[s[i]])
+			i++;
+		if (i == n)
+			break;
 		unsigned c = s[i];
 		*at = i;
 		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
@@ -37,13 +46,53 @@ static const char *bad_char(const unsigned char *s, size_t n, size_t *at)
 	return NULL;
 }
 
-static int cmp_key(const void *a, const void *b)
+/* A key and its hash: the keys of an object are sorted by hash (integer
+ * comparisons, no string walks), and only keys of equal hash are compared
+ * as strings, themselves sorted, so that even keys made to collide cost
+ * O(n log n). */
+typedef struct {
+	uint64_t h;
+	const char *s;
+} hkey;
+
+static int cmp_hash(const void *a, const void *b)
 {
-	return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+	uint64_t x = ((const hkey *)a)->h, y = ((const hkey *)b)->h;
+	return (x > y) - (x < y);
 }
 
-/* The first key that appears twice in one object of the tree, or NULL.
- * Sorting the keys of each object keeps it O(n log n) for any input. */
+static int cmp_str(const void *a, const void *b) { return strcmp(((const hkey *)a)->s, ((const hkey *)b)->s); }
+
+/* v[0..n) sorted by hash, least significant 16 bits first (an object of
+ * a tokenizer.json holds some 150k keys); -1 without memory. */
+static int sort_hashes(hkey *v, size_t n)
+{
+	hkey *t = malloc(n * sizeof *t), *a = v, *b = t;
+	size_t *count = calloc(1u << 16, sizeof *count);
+	if (!t || !count) {
+		free(t), free(count);
+		return -1;
+	}
+	for (int shift = 0; shift < 64; shift += 16) {
+		memset(count, 0, (1u << 16) * sizeof *count);
+		for (size_t i = 0; i < n; i++)
+			count[a[i].h >> shift & 0xffff]++;
+		for (size_t d = 0, sum = 0; d < 1u << 16; d++) {
+			size_t c = count[d];
+			count[d] = sum;
+			sum += c;
+		}
+		for (size_t i = 0; i < n; i++)
+			b[count[a[i].h >> shift & 0xffff]++] = a[i];
+		hkey *x = a;
+		a = b, b = x;
+	}
+	/* four passes: the sorted keys are back in v */
+	free(t), free(count);
+	return 0;
+}
+
+/* A key that appears twice in one object of the tree, or NULL. */
 static const char *dup_key(const cJSON *j, int *nomem)
 {
 	const char *dup = NULL;
@@ -51,18 +100,25 @@ static const char *dup_key(const cJSON *j, int *nomem)
 	for (const cJSON *c = j->child; c; c = c->next)
 		n++;
 	if (cJSON_IsObject(j) && n > 1) {
-		const cJSON **v = malloc(n * sizeof *v);
+		hkey *v = malloc(n * sizeof *v);
 		if (!v) {
 			*nomem = 1;
 			return NULL;
 		}
 		n = 0;
 		for (const cJSON *c = j->child; c; c = c->next)
-			v[n++] = c;
-		qsort(v, n, sizeof *v, cmp_key);
-		for (size_t i = 1; i < n && !dup; i++)
-			if (strcmp(v[i - 1]->string, v[i]->string) == 0)
-				dup = v[i]->string;
+			v[n++] = (hkey){lora_rng_fnv1a(LORA_FNV_INIT, c->string, strlen(c->string)), c->string};
+		if (n < 4096 || sort_hashes(v, n))
+			qsort(v, n, sizeof *v, cmp_hash);
+		for (size_t i = 0, k; i < n && !dup; i = k) {
+			for (k = i + 1; k < n && v[k].h == v[i].h; k++)
+				;
+			if (k - i > 1)
+				qsort(v + i, k - i, sizeof *v, cmp_str);
+			for (size_t m = i + 1; m < k && !dup; m++)
+				if (strcmp(v[m - 1].s, v[m].s) == 0)
+					dup = v[m].s;
+		}
 		free(v);
 	}
 	for (const cJSON *c = j->child; c && !dup && !*nomem; c = c->next)

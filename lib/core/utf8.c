@@ -8,6 +8,12 @@ size_t lora_utf8_bad(const void *p, size_t n)
 	static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
 	const unsigned char *s = p;
 	for (size_t i = 0; i < n;) {
+		/* runs of ASCII, eight bytes at a time */
+		uint64_t w;
+		while (n - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ull)))
+			i += 8;
+		if (i == n)
+			break;
 		unsigned c = s[i];
 		size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
 		uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;

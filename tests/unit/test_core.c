@@ -107,9 +107,40 @@ static void test_shape(void)
 	CHECK(lora_shape_min(3, 2) == 2 && lora_shape_min(2, 3) == 2, "min");
 }
 
+/* The fast paths: a bad byte after ASCII runs of every length (read
+ * eight bytes at a time), a key twice among thousands (sorted by hash). */
+static void test_long(void)
+{
+	char s[64];
+	for (size_t k = 0; k < 40; k++) {
+		memset(s, 'a', k);
+		memcpy(s + k, "\xff" "bbbbbbbbbbbbbbbbb", 18);
+		CHECK(lora_utf8_bad(s, k + 18) == k, "utf8: bad byte after %zu ASCII bytes", k);
+		memcpy(s + k, "\xc3\xa9" "bbbbbbbbbbbbbbbb", 18);
+		CHECK(lora_utf8_bad(s, k + 18) == k + 18, "utf8: good after %zu ASCII bytes", k);
+	}
+	for (int twice = 0; twice < 2; twice++) {
+		size_t cap = 200000, n = 0;
+		char *j = malloc(cap);
+		n += (size_t)snprintf(j + n, cap - n, "{");
+		for (int i = 0; i < 9000; i++)
+			n += (size_t)snprintf(j + n, cap - n, "\"k%d\": %d, ", i, i);
+		n += (size_t)snprintf(j + n, cap - n, "\"%s\": 1}", twice ? "k4321" : "z");
+		cJSON *o = NULL;
+		lora_err e = {0};
+		int rc = lora_json_parse(&o, "f", "file", j, n, &e);
+		CHECK(twice ? rc == LORA_EFORMAT && !strcmp(e.msg, "f: file has the key 'k4321' twice in one object")
+		            : rc == 0 && cJSON_GetArraySize(o) == 9001,
+		      "json: 9001 keys%s: %d %s", twice ? ", one twice" : "", rc, e.msg);
+		cJSON_Delete(o);
+		free(j);
+	}
+}
+
 int main(void)
 {
 	test_json();
+	test_long();
 	test_utf8();
 	test_path();
 	test_shape();
