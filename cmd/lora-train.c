@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "math/blas.h"
@@ -108,7 +109,13 @@ int main(int argc, char **argv)
 	lora_cli_progress pr;
 	lora_trainconf conf;
 	lora_train_result res = {0};
+	lora_dist *dist = NULL;
 
+	/* Under a launcher every rank parses the same line: rank 0 alone
+	 * says what is wrong with it. */
+	int rank = lora_dist_env_rank(), err_fd = -1;
+	if (rank > 0 && (err_fd = dup(2)) >= 0 && !freopen("/dev/null", "w", stderr))
+		return LORA_EXIT_FAIL;
 	build_options();
 	lora_cli_init(&cl, &tool, argc, argv);
 	while ((id = lora_cli_next(&cl)) != LORA_OPT_END) {
@@ -145,23 +152,27 @@ int main(int argc, char **argv)
 	if (j.adapter)
 		lora_cli_stdin(&tool, j.adapter);
 	if (lora_trainconf_init(&conf, &e) || (config && lora_trainconf_load(&conf, config, &e)) ||
-	    apply_flags(&conf, argc, argv, &e)) {
+	    apply_flags(&conf, argc, argv, &e) || lora_dist_open(&dist, 1, &e)) {
 		lora_trainconf_free(&conf);
 		return lora_cli_fail(&tool, &e);
 	}
+	if (err_fd >= 0 && (dup2(err_fd, 2) < 0 || close(err_fd) < 0))
+		return LORA_EXIT_FAIL;
 	/* A signal finishes the step, then a checkpoint and the adapter so far are written. */
 	j.stop = lora_cli_stop_signals();
+	j.dist = dist;
 	lora_blas_threads(); /* the default, when -j did not set it */
-	lora_cli_progress_start(&pr, &tool, quiet);
+	lora_cli_progress_start(&pr, &tool, quiet || rank > 0);
 	j.ctx = &pr;
 	rc = lora_job_run(&j, &conf, &res, &e) ? lora_cli_fail(&tool, &e) : LORA_EXIT_OK;
-	if (res.stopped)
+	if (res.stopped && rank == 0)
 		lora_cli_error(&tool, "interrupted at step %ld; checkpoint in %s", res.step,
 		               res.checkpoint ? res.checkpoint : "(none)");
 	if (res.stopped || (*j.stop && rc == LORA_EXIT_FAIL))
-		rc = 128 + *j.stop;
+		rc = 128 + (res.stopped ? res.stopped : *j.stop);
 	lora_cli_progress_end(&pr);
 	free(res.checkpoint);
 	lora_trainconf_free(&conf);
+	lora_dist_close(dist);
 	return rc;
 }
