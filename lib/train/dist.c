@@ -126,16 +126,20 @@ int lora_dist_agree(lora_dist *d, int rc, lora_err *e)
 	if (d->size == 1)
 		return rc;
 #ifdef LORA_MPI
-	int mine = rc ? d->rank : d->size, first;
+	int mine = rc ? d->rank : d->size, first, failed = rc != 0, all;
 	int mrc = MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+	if (mrc == MPI_SUCCESS)
+		mrc = MPI_Allreduce(&failed, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
 	if (mrc != MPI_SUCCESS)
 		return mpi_fail(e, mrc, "agreeing on the set-up");
 	if (first == d->size)
 		return 0;
 	if (MPI_Bcast(&rc, 1, MPI_INT, first, MPI_COMM_WORLD) != MPI_SUCCESS)
 		rc = LORA_EIO;
+	/* Every rank failed: the same trouble everywhere, said by rank 0 as
+	 * one process would say it. */
 	if (first == d->rank)
-		return lora_err_prefix(e, "rank %d (%s)", d->rank, d->host);
+		return all == d->size ? rc : lora_err_prefix(e, "rank %d (%s)", d->rank, d->host);
 	e->code = rc;
 	e->msg[0] = 0;
 	return rc;

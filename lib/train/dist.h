@@ -52,7 +52,7 @@ const char *lora_dist_host(const lora_dist *d);
 
 /* Every rank's verdict on its set-up (rc, e): 0 when all succeeded. When
  * some failed, returns the lowest failing rank's code on every rank; that
- * rank's e is prefixed with "rank R (HOST)" (when there are ranks), the
+ * rank's e is prefixed with "rank R (HOST)" unless every rank failed, the
  * others' e is emptied: one line for the whole job. */
 int lora_dist_agree(lora_dist *d, int rc, lora_err *e);
 

@@ -153,17 +153,23 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
 }
 
 /* Refuse an output that would fail at the end before hours of work, not
- * after; open the log. */
-static int check_outputs(const lora_job *j, const lora_trainconf *conf, state *s, lora_err *e)
+ * after. */
+static int check_outputs(const lora_job *j, state *s, lora_err *e)
 {
 	if (s->ranks > 1 && (!j->out || !strcmp(j->out, "-")))
 		return lora_err_set(e, LORA_EUSAGE, "with %d ranks the adapter needs a file (-o FILE): standard output "
 		                    "passes through the launcher", s->ranks);
 	if (s->rank > 0)
 		return 0;
-	int rc = lora_outfile_check(j->out, LORA_OUT_BINARY | (j->force ? LORA_OUT_FORCE : 0), e);
-	if (rc)
-		return rc;
+	return lora_outfile_check(j->out, LORA_OUT_BINARY | (j->force ? LORA_OUT_FORCE : 0), e);
+}
+
+/* Rank 0's log, once every rank is ready: nothing is written for a job
+ * that does not start. */
+static int open_log(const lora_job *j, const lora_trainconf *conf, state *s, lora_err *e)
+{
+	if (s->rank > 0)
+		return 0;
 	if (j->log && !(s->log = fopen(j->log, "a")))
 		return lora_err_set(e, LORA_EIO, "%s: %s", j->log, strerror(errno));
 	if (s->log) {
@@ -184,7 +190,7 @@ static int check_outputs(const lora_job *j, const lora_trainconf *conf, state *s
 
 /* Every rank has the model and the data rank 0 has: a different copy on
  * one host would train on other numbers without a word. */
-static int same_inputs(state *s, lora_err *e)
+static int same_inputs(const lora_job *j, state *s, lora_err *e)
 {
 	char fp[17], *mine = NULL, *root = NULL;
 	size_t len = strlen(s->data_id) + sizeof fp + 2;
@@ -198,8 +204,8 @@ static int same_inputs(state *s, lora_err *e)
 		char *sp = strrchr(root, ' ');
 		rc = sp && strcmp(sp + 1, fp) ? lora_err_set(e, LORA_EINVAL, "%s: not rank 0's model (fingerprint %s, rank 0 has %s)",
 		                                            s->ck->path, fp, sp + 1)
-		                                : lora_err_set(e, LORA_EINVAL, "the data is %s, rank 0's is %.*s", s->data_id,
-		                                               sp ? (int)(sp - root) : (int)strlen(root), root);
+		                                : lora_err_set(e, LORA_EINVAL, "%s: not rank 0's data (%s; rank 0 has %.*s)", j->data,
+		                                               s->data_id, sp ? (int)(sp - root) : (int)strlen(root), root);
 	}
 	free(mine), free(root);
 	return rc;
@@ -214,11 +220,14 @@ int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, 
 		s.rank = lora_dist_rank(s.dist), s.ranks = lora_dist_size(s.dist);
 	rc = open_all(j, conf, &s, e);
 	if (!rc)
-		rc = check_outputs(j, conf, &s, e);
+		rc = check_outputs(j, &s, e);
 	/* A failure on one rank ends every rank, with one line. */
 	if ((rc = s.dist ? lora_dist_agree(s.dist, rc, e) : rc))
 		goto out;
-	if (s.ranks > 1 && (rc = lora_dist_agree(s.dist, same_inputs(&s, e), e)))
+	if (s.ranks > 1 && (rc = lora_dist_agree(s.dist, same_inputs(j, &s, e), e)))
+		goto out;
+	rc = open_log(j, conf, &s, e);
+	if ((rc = s.ranks > 1 ? lora_dist_agree(s.dist, rc, e) : rc))
 		goto out;
 	const char *ckpt = j->ckpt_dir;
 	if (!ckpt) {
