@@ -51,7 +51,8 @@ static const lora_tool tool = {
 	"Examples:\n"
 	"  lora-init -m base/ -r 16 | lora-train -m base/ -d train.bin -o run.lora\n"
 	"  lora-train -m base/ -d train.bin -c run.yaml --steps 500 -o run.lora\n"
-	"  lora-train -m base/ -d train.bin --resume run.lora.ckpt/checkpoint-200\n",
+	"  lora-train -m base/ -d train.bin --resume run.lora.ckpt/checkpoint-200\n"
+	"  mpirun --hostfile hosts -np 2 lora-train -m base/ -d train.bin -o run.lora\n",
 	opts,
 	"@file",
 };
