@@ -18,10 +18,10 @@ per_rank=788480
 echo "== dist: gradient exchange, 2 ranks on this machine (shared memory), TinyLlama shapes, every linear module"
 for r in 8 16 64; do
 	mpirun -q -np 2 distbench $((per_rank * r)) 3 > "$w/r$r"
-	printf 'r%-3d %9d values: %6.1f MB per link per step, %7.1f ms per exchange (%.2f GB/s)\n' "$r" \
-		"$(val params "$w/r$r")" "$(awk -v b="$(val bytes_per_step "$w/r$r")" 'BEGIN { print b / 1e6 }')" \
-		"$(val reduce_ms "$w/r$r")" \
-		"$(awk -v b="$(val bytes_per_step "$w/r$r")" -v t="$(val reduce_ms "$w/r$r")" 'BEGIN { print b / t / 1e6 }')"
+	printf 'r%-3d %9d values: %6.1f MB per link per step, %7.1f ms per exchange; %.2fx the time of MPI_Allreduce (%.1f ms, any order)\n' \
+		"$r" "$(val params "$w/r$r")" "$(awk -v b="$(val bytes_per_step "$w/r$r")" 'BEGIN { print b / 1e6 }')" \
+		"$(val reduce_ms "$w/r$r")" "$(awk -v a="$(val reduce_ms "$w/r$r")" -v b="$(val allreduce_ms "$w/r$r")" 'BEGIN { print a / b }')" \
+		"$(val allreduce_ms "$w/r$r")"
 done
 
 mkmodel --hidden 2048 --inter 5632 --layers 22 --heads 32 --kv-heads 4 --vocab 32000 --dtype bf16 \

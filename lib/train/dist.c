@@ -1,4 +1,5 @@
 #include "train/dist.h"
+#include "train/dist_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -235,10 +236,10 @@ static int chain(lora_dist *d, float *g, head *h, const lora_dist_sums *s, lora_
 {
 	size_t n = d->n, nc = (n + CHUNK - 1) / CHUNK;
 	int rc = MPI_SUCCESS, prev = d->rank - 1, next = d->rank + 1 < d->size ? d->rank + 1 : -1;
-	MPI_Request *req = calloc(nc + 1, sizeof *req);
+	MPI_Request *req = calloc(2 * nc + 1, sizeof *req), *rreq = req + nc + 1;
 	if (!req)
 		return lora_err_nomem(e);
-	for (size_t c = 0; c <= nc; c++)
+	for (size_t c = 0; c <= 2 * nc; c++)
 		req[c] = MPI_REQUEST_NULL;
 	if (d->rank == 0) {
 		*h = (head){.failed = -1};
@@ -255,9 +256,15 @@ static int chain(lora_dist *d, float *g, head *h, const lora_dist_sums *s, lora_
 			if (next >= 0)
 				rc = MPI_Isend(h, sizeof *h, MPI_BYTE, next, 1, MPI_COMM_WORLD, &req[nc]);
 		}
+		/* every piece's receive posted at once, so that the transfers
+		 * go on while this rank adds */
 		for (size_t c = 0; rc == MPI_SUCCESS && c < nc; c++) {
 			size_t off = c * CHUNK, len = n - off < CHUNK ? n - off : CHUNK;
-			if ((rc = MPI_Recv(g + off, (int)len, MPI_FLOAT, prev, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE)))
+			rc = MPI_Irecv(g + off, (int)len, MPI_FLOAT, prev, 2, MPI_COMM_WORLD, &rreq[c]);
+		}
+		for (size_t c = 0; rc == MPI_SUCCESS && c < nc; c++) {
+			size_t off = c * CHUNK, len = n - off < CHUNK ? n - off : CHUNK;
+			if ((rc = MPI_Wait(&rreq[c], MPI_STATUS_IGNORE)))
 				break;
 			for (size_t m = 0; m < d->local; m++)
 				add_into(g + off, d->slots + m * n + off, len);
@@ -265,12 +272,13 @@ static int chain(lora_dist *d, float *g, head *h, const lora_dist_sums *s, lora_
 				rc = MPI_Isend(g + off, (int)len, MPI_FLOAT, next, 2, MPI_COMM_WORLD, &req[c]);
 		}
 	}
-	int wrc = MPI_Waitall((int)nc + 1, req, MPI_STATUSES_IGNORE);
 	if (rc == MPI_SUCCESS)
-		rc = wrc;
-	free(req);
+		rc = MPI_Waitall((int)nc + 1, req, MPI_STATUSES_IGNORE);
+	/* After an error, receives may still be posted into g and req: both
+	 * stay allocated, and the job ends. */
 	if (rc != MPI_SUCCESS)
 		return mpi_fail(e, rc, "folding the gradients");
+	free(req);
 	int root = d->size - 1;
 	if ((rc = MPI_Bcast(h, sizeof *h, MPI_BYTE, root, MPI_COMM_WORLD)))
 		return mpi_fail(e, rc, "sending the sums");
@@ -317,4 +325,21 @@ int lora_dist_reduce(lora_dist *d, float *g, float k, lora_dist_sums *s, int rc,
 	s->failed = h.failed;
 	s->wait = now() - t0;
 	return 0;
+}
+
+double lora_dist_bench_allreduce(lora_dist *d, float *g, size_t n)
+{
+#ifdef LORA_MPI
+	if (d->size > 1) {
+		double t0 = now();
+		for (size_t off = 0; off < n; off += CHUNK * 64) {
+			size_t len = n - off < CHUNK * 64 ? n - off : CHUNK * 64;
+			if (MPI_Allreduce(MPI_IN_PLACE, g + off, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+				return -1;
+		}
+		return now() - t0;
+	}
+#endif
+	(void)g, (void)n;
+	return d->size > 1 ? -1 : 0;
 }
