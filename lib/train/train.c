@@ -244,6 +244,10 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	d = d ? d : one;
 	/* Rank r runs micro-batches r L .. r L + L - 1 of each step. */
 	size_t ranks = (size_t)lora_dist_size(d), local = accum / ranks, first = (size_t)lora_dist_rank(d) * local;
+	if (accum % ranks) {
+		rc = lora_err_set(e, LORA_EINVAL, "gradient_accumulation_steps %zu does not divide among %zu ranks", accum, ranks);
+		goto out;
+	}
 	if ((rc = lora_dist_plan(d, n, local, e)))
 		goto out;
 	s.ranks = (int)ranks;
