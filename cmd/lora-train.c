@@ -10,7 +10,7 @@
 
 enum {
 	O_SET = 256, O_EVAL_DATA, O_EVAL_BATCHES, O_FORMAT, O_NO_SHUFFLE, O_CKPT, O_RESUME, O_LOG, O_DTYPE,
-	O_RECOMPUTE, O_KEY = 1000, /* O_KEY + i: the flag of configuration key i */
+	O_RECOMPUTE, O_JSON, O_KEY = 1000, /* O_KEY + i: the flag of configuration key i */
 };
 
 /* The options that are not configuration keys; those come from the key
@@ -31,6 +31,7 @@ static const lora_opt fixed[] = {
 	{O_LOG, 0, "log", "FILE", "append one JSON object per step and per eval to FILE", "@file"},
 	{O_DTYPE, 0, "dtype", "TYPE", "output storage dtype: f32, f16 or bf16 (default: the input adapter's, else f32)", "f32 f16 bf16"},
 	{O_RECOMPUTE, 0, "recompute", NULL, "keep only block inputs and recompute in backward (less memory)", NULL},
+	{O_JSON, 0, "json", NULL, "print a JSON report of the run (keys in lora-train(1)); needs -o", NULL},
 	{'j', 'j', "threads", "N", "threads for everything (default: every core)", NULL},
 	{'f', 'f', "force", NULL, "overwrite an existing output file", NULL},
 	{'q', 'q', "quiet", NULL, "no progress line", NULL},
@@ -135,6 +136,7 @@ int main(int argc, char **argv)
 		case O_LOG: j.log = cl.arg; break;
 		case O_DTYPE: j.dtype = lora_cli_dtype(&tool, "--dtype", cl.arg, 0); break;
 		case O_RECOMPUTE: j.recompute = 1; break;
+		case O_JSON: j.json = stdout; break;
 		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", cl.arg, 1, 4096)); break;
 		case 'f': j.force = 1; break;
 		case 'q': quiet = 1; break;
@@ -147,6 +149,8 @@ int main(int argc, char **argv)
 	}
 	if (!j.model || !j.data)
 		lora_cli_usage_error(&tool, "need -m MODEL and -d DATA");
+	if (j.json && (!j.out || !strcmp(j.out, "-")))
+		lora_cli_usage_error(&tool, "--json needs -o FILE: the adapter would share standard output");
 	if (j.resume && (config || flags || j.adapter))
 		lora_cli_usage_error(&tool, "--resume continues with the checkpoint's adapter and configuration; "
 		                            "drop the other training options");
@@ -172,6 +176,8 @@ int main(int argc, char **argv)
 	if (res.stopped || (*j.stop && rc == LORA_EXIT_FAIL))
 		rc = 128 + (res.stopped ? res.stopped : *j.stop);
 	lora_cli_progress_end(&pr);
+	if (j.json && (rc == LORA_EXIT_OK || res.stopped) && lora_cli_flush(&tool))
+		rc = LORA_EXIT_FAIL;
 	free(res.checkpoint);
 	lora_trainconf_free(&conf);
 	lora_dist_close(dist);

@@ -26,7 +26,8 @@ run_ranks() { mpirun -q -np "$1" lora-train "${@:2}"; }
 @test "2 and 3 ranks write the bytes of one process with the same global batch: adapter, checkpoints; rank 0 alone writes" {
 	lora-train $TR --accum 6 --steps 4 --save-steps 2 --eval-data val.bin --eval-steps 2 --log one.jsonl -o one.lora
 	run_ranks 2 $TR --accum 3 --steps 4 --save-steps 2 --eval-data val.bin --eval-steps 2 --log two.jsonl -o two.lora
-	run_ranks 3 $TR --accum 2 --steps 4 --save-steps 2 --eval-data val.bin --eval-steps 2 --log three.jsonl -o three.lora
+	run_ranks 3 $TR --accum 2 --steps 4 --save-steps 2 --eval-data val.bin --eval-steps 2 --log three.jsonl -o three.lora \
+		--json > three.json
 	for n in two three; do
 		cmp one.lora $n.lora
 		for f in adapter.lora optimizer.bin state.json; do
@@ -46,6 +47,11 @@ run_ranks() { mpirun -q -np "$1" lora-train "${@:2}"; }
 	assert_equal "$(jq -c -s '.[0] | [.ranks, .global_batch]' one.jsonl)" '[1,24]'
 	assert_equal "$(jq -c -s '.[0] | [.ranks, .global_batch]' two.jsonl)" '[2,24]'
 	assert_equal "$(jq -c -s '.[0] | [.ranks, .global_batch]' three.jsonl)" '[3,24]'
+	# --json, from rank 0 alone: the global batch, the exchange's seconds
+	# (the log's, in all and the longest)
+	assert_equal "$(jq -c '[.steps, .ranks, .global_batch, .checkpoint]' three.json)" '[4,3,24,"three.lora.ckpt/checkpoint-4"]'
+	jq -e -s --slurpfile r three.json 'map(select(.loss) | .reduce_s) | (add - $r[0].reduce_s | fabs) < 1e-5 and
+		(max - $r[0].reduce_s_max | fabs) < 1e-6 and max > 0' three.jsonl
 	# one process's log has no exchange
 	assert_equal "$(jq -s -c '.[1] | has("reduce_s")' one.jsonl)" false
 	# the adapter records the global accumulation

@@ -37,6 +37,32 @@ static char *provenance(const lora_trainconf *c, const lora_ckpt *ck, const lora
 	return s;
 }
 
+/* lora-train --json: what the run did, one object. */
+static int report(FILE *f, const lora_trainconf *c, const lora_train_result *r, int ranks, lora_err *e)
+{
+	cJSON *o = cJSON_CreateObject();
+	long steps = r->step;
+	cJSON_AddNumberToObject(o, "steps", (double)steps);
+	if (isfinite(r->loss))
+		cJSON_AddNumberToObject(o, "train_loss", r->loss);
+	if (isfinite(r->eval_loss))
+		cJSON_AddNumberToObject(o, "eval_loss", r->eval_loss);
+	cJSON_AddBoolToObject(o, "interrupted", r->stopped != 0);
+	if (r->checkpoint)
+		cJSON_AddStringToObject(o, "checkpoint", r->checkpoint);
+	cJSON_AddNumberToObject(o, "ranks", ranks);
+	cJSON_AddNumberToObject(o, "global_batch", (double)(c->micro_batch_size * c->gradient_accumulation_steps));
+	cJSON_AddNumberToObject(o, "reduce_s", r->wait);
+	cJSON_AddNumberToObject(o, "reduce_s_max", r->wait_max);
+	char *text = cJSON_Print(o);
+	cJSON_Delete(o);
+	if (!text)
+		return lora_err_nomem(e);
+	fprintf(f, "%s\n", text);
+	cJSON_free(text);
+	return 0;
+}
+
 /* What a run holds open; freed by release. */
 typedef struct {
 	lora_ckpt *ck;
@@ -256,8 +282,8 @@ int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, 
 	s.a->base_name = s.ck->name ? strdup(s.ck->name) : NULL;
 	s.a->base_fingerprint = strdup(fp);
 	s.a->provenance = provenance(conf, s.ck, s.m, s.data_id, s.eval_id, r);
-	if (s.rank == 0)
-		rc = lora_lorafile_save(s.a, j->out, j->force, e);
+	if (s.rank == 0 && !(rc = lora_lorafile_save(s.a, j->out, j->force, e)) && j->json)
+		rc = report(j->json, conf, r, s.ranks, e);
 	/* The others wait for rank 0's write: a launcher ends the whole job
 	 * when its first process exits with a signal's status. */
 	if (s.ranks > 1)

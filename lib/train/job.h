@@ -40,6 +40,10 @@ typedef struct {
 	 * alone checks and writes the output, the checkpoints and the log and
 	 * evaluates; every rank must hold the same model and data. */
 	lora_dist *dist;
+	/* Where rank 0 writes the run's JSON report (lora-train --json), or
+	 * NULL: steps, losses, interruption, the last checkpoint, ranks, the
+	 * global batch and the seconds spent in the gradient exchange. */
+	FILE *json;
 } lora_job;
 
 /* Run j with configuration conf (the file and flags applied; with resume

@@ -316,6 +316,8 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		scatter(o->adapter, p);
 		tokens += sum.tokens;
 		s.wait = sum.wait;
+		r->wait += sum.wait;
+		r->wait_max = sum.wait > r->wait_max ? sum.wait : r->wait_max;
 		s.step = step + 1;
 		s.loss = loss;
 		s.lr = lr;

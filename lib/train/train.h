@@ -66,6 +66,7 @@ typedef struct {
 	int stopped;            /* the signal that ended the run early (*stop; over ranks, the first
 	                         * any rank saw, the same on every rank), or 0 */
 	char *checkpoint;       /* path of the last checkpoint written, or NULL; caller frees */
+	double wait, wait_max;  /* seconds in the gradient exchange: in all, and the longest step's */
 } lora_train_result;
 
 /* Planned optimizer steps: max_steps if set, else
