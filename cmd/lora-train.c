@@ -181,5 +181,10 @@ int main(int argc, char **argv)
 	free(res.checkpoint);
 	lora_trainconf_free(&conf);
 	lora_dist_close(dist);
+	/* Another rank's failure, said by that rank: the launcher ends the
+	 * job at the first exit with a failing status, and may drop what it
+	 * has not yet passed on, so the quiet ranks leave a moment later. */
+	if (rc != LORA_EXIT_OK && !res.stopped && !e.msg[0])
+		usleep(500000);
 	return rc;
 }
