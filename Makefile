@@ -15,6 +15,13 @@ WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wvla -Wstrict-prototy
 PKGS     := zlib yaml-0.1 openblas lapacke libcjson libpcre2-8 libutf8proc
 VERSION  := 0.1.0
 
+# MPI=0: a build without Open MPI (lora-train runs as one process), in its
+# own directory.
+MPI      ?= 1
+ifeq ($(MPI),0)
+BUILD    ?= build-nompi
+endif
+
 # The sanitizer build lives in its own directory so the two never mix.
 ifeq ($(SANITIZE),1)
 BUILD    ?= build-san
@@ -34,10 +41,16 @@ endif
 # work on a machine that has none of the libraries yet.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -fopenmp -Ilib -Icmd $(PKG_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -fopenmp -Ilib -Icmd $(PKG_CFLAGS) $(MPI_CFLAGS) -DLORA_VERSION='"$(VERSION)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -fopenmp
 # oneDNN ships no pkg-config file.
-LIBS       = $(PKG_LIBS) -ldnnl -lm
+LIBS       = $(PKG_LIBS) -ldnnl -lm $(MPI_LIBS)
+# Open MPI for lora-train's data-parallel runs (MPI=0: none, see below);
+# only the programs that call it (lora-train) record a need for libmpi.
+ifeq ($(MPI),1)
+MPI_CFLAGS = -DLORA_MPI $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS   = -Wl,--as-needed $(shell pkg-config --libs ompi-c 2>/dev/null) -Wl,--no-as-needed
+endif
 
 LIB_SRC  := $(wildcard lib/*/*.c)
 HDRS     := $(wildcard lib/*/*.h cmd/*.h)
@@ -63,6 +76,12 @@ DEB_PKGS += clang libclang-rt-14-dev libomp-dev
 endif
 ifeq ($(VALGRIND),1)
 DEB_PKGS += valgrind
+endif
+# lora-train's data-parallel runs (lora-train(1), MPI): Open MPI, linked into
+# lora-train alone. MPI=0 builds without it, for machines with no MPI runtime:
+# lora-train then runs as one process and refuses to start under a launcher.
+ifeq ($(MPI),1)
+DEB_PKGS += openmpi-bin libopenmpi-dev
 endif
 
 .PHONY: all check fuzz bench demo install uninstall clean deps help
@@ -148,7 +167,7 @@ uninstall: ## remove what install put in place
 	rm -f $(patsubst completions/fish/%,$(DESTDIR)$(FISHCOMPDIR)/%,$(wildcard completions/fish/*))
 
 clean: ## remove build directories
-	rm -rf build build-san $(FUZZ_BUILD)
+	rm -rf build build-san build-nompi $(FUZZ_BUILD)
 
 deps: ## install missing Debian packages (or print their names)
 	$(Q)tests/deps install $(DEB_PKGS)

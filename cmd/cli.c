@@ -168,7 +168,8 @@ _Noreturn void lora_cli_usage_error(const lora_tool *t, const char *fmt, ...)
 
 int lora_cli_fail(const lora_tool *t, const lora_err *e)
 {
-	lora_cli_error(t, "%s", e->msg);
+	if (e->msg[0]) /* empty: another process of the job said it (train/dist) */
+		lora_cli_error(t, "%s", e->msg);
 	return e->code == LORA_EUSAGE ? LORA_EXIT_USAGE : LORA_EXIT_FAIL;
 }
 

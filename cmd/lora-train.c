@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "math/blas.h"
@@ -9,7 +10,7 @@
 
 enum {
 	O_SET = 256, O_EVAL_DATA, O_EVAL_BATCHES, O_FORMAT, O_NO_SHUFFLE, O_CKPT, O_RESUME, O_LOG, O_DTYPE,
-	O_RECOMPUTE, O_KEY = 1000, /* O_KEY + i: the flag of configuration key i */
+	O_RECOMPUTE, O_JSON, O_KEY = 1000, /* O_KEY + i: the flag of configuration key i */
 };
 
 /* The options that are not configuration keys; those come from the key
@@ -30,6 +31,7 @@ static const lora_opt fixed[] = {
 	{O_LOG, 0, "log", "FILE", "append one JSON object per step and per eval to FILE", "@file"},
 	{O_DTYPE, 0, "dtype", "TYPE", "output storage dtype: f32, f16 or bf16 (default: the input adapter's, else f32)", "f32 f16 bf16"},
 	{O_RECOMPUTE, 0, "recompute", NULL, "keep only block inputs and recompute in backward (less memory)", NULL},
+	{O_JSON, 0, "json", NULL, "print a JSON report of the run (keys in lora-train(1)); needs -o", NULL},
 	{'j', 'j', "threads", "N", "threads for everything (default: every core)", NULL},
 	{'f', 'f', "force", NULL, "overwrite an existing output file", NULL},
 	{'q', 'q', "quiet", NULL, "no progress line", NULL},
@@ -50,7 +52,8 @@ static const lora_tool tool = {
 	"Examples:\n"
 	"  lora-init -m base/ -r 16 | lora-train -m base/ -d train.bin -o run.lora\n"
 	"  lora-train -m base/ -d train.bin -c run.yaml --steps 500 -o run.lora\n"
-	"  lora-train -m base/ -d train.bin --resume run.lora.ckpt/checkpoint-200\n",
+	"  lora-train -m base/ -d train.bin --resume run.lora.ckpt/checkpoint-200\n"
+	"  mpirun --hostfile hosts -np 2 lora-train -m base/ -d train.bin -o run.lora\n",
 	opts,
 	"@file",
 };
@@ -108,7 +111,13 @@ int main(int argc, char **argv)
 	lora_cli_progress pr;
 	lora_trainconf conf;
 	lora_train_result res = {0};
+	lora_dist *dist = NULL;
 
+	/* Under a launcher every rank parses the same line: rank 0 alone
+	 * says what is wrong with it. */
+	int rank = lora_dist_env_rank(), err_fd = -1;
+	if (rank > 0 && (err_fd = dup(2)) >= 0 && !freopen("/dev/null", "w", stderr))
+		return LORA_EXIT_FAIL;
 	build_options();
 	lora_cli_init(&cl, &tool, argc, argv);
 	while ((id = lora_cli_next(&cl)) != LORA_OPT_END) {
@@ -127,6 +136,7 @@ int main(int argc, char **argv)
 		case O_LOG: j.log = cl.arg; break;
 		case O_DTYPE: j.dtype = lora_cli_dtype(&tool, "--dtype", cl.arg, 0); break;
 		case O_RECOMPUTE: j.recompute = 1; break;
+		case O_JSON: j.json = stdout; break;
 		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", cl.arg, 1, 4096)); break;
 		case 'f': j.force = 1; break;
 		case 'q': quiet = 1; break;
@@ -139,29 +149,42 @@ int main(int argc, char **argv)
 	}
 	if (!j.model || !j.data)
 		lora_cli_usage_error(&tool, "need -m MODEL and -d DATA");
+	if (j.json && (!j.out || !strcmp(j.out, "-")))
+		lora_cli_usage_error(&tool, "--json needs -o FILE: the adapter would share standard output");
 	if (j.resume && (config || flags || j.adapter))
 		lora_cli_usage_error(&tool, "--resume continues with the checkpoint's adapter and configuration; "
 		                            "drop the other training options");
 	if (j.adapter)
 		lora_cli_stdin(&tool, j.adapter);
 	if (lora_trainconf_init(&conf, &e) || (config && lora_trainconf_load(&conf, config, &e)) ||
-	    apply_flags(&conf, argc, argv, &e)) {
+	    apply_flags(&conf, argc, argv, &e) || lora_dist_open(&dist, 1, &e)) {
 		lora_trainconf_free(&conf);
 		return lora_cli_fail(&tool, &e);
 	}
+	if (err_fd >= 0 && (dup2(err_fd, 2) < 0 || close(err_fd) < 0))
+		return LORA_EXIT_FAIL;
 	/* A signal finishes the step, then a checkpoint and the adapter so far are written. */
 	j.stop = lora_cli_stop_signals();
+	j.dist = dist;
 	lora_blas_threads(); /* the default, when -j did not set it */
-	lora_cli_progress_start(&pr, &tool, quiet);
+	lora_cli_progress_start(&pr, &tool, quiet || rank > 0);
 	j.ctx = &pr;
 	rc = lora_job_run(&j, &conf, &res, &e) ? lora_cli_fail(&tool, &e) : LORA_EXIT_OK;
-	if (res.stopped)
+	if (res.stopped && rank == 0)
 		lora_cli_error(&tool, "interrupted at step %ld; checkpoint in %s", res.step,
 		               res.checkpoint ? res.checkpoint : "(none)");
 	if (res.stopped || (*j.stop && rc == LORA_EXIT_FAIL))
-		rc = 128 + *j.stop;
+		rc = 128 + (res.stopped ? res.stopped : *j.stop);
 	lora_cli_progress_end(&pr);
+	if (j.json && (rc == LORA_EXIT_OK || res.stopped) && lora_cli_flush(&tool))
+		rc = LORA_EXIT_FAIL;
 	free(res.checkpoint);
 	lora_trainconf_free(&conf);
+	lora_dist_close(dist);
+	/* Another rank's failure, said by that rank: the launcher ends the
+	 * job at the first exit with a failing status, and may drop what it
+	 * has not yet passed on, so the quiet ranks leave a moment later. */
+	if (rc != LORA_EXIT_OK && !res.stopped && !e.msg[0])
+		usleep(500000);
 	return rc;
 }

@@ -150,6 +150,18 @@ setup() {
 	jq -s 'map(select(.loss)) | last | .lr' run.jsonl | lr_check cosine 1e-3 0 6 6
 }
 
+@test "--json reports the run: steps, losses, ranks, global batch, no exchange for one process; needs -o" {
+	lora-train $TR --accum 2 --eval-data val.bin --steps 3 --save-steps 2 --lr 1e-3 --log l.jsonl --json -o a.lora > r.json
+	assert_equal "$(jq -c '[.steps, .interrupted, .checkpoint, .ranks, .global_batch, .reduce_s, .reduce_s_max]' r.json)" \
+		'[3,false,"a.lora.ckpt/checkpoint-2",1,8,0,0]'
+	# the losses are the log's last (9 digits there) and the provenance's
+	awk -v a="$(jq .train_loss r.json)" -v b="$(jq -s 'map(select(.loss)) | last | .loss' l.jsonl)" \
+		'BEGIN { d = a - b; exit !(d < 1e-8 && d > -1e-8) }'
+	assert_equal "$(jq .eval_loss r.json)" "$(lora-inspect --json a.lora | jq .provenance.eval_loss)"
+	run -2 --separate-stderr lora-train $TR --steps 1 --json
+	assert_equal "${stderr_lines[0]}" "lora-train: --json needs -o FILE: the adapter would share standard output"
+}
+
 # lr_check KIND BASE W T STEP: the lr on standard input is the schedule's
 # at STEP (counted from 1, so s = STEP - 1) by lora-train(1)'s formulas,
 # written out here: warmup s/W, then constant, linear or half a cosine.

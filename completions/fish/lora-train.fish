@@ -34,6 +34,7 @@ complete -c lora-train -l no-shuffle  -d 'batches in file order (llm.c\'s rule) 
 complete -c lora-train -l log -r -F -d 'append one JSON object per step and per eval to FILE'
 complete -c lora-train -l dtype -r -f -a 'f32 f16 bf16' -d 'output storage dtype: f32, f16 or bf16 (default: the input adapter\'s, else f32)'
 complete -c lora-train -l recompute  -d 'keep only block inputs and recompute in backward (less memory)'
+complete -c lora-train -l json  -d 'print a JSON report of the run (keys in lora-train(1)); needs -o'
 complete -c lora-train -s j -l threads -r -d 'threads for everything (default: every core)'
 complete -c lora-train -s f -l force  -d 'overwrite an existing output file'
 complete -c lora-train -s q -l quiet  -d 'no progress line'

@@ -37,6 +37,32 @@ static char *provenance(const lora_trainconf *c, const lora_ckpt *ck, const lora
 	return s;
 }
 
+/* lora-train --json: what the run did, one object. */
+static int report(FILE *f, const lora_trainconf *c, const lora_train_result *r, int ranks, lora_err *e)
+{
+	cJSON *o = cJSON_CreateObject();
+	long steps = r->step;
+	cJSON_AddNumberToObject(o, "steps", (double)steps);
+	if (isfinite(r->loss))
+		cJSON_AddNumberToObject(o, "train_loss", r->loss);
+	if (isfinite(r->eval_loss))
+		cJSON_AddNumberToObject(o, "eval_loss", r->eval_loss);
+	cJSON_AddBoolToObject(o, "interrupted", r->stopped != 0);
+	if (r->checkpoint)
+		cJSON_AddStringToObject(o, "checkpoint", r->checkpoint);
+	cJSON_AddNumberToObject(o, "ranks", ranks);
+	cJSON_AddNumberToObject(o, "global_batch", (double)(c->micro_batch_size * c->gradient_accumulation_steps));
+	cJSON_AddNumberToObject(o, "reduce_s", r->wait);
+	cJSON_AddNumberToObject(o, "reduce_s_max", r->wait_max);
+	char *text = cJSON_Print(o);
+	cJSON_Delete(o);
+	if (!text)
+		return lora_err_nomem(e);
+	fprintf(f, "%s\n", text);
+	cJSON_free(text);
+	return 0;
+}
+
 /* What a run holds open; freed by release. */
 typedef struct {
 	lora_ckpt *ck;
@@ -44,9 +70,11 @@ typedef struct {
 	lora_adapter *a;
 	lora_data *train, *eval;
 	lora_optim opt;
+	lora_dist *dist;
 	char *data_id, *eval_id, *ckpt_data, *ckpt_default;
 	FILE *log;
 	long start;
+	int rank, ranks;
 } state;
 
 static void release(state *s)
@@ -74,6 +102,9 @@ static int adapter(const lora_job *j, lora_trainconf *conf, state *s, lora_err *
 		free(json);
 		return rc;
 	}
+	if (j->adapter && s->ranks > 1 && !strcmp(j->adapter, "-"))
+		return lora_err_set(e, LORA_EUSAGE, "with %d ranks the adapter must be a file: standard input reaches rank 0 only",
+		                    s->ranks);
 	if (j->adapter)
 		return lora_load_adapter(&s->a, j->adapter, e);
 	lora_init_opts o;
@@ -91,12 +122,36 @@ static int adapter(const lora_job *j, lora_trainconf *conf, state *s, lora_err *
 	return rc;
 }
 
+/* Over ranks, the configuration says the global accumulation: what one
+ * process would use for the same result, so that the adapter and the
+ * checkpoints are the same bytes at any rank count and a checkpoint
+ * resumes under any count that divides it. */
+static int share_steps(const lora_job *j, lora_trainconf *conf, state *s, lora_err *e)
+{
+	long long *g = &conf->gradient_accumulation_steps;
+	if (s->ranks == 1)
+		return 0;
+	if (j->resume) {
+		if (*g % s->ranks)
+			return lora_err_set(e, LORA_EUSAGE,
+			                    "%s: gradient_accumulation_steps %lld (the global count) does not divide among %d ranks",
+			                    j->resume, *g, s->ranks);
+		return 0;
+	}
+	if (*g > (1LL << 20) / s->ranks)
+		return lora_err_set(e, LORA_EUSAGE, "gradient_accumulation_steps %lld x %d ranks is too many", *g, s->ranks);
+	*g *= s->ranks;
+	return 0;
+}
+
 /* Model, adapter, data, optimizer: everything before the first step. */
 static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err *e)
 {
 	int rc;
 	if ((rc = lora_ckpt_open(&s->ck, j->model, e)) || (rc = lora_llama_open(&s->m, s->ck, e)) ||
 	    (rc = adapter(j, conf, s, e)) || (rc = lora_llama_set_compute(s->m, (lora_llama_compute)conf->compute, e)))
+		return rc;
+	if ((rc = share_steps(j, conf, s, e)))
 		return rc;
 	if (j->dtype >= 0)
 		s->a->dtype = (lora_dtype)j->dtype;
@@ -108,7 +163,7 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
 		return rc;
 	size_t vocab = lora_llama_get_config(s->m)->vocab_size;
 	if ((rc = lora_data_open(&s->train, j->data, j->format, vocab, e)) ||
-	    (j->eval_data && (rc = lora_data_open(&s->eval, j->eval_data, j->format, vocab, e))))
+	    (j->eval_data && s->rank == 0 && (rc = lora_data_open(&s->eval, j->eval_data, j->format, vocab, e))))
 		return rc;
 	if (!(s->data_id = lora_data_id(s->train)) || (s->eval && !(s->eval_id = lora_data_id(s->eval))))
 		return lora_err_nomem(e);
@@ -124,18 +179,31 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
 }
 
 /* Refuse an output that would fail at the end before hours of work, not
- * after; open the log. */
+ * after. */
 static int check_outputs(const lora_job *j, state *s, lora_err *e)
 {
-	int rc = lora_outfile_check(j->out, LORA_OUT_BINARY | (j->force ? LORA_OUT_FORCE : 0), e);
-	if (rc)
-		return rc;
+	if (s->ranks > 1 && (!j->out || !strcmp(j->out, "-")))
+		return lora_err_set(e, LORA_EUSAGE, "with %d ranks the adapter needs a file (-o FILE): standard output "
+		                    "passes through the launcher", s->ranks);
+	if (s->rank > 0)
+		return 0;
+	return lora_outfile_check(j->out, LORA_OUT_BINARY | (j->force ? LORA_OUT_FORCE : 0), e);
+}
+
+/* Rank 0's log, once every rank is ready: nothing is written for a job
+ * that does not start. */
+static int open_log(const lora_job *j, const lora_trainconf *conf, state *s, lora_err *e)
+{
+	if (s->rank > 0)
+		return 0;
 	if (j->log && !(s->log = fopen(j->log, "a")))
 		return lora_err_set(e, LORA_EIO, "%s: %s", j->log, strerror(errno));
 	if (s->log) {
-		fprintf(s->log, "{\"compute\":\"%s\",\"weight_bytes\":%zu,\"activation_bytes\":%zu}\n",
+		fprintf(s->log,
+		        "{\"compute\":\"%s\",\"weight_bytes\":%zu,\"activation_bytes\":%zu,\"ranks\":%d,\"global_batch\":%lld}\n",
 		        lora_dtype_name(lora_llama_compute_dtype(s->m)), lora_llama_weight_bytes(s->m),
-		        lora_llama_activation_bytes(s->m));
+		        lora_llama_activation_bytes(s->m), s->ranks,
+		        conf->micro_batch_size * conf->gradient_accumulation_steps);
 		fflush(s->log);
 	}
 	if (j->note) {
@@ -146,12 +214,46 @@ static int check_outputs(const lora_job *j, state *s, lora_err *e)
 	return 0;
 }
 
+/* Every rank has the model and the data rank 0 has: a different copy on
+ * one host would train on other numbers without a word. */
+static int same_inputs(const lora_job *j, state *s, lora_err *e)
+{
+	char fp[17], *mine = NULL, *root = NULL;
+	size_t len = strlen(s->data_id) + sizeof fp + 2;
+	int rc = 0;
+	lora_ckpt_fingerprint(s->ck, fp);
+	if (!(mine = malloc(len)))
+		return lora_err_nomem(e);
+	snprintf(mine, len, "%s %s", s->data_id, fp);
+	rc = lora_dist_root_text(s->dist, mine, &root, e);
+	if (!rc && strcmp(mine, root)) {
+		char *sp = strrchr(root, ' ');
+		rc = sp && strcmp(sp + 1, fp) ? lora_err_set(e, LORA_EINVAL, "%s: not rank 0's model (fingerprint %s, rank 0 has %s)",
+		                                            s->ck->path, fp, sp + 1)
+		                                : lora_err_set(e, LORA_EINVAL, "%s: not rank 0's data (%s; rank 0 has %.*s)", j->data,
+		                                               s->data_id, sp ? (int)(sp - root) : (int)strlen(root), root);
+	}
+	free(mine), free(root);
+	return rc;
+}
+
 int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, lora_err *e)
 {
-	state s = {0};
+	state s = {.dist = j->dist, .ranks = 1};
 	int rc;
 	memset(r, 0, sizeof *r);
-	if ((rc = open_all(j, conf, &s, e)) || (rc = check_outputs(j, &s, e)))
+	if (s.dist)
+		s.rank = lora_dist_rank(s.dist), s.ranks = lora_dist_size(s.dist);
+	rc = open_all(j, conf, &s, e);
+	if (!rc)
+		rc = check_outputs(j, &s, e);
+	/* A failure on one rank ends every rank, with one line. */
+	if ((rc = s.dist ? lora_dist_agree(s.dist, rc, e) : rc))
+		goto out;
+	if (s.ranks > 1 && (rc = lora_dist_agree(s.dist, same_inputs(j, &s, e), e)))
+		goto out;
+	rc = open_log(j, conf, &s, e);
+	if ((rc = s.ranks > 1 ? lora_dist_agree(s.dist, rc, e) : rc))
 		goto out;
 	const char *ckpt = j->ckpt_dir;
 	if (!ckpt) {
@@ -167,8 +269,10 @@ int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, 
 	lora_train_opts to = {
 		.conf = conf, .model = s.m, .adapter = s.a, .train = s.train, .eval = s.eval,
 		.eval_batches = j->eval_batches, .shuffle = j->shuffle, .ckpt_dir = ckpt, .data_id = s.data_id,
-		.log = s.log, .stop = j->stop, .report = j->report, .ctx = j->ctx,
+		.log = s.log, .stop = j->stop, .report = j->report, .ctx = j->ctx, .dist = s.dist,
 	};
+	if (s.rank > 0) /* rank 0 alone writes and evaluates */
+		to.ckpt_dir = NULL, to.eval = NULL, to.report = NULL;
 	if ((rc = lora_train_run(&to, &s.opt, s.start, r, e)))
 		goto out;
 	/* What the adapter is: the model it was trained for and how. */
@@ -178,7 +282,12 @@ int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, 
 	s.a->base_name = s.ck->name ? strdup(s.ck->name) : NULL;
 	s.a->base_fingerprint = strdup(fp);
 	s.a->provenance = provenance(conf, s.ck, s.m, s.data_id, s.eval_id, r);
-	rc = lora_lorafile_save(s.a, j->out, j->force, e);
+	if (s.rank == 0 && !(rc = lora_lorafile_save(s.a, j->out, j->force, e)) && j->json)
+		rc = report(j->json, conf, r, s.ranks, e);
+	/* The others wait for rank 0's write: a launcher ends the whole job
+	 * when its first process exits with a signal's status. */
+	if (s.ranks > 1)
+		rc = lora_dist_agree(s.dist, rc, e);
 out:
 	release(&s);
 	return rc;

@@ -14,6 +14,7 @@
 
 #include "core/err.h"
 #include "io/data.h"
+#include "train/dist.h"
 #include "train/train.h"
 #include "train/trainconf.h"
 
@@ -33,6 +34,16 @@ typedef struct {
 	void (*report)(void *ctx, const lora_train_status *s);
 	void (*note)(void *ctx, const char *line); /* lora_llama_describe's line, before the first step; may be NULL */
 	void *ctx;
+	/* The ranks of a data-parallel run (lora_dist_open), or NULL: one
+	 * process. gradient_accumulation_steps is then per rank (a resumed
+	 * checkpoint's, recorded global, is divided among the ranks); rank 0
+	 * alone checks and writes the output, the checkpoints and the log and
+	 * evaluates; every rank must hold the same model and data. */
+	lora_dist *dist;
+	/* Where rank 0 writes the run's JSON report (lora-train --json), or
+	 * NULL: steps, losses, interruption, the last checkpoint, ranks, the
+	 * global batch and the seconds spent in the gradient exchange. */
+	FILE *json;
 } lora_job;
 
 /* Run j with configuration conf (the file and flags applied; with resume

@@ -63,16 +63,16 @@ static void scatter(lora_adapter *a, const float *src)
 	}
 }
 
-static void gather_grads(float *dst, const lora_llama *m, const lora_adapter *a, float k)
+static void gather_grads(float *dst, const lora_llama *m, const lora_adapter *a)
 {
 	for (size_t i = 0; i < a->nlayers; i++) {
 		const lora_layer *l = &a->layers[i];
 		float *dA, *dB;
 		lora_llama_grad(m, i, &dA, &dB);
-		for (size_t j = 0; j < l->rank * l->in; j++)
-			*dst++ = dA[j] * k;
-		for (size_t j = 0; j < l->out * l->rank; j++)
-			*dst++ = dB[j] * k;
+		memcpy(dst, dA, l->rank * l->in * sizeof *dst);
+		dst += l->rank * l->in;
+		memcpy(dst, dB, l->out * l->rank * sizeof *dst);
+		dst += l->out * l->rank;
 	}
 }
 
@@ -206,6 +206,11 @@ static void log_line(FILE *f, const lora_train_status *s)
 		return;
 	if (s->eval)
 		fprintf(f, "{\"step\":%ld,\"eval_loss\":%.9g,\"elapsed\":%.3f}\n", s->step, s->eval_loss, s->elapsed);
+	else if (s->ranks > 1)
+		fprintf(f,
+		        "{\"step\":%ld,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"elapsed\":%.3f,"
+		        "\"reduce_s\":%.6f}\n",
+		        s->step, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed, s->wait);
 	else
 		fprintf(f,
 		        "{\"step\":%ld,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"elapsed\":%.3f}\n",
@@ -220,6 +225,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	size_t B = (size_t)c->micro_batch_size, T = (size_t)c->sequence_len;
 	size_t accum = (size_t)c->gradient_accumulation_steps, n = lora_train_nparams(o->adapter);
 	lora_data_batches b = {0};
+	lora_dist *one = NULL, *d = o->dist;
 	long epoch = -1;
 	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
 	float *p = malloc((n ? n : 1) * sizeof *p), *g = malloc((n ? n : 1) * sizeof *g);
@@ -233,6 +239,18 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		rc = lora_err_nomem(e);
 		goto out;
 	}
+	if (!d && (rc = lora_dist_open(&one, 0, e)))
+		goto out;
+	d = d ? d : one;
+	/* Rank r runs micro-batches r L .. r L + L - 1 of each step. */
+	size_t ranks = (size_t)lora_dist_size(d), local = accum / ranks, first = (size_t)lora_dist_rank(d) * local;
+	if (accum % ranks) {
+		rc = lora_err_set(e, LORA_EINVAL, "gradient_accumulation_steps %zu does not divide among %zu ranks", accum, ranks);
+		goto out;
+	}
+	if ((rc = lora_dist_plan(d, n, local, e)))
+		goto out;
+	s.ranks = (int)ranks;
 	/* The planned length, from the data, fixes the schedule. */
 	if ((rc = lora_data_batches_init(&b, o->train, B, T, 0, 0, e)))
 		goto out;
@@ -244,37 +262,39 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	double t0 = now();
 	size_t tokens = 0;
 	for (long step = start; step < s.total; step++) {
-		double loss_sum = 0;
-		size_t nt_sum = 0;
-		lora_llama_zero_grad(o->model);
 		lora_llama_set_dropout(o->model, (float)c->lora_dropout, (uint64_t)c->seed * 0x9e3779b97f4a7c15ull + (uint64_t)step);
-		for (size_t micro = 0; micro < accum; micro++) {
-			size_t j = (size_t)step * accum + micro;
+		/* Each micro-batch's gradient on its own, then summed in the order
+		 * one process visits them (dist.h), whatever the rank count. */
+		for (size_t micro = 0; micro < local && !rc; micro++) {
+			size_t j = (size_t)step * accum + first + micro;
 			long ep = (long)(j / nb);
 			if (ep != epoch) { /* each epoch its own order */
 				lora_data_batches_free(&b);
 				if ((rc = lora_data_batches_init(&b, o->train, B, T, o->shuffle,
 				                                 (uint64_t)c->seed + (uint64_t)ep * 0x632be59bd9b4e019ull, e)))
-					goto out;
+					break;
 				epoch = ep;
 			}
 			double l;
 			size_t nt;
 			lora_data_batches_get(&b, j % nb, in, tg);
+			lora_llama_zero_grad(o->model);
 			if ((rc = lora_llama_forward(o->model, in, tg, &l, &nt, e)) ||
 			    (rc = lora_llama_backward(o->model, e)))
-				goto out;
-			loss_sum += l;
-			nt_sum += nt;
+				break;
+			gather_grads(lora_dist_slot(d, micro), o->model, o->adapter);
+			lora_dist_add(d, micro, l, nt);
 		}
-		double loss = loss_sum / (double)accum;
+		/* Each micro-batch's loss is a mean: average their gradients. */
+		lora_dist_sums sum = {.stop = o->stop ? *o->stop : 0, .failed = rc ? lora_dist_rank(d) : -1};
+		if ((rc = lora_dist_reduce(d, g, 1.0f / (float)accum, &sum, rc, e)))
+			goto out;
+		double loss = sum.loss / (double)accum;
 		if (!isfinite(loss)) {
 			rc = lora_err_set(e, LORA_EINVAL, "step %ld: the loss is %s; stopping (the last checkpoint is kept)",
 			                  step + 1, isnan(loss) ? "NaN" : "infinite");
 			goto out;
 		}
-		/* Each micro-batch's loss is a mean: average their gradients. */
-		gather_grads(g, o->model, o->adapter, 1.0f / (float)accum);
 		double norm = lora_optim_clip_grad_norm(g, n, c->max_grad_norm);
 		if (!isfinite(norm)) {
 			rc = lora_err_set(e, LORA_EINVAL,
@@ -294,7 +314,10 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 			goto out;
 		}
 		scatter(o->adapter, p);
-		tokens += nt_sum;
+		tokens += sum.tokens;
+		s.wait = sum.wait;
+		r->wait += sum.wait;
+		r->wait_max = sum.wait > r->wait_max ? sum.wait : r->wait_max;
 		s.step = step + 1;
 		s.loss = loss;
 		s.lr = lr;
@@ -322,17 +345,20 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 			if (o->report)
 				o->report(o->ctx, &s);
 		}
-		int stop = o->stop && *o->stop;
+		/* Every rank stops after the same step: the one whose exchange
+		 * carried the first request. */
+		int stop = sum.stop != 0;
 		if (o->ckpt_dir && ((c->save_steps > 0 && s.step % c->save_steps == 0) || stop))
 			if ((rc = save_checkpoint(o, opt, s.step, loss, &r->checkpoint, e)))
 				goto out;
 		if (stop) {
-			r->stopped = 1;
+			r->stopped = sum.stop;
 			break;
 		}
 	}
 out:
 	lora_data_batches_free(&b);
+	lora_dist_close(one);
 	free(in), free(tg), free(p), free(g);
 	return rc;
 }

@@ -24,6 +24,7 @@
 #include "core/adapter.h"
 #include "io/data.h"
 #include "model/llama.h"
+#include "train/dist.h"
 #include "train/optim.h"
 #include "train/trainconf.h"
 
@@ -35,6 +36,8 @@ typedef struct {
 	double tokens_per_s;   /* training tokens per second so far */
 	double elapsed;        /* seconds */
 	int eval;              /* 1 when this report is an evaluation */
+	int ranks;             /* processes sharing each step (lora_dist) */
+	double wait;           /* seconds of the last step spent in the gradient exchange */
 } lora_train_status;
 
 typedef struct {
@@ -51,13 +54,19 @@ typedef struct {
 	volatile sig_atomic_t *stop; /* set asynchronously: finish the step, checkpoint, stop */
 	void (*report)(void *ctx, const lora_train_status *s);
 	void *ctx;
+	/* The ranks that share each step, or NULL: one process. The
+	 * configuration's gradient_accumulation_steps is the global count,
+	 * a multiple of the rank count; each rank runs its share (dist.h). */
+	lora_dist *dist;
 } lora_train_opts;
 
 typedef struct {
 	long step;              /* steps completed */
 	double loss, eval_loss; /* final train loss, final eval loss (NAN if no eval data) */
-	int stopped;            /* 1 if *stop ended the run early */
+	int stopped;            /* the signal that ended the run early (*stop; over ranks, the first
+	                         * any rank saw, the same on every rank), or 0 */
 	char *checkpoint;       /* path of the last checkpoint written, or NULL; caller frees */
+	double wait, wait_max;  /* seconds in the gradient exchange: in all, and the longest step's */
 } lora_train_result;
 
 /* Planned optimizer steps: max_steps if set, else
