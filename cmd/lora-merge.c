@@ -70,6 +70,7 @@ int main(int argc, char **argv)
 	lora_ggufmeta *gm = NULL;
 	lora_merge_gguf mg = {.type = -1};
 	lora_config cfg;
+	lora_dtype dt;
 	size_t n = 0, merged = 0, rank = 0;
 	int quiet = 0, id, rc, combine = 0, q8 = 0;
 	double energy = 0;
@@ -98,8 +99,12 @@ int main(int argc, char **argv)
 				lora_cli_usage_error(&tool, "--energy: '%s' is not in (0, 1]", c.arg);
 			break;
 		case O_DTYPE:
-			q8 = !strcmp(c.arg, "q8_0");
-			mo.dtype = q8 ? -1 : lora_cli_dtype(&tool, "--dtype", c.arg, 1);
+			mo.dtype = -1;
+			if (!(q8 = !strcmp(c.arg, "q8_0")) && strcmp(c.arg, "keep")) {
+				if (lora_dtype_parse(c.arg, &dt))
+					lora_cli_usage_error(&tool, "--dtype: '%s' is not keep, f32, f16, bf16 or q8_0", c.arg);
+				mo.dtype = (int)dt;
+			}
 			break;
 		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
 		/* Operands are kept in argv itself (each took an argv slot at or

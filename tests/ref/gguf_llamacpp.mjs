@@ -172,7 +172,7 @@ async function probs(modelPath, tokensPath, specs) {
 	});
 	const seq = ctx.getSequence();
 	const res = await seq.controlledEvaluate(tokens.map(t => [t, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }]));
-	const V = model.tokens.vocabSize ?? 256;
+	const V = model.fileInfo.metadata.tokenizer.ggml.tokens.length;
 	const lines = res.map(r => {
 		const p = new Float64Array(V).fill(0);
 		for (const [tok, prob] of r.next.probabilities) p[tok] = prob;
