@@ -32,8 +32,8 @@ static const lora_tool tool = {
 	"Show format, ranks, alpha, targets, parameters and size of an adapter or\n"
 	"checkpoint.",
 	"FILE is a .lora adapter, a GGUF adapter or model (llama.cpp's), a\n"
-	".safetensors checkpoint or a sharded index; DIR a model directory. A PEFT adapter\n"
-	"directory (adapter_config.json + adapter_model.safetensors) or its\n"
+	".safetensors checkpoint or a sharded index; DIR a model directory. A PEFT\n"
+	"adapter directory (adapter_config.json + adapter_model.safetensors) or its\n"
 	"adapter_model.safetensors is shown like a .lora. '-' (or no operand) reads a\n"
 	".lora from standard input. Without --stats or --check only the .lora header\n"
 	"(the GGUF tensor infos) is read, so inspecting a large adapter is\n"
