@@ -631,6 +631,7 @@ int lora_gguf_to_f32(float *dst, const lora_gguf_tensor *t)
 
 struct lora_gguf_writer {
 	lora_outfile out;
+	lora_outfile_direct d; /* large files around the page cache */
 	char **names;
 	size_t *sizes;
 	size_t n, cur, done, align;
@@ -772,6 +773,7 @@ static int build_header(char **out, size_t *len, const lora_gguf_kvspec *kv, siz
 
 static void gw_free(lora_gguf_writer *w)
 {
+	lora_outfile_direct_free(&w->d);
 	for (size_t i = 0; i < w->n; i++)
 		free(w->names[i]);
 	free(w->names);
@@ -786,7 +788,7 @@ static int gw_advance(lora_gguf_writer *w)
 	while (w->cur < w->n && w->done == w->sizes[w->cur]) {
 		for (size_t pad = (w->align - w->sizes[w->cur] % w->align) % w->align; pad;) {
 			size_t k = pad < sizeof zeros ? pad : sizeof zeros;
-			if (fwrite(zeros, 1, k, w->out.fp) != k)
+			if (lora_outfile_put(&w->d, &w->out, zeros, k))
 				return -1;
 			pad -= k;
 		}
@@ -824,7 +826,11 @@ int lora_gguf_writer_open(lora_gguf_writer **out, const char *path, const lora_g
 	}
 	if ((rc = lora_outfile_open(&w->out, path, LORA_OUT_BINARY | (force ? LORA_OUT_FORCE : 0), e)))
 		goto fail;
-	if (fwrite(hdr, 1, hlen, w->out.fp) != hlen || gw_advance(w)) {
+	uint64_t bytes = hlen;
+	for (size_t i = 0; i < nt; i++)
+		bytes += w->sizes[i] + w->align;
+	lora_outfile_direct_start(&w->d, &w->out, bytes);
+	if (lora_outfile_put(&w->d, &w->out, hdr, hlen) || gw_advance(w)) {
 		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
 		lora_outfile_abort(&w->out);
 		goto fail;
@@ -849,8 +855,12 @@ int lora_gguf_writer_write(lora_gguf_writer *w, const void *data, size_t nbytes,
 	if (nbytes > left)
 		return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': write of %zu bytes exceeds the %zu bytes left of its %zu",
 		                    name, w->names[w->cur], nbytes, left, w->sizes[w->cur]);
-	if (fwrite(data, 1, nbytes, w->out.fp) != nbytes)
+	if (lora_outfile_put(&w->d, &w->out, data, nbytes)) {
+		/* see lora_st_writer_write */
+		if (errno == EFAULT)
+			return lora_err_set(e, LORA_EIO, "an input file changed or shrank while being read");
 		return lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
+	}
 	w->done += nbytes;
 	if (gw_advance(w))
 		return lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
@@ -864,6 +874,9 @@ int lora_gguf_writer_commit(lora_gguf_writer *w, lora_err *e)
 		rc = lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': only %zu of %zu bytes written",
 		                  w->out.path ? w->out.path : "standard output", w->names[w->cur], w->done,
 		                  w->sizes[w->cur]);
+		lora_outfile_abort(&w->out);
+	} else if (lora_outfile_direct_flush(&w->d)) {
+		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", w->out.path, strerror(errno));
 		lora_outfile_abort(&w->out);
 	} else {
 		rc = lora_outfile_commit(&w->out, e);
