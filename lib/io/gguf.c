@@ -594,14 +594,24 @@ void lora_gguf_q8_0_quantize(void *dst, const float *src, size_t n)
 	for (size_t b = 0; b < n / LORA_GGML_QK8_0; b++, y += 34) {
 		const float *x = src + b * LORA_GGML_QK8_0;
 		float amax = 0.0f;
-		for (int j = 0; j < LORA_GGML_QK8_0; j++)
-			amax = fmaxf(amax, fabsf(x[j]));
-		/* ggml's quantize_row_q8_0_ref, operation for operation. */
+		for (int j = 0; j < LORA_GGML_QK8_0; j++) {
+			float v = fabsf(x[j]);
+			amax = v > amax ? v : amax;
+		}
+		/* ggml's quantize_row_q8_0_ref, operation for operation; roundf
+		 * (halves away from zero) spelled so that the compiler vectorizes
+		 * it: |v| <= 127, v - trunc(v) is exact. */
 		const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
 		uint16_t h = lora_dtype_f32_to_f16(d);
+		int8_t q[LORA_GGML_QK8_0];
 		y[0] = (unsigned char)h, y[1] = (unsigned char)(h >> 8);
-		for (int j = 0; j < LORA_GGML_QK8_0; j++)
-			y[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+		for (int j = 0; j < LORA_GGML_QK8_0; j++) {
+			float v = x[j] * id, r;
+			int i = (int)v;
+			r = v - (float)i;
+			q[j] = (int8_t)(i + (r >= 0.5f) - (r <= -0.5f));
+		}
+		memcpy(y + 2, q, sizeof q);
 	}
 }
 
