@@ -146,6 +146,8 @@ int main(int argc, char **argv)
 		         !(rc = lora_ggufmeta_build(&gm, &cfg, m, mg.type, &e))) {
 			mg.kv = lora_ggufmeta_kv(gm, &mg.nkv);
 			mg.arch = lora_ggufmeta_arch(gm);
+			if ((mg.extra_data = lora_ggufmeta_rope_freqs(gm, &mg.extra_n)))
+				mg.extra = "rope_freqs.weight";
 			mg.n_heads = cfg.n_heads;
 			mg.n_kv_heads = cfg.n_kv_heads;
 			mo.gguf = &mg;

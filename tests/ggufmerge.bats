@@ -46,11 +46,9 @@ heads() {
 		run -0 ggufcheck kv $1.gguf
 		diff -u "$G/merge-$1.kv" <(echo "$output") || fail "$1: keys differ from the file llama.cpp read"
 		run -0 ggufcheck cmp $1.gguf $1.st $(heads $2)
-		if [ $4 = q8_0 ]; then
-			assert_output 'ok 21 tensors (F32 Q8_0)'
-		else
-			assert_output "ok $([ $2 = qwen2-qwen ] && echo 26 || echo 21) tensors (F32)" # qwen2: q/k/v biases, no output.weight (tied)
-		fi
+		# qwen2: q/k/v biases, no output.weight (tied); llama3: rope_freqs.weight
+		n=$(case $2 in qwen2-qwen) echo 26 ;; llama-llama3) echo 22 ;; *) echo 21 ;; esac)
+		assert_line "ok $n tensors (F32$([ $4 = q8_0 ] && echo ' Q8_0'))"
 		ARGMAX_LOGPROBS=1 argmax-full $1.st "$G/tokens.u16" 1 | cut -d' ' -f1-256 >$1.ours
 		d=$(maxdiff $1.ours "$G/merge-$1.llamacpp")
 		# q8_0: llama.cpp multiplies q8_0 weights by activations it
@@ -61,6 +59,27 @@ heads() {
 	ARGMAX_LOGPROBS=1 argmax-full llama-spm "$G/tokens.u16" 1 | cut -d' ' -f1-256 >base.ours
 	d=$(maxdiff base.ours "$G/merge-spm-plain.llamacpp")
 	below 0.05 "$d"
+}
+
+@test "Llama 3 RoPE scaling: rope_freqs.weight holds convert_hf_to_gguf's factors" {
+	gguf_models
+	gguf_adapters
+	ggufmerge_models
+	lora-merge -q -m llama-llama3 plain -o m.gguf
+	lora-merge -q -m llama-llama3 plain -o m.st
+	run -0 ggufcheck cmp m.gguf m.st 4 2
+	assert_line --index 1 'ok 22 tensors (F32)'
+	got=${lines[0]#rope_freqs.weight: }
+	# rope_theta 500000, head_dim 8, factor 8, low 1, high 4, original 256
+	want=$(awk 'BEGIN { pi = atan2(0, -1); for (i = 0; i < 4; i++) { f = 1 / 500000 ^ (2 * i / 8); w = 2 * pi / f
+		if (w < 256 / 4) v = 1; else if (w > 256 / 1) v = 8; else { s = (256 / w - 1) / (4 - 1); v = 1 / ((1 - s) / 8 + s) }
+		printf "%s%.9g", i ? " " : "", v } }')
+	paste <(tr ' ' '\n' <<<"$got") <(tr ' ' '\n' <<<"$want") | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-6 * $2) exit 1 }' ||
+		fail "rope_freqs $got, want $want"
+	[[ $want == "1 3.568"*" 8 8" ]]
+	# and the keys: no linear scaling keys
+	run -0 ggufcheck kv m.gguf
+	refute_output --partial 'rope.scaling'
 }
 
 @test "the tokenizer llama.cpp reads from our GGUF gives the library's ids" {
@@ -169,8 +188,8 @@ qwen2.attention.layer_norm_rms_epsilon f32 9.99999975e-06"
 	assert_line 'architecture llama'
 	assert_line 'hparam       attention.head_count_kv = 2'
 	assert_line 'tokenizer    gpt2 (pre llama-bpe), 2766 tokens'
-	assert_line 'tensors      21'
-	assert_line 'F32          5 tensors, 160 parameters, 640 bytes'
+	assert_line 'tensors      22'
+	assert_line 'F32          6 tensors, 164 parameters, 656 bytes'
 	assert_line 'Q8_0         16 tensors, 195456 parameters, 207672 bytes'
 	run -0 lora-inspect --json m.gguf
 	[ "$(echo "$output" | jq -r '.kind, .hyperparameters.block_count, .tokenizer.tokens')" = "gguf

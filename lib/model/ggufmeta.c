@@ -1,6 +1,7 @@
 #include "model/ggufmeta.h"
 
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,8 @@ struct lora_ggufmeta {
 	char **owned; /* strings made here */
 	size_t nowned;
 	char *chat, *name;
+	float *rope_freqs; /* llama3 RoPE: rope_freqs.weight */
+	size_t nrope;
 };
 
 static lora_gguf_kvspec *put(lora_ggufmeta *g, const char *key, lora_gguf_type type)
@@ -396,6 +399,36 @@ out:
 	return rc;
 }
 
+/* Llama 3's RoPE scaling, as convert_hf_to_gguf writes it: per rotary
+ * frequency the factor llama.cpp divides it by (rope_freqs.weight): 1 for
+ * short wavelengths, the factor for long ones, in between the inverse of
+ * transformers' interpolation. Computed in f32 as the converter's torch
+ * code does (original_max_position_embeddings: rope_scaling's, where
+ * transformers reads it; the converter's default, 8192, is the value real
+ * Llama 3 configs give). */
+static int llama3_freqs(lora_ggufmeta *g, const lora_config *c, lora_err *e)
+{
+	size_t n = c->head_dim / 2;
+	if (!(g->rope_freqs = calloc(n ? n : 1, sizeof *g->rope_freqs)))
+		return lora_err_nomem(e);
+	g->nrope = n;
+	float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq, hi = (float)c->rope_high_freq;
+	float old = (float)c->rope_orig_max, lo_wave = old / lo, hi_wave = old / hi;
+	for (size_t i = 0; i < n; i++) {
+		float freq = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+		float wave = 2.0f * (float)M_PI / freq;
+		if (wave < hi_wave) {
+			g->rope_freqs[i] = 1.0f;
+		} else if (wave > lo_wave) {
+			g->rope_freqs[i] = factor;
+		} else {
+			float smooth = (old / wave - lo) / (hi - lo);
+			g->rope_freqs[i] = 1.0f / ((1.0f - smooth) / factor + smooth);
+		}
+	}
+	return 0;
+}
+
 int lora_ggufmeta_build(lora_ggufmeta **out, const lora_config *c, const lora_ckpt *m, int type, lora_err *e)
 {
 	lora_ggufmeta *g = calloc(1, sizeof *g);
@@ -408,11 +441,8 @@ int lora_ggufmeta_build(lora_ggufmeta **out, const lora_config *c, const lora_ck
 		                  m->config_path ? m->config_path : m->path, c->model_type);
 		goto out;
 	}
-	if (c->rope_type == LORA_ROPE_LLAMA3) {
-		rc = lora_err_set(e, LORA_EINVAL, "%s: rope_scaling llama3: its frequency factors are not written to GGUF here",
-		                  m->config_path);
+	if (c->rope_type == LORA_ROPE_LLAMA3 && (rc = llama3_freqs(g, c, e)))
 		goto out;
-	}
 	if (type < 0) {
 		const lora_st_tensor *t = lora_ckpt_find(m, "model.embed_tokens.weight");
 		type = t ? lora_gguf_ggml_of(t->dtype) : LORA_GGML_F32;
@@ -463,6 +493,7 @@ void lora_ggufmeta_free(lora_ggufmeta *g)
 	free(g->types);
 	free(g->chat);
 	free(g->name);
+	free(g->rope_freqs);
 	lora_tokenizer_free(g->tok);
 	free(g);
 }
@@ -471,6 +502,12 @@ const lora_gguf_kvspec *lora_ggufmeta_kv(const lora_ggufmeta *g, size_t *n)
 {
 	*n = g->nkv;
 	return g->kv;
+}
+
+const float *lora_ggufmeta_rope_freqs(const lora_ggufmeta *g, size_t *n)
+{
+	*n = g->nrope;
+	return g->rope_freqs;
 }
 
 const char *lora_ggufmeta_arch(const lora_ggufmeta *g)

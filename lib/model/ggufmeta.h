@@ -10,7 +10,8 @@
  * given), embedding_length, block_count, feed_forward_length,
  * attention.head_count, attention.head_count_kv, rope.freq_base,
  * rope.dimension_count, attention.layer_norm_rms_epsilon, and for linear
- * RoPE scaling rope.scaling.type and rope.scaling.factor.
+ * RoPE scaling rope.scaling.type and rope.scaling.factor (Llama 3's
+ * scaling is a tensor: lora_ggufmeta_rope_freqs).
  *
  * Tokenizer, following convert_hf_to_gguf: a byte-level BPE (ByteLevel
  * decoder) is model "gpt2" (_set_vocab_gpt2): tokens by id up to the
@@ -55,6 +56,10 @@ int lora_ggufmeta_build(lora_ggufmeta **out, const lora_config *c, const lora_ck
 void lora_ggufmeta_free(lora_ggufmeta *g);
 /* The pairs, valid while g lives. */
 const lora_gguf_kvspec *lora_ggufmeta_kv(const lora_ggufmeta *g, size_t *n);
+/* Llama 3 RoPE scaling (rope_scaling type llama3): the n factors of
+ * the tensor rope_freqs.weight (f32, ne {n}) convert_hf_to_gguf adds;
+ * else NULL. Valid while g lives. */
+const float *lora_ggufmeta_rope_freqs(const lora_ggufmeta *g, size_t *n);
 /* "llama" or "qwen2". */
 const char *lora_ggufmeta_arch(const lora_ggufmeta *g);
 

@@ -504,6 +504,11 @@ static int gguf_plan(const lora_ckpt *m, const lora_merge_gguf *g, lora_gguf_spe
                      size_t *heads, const lora_st_tensor **ts, size_t *n, lora_err *e)
 {
 	*n = 0;
+	if (g->extra) {
+		specs[0] = (lora_gguf_spec){g->extra, LORA_GGML_F32, 1, {g->extra_n}};
+		ts[0] = NULL;
+		*n = 1;
+	}
 	for (size_t s = 0; s < m->nshards; s++)
 		for (size_t i = 0; i < m->shards[s]->ntensors; i++) {
 			const lora_st_tensor *t = &m->shards[s]->tensors[i];
@@ -540,7 +545,7 @@ static int gguf_plan(const lora_ckpt *m, const lora_merge_gguf *g, lora_gguf_spe
 static int merge_gguf(job *j, const lora_ckpt *m, const char *path, lora_err *e)
 {
 	const lora_merge_gguf *g = j->o->gguf;
-	size_t nt = 0, cap = m->ntensors ? m->ntensors : 1;
+	size_t nt = 0, cap = m->ntensors + 1;
 	lora_gguf_spec *specs = calloc(cap, sizeof *specs);
 	char (*names)[LORA_GGUF_MAX_NAME + 1] = calloc(cap, sizeof *names);
 	size_t *heads = calloc(cap, sizeof *heads);
@@ -555,9 +560,13 @@ static int merge_gguf(job *j, const lora_ckpt *m, const char *path, lora_err *e)
 	if ((rc = gguf_plan(m, g, specs, names, heads, ts, &nt, e)) ||
 	    (rc = lora_gguf_writer_open(&w, path, g->kv, g->nkv, specs, nt, j->o->force, e)))
 		goto out;
+	if (g->extra && (rc = lora_gguf_writer_write(w, g->extra_data, g->extra_n * sizeof *g->extra_data, e))) {
+		lora_gguf_writer_abort(w);
+		goto out;
+	}
 	j->s.write = gguf_write;
 	stream_drain(&j->s, w, &we);
-	for (size_t i = 0; i < nt; i++) {
+	for (size_t i = g->extra != NULL; i < nt; i++) {
 		lora_dtype dt = LORA_F32;
 		int od = specs[i].type == LORA_GGML_Q8_0 ? OUT_Q8_0 : (lora_gguf_dtype_of(specs[i].type, &dt), (int)dt);
 		if ((rc = put_tensor(j, ts[i], od, heads[i], e)))

@@ -23,6 +23,9 @@
 typedef struct {
 	const lora_gguf_kvspec *kv; /* the header: hyperparameters, tokenizer */
 	size_t nkv;
+	const char *extra;          /* an f32 vector written before the model's tensors */
+	const float *extra_data;    /* (rope_freqs.weight), or NULL */
+	size_t extra_n;
 	const char *arch;
 	size_t n_heads, n_kv_heads;
 	int type;

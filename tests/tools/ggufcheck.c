@@ -10,8 +10,9 @@
  *       reversed, rows of q_proj and k_proj reordered as LlamaModel.permute
  *       does when HEADS is given (llama), f32 bytes equal, f16 and bf16
  *       equal to MERGED's values rounded, q8_0 blocks equal to ggml's
- *       quantize_row_q8_0_ref computed here. Prints "ok N tensors (T)" with
- *       the types seen, or the first mismatch; exit 0 or 1. */
+ *       quantize_row_q8_0_ref computed here. Prints rope_freqs.weight's
+ *       values when there is one, then "ok N tensors (T)" with the types
+ *       of the others, or the first mismatch; exit 0 or 1. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,6 +174,17 @@ static int cmp(const lora_gguf *g, const lora_ckpt *m, size_t heads, size_t kv_h
 		if (bad)
 			return 1;
 		seen[q->type & 63] = 1;
+		n++;
+	}
+	const lora_gguf_tensor *rf = lora_gguf_find(g, "rope_freqs.weight");
+	if (rf && rf->type == LORA_GGML_F32 && rf->ndim == 1) {
+		printf("rope_freqs.weight:");
+		for (size_t k = 0; k < rf->nelem; k++) {
+			float v;
+			memcpy(&v, (const unsigned char *)rf->data + 4 * k, 4);
+			printf(" %.9g", v);
+		}
+		printf("\n");
 		n++;
 	}
 	if (n != g->ntensors) {
