@@ -437,7 +437,7 @@ int lora_ggufmeta_build(lora_ggufmeta **out, const lora_config *c, const lora_ck
 	if (!g)
 		return lora_err_nomem(e);
 	if (!(g->arch = lora_gguflora_arch(c->model_type))) {
-		rc = lora_err_set(e, LORA_EINVAL, "%s: model_type '%s': llama.cpp's GGUF architectures here are llama, mistral and qwen2",
+		rc = lora_err_set(e, LORA_EINVAL, "%s: model_type '%s': GGUF is written for llama, mistral and qwen2",
 		                  m->config_path ? m->config_path : m->path, c->model_type);
 		goto out;
 	}

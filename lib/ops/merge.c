@@ -451,10 +451,9 @@ static int put_tensor(job *j, const lora_st_tensor *t, int od, size_t heads, lor
 	for (size_t i = 0; i < nops; i++)
 		apply_op(j->f, &j->p->ops[first + i]);
 	j->merged += nops > 0;
-	if (heads && (rc = lora_gguflora_permute(j->f, t->shape[0], t->ndim > 1 ? t->nelem / t->shape[0] : 1, heads)))
-		return rc == -2 ? lora_err_nomem(e)
-		                : lora_err_set(e, LORA_EINVAL, "tensor '%s': %zu rows do not split into %zu heads of even size",
-		                               t->name, t->shape[0], heads);
+	/* (the rows split into the heads: gguf_plan checked) */
+	if (heads && lora_gguflora_permute(j->f, t->shape[0], t->ndim > 1 ? t->nelem / t->shape[0] : 1, heads))
+		return lora_err_nomem(e);
 	return put_f32(s, t, j->f, 0, t->nelem, od, nops > 0, e);
 }
 
@@ -500,8 +499,9 @@ out:
 }
 
 /* GGUF: each tensor's name, type and shape, and its rows' heads. */
-static int gguf_plan(const lora_ckpt *m, const lora_merge_gguf *g, lora_gguf_spec *specs, char (*names)[LORA_GGUF_MAX_NAME + 1],
-                     size_t *heads, const lora_st_tensor **ts, size_t *n, lora_err *e)
+static int gguf_plan(const lora_ckpt *m, const lora_merge_gguf *g, lora_gguf_spec *specs,
+                     char (*names)[LORA_GGUF_MAX_NAME + 1], size_t *heads, const lora_st_tensor **ts, size_t *n,
+                     lora_err *e)
 {
 	*n = 0;
 	if (g->extra) {
@@ -520,7 +520,8 @@ static int gguf_plan(const lora_ckpt *m, const lora_merge_gguf *g, lora_gguf_spe
 				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': llama.cpp's %s architecture has no place for it",
 				                    m->path, t->name, g->arch);
 			if (!lora_dtype_is_float(t->dtype) || t->ndim < 1 || t->ndim > 2)
-				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': a GGUF model takes float vectors and matrices, not %s %s",
+				return lora_err_set(e, LORA_EINVAL,
+				                    "%s: tensor '%s': a GGUF model takes float vectors and matrices, not %s %s",
 				                    m->path, t->name, lora_dtype_st_name(t->dtype), t->ndim ? "of more dimensions" : "scalars");
 			sp->name = names[*n];
 			sp->ndim = t->ndim;
@@ -535,6 +536,9 @@ static int gguf_plan(const lora_ckpt *m, const lora_merge_gguf *g, lora_gguf_spe
 				type = LORA_GGML_F16;
 			sp->type = (uint32_t)type;
 			heads[*n] = rope == 1 ? g->n_heads : rope == 2 ? g->n_kv_heads : 0;
+			if (heads[*n] && t->shape[0] % (2 * heads[*n]))
+				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': %zu rows do not split into %zu heads of even size",
+				                    m->path, t->name, t->shape[0], heads[*n]);
 			ts[*n] = t;
 			(*n)++;
 		}
