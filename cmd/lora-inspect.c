@@ -31,9 +31,9 @@ static const lora_tool tool = {
 	"[options] [FILE|DIR|-]",
 	"Show format, ranks, alpha, targets, parameters and size of an adapter or\n"
 	"checkpoint.",
-	"FILE is a .lora adapter, a GGUF adapter (llama.cpp's), a .safetensors\n"
-	"checkpoint or a sharded index; DIR a model directory. A PEFT adapter\n"
-	"directory (adapter_config.json + adapter_model.safetensors) or its\n"
+	"FILE is a .lora adapter, a GGUF adapter or model (llama.cpp's), a\n"
+	".safetensors checkpoint or a sharded index; DIR a model directory. A PEFT\n"
+	"adapter directory (adapter_config.json + adapter_model.safetensors) or its\n"
 	"adapter_model.safetensors is shown like a .lora. '-' (or no operand) reads a\n"
 	".lora from standard input. Without --stats or --check only the .lora header\n"
 	"(the GGUF tensor infos) is read, so inspecting a large adapter is\n"
@@ -71,6 +71,21 @@ static int inspect(const char *path, int stats, int check, const lora_report_opt
 			rc = lora_report_ckpt(stdout, name, m, o, e);
 		lora_ckpt_close(m);
 		return rc;
+	}
+	if (k == LORA_LOAD_GGUF) { /* a model, unless it says it is an adapter */
+		lora_gguf *g = NULL;
+		const char *ty = NULL;
+		size_t n = 0;
+		if ((rc = lora_gguf_open(&g, path, e)))
+			return rc;
+		const lora_gguf_kv *kv = lora_gguf_kv_find(g, "general.type");
+		int model = !(kv && !lora_gguf_kv_str(kv, 0, &ty, &n) && n == 7 && !memcmp(ty, "adapter", 7)) &&
+		            !lora_gguf_kv_find(g, "adapter.type");
+		if (model)
+			rc = lora_report_gguf_model(stdout, name, g, o, e);
+		lora_gguf_close(g);
+		if (model)
+			return rc;
 	}
 	/* A PEFT adapter is small and its safetensors header is validated as a
 	 * whole, so it is simply loaded. */

@@ -30,7 +30,7 @@ setup() {
 	run -2 --separate-stderr lora-merge -m model a.lora
 	assert_equal "${stderr_lines[0]}" "lora-merge: need -o OUT"
 	run -2 --separate-stderr lora-merge -m model a.lora -o out --dtype f8
-	assert_equal "${stderr_lines[0]}" "lora-merge: --dtype: 'f8' is not keep, f32, f16 or bf16"
+	assert_equal "${stderr_lines[0]}" "lora-merge: --dtype: 'f8' is not keep, f32, f16, bf16 or q8_0"
 }
 
 @test "f32 model directory: adapted tensors equal W + s*B*A, the rest byte for byte" {

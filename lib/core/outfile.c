@@ -1,4 +1,4 @@
-#include "core/outfile.h"
+#include "core/outfile_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -180,4 +180,71 @@ void lora_outfile_abort(lora_outfile *o)
 	if (o->tmp)
 		unlink(o->tmp);
 	release(o);
+}
+
+/* ---- direct output ---- */
+
+#define DIRECT_ALIGN 4096
+#define DIRECT_BUF (4u << 20)
+static uint64_t direct_min = 64u << 20; /* smaller files go through the cache */
+
+void lora_outfile_direct_min(uint64_t bytes) { direct_min = bytes; }
+
+void lora_outfile_direct_start(lora_outfile_direct *d, lora_outfile *o, uint64_t bytes)
+{
+	int fd = o->is_stdout ? -1 : fileno(o->fp), flags = fd < 0 ? -1 : fcntl(fd, F_GETFL);
+	*d = (lora_outfile_direct){.fd = -1};
+	if (bytes < direct_min || flags < 0 || !(d->buf = aligned_alloc(DIRECT_ALIGN, DIRECT_BUF)))
+		return;
+	if (fcntl(fd, F_SETFL, flags | O_DIRECT) == 0) {
+		d->fd = fd;
+		return;
+	}
+	free(d->buf);
+	d->buf = NULL;
+}
+
+/* A refusal of direct I/O (EINVAL: the file system wants another
+ * alignment, or the tail is not whole blocks) sends the rest through the
+ * cache. */
+int lora_outfile_direct_flush(lora_outfile_direct *d)
+{
+	if (d->fd < 0)
+		return 0;
+	for (size_t off = 0; off < d->len;) {
+		ssize_t r = pwrite(d->fd, d->buf + off, d->len - off, (off_t)(d->pos + off));
+		if (r > 0) {
+			off += (size_t)r;
+			continue;
+		}
+		int err = r < 0 ? errno : ENOSPC, flags = fcntl(d->fd, F_GETFL);
+		if (err == EINTR || (err == EINVAL && flags >= 0 && (flags & O_DIRECT) &&
+		                     fcntl(d->fd, F_SETFL, flags & ~O_DIRECT) == 0))
+			continue;
+		errno = err;
+		return -1;
+	}
+	d->pos += d->len;
+	d->len = 0;
+	return 0;
+}
+
+int lora_outfile_put(lora_outfile_direct *d, lora_outfile *o, const void *p, size_t n)
+{
+	if (d->fd < 0)
+		return fwrite(p, 1, n, o->fp) == n ? 0 : -1;
+	for (const unsigned char *q = p; n;) {
+		size_t k = DIRECT_BUF - d->len < n ? DIRECT_BUF - d->len : n;
+		memcpy(d->buf + d->len, q, k);
+		d->len += k, q += k, n -= k;
+		if (d->len == DIRECT_BUF && lora_outfile_direct_flush(d))
+			return -1;
+	}
+	return 0;
+}
+
+void lora_outfile_direct_free(lora_outfile_direct *d)
+{
+	free(d->buf);
+	d->buf = NULL;
 }

@@ -7,6 +7,7 @@
 #ifndef LORA_OUTFILE_H
 #define LORA_OUTFILE_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/err.h"
@@ -49,5 +50,29 @@ int lora_outfile_sync_dir(const char *dir);
 /* mkdtemp(tmpl) and track the directory, with no window for a signal to
  * leave it behind; mode as mkdir(2) would give. 0 or -1 (errno set). */
 int lora_outfile_mkdtemp(char *tmpl);
+
+/* Large files around the page cache. Copying a checkpoint's worth of bytes
+ * into the cache costs a core about as much as all the rest of a merge,
+ * for pages nobody reads again soon; so a file of 64 MiB or more is
+ * written with O_DIRECT where the file system allows it. Direct writes
+ * want aligned offsets, lengths and memory: the bytes are gathered in an
+ * aligned buffer and written a buffer at a time, the tail (or everything,
+ * once the file system refuses an alignment) through the cache. */
+typedef struct {
+	int fd;              /* written with pwrite on fd; -1: through the stream */
+	unsigned char *buf;  /* filled to len, for file offset pos */
+	size_t len;
+	uint64_t pos;
+} lora_outfile_direct;
+
+/* Before the first byte of o (a file, not stdout) is written: write its
+ * bytes (the file's size) directly if there are enough of them and the
+ * file system takes it, else through o's stream. */
+void lora_outfile_direct_start(lora_outfile_direct *d, lora_outfile *o, uint64_t bytes);
+/* Append n bytes: 0, or -1 with errno set. */
+int lora_outfile_put(lora_outfile_direct *d, lora_outfile *o, const void *p, size_t n);
+/* Write what is gathered, before lora_outfile_commit: 0, or -1 with errno. */
+int lora_outfile_direct_flush(lora_outfile_direct *d);
+void lora_outfile_direct_free(lora_outfile_direct *d);
 
 #endif

@@ -594,14 +594,24 @@ void lora_gguf_q8_0_quantize(void *dst, const float *src, size_t n)
 	for (size_t b = 0; b < n / LORA_GGML_QK8_0; b++, y += 34) {
 		const float *x = src + b * LORA_GGML_QK8_0;
 		float amax = 0.0f;
-		for (int j = 0; j < LORA_GGML_QK8_0; j++)
-			amax = fmaxf(amax, fabsf(x[j]));
-		/* ggml's quantize_row_q8_0_ref, operation for operation. */
+		for (int j = 0; j < LORA_GGML_QK8_0; j++) {
+			float v = fabsf(x[j]);
+			amax = v > amax ? v : amax;
+		}
+		/* ggml's quantize_row_q8_0_ref, operation for operation; roundf
+		 * (halves away from zero) spelled so that the compiler vectorizes
+		 * it: |v| <= 127, v - trunc(v) is exact. */
 		const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
 		uint16_t h = lora_dtype_f32_to_f16(d);
+		int8_t q[LORA_GGML_QK8_0];
 		y[0] = (unsigned char)h, y[1] = (unsigned char)(h >> 8);
-		for (int j = 0; j < LORA_GGML_QK8_0; j++)
-			y[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+		for (int j = 0; j < LORA_GGML_QK8_0; j++) {
+			float v = x[j] * id, r;
+			int i = (int)v;
+			r = v - (float)i;
+			q[j] = (int8_t)(i + (r >= 0.5f) - (r <= -0.5f));
+		}
+		memcpy(y + 2, q, sizeof q);
 	}
 }
 
@@ -631,6 +641,7 @@ int lora_gguf_to_f32(float *dst, const lora_gguf_tensor *t)
 
 struct lora_gguf_writer {
 	lora_outfile out;
+	lora_outfile_direct d; /* large files around the page cache */
 	char **names;
 	size_t *sizes;
 	size_t n, cur, done, align;
@@ -772,6 +783,7 @@ static int build_header(char **out, size_t *len, const lora_gguf_kvspec *kv, siz
 
 static void gw_free(lora_gguf_writer *w)
 {
+	lora_outfile_direct_free(&w->d);
 	for (size_t i = 0; i < w->n; i++)
 		free(w->names[i]);
 	free(w->names);
@@ -786,7 +798,7 @@ static int gw_advance(lora_gguf_writer *w)
 	while (w->cur < w->n && w->done == w->sizes[w->cur]) {
 		for (size_t pad = (w->align - w->sizes[w->cur] % w->align) % w->align; pad;) {
 			size_t k = pad < sizeof zeros ? pad : sizeof zeros;
-			if (fwrite(zeros, 1, k, w->out.fp) != k)
+			if (lora_outfile_put(&w->d, &w->out, zeros, k))
 				return -1;
 			pad -= k;
 		}
@@ -824,7 +836,11 @@ int lora_gguf_writer_open(lora_gguf_writer **out, const char *path, const lora_g
 	}
 	if ((rc = lora_outfile_open(&w->out, path, LORA_OUT_BINARY | (force ? LORA_OUT_FORCE : 0), e)))
 		goto fail;
-	if (fwrite(hdr, 1, hlen, w->out.fp) != hlen || gw_advance(w)) {
+	uint64_t bytes = hlen;
+	for (size_t i = 0; i < nt; i++)
+		bytes += w->sizes[i] + w->align;
+	lora_outfile_direct_start(&w->d, &w->out, bytes);
+	if (lora_outfile_put(&w->d, &w->out, hdr, hlen) || gw_advance(w)) {
 		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
 		lora_outfile_abort(&w->out);
 		goto fail;
@@ -849,8 +865,12 @@ int lora_gguf_writer_write(lora_gguf_writer *w, const void *data, size_t nbytes,
 	if (nbytes > left)
 		return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': write of %zu bytes exceeds the %zu bytes left of its %zu",
 		                    name, w->names[w->cur], nbytes, left, w->sizes[w->cur]);
-	if (fwrite(data, 1, nbytes, w->out.fp) != nbytes)
+	if (lora_outfile_put(&w->d, &w->out, data, nbytes)) {
+		/* see lora_st_writer_write */
+		if (errno == EFAULT)
+			return lora_err_set(e, LORA_EIO, "an input file changed or shrank while being read");
 		return lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
+	}
 	w->done += nbytes;
 	if (gw_advance(w))
 		return lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
@@ -864,6 +884,9 @@ int lora_gguf_writer_commit(lora_gguf_writer *w, lora_err *e)
 		rc = lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': only %zu of %zu bytes written",
 		                  w->out.path ? w->out.path : "standard output", w->names[w->cur], w->done,
 		                  w->sizes[w->cur]);
+		lora_outfile_abort(&w->out);
+	} else if (lora_outfile_direct_flush(&w->d)) {
+		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", w->out.path, strerror(errno));
 		lora_outfile_abort(&w->out);
 	} else {
 		rc = lora_outfile_commit(&w->out, e);

@@ -108,6 +108,65 @@ static int rope_heads(int rope, const char *arch, size_t nh, size_t nkv, size_t 
 	return 0;
 }
 
+int lora_gguflora_model_name(const char *hf, const char *arch, char *out, int *rope)
+{
+	static const struct {
+		const char *hf, *gg;
+	} fixed[] = {{"model.embed_tokens.weight", "token_embd.weight"},
+	             {"model.norm.weight", "output_norm.weight"},
+	             {"lm_head.weight", "output.weight"}},
+	  blk[] = {{"input_layernorm.weight", "attn_norm.weight"},
+	           {"post_attention_layernorm.weight", "ffn_norm.weight"},
+	           {"self_attn.rotary_emb.inv_freq", NULL}}; /* llama.cpp computes it */
+	size_t block = 0, k = 13;
+	*rope = 0;
+	for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+		if (!strcmp(hf, fixed[i].hf)) {
+			strcpy(out, fixed[i].gg);
+			return 0;
+		}
+	if (strncmp(hf, "model.layers.", k) != 0 || hf[k] < '0' || hf[k] > '9' || (hf[k] == '0' && hf[k + 1] != '.'))
+		return -1;
+	for (; hf[k] >= '0' && hf[k] <= '9'; k++)
+		if ((block = block * 10 + (size_t)(hf[k] - '0')) > MAX_BLOCK)
+			return -1;
+	if (hf[k++] != '.')
+		return -1;
+	const char *rest = hf + k;
+	for (size_t i = 0; i < sizeof blk / sizeof *blk; i++)
+		if (!strcmp(rest, blk[i].hf)) {
+			if (!blk[i].gg)
+				return 1;
+			snprintf(out, LORA_GGUF_MAX_NAME + 1, "blk.%zu.%s", block, blk[i].gg);
+			return 0;
+		}
+	for (size_t m = 0; m < NMOD; m++) {
+		size_t n = strlen(modules[m].hf);
+		if (strncmp(rest, modules[m].hf, n) != 0 || (strcmp(rest + n, ".weight") && strcmp(rest + n, ".bias")))
+			continue;
+		snprintf(out, LORA_GGUF_MAX_NAME + 1, "blk.%zu.%s%s", block, modules[m].gg, rest + n);
+		*rope = strcmp(arch, "llama") ? 0 : modules[m].rope == ROPE_Q ? 1 : modules[m].rope == ROPE_K ? 2 : 0;
+		return 0;
+	}
+	return -1;
+}
+
+int lora_gguflora_permute(float *m, size_t rows, size_t cols, size_t heads)
+{
+	if (!heads || rows % (2 * heads))
+		return -1;
+	size_t hd = rows / heads;
+	float *tmp = malloc(hd * cols * sizeof *tmp);
+	if (!tmp)
+		return -2;
+	for (size_t h = 0; h < heads; h++) {
+		memcpy(tmp, m + h * hd * cols, hd * cols * sizeof *tmp);
+		permute_rows(m + h * hd * cols, tmp, hd, cols, 1, 0);
+	}
+	free(tmp);
+	return 0;
+}
+
 /* ---- writer ---- */
 
 /* adapter.lora.alpha: the f32 scale x rank shared by the most layers. */

@@ -50,6 +50,19 @@ typedef struct {
  * any other. */
 const char *lora_gguflora_arch(const char *model_type);
 
+/* The tensors of a whole model, as convert_hf_to_gguf names them: the
+ * GGUF name of Hugging Face's tensor hf into out (LORA_GGUF_MAX_NAME + 1
+ * bytes) for the GGUF architecture arch: token_embd, output_norm, output,
+ * blk.N.attn_norm, blk.N.ffn_norm and the modules above (.weight, .bias).
+ * Returns 0; 1 for a tensor the converter leaves out (rotary_emb.inv_freq,
+ * which llama.cpp computes); -1 for a name it does not know. *rope is 1
+ * (q: permuted with the attention heads), 2 (k: with the key/value heads)
+ * or 0, for arch llama. */
+int lora_gguflora_model_name(const char *hf, const char *arch, char *out, int *rope);
+/* LlamaModel.permute on the rows of m (rows x cols, row-major) in place:
+ * 0, -1 when rows do not split into heads of even size, -2 out of memory. */
+int lora_gguflora_permute(float *m, size_t rows, size_t cols, size_t heads);
+
 /* 1 if buf (n bytes) starts with the GGUF magic. */
 int lora_gguflora_is_gguf(const void *buf, size_t n);
 

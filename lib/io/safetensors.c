@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "core/json.h"
-#include "core/outfile.h"
+#include "core/outfile_internal.h"
 #include "core/utf8.h"
 
 /* JSON numbers reach us as doubles; above 2^53 a double no longer names a
@@ -359,84 +359,15 @@ const lora_st_tensor *lora_st_find(const lora_st *st, const char *name)
 
 /* ---- writer ---- */
 
-/* A large file is written around the page cache (O_DIRECT) where the file
- * system allows it: copying a checkpoint's worth of bytes into the cache
- * costs a core about as much as all the rest of a merge, for pages nobody
- * reads again soon. Direct writes want aligned offsets, lengths and
- * memory, so the bytes, header included, are gathered in an aligned buffer
- * and written a buffer at a time; the tail goes through the cache. */
-#define DIRECT_ALIGN 4096
-#define DIRECT_BUF (4u << 20)
-static uint64_t direct_min = 64u << 20; /* smaller files go through the cache */
-
 struct lora_st_writer {
 	lora_outfile out;
+	lora_outfile_direct d; /* large files around the page cache */
 	char **names;
 	size_t *sizes;
 	size_t n, cur, done; /* tensor being written and its bytes so far */
-	int fd;              /* direct: written with pwrite on fd; -1: through out.fp */
-	unsigned char *buf;  /* DIRECT_BUF bytes, filled to len, for file offset pos */
-	size_t len;
-	uint64_t pos;
 };
 
-void lora_st_writer_direct_min(uint64_t bytes) { direct_min = bytes; }
-
-/* Write the gathered bytes at pos. A refusal of direct I/O (EINVAL: the
- * file system wants another alignment, or the tail is not whole blocks)
- * sends the rest through the cache. 0 or -1 with errno set. */
-static int direct_flush(lora_st_writer *w)
-{
-	for (size_t off = 0; off < w->len;) {
-		ssize_t r = pwrite(w->fd, w->buf + off, w->len - off, (off_t)(w->pos + off));
-		if (r > 0) {
-			off += (size_t)r;
-			continue;
-		}
-		int err = r < 0 ? errno : ENOSPC, flags = fcntl(w->fd, F_GETFL);
-		if (err == EINTR || (err == EINVAL && flags >= 0 && (flags & O_DIRECT) &&
-		                     fcntl(w->fd, F_SETFL, flags & ~O_DIRECT) == 0))
-			continue;
-		errno = err;
-		return -1;
-	}
-	w->pos += w->len;
-	w->len = 0;
-	return 0;
-}
-
-/* Append n bytes to the file. 0 or -1 with errno set. */
-static int put(lora_st_writer *w, const void *data, size_t n)
-{
-	if (w->fd < 0)
-		return fwrite(data, 1, n, w->out.fp) == n ? 0 : -1;
-	for (const unsigned char *p = data; n;) {
-		size_t k = DIRECT_BUF - w->len < n ? DIRECT_BUF - w->len : n;
-		memcpy(w->buf + w->len, p, k);
-		w->len += k, p += k, n -= k;
-		if (w->len == DIRECT_BUF && direct_flush(w))
-			return -1;
-	}
-	return 0;
-}
-
-/* Use direct writes for a file of this many bytes, if it is large and the
- * file system takes them. */
-static void direct_open(lora_st_writer *w, uint64_t bytes)
-{
-	int fd = fileno(w->out.fp), flags = fcntl(fd, F_GETFL);
-	w->fd = -1;
-	if (bytes < direct_min || flags < 0 || !(w->buf = aligned_alloc(DIRECT_ALIGN, DIRECT_BUF)))
-		return;
-	if (fcntl(fd, F_SETFL, flags | O_DIRECT) == 0) {
-		w->fd = fd;
-		return;
-	}
-	free(w->buf);
-	w->buf = NULL;
-}
-
-
+void lora_st_writer_direct_min(uint64_t bytes) { lora_outfile_direct_min(bytes); }
 
 /* Check the request so that we never write a file our reader refuses. */
 static int check_specs(const char *path, const lora_st_spec *specs, size_t n, const lora_st_meta *meta,
@@ -541,7 +472,7 @@ static void stw_advance(lora_st_writer *w)
 
 static void stw_free(lora_st_writer *w)
 {
-	free(w->buf);
+	lora_outfile_direct_free(&w->d);
 	for (size_t i = 0; i < w->n; i++)
 		free(w->names[i]);
 	free(w->names);
@@ -592,8 +523,8 @@ int lora_st_writer_open(lora_st_writer **out, const char *path, const lora_st_sp
 	uint64_t bytes = 8 + hlen;
 	for (size_t i = 0; i < n; i++)
 		bytes += w->sizes[i];
-	direct_open(w, bytes);
-	if (put(w, lb, 8) || put(w, hdr, hlen)) {
+	lora_outfile_direct_start(&w->d, &w->out, bytes);
+	if (lora_outfile_put(&w->d, &w->out, lb, 8) || lora_outfile_put(&w->d, &w->out, hdr, hlen)) {
 		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", path, strerror(errno));
 		lora_outfile_abort(&w->out);
 		goto fail;
@@ -622,7 +553,7 @@ int lora_st_writer_write(lora_st_writer *w, const void *data, size_t nbytes, lor
 	if (nbytes > left)
 		return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': write of %zu bytes exceeds the %zu bytes left of its %zu",
 		                    w->out.path, w->names[i], nbytes, left, w->sizes[i]);
-	if (put(w, data, nbytes)) {
+	if (lora_outfile_put(&w->d, &w->out, data, nbytes)) {
 		/* Through the cache, large writes go from the caller's buffer
 		 * straight to write(2), which fails with EFAULT, where a load would
 		 * raise SIGBUS, when the buffer is a mapped input that has shrunk
@@ -643,7 +574,7 @@ int lora_st_writer_commit(lora_st_writer *w, lora_err *e)
 		rc = lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': only %zu of %zu bytes written", w->out.path,
 		                  w->names[w->cur], w->done, w->sizes[w->cur]);
 		lora_outfile_abort(&w->out);
-	} else if (w->fd >= 0 && direct_flush(w)) {
+	} else if (lora_outfile_direct_flush(&w->d)) {
 		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", w->out.path, strerror(errno));
 		lora_outfile_abort(&w->out);
 	} else {

@@ -17,6 +17,8 @@
 #include "core/outdir.h"
 #include "core/outfile.h"
 #include "core/path.h"
+#include "io/gguf.h"
+#include "io/gguflora.h"
 #include "io/load.h"
 #include "math/blas.h"
 #include "math/linalg.h"
@@ -207,7 +209,8 @@ typedef struct {
 	unsigned char *buf; /* SLOTS x SLOT */
 	size_t len[SLOTS];
 	uint64_t head, tail; /* slots handed over, written */
-	lora_st_writer *w;   /* the shard being written */
+	void *w;             /* the file being written, */
+	int (*write)(void *w, const void *p, size_t n, lora_err *e); /* by this */
 	int stop, rc;        /* rc: the first write error, in e; later slots are dropped */
 	lora_err e;
 	pthread_t thread;
@@ -224,10 +227,10 @@ static void *writer_main(void *arg)
 		if (s->head == s->tail)
 			break;
 		size_t i = (size_t)(s->tail % SLOTS);
-		lora_st_writer *w = s->w;
+		void *w = s->w;
 		int failed = s->rc;
 		pthread_mutex_unlock(&s->mu);
-		int rc = failed ? 0 : lora_st_writer_write(w, s->buf + i * SLOT, s->len[i], &e);
+		int rc = failed ? 0 : s->write(w, s->buf + i * SLOT, s->len[i], &e);
 		pthread_mutex_lock(&s->mu);
 		if (rc)
 			s->rc = rc, s->e = e;
@@ -284,7 +287,7 @@ static void stream_stop(stream *s)
 
 /* Wait until every slot handed over is written; then w (may be NULL) is
  * the file further slots go to. Returns the first write error, if any. */
-static int stream_drain(stream *s, lora_st_writer *w, lora_err *e)
+static int stream_drain(stream *s, void *w, lora_err *e)
 {
 	pthread_mutex_lock(&s->mu);
 	while (s->tail != s->head)
@@ -318,6 +321,31 @@ static void stream_put(stream *s, size_t n)
 	pthread_mutex_unlock(&s->mu);
 }
 
+static int st_write(void *w, const void *p, size_t n, lora_err *e)
+{
+	return lora_st_writer_write(w, p, n, e);
+}
+
+static int gguf_write(void *w, const void *p, size_t n, lora_err *e)
+{
+	return lora_gguf_writer_write(w, p, n, e);
+}
+
+/* Output types are dtypes, and for GGUF q8_0 blocks too. */
+#define OUT_Q8_0 LORA_DTYPE_COUNT
+#define Q8_BLOCK 34 /* bytes of a block of 32 values */
+
+static size_t out_bytes(int od, size_t n)
+{
+	return od == OUT_Q8_0 ? n / LORA_GGML_QK8_0 * Q8_BLOCK : n * lora_dtype_size((lora_dtype)od);
+}
+
+/* Elements of type od a slot holds (a whole number of q8_0 blocks). */
+static size_t slot_elems(int od)
+{
+	return od == OUT_Q8_0 ? SLOT / Q8_BLOCK * LORA_GGML_QK8_0 : SLOT / lora_dtype_size((lora_dtype)od);
+}
+
 /* ---- tensors into the stream ----
  *
  * Conversions are split among the threads in pieces of SPLIT elements. */
@@ -332,29 +360,32 @@ static void widen(float *f, const unsigned char *src, lora_dtype t, size_t n)
 		lora_dtype_to_f32(f + c, src + c * isz, t, n - c < SPLIT ? n - c : SPLIT);
 }
 
-/* dst = f[0, n) in dtype od; returns the index of the first value that is
+/* dst = f[0, n) in type od; returns the index of the first value that is
  * not finite (n if none, or if not check). */
-static size_t narrow(unsigned char *dst, const float *f, lora_dtype od, size_t n, int check)
+static size_t narrow(unsigned char *dst, const float *f, int od, size_t n, int check)
 {
-	size_t es = lora_dtype_size(od), bad = n;
+	size_t bad = n;
 #pragma omp parallel for schedule(static) if (n > SPLIT) reduction(min : bad)
 	for (size_t c = 0; c < n; c += SPLIT) {
 		size_t k = n - c < SPLIT ? n - c : SPLIT, b = check ? lora_dtype_find_nonfinite(f + c, k) : k;
 		if (b < k && c + b < bad)
 			bad = c + b;
-		lora_dtype_from_f32(dst + c * es, f + c, od, k);
+		if (od == OUT_Q8_0)
+			lora_gguf_q8_0_quantize(dst + out_bytes(od, c), f + c, k);
+		else
+			lora_dtype_from_f32(dst + out_bytes(od, c), f + c, (lora_dtype)od, k);
 	}
 	return bad;
 }
 
 /* Elements [off, off + n) of tensor t, held in f32 at f, into the stream in
- * dtype od; merged values (check) must be finite. */
-static int put_f32(stream *s, const lora_st_tensor *t, const float *f, size_t off, size_t n, lora_dtype od,
-                   int check, lora_err *e)
+ * type od; merged values (check) must be finite. */
+static int put_f32(stream *s, const lora_st_tensor *t, const float *f, size_t off, size_t n, int od, int check,
+                   lora_err *e)
 {
-	size_t es = lora_dtype_size(od);
-	for (size_t i = 0; i < n; i += SLOT / es) {
-		size_t k = n - i < SLOT / es ? n - i : SLOT / es;
+	size_t step = slot_elems(od);
+	for (size_t i = 0; i < n; i += step) {
+		size_t k = n - i < step ? n - i : step;
 		unsigned char *slot = stream_slot(s);
 		if (!slot)
 			return stream_drain(s, s->w, e);
@@ -362,7 +393,7 @@ static int put_f32(stream *s, const lora_st_tensor *t, const float *f, size_t of
 		if (bad < k)
 			return lora_err_set(e, LORA_EINVAL, "tensor '%s': merged value at index %zu is not finite",
 			                    t->name, off + i + bad);
-		stream_put(s, k * es);
+		stream_put(s, out_bytes(od, k));
 	}
 	return 0;
 }
@@ -387,23 +418,23 @@ static void release_part(const lora_st_tensor *t, size_t off, size_t n)
 	lora_st_release(&part);
 }
 
-/* One tensor into the stream: merged through f32 when it has ops,
- * converted piece by piece when only the dtype changes, copied byte for
- * byte otherwise. The input is read, and let go, a slot's worth at a time. */
-static int put_tensor(job *j, const lora_st_tensor *t, lora_err *e)
+/* One tensor into the stream, in type od: merged through f32 when it has
+ * ops or its rows are permuted (heads: for GGUF's rotary layout), converted
+ * piece by piece when only the type changes, copied byte for byte
+ * otherwise. The input is read, and let go, a slot's worth at a time. */
+static int put_tensor(job *j, const lora_st_tensor *t, int od, size_t heads, lora_err *e)
 {
-	size_t first, nops = find_ops(j->p, t->name, &first);
-	lora_dtype od = out_dtype(t, j->o);
-	size_t isz = lora_dtype_size(t->dtype), step = nops || od != t->dtype ? SLOT / 4 : SLOT / isz;
+	size_t first, nops = find_ops(j->p, t->name, &first), whole = nops || heads;
+	size_t isz = lora_dtype_size(t->dtype), step = whole || od != (int)t->dtype ? SLOT / 4 : SLOT / isz;
 	stream *s = &j->s;
 	int rc = 0;
 	for (size_t i = 0; i < t->nelem && !rc; i += step) {
 		size_t k = t->nelem - i < step ? t->nelem - i : step;
 		const unsigned char *src = (const unsigned char *)t->data + i * isz;
 		unsigned char *slot;
-		if (nops) {
+		if (whole) {
 			widen(j->f + i, src, t->dtype, k);
-		} else if (od != t->dtype) {
+		} else if (od != (int)t->dtype) {
 			widen(j->f, src, t->dtype, k);
 			rc = put_f32(s, t, j->f, i, k, od, 0, e);
 		} else if ((slot = stream_slot(s)) != NULL) {
@@ -415,12 +446,15 @@ static int put_tensor(job *j, const lora_st_tensor *t, lora_err *e)
 		release_part(t, i * isz, k * isz);
 	}
 	lora_st_release(t); /* the pages across piece boundaries */
-	if (rc || !nops)
+	if (rc || !whole)
 		return rc;
 	for (size_t i = 0; i < nops; i++)
 		apply_op(j->f, &j->p->ops[first + i]);
-	j->merged++;
-	return put_f32(s, t, j->f, 0, t->nelem, od, 1, e);
+	j->merged += nops > 0;
+	/* (the rows split into the heads: gguf_plan checked) */
+	if (heads && lora_gguflora_permute(j->f, t->shape[0], t->ndim > 1 ? t->nelem / t->shape[0] : 1, heads))
+		return lora_err_nomem(e);
+	return put_f32(s, t, j->f, 0, t->nelem, od, nops > 0, e);
 }
 
 /* Write one shard to path. */
@@ -442,9 +476,10 @@ static int merge_shard(job *j, const lora_st *st, const char *path, lora_err *e)
 	}
 	if ((rc = lora_st_writer_open(&w, path, specs, st->ntensors, st->meta, st->nmeta, j->o->force, e)))
 		goto out;
+	j->s.write = st_write;
 	stream_drain(&j->s, w, &we);
 	for (size_t i = 0; i < st->ntensors && !rc; i++) {
-		if ((rc = put_tensor(j, &st->tensors[i], e)))
+		if ((rc = put_tensor(j, &st->tensors[i], (int)specs[i].dtype, 0, e)))
 			break;
 		j->bytes += st->tensors[i].nbytes;
 		if (j->o->progress)
@@ -460,6 +495,102 @@ static int merge_shard(job *j, const lora_st *st, const char *path, lora_err *e)
 		rc = lora_st_writer_commit(w, e);
 out:
 	free(specs);
+	return rc;
+}
+
+/* GGUF: each tensor's name, type and shape, and its rows' heads. */
+static int gguf_plan(const lora_ckpt *m, const lora_merge_gguf *g, lora_gguf_spec *specs,
+                     char (*names)[LORA_GGUF_MAX_NAME + 1], size_t *heads, const lora_st_tensor **ts, size_t *n,
+                     lora_err *e)
+{
+	*n = 0;
+	if (g->extra) {
+		specs[0] = (lora_gguf_spec){g->extra, LORA_GGML_F32, 1, {g->extra_n}};
+		ts[0] = NULL;
+		*n = 1;
+	}
+	for (size_t s = 0; s < m->nshards; s++)
+		for (size_t i = 0; i < m->shards[s]->ntensors; i++) {
+			const lora_st_tensor *t = &m->shards[s]->tensors[i];
+			lora_gguf_spec *sp = &specs[*n];
+			int rope, r = lora_gguflora_model_name(t->name, g->arch, names[*n], &rope);
+			if (r == 1)
+				continue;
+			if (r < 0)
+				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': llama.cpp's %s architecture has no place for it",
+				                    m->path, t->name, g->arch);
+			if (!lora_dtype_is_float(t->dtype) || t->ndim < 1 || t->ndim > 2)
+				return lora_err_set(e, LORA_EINVAL,
+				                    "%s: tensor '%s': a GGUF model takes float vectors and matrices, not %s %s",
+				                    m->path, t->name, lora_dtype_st_name(t->dtype), t->ndim ? "of more dimensions" : "scalars");
+			sp->name = names[*n];
+			sp->ndim = t->ndim;
+			for (size_t d = 0; d < t->ndim; d++)
+				sp->ne[d] = t->shape[t->ndim - 1 - d];
+			/* convert_hf_to_gguf keeps vectors and norms in f32, and a
+			 * matrix q8_0 cannot block in f16. */
+			int type = g->type >= 0 ? g->type : lora_gguf_ggml_of(t->dtype);
+			if (t->ndim == 1 || lora_path_has_suffix(names[*n], "_norm.weight"))
+				type = LORA_GGML_F32;
+			else if (type == LORA_GGML_Q8_0 && sp->ne[0] % LORA_GGML_QK8_0)
+				type = LORA_GGML_F16;
+			sp->type = (uint32_t)type;
+			heads[*n] = rope == 1 ? g->n_heads : rope == 2 ? g->n_kv_heads : 0;
+			if (heads[*n] && t->shape[0] % (2 * heads[*n]))
+				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': %zu rows do not split into %zu heads of even size",
+				                    m->path, t->name, t->shape[0], heads[*n]);
+			ts[*n] = t;
+			(*n)++;
+		}
+	return 0;
+}
+
+/* Write the whole model as one GGUF file at path. */
+static int merge_gguf(job *j, const lora_ckpt *m, const char *path, lora_err *e)
+{
+	const lora_merge_gguf *g = j->o->gguf;
+	size_t nt = 0, cap = m->ntensors + 1;
+	lora_gguf_spec *specs = calloc(cap, sizeof *specs);
+	char (*names)[LORA_GGUF_MAX_NAME + 1] = calloc(cap, sizeof *names);
+	size_t *heads = calloc(cap, sizeof *heads);
+	const lora_st_tensor **ts = calloc(cap, sizeof *ts);
+	lora_gguf_writer *w = NULL;
+	lora_err we;
+	int rc;
+	if (!specs || !names || !heads || !ts) {
+		rc = lora_err_nomem(e);
+		goto out;
+	}
+	if ((rc = gguf_plan(m, g, specs, names, heads, ts, &nt, e)) ||
+	    (rc = lora_gguf_writer_open(&w, path, g->kv, g->nkv, specs, nt, j->o->force, e)))
+		goto out;
+	if (g->extra && (rc = lora_gguf_writer_write(w, g->extra_data, g->extra_n * sizeof *g->extra_data, e))) {
+		lora_gguf_writer_abort(w);
+		goto out;
+	}
+	j->s.write = gguf_write;
+	stream_drain(&j->s, w, &we);
+	for (size_t i = g->extra != NULL; i < nt; i++) {
+		lora_dtype dt = LORA_F32;
+		int od = specs[i].type == LORA_GGML_Q8_0 ? OUT_Q8_0 : (lora_gguf_dtype_of(specs[i].type, &dt), (int)dt);
+		if ((rc = put_tensor(j, ts[i], od, heads[i], e)))
+			break;
+		j->bytes += ts[i]->nbytes;
+		if (j->o->progress)
+			j->o->progress(j->o->ctx, ++j->done, j->total, j->bytes, j->total_bytes);
+	}
+	int wrc = stream_drain(&j->s, NULL, &we);
+	if (!rc && wrc)
+		rc = wrc, *e = we;
+	if (rc)
+		lora_gguf_writer_abort(w);
+	else
+		rc = lora_gguf_writer_commit(w, e);
+out:
+	free(specs);
+	free(names);
+	free(heads);
+	free(ts);
 	return rc;
 }
 
@@ -570,7 +701,11 @@ int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t
 		for (size_t i = 0; i < m->shards[s]->ntensors; i++) {
 			const lora_st_tensor *t = &m->shards[s]->tensors[i];
 			j.total_bytes += t->nbytes;
-			if (find_ops(&p, t->name, &first) && t->nelem > fsize)
+			char gname[LORA_GGUF_MAX_NAME + 1];
+			int rope = 0;
+			if (o->gguf)
+				lora_gguflora_model_name(t->name, o->gguf->arch, gname, &rope);
+			if ((rope || find_ops(&p, t->name, &first)) && t->nelem > fsize)
 				fsize = t->nelem;
 		}
 		if (same_file(m->shards[s]->path, out)) {
@@ -593,6 +728,10 @@ int lora_merge_checkpoint(const lora_ckpt *m, const lora_merge_input *in, size_t
 	if (threads > 1)
 		lora_blas_set_threads(threads - 1);
 	int to_dir = !(stat(m->path, &sb) == 0 && S_ISREG(sb.st_mode) && !m->index_path);
+	if (o->gguf) {
+		rc = merge_gguf(&j, m, out, e);
+		goto out;
+	}
 	if (!to_dir) {
 		rc = merge_shard(&j, m->shards[0], out, e);
 		goto out;

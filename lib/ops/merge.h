@@ -13,6 +13,23 @@
 
 #include "core/adapter.h"
 #include "io/ckpt.h"
+#include "io/gguf.h"
+
+/* A GGUF model as the output: one file, tensors named and laid out as
+ * llama.cpp's convert_hf_to_gguf writes them (io/gguflora.h), q_proj and
+ * k_proj rows permuted for arch llama, 1-D tensors and norms in f32, the
+ * matrices in type (F32, F16, BF16 or Q8_0, which falls back to F16 for a
+ * matrix whose rows are not whole blocks; -1: each its own dtype). */
+typedef struct {
+	const lora_gguf_kvspec *kv; /* the header: hyperparameters, tokenizer */
+	size_t nkv;
+	const char *extra;          /* an f32 vector written before the model's tensors */
+	const float *extra_data;    /* (rope_freqs.weight), or NULL */
+	size_t extra_n;
+	const char *arch;
+	size_t n_heads, n_kv_heads;
+	int type;
+} lora_merge_gguf;
 
 typedef struct {
 	const lora_adapter *a;
@@ -25,6 +42,7 @@ typedef struct {
 	int ignore_unknown; /* skip adapter tensors that are not linear LoRA factors */
 	int force;          /* replace an existing output */
 	int dtype;          /* -1: keep each tensor's dtype; else a float lora_dtype */
+	const lora_merge_gguf *gguf; /* write this GGUF model at out instead (dtype unused) */
 	/* Called after each tensor (may be NULL): tensors and bytes done/total. */
 	void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes, uint64_t total_bytes);
 	void *ctx;

@@ -343,6 +343,137 @@ int lora_report_ckpt(FILE *f, const char *path, const lora_ckpt *m, const lora_r
 	return 0;
 }
 
+/* ---- lora-inspect of a GGUF model ---- */
+
+/* The GGUF keys a model report shows, under the architecture. */
+static const char *const gguf_hparams[] = {
+	"context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
+	"attention.head_count_kv", "rope.freq_base", "rope.dimension_count", "rope.scaling.type",
+	"rope.scaling.factor", "attention.layer_norm_rms_epsilon", "vocab_size",
+};
+#define NHP (sizeof gguf_hparams / sizeof *gguf_hparams)
+
+/* A scalar value as text (strings as they are, up to n bytes). */
+static int gguf_scalar(const lora_gguf_kv *kv, char *buf, size_t n, double *num)
+{
+	const char *s;
+	size_t len;
+	uint64_t u;
+	*num = NAN;
+	if (!kv || kv->type == LORA_GGUF_ARRAY)
+		return -1;
+	if (!lora_gguf_kv_str(kv, 0, &s, &len))
+		snprintf(buf, n, "%.*s", (int)(len < n ? len : n - 1), s);
+	else if (!lora_gguf_kv_uint(kv, 0, &u))
+		snprintf(buf, n, "%llu", (unsigned long long)u), *num = (double)u;
+	else if (!lora_gguf_kv_float(kv, 0, num))
+		snprintf(buf, n, "%.9g", *num);
+	else
+		return -1;
+	return 0;
+}
+
+static const lora_gguf_kv *gguf_key(const lora_gguf *g, const char *arch, const char *k)
+{
+	char key[128];
+	snprintf(key, sizeof key, "%s%s%s", arch ? arch : "", arch ? "." : "", k);
+	return lora_gguf_kv_find(g, key);
+}
+
+int lora_report_gguf_model(FILE *f, const char *path, const lora_gguf *g, const lora_report_opts *o, lora_err *e)
+{
+	char arch[64] = "", name[256] = "", buf[256], shp[128];
+	double num;
+	uint64_t params = 0, bytes = 0, n[64] = {0}, p[64] = {0}, b[64] = {0};
+	gguf_scalar(lora_gguf_kv_find(g, "general.architecture"), arch, sizeof arch, &num);
+	gguf_scalar(lora_gguf_kv_find(g, "general.name"), name, sizeof name, &num);
+	for (size_t i = 0; i < g->ntensors; i++) {
+		const lora_gguf_tensor *t = &g->tensors[i];
+		params += t->nelem, bytes += t->nbytes;
+		if (t->type < 64)
+			n[t->type]++, p[t->type] += t->nelem, b[t->type] += t->nbytes;
+	}
+	const lora_gguf_kv *toks = lora_gguf_kv_find(g, "tokenizer.ggml.tokens");
+	char tmodel[64] = "-", tpre[64] = "-";
+	gguf_scalar(lora_gguf_kv_find(g, "tokenizer.ggml.model"), tmodel, sizeof tmodel, &num);
+	gguf_scalar(lora_gguf_kv_find(g, "tokenizer.ggml.pre"), tpre, sizeof tpre, &num);
+	size_t ntok = toks && toks->type == LORA_GGUF_ARRAY ? toks->n : 0;
+	if (o->json) {
+		cJSON *j = cJSON_CreateObject(), *h, *d;
+		cJSON_AddStringToObject(j, "file", path);
+		cJSON_AddStringToObject(j, "kind", "gguf");
+		cJSON_AddNumberToObject(j, "version", g->version);
+		cJSON_AddStringToObject(j, "architecture", arch);
+		cJSON_AddStringToObject(j, "name", name);
+		cJSON_AddNumberToObject(j, "tensors", (double)g->ntensors);
+		cJSON_AddNumberToObject(j, "parameters", (double)params);
+		cJSON_AddNumberToObject(j, "tensor_bytes", (double)bytes);
+		cJSON_AddNumberToObject(j, "file_bytes", (double)g->file_size);
+		d = cJSON_AddObjectToObject(j, "types");
+		for (int k = 0; k < 64; k++)
+			if (n[k]) {
+				cJSON *x = cJSON_AddObjectToObject(d, lora_gguf_ggml_name((uint32_t)k));
+				cJSON_AddNumberToObject(x, "tensors", (double)n[k]);
+				cJSON_AddNumberToObject(x, "parameters", (double)p[k]);
+				cJSON_AddNumberToObject(x, "bytes", (double)b[k]);
+			}
+		h = cJSON_AddObjectToObject(j, "hyperparameters");
+		for (size_t k = 0; k < NHP; k++)
+			if (!gguf_scalar(gguf_key(g, arch, gguf_hparams[k]), buf, sizeof buf, &num)) {
+				if (isnan(num))
+					cJSON_AddStringToObject(h, gguf_hparams[k], buf);
+				else
+					cJSON_AddNumberToObject(h, gguf_hparams[k], num);
+			}
+		d = cJSON_AddObjectToObject(j, "tokenizer");
+		cJSON_AddStringToObject(d, "model", tmodel);
+		cJSON_AddStringToObject(d, "pre", tpre);
+		cJSON_AddNumberToObject(d, "tokens", (double)ntok);
+		if (o->per_layer) {
+			cJSON *ts = cJSON_AddArrayToObject(j, "layers");
+			for (size_t i = 0; i < g->ntensors; i++) {
+				const lora_gguf_tensor *t = &g->tensors[i];
+				size_t shape[LORA_GGUF_MAX_DIMS];
+				for (size_t k = 0; k < t->ndim; k++)
+					shape[k] = (size_t)t->ne[t->ndim - 1 - k];
+				cJSON *x = cJSON_CreateObject();
+				cJSON_AddStringToObject(x, "name", t->name);
+				cJSON_AddStringToObject(x, "type", lora_gguf_ggml_name(t->type));
+				cJSON_AddItemToObject(x, "shape", shape_json(shape, t->ndim));
+				cJSON_AddItemToArray(ts, x);
+			}
+		}
+		return put_json(f, j, e);
+	}
+	fprintf(f, "%-12s gguf model, version %u\n", "format", g->version);
+	fprintf(f, "%-12s %s\n", "architecture", arch[0] ? arch : "-");
+	fprintf(f, "%-12s %s\n", "model", name[0] ? name : "-");
+	for (size_t k = 0; k < NHP; k++)
+		if (!gguf_scalar(gguf_key(g, arch, gguf_hparams[k]), buf, sizeof buf, &num))
+			fprintf(f, "%-12s %s = %s\n", "hparam", gguf_hparams[k], buf);
+	fprintf(f, "%-12s %s (pre %s), %zu tokens\n", "tokenizer", tmodel, tpre, ntok);
+	fprintf(f, "%-12s %zu\n", "tensors", g->ntensors);
+	fprintf(f, "%-12s %llu\n", "parameters", (unsigned long long)params);
+	for (int k = 0; k < 64; k++)
+		if (n[k])
+			fprintf(f, "%-12s %llu tensors, %llu parameters, %llu bytes\n", lora_gguf_ggml_name((uint32_t)k),
+			        (unsigned long long)n[k], (unsigned long long)p[k], (unsigned long long)b[k]);
+	human_bytes(buf, sizeof buf, (double)g->file_size);
+	fprintf(f, "%-12s %llu (%s) on disk\n", "bytes", (unsigned long long)g->file_size, buf);
+	if (o->per_layer) {
+		fprintf(f, "\n%-56s %-6s %s\n", "tensor", "type", "shape");
+		for (size_t i = 0; i < g->ntensors; i++) {
+			const lora_gguf_tensor *t = &g->tensors[i];
+			size_t shape[LORA_GGUF_MAX_DIMS];
+			for (size_t k = 0; k < t->ndim; k++)
+				shape[k] = (size_t)t->ne[t->ndim - 1 - k];
+			lora_shape_format(shp, sizeof shp, shape, t->ndim);
+			fprintf(f, "%-56s %-6s %s\n", t->name, lora_gguf_ggml_name(t->type), shp);
+		}
+	}
+	return 0;
+}
+
 /* ---- lora-svd ---- */
 
 static void svd_params_json(cJSON *j, const lora_svd_opts *so)

@@ -14,7 +14,8 @@
 
 #include "core/adapter.h"
 #include "core/err.h"
-#include "io/safetensors.h"
+#include "io/ckpt.h"
+#include "io/gguf.h"
 #include "ops/diff.h"
 #include "ops/svd.h"
 
@@ -34,6 +35,11 @@ int lora_report_adapter(FILE *f, const char *path, const lora_adapter *a, int pe
                         const lora_svd_spectrum *spectra, const lora_report_opts *o, lora_err *e);
 /* lora-inspect of a checkpoint: tensors, parameters and bytes by dtype. */
 int lora_report_ckpt(FILE *f, const char *path, const lora_ckpt *m, const lora_report_opts *o, lora_err *e);
+
+/* lora-inspect of a GGUF model: architecture, name, the hyperparameters
+ * and tokenizer llama.cpp reads, tensors, parameters and bytes by ggml
+ * type (per_layer: each tensor, shape in Hugging Face's order). */
+int lora_report_gguf_model(FILE *f, const char *path, const lora_gguf *g, const lora_report_opts *o, lora_err *e);
 
 /* lora-svd: what happened to each layer of a (extract: from two
  * checkpoints with so's method, else re-ranked). */

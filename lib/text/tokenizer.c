@@ -31,6 +31,7 @@ typedef struct {
 	char *lit; /* the String, or NULL */
 	size_t litn;
 	lora_pattern *re; /* the Regex */
+	char *src;        /* and its source */
 } pat;
 
 /* One normalizer, pre-tokenizer or decoder of a flattened Sequence. */
@@ -313,6 +314,8 @@ static int get_pat(lora_tokenizer *t, const cJSON *j, const char *what, pat *p, 
 		return bad_member(t, e, what, "pattern", "{\"String\": ...} or {\"Regex\": ...}");
 	char label[256];
 	snprintf(label, sizeof label, "%s: %s pattern", t->path, what);
+	if (!(p->src = strdup(r->valuestring)))
+		return lora_err_nomem(e);
 	int rc = lora_pattern_compile_onig(&p->re, r->valuestring, label, e);
 	return rc == LORA_EINVAL ? (e ? e->code = LORA_EFORMAT : LORA_EFORMAT) : rc;
 }
@@ -1004,6 +1007,7 @@ static void free_steps(step *s, int n)
 {
 	for (int i = 0; i < n; i++) {
 		free(s[i].p.lit);
+		free(s[i].p.src);
 		lora_pattern_free(s[i].p.re);
 		free(s[i].str);
 	}
@@ -1063,6 +1067,80 @@ int64_t lora_tokenizer_token_id(const lora_tokenizer *t, const char *s)
 		if (t->added[k].n == n && !memcmp(t->added[k].s, s, n))
 			return t->added[k].id;
 	return vocab_get(t, s, n);
+}
+
+const char *lora_tokenizer_token(const lora_tokenizer *t, uint32_t id, size_t *len, unsigned *flags)
+{
+	*flags = 0;
+	*len = 0;
+	if (id >= t->nid)
+		return NULL;
+	int32_t k = t->added_of[id];
+	if (k >= 0) {
+		const added *a = &t->added[k];
+		*flags = LORA_TOKENIZER_ADDED | (a->special ? LORA_TOKENIZER_SPECIAL : 0) |
+		         (a->normalized ? LORA_TOKENIZER_NORMALIZED : 0);
+		if (!t->tok[id]) {
+			*len = a->n;
+			return a->s;
+		}
+	}
+	if (t->tok[id])
+		*flags |= LORA_TOKENIZER_IN_MODEL;
+	*len = t->tok[id] ? t->tokn[id] : 0;
+	return t->tok[id];
+}
+
+int lora_tokenizer_byte_level(const lora_tokenizer *t)
+{
+	for (int i = 0; i < t->ndec; i++)
+		if (t->decs[i].type == D_BYTELEVEL)
+			return 1;
+	return 0;
+}
+
+static int cmp_rank(const void *x, const void *y)
+{
+	const merge *a = x, *b = y;
+	return (a->rank > b->rank) - (a->rank < b->rank);
+}
+
+int lora_tokenizer_merges(const lora_tokenizer *t, uint32_t **pairs, size_t *n, lora_err *e)
+{
+	size_t k = 0;
+	merge *m = malloc((t->mmask + 1) * sizeof *m);
+	*pairs = NULL;
+	*n = 0;
+	if (!m)
+		return lora_err_nomem(e);
+	for (size_t i = 0; t->merges && i <= t->mmask; i++)
+		if (t->merges[i].key != UINT64_MAX)
+			m[k++] = t->merges[i];
+	qsort(m, k, sizeof *m, cmp_rank);
+	if (!(*pairs = malloc((3 * k + 1) * sizeof **pairs))) {
+		free(m);
+		return lora_err_nomem(e);
+	}
+	for (size_t i = 0; i < k; i++) {
+		(*pairs)[3 * i] = (uint32_t)(m[i].key >> 32);
+		(*pairs)[3 * i + 1] = (uint32_t)m[i].key;
+		(*pairs)[3 * i + 2] = m[i].id;
+	}
+	*n = k;
+	free(m);
+	return 0;
+}
+
+size_t lora_tokenizer_pre_count(const lora_tokenizer *t)
+{
+	return (size_t)t->npre;
+}
+
+const char *lora_tokenizer_pre_step(const lora_tokenizer *t, size_t i, const char **regex)
+{
+	static const char *const names[] = {"ByteLevel", "Split", "Metaspace", "Digits"};
+	*regex = t->pres[i].type == P_SPLIT ? t->pres[i].p.src : NULL;
+	return names[t->pres[i].type];
 }
 
 /* ---- encoding: segments of a text ---- */

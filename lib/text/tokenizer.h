@@ -102,6 +102,28 @@ int lora_tokenizer_stream_push(lora_tokenizer_stream *s, uint32_t id, const char
 int lora_tokenizer_stream_finish(lora_tokenizer_stream *s, const char **piece, size_t *n, lora_err *e);
 void lora_tokenizer_stream_free(lora_tokenizer_stream *s);
 
+/* The vocabulary as a whole, for writing it into another format (GGUF).
+ * Token id (< vocab size): its text (the model's vocabulary entry, else the
+ * added token's content; NULL where the id has neither) and flags. */
+enum {
+	LORA_TOKENIZER_ADDED = 1,      /* an added token (added_tokens) */
+	LORA_TOKENIZER_SPECIAL = 2,    /* ... marked special */
+	LORA_TOKENIZER_NORMALIZED = 4, /* ... matched after normalization */
+	LORA_TOKENIZER_IN_MODEL = 8,   /* in the model's vocabulary */
+};
+const char *lora_tokenizer_token(const lora_tokenizer *t, uint32_t id, size_t *len, unsigned *flags);
+/* 1 for byte-level BPE (a ByteLevel decoder), else 0 (SentencePiece-style
+ * BPE). */
+int lora_tokenizer_byte_level(const lora_tokenizer *t);
+/* The merges in rank order: *pairs (caller frees) holds the left, right
+ * and resulting id of each of the *n merges. 0 or LORA_ENOMEM. */
+int lora_tokenizer_merges(const lora_tokenizer *t, uint32_t **pairs, size_t *n, lora_err *e);
+/* The pre-tokenizer steps, flattened: how many, and step i's kind
+ * ("ByteLevel", "Split", "Metaspace", "Digits") and regular expression
+ * source (Split's Regex; NULL otherwise). */
+size_t lora_tokenizer_pre_count(const lora_tokenizer *t);
+const char *lora_tokenizer_pre_step(const lora_tokenizer *t, size_t i, const char **regex);
+
 int lora_tokenizer_ids_push(lora_tokenizer_ids *ids, uint32_t id);
 void lora_tokenizer_ids_free(lora_tokenizer_ids *ids);
 

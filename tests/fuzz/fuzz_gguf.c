@@ -1,5 +1,6 @@
-/* Fuzz the GGUF reader (lora_gguf_open) and the GGUF adapter reader
- * (lora_gguflora_read) on top of it: the input is one file. A file it
+/* Fuzz the GGUF reader (lora_gguf_open), the GGUF adapter reader
+ * (lora_gguflora_read) on top of it and lora-inspect's report of a GGUF
+ * model (lora_report_gguf_model): the input is one file. A file it
  * accepts must be what its contract says: tensors back to back in the data
  * section, each padded to the alignment and inside the file, every value
  * readable through the accessors, every name found. It must also survive a
@@ -14,6 +15,7 @@
 #include "fuzz.h"
 #include "io/gguf.h"
 #include "io/gguflora.h"
+#include "ops/report.h"
 
 /* The accepted file as writer specs (pointers into g), or 0 when a string
  * holds a NUL or a scalar f32 is a NaN, which the writer's double cannot
@@ -203,6 +205,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(f);
 		pos += (t->nbytes + g->alignment - 1) / g->alignment * g->alignment;
 	}
+	/* lora-inspect's report of a GGUF model, text and JSON, reads any
+	 * accepted file */
+	FILE *null = fopen("/dev/null", "w");
+	FUZZ_CHECK(null != NULL);
+	for (int json = 0; json < 2; json++) {
+		lora_report_opts ro = {.json = json, .per_layer = 1};
+		rc = lora_report_gguf_model(null, path, g, &ro, &e);
+		FUZZ_CHECK(rc == 0 || rc == LORA_ENOMEM);
+	}
+	fclose(null);
 	for (size_t i = 0; i < g->nkv; i++) {
 		const lora_gguf_kv *kv = &g->kv[i];
 		FUZZ_CHECK(lora_gguf_kv_find(g, kv->key) == kv);

@@ -11,6 +11,9 @@
 //   node gguf_llamacpp.mjs probs MODEL.gguf TOKENS.u16 [ADAPTER.gguf[:SCALE]]...
 //       print, per position, the log-probabilities of every token (one
 //       line each), from an f32 KV cache without flash attention.
+//   node gguf_llamacpp.mjs tokenize MODEL.gguf STRINGS.json
+//       print llama.cpp's ids of each string of a JSON array (no BOS/EOS,
+//       special tokens not parsed), one line each.
 //
 // Needs `npm install node-llama-cpp@3.21.1` somewhere on NODE_PATH (see
 // tests/ref/gguf_check.sh).
@@ -169,7 +172,7 @@ async function probs(modelPath, tokensPath, specs) {
 	});
 	const seq = ctx.getSequence();
 	const res = await seq.controlledEvaluate(tokens.map(t => [t, { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } }]));
-	const V = model.tokens.vocabSize ?? 256;
+	const V = model.fileInfo.metadata.tokenizer.ggml.tokens.length;
 	const lines = res.map(r => {
 		const p = new Float64Array(V).fill(0);
 		for (const [tok, prob] of r.next.probabilities) p[tok] = prob;
@@ -180,9 +183,20 @@ async function probs(modelPath, tokensPath, specs) {
 	await model.dispose();
 }
 
+async function tokenize(modelPath, stringsPath) {
+	const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+	const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
+	const model = await llama.loadModel({ modelPath, gpuLayers: 0, vocabOnly: true });
+	for (const s of JSON.parse(fs.readFileSync(stringsPath, "utf8")))
+		process.stdout.write(model.tokenize(s, false).join(" ") + "\n");
+	await model.dispose();
+}
+
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === "base")
 	base(args[0], args[1]);
+else if (cmd === "tokenize")
+	await tokenize(args[0], args[1]);
 else if (cmd === "probs")
 	await probs(args[0], args[1], args.slice(2));
 else {

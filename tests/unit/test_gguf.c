@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core/outfile_internal.h"
 #include "io/gguf.h"
 
 static char dir[4096];
@@ -449,6 +450,53 @@ static void test_writer_misuse(void)
 	CHECK(access(P("m.gguf"), F_OK) != 0, "no output after a failed commit");
 }
 
+/* Large files go around the page cache (core/outfile): the same bytes as
+ * through the cache, with tensors and padding across the 4 MiB buffers,
+ * whatever the write sizes. */
+static void test_direct(void)
+{
+	const lora_gguf_kvspec kv[] = {{.key = "general.architecture", .type = LORA_GGUF_STRING, .v.s = "llama"}};
+	const lora_gguf_spec t[] = {
+		{"big", LORA_GGML_F32, 1, {(1u << 20) * 2 + 1237}}, /* two buffers and a tail, padded */
+		{"q", LORA_GGML_Q8_0, 2, {64, 3}},
+		{"h", LORA_GGML_F16, 1, {7}},
+	};
+	size_t sizes[] = {((1u << 20) * 2 + 1237) * 4, 2 * 3 * 34, 14}, chunks[] = {1, 4095, 3u << 20};
+	lora_err e = {0};
+	for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+		for (int direct = 0; direct < 2; direct++) {
+			lora_gguf_writer *w = NULL;
+			lora_outfile_direct_min(direct ? 0 : UINT64_MAX);
+			int rc = lora_gguf_writer_open(&w, P(direct ? "direct.gguf" : "cached.gguf"), kv, 1, t, 3, 1, &e);
+			for (size_t i = 0; i < 3 && !rc; i++) {
+				unsigned char *b = malloc(sizes[i]);
+				for (size_t k = 0; k < sizes[i]; k++)
+					b[k] = (unsigned char)(k * 7 + i);
+				for (size_t k = 0; k < sizes[i] && !rc; k += chunks[c])
+					rc = lora_gguf_writer_write(w, b + k, sizes[i] - k < chunks[c] ? sizes[i] - k : chunks[c], &e);
+				free(b);
+			}
+			CHECK(rc == 0 && lora_gguf_writer_commit(w, &e) == 0, "write (direct %d, chunk %zu): %s", direct,
+			      chunks[c], e.msg);
+		}
+		FILE *fa = fopen(P("cached.gguf"), "rb"), *fb = fopen(P("direct.gguf"), "rb");
+		int same = fa && fb, x = 0, y = 0;
+		size_t n = 0;
+		while (same && (x = getc(fa)) == (y = getc(fb)) && x != EOF)
+			n++;
+		CHECK(same && x == EOF && y == EOF && n > sizes[0], "direct and cached files differ at %zu (chunk %zu)", n,
+		      chunks[c]);
+		if (fa)
+			fclose(fa);
+		if (fb)
+			fclose(fb);
+	}
+	lora_gguf *g = NULL;
+	CHECK(lora_gguf_open(&g, P("direct.gguf"), &e) == 0 && g->ntensors == 3, "reopen: %s", e.msg);
+	lora_gguf_close(g);
+	lora_outfile_direct_min(64u << 20);
+}
+
 int main(void)
 {
 	const char *t = getenv("TMPDIR");
@@ -461,6 +509,7 @@ int main(void)
 	test_errors();
 	test_truncation();
 	test_writer_misuse();
+	test_direct();
 	char cmd[4300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
