@@ -102,8 +102,8 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 	const char *pa, *po, *ps;
 	cJSON *st = NULL, *cj = NULL;
 	lora_outdir d;
-	int rc = 0;
-	if (mkdir(o->ckpt_dir, 0777) != 0 && errno != EEXIST)
+	int rc = 0, made = mkdir(o->ckpt_dir, 0777) == 0;
+	if (!made && errno != EEXIST)
 		return lora_err_set(e, LORA_EIO, "%s: cannot create: %s", o->ckpt_dir, strerror(errno));
 	snprintf(name, sizeof name, "checkpoint-%ld", step);
 	if (!(final = lora_path_join(o->ckpt_dir, name)))
@@ -144,6 +144,9 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 fail:
 	lora_outdir_abort(&d, e);
 out:
+	/* a first checkpoint that failed leaves no empty directory for it */
+	if (rc && made)
+		rmdir(o->ckpt_dir);
 	free(final);
 	cJSON_free(text);
 	cJSON_Delete(st);
