@@ -264,7 +264,7 @@ strike() {
 	run -2 --separate-stderr lora-svd -q -f -m model --tuned m2 -r 1 -o m2/model.safetensors
 	assert_equal "$stderr" "lora-svd: m2/model.safetensors: output would be written inside the input m2"
 	run -2 --separate-stderr lora-svd -q -f -m model --tuned m2 -r 1 -o link/model.safetensors
-	assert_equal "$stderr" "lora-svd: link/model.safetensors: output would overwrite an input model"
+	assert_equal "$stderr" "lora-svd: link/model.safetensors: output would be written inside the input model"
 	diff -r model m2
 	run -0 lora-inspect model
 }
