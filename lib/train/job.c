@@ -205,16 +205,17 @@ static int check_outputs(const lora_job *j, state *s, const char *ckpt, lora_err
 		return rc;
 	if (j->out && strcmp(j->out, "-") && same_file(j->out, s->log))
 		rc = lora_err_set(e, LORA_EUSAGE, "%s: -o and --log name the same file", j->out);
+	if (!rc && s->log) {
+		fprintf(s->log, LOG_HEAD "%s\",\"weight_bytes\":%zu,\"activation_bytes\":%zu}\n",
+		        lora_dtype_name(lora_llama_compute_dtype(s->m)), lora_llama_weight_bytes(s->m),
+		        lora_llama_activation_bytes(s->m));
+		if (fflush(s->log) != 0 || ferror(s->log))
+			rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", j->log, strerror(errno));
+	}
 	if (rc) {
 		if (s->log_made)
 			unlink(s->log_made);
 		return rc;
-	}
-	if (s->log) {
-		fprintf(s->log, LOG_HEAD "%s\",\"weight_bytes\":%zu,\"activation_bytes\":%zu}\n",
-		        lora_dtype_name(lora_llama_compute_dtype(s->m)), lora_llama_weight_bytes(s->m),
-		        lora_llama_activation_bytes(s->m));
-		fflush(s->log);
 	}
 	if (j->note) {
 		char line[256];
@@ -251,7 +252,7 @@ int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, 
 	lora_train_opts to = {
 		.conf = conf, .model = s.m, .adapter = s.a, .train = s.train, .eval = s.eval,
 		.eval_batches = j->eval_batches, .shuffle = j->shuffle, .ckpt_dir = ckpt, .data_id = s.data_id,
-		.log = s.log, .stop = j->stop, .report = j->report, .ctx = j->ctx,
+		.log = s.log, .log_name = j->log, .stop = j->stop, .report = j->report, .ctx = j->ctx,
 	};
 	if ((rc = lora_train_run(&to, &s.opt, s.start, r, e)))
 		goto out;
