@@ -108,6 +108,9 @@ assert_no_temporaries() {
 			rm -rf $out.ckpt
 		done
 		[ -p fifo ] && [ -L fifo-link ] || fail "$w replaced the FIFO or its link"
+		# /dev/stdout on a pipe: a link of /proc's that names no path
+		$(with "$w" /dev/stdout) | cmp want$n - || fail "$w -o /dev/stdout: other bytes"
+		rm -rf lora-train.ckpt
 	done
 	assert_no_temporaries
 }

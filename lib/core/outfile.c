@@ -187,6 +187,14 @@ char *lora_outfile_resolve(const char *path, struct stat *sb, int *exists)
 		*exists = 1;
 		if (!S_ISLNK(sb->st_mode))
 			return cur;
+		/* A link to a device, FIFO or socket is used as it is: /proc's
+		 * links (/dev/stdout to a pipe) name nothing readlink could
+		 * follow, yet open(2) reaches them. */
+		struct stat st;
+		if (stat(cur, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+			*sb = st;
+			return cur;
+		}
 		ssize_t n = hops < 40 ? readlink(cur, buf, sizeof buf - 1) : -1;
 		if (n < 0) {
 			int err = hops < 40 ? errno : ELOOP;
