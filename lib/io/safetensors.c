@@ -426,7 +426,9 @@ static void direct_open(lora_st_writer *w, uint64_t bytes)
 {
 	int fd = fileno(w->out.fp), flags = fcntl(fd, F_GETFL);
 	w->fd = -1;
-	if (bytes < direct_min || flags < 0 || !(w->buf = aligned_alloc(DIRECT_ALIGN, DIRECT_BUF)))
+	/* only a file of our own: a pipe would take O_DIRECT as packet mode, and
+	 * neither it nor a device has offsets for pwrite */
+	if (!w->out.tmp || bytes < direct_min || flags < 0 || !(w->buf = aligned_alloc(DIRECT_ALIGN, DIRECT_BUF)))
 		return;
 	if (fcntl(fd, F_SETFL, flags | O_DIRECT) == 0) {
 		w->fd = fd;
