@@ -221,8 +221,8 @@ static const lora_opt *find_short(const lora_tool *t, char ch)
 /* o as given: by its short letter (as_short) or its long name. */
 /* Every path the command line reads is registered, so that no output of
  * the run can replace it or sit inside it (lora_outfile_guard): the values
- * of path options other than the outputs, and path operands. An operand
- * may be PATH:SCALE. Out of memory only weakens the check; the tool fails
+ * of "@file" options other than the outputs, and "@file" operands ("@dir"
+ * operands are what test generators write). An operand may be PATH:SCALE. Out of memory only weakens the check; the tool fails
  * on its own allocations soon after. */
 static void note_input(const char *arg)
 {
@@ -249,7 +249,7 @@ static int is_output(const lora_opt *o)
 
 static int dispatch(lora_cli *c, const lora_opt *o, int as_short)
 {
-	if (o->values && o->values[0] == '@' && c->arg && !is_output(o))
+	if (o->values && strcmp(o->values, "@file") == 0 && c->arg && !is_output(o))
 		note_input(c->arg);
 	if (!o->help) {
 		char old[64];
@@ -300,7 +300,7 @@ int lora_cli_next(lora_cli *c)
 	char *a = c->argv[c->i++];
 	if (c->dashdash || a[0] != '-' || a[1] == 0) {
 		c->arg = a;
-		if (t->operands && t->operands[0] == '@')
+		if (t->operands && strcmp(t->operands, "@file") == 0)
 			note_input(a);
 		return LORA_OPT_OPERAND;
 	}

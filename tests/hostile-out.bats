@@ -203,6 +203,12 @@ assert_no_temporaries() {
 	# lora-train's checkpoints go nowhere near an input either, refused before training
 	run -2 --separate-stderr lora-train -q -m model -d t.bin --seq 16 --batch 2 --steps 2 --checkpoint-dir model -o t.lora
 	assert_equal "$stderr" "lora-train: model: output would overwrite the input model"
+	run -2 --separate-stderr lora-train -q -m model -d t.bin --seq 16 --batch 2 --steps 2 --checkpoint-dir model/ck -o t.lora
+	assert_equal "$stderr" "lora-train: model/ck: output would be written inside the input model"
+	# nor a file that is no directory
+	touch plain
+	run -1 --separate-stderr lora-train -q -m model -d t.bin --seq 16 --batch 2 --steps 2 --checkpoint-dir plain -o t.lora
+	assert_equal "$stderr" "lora-train: plain: exists and is not a directory"
 	assert_file_not_exists t.lora
 	cmp a.lora D/A.lora && cmp a.lora hard.lora && printf 'Hello world\n' | cmp - text.txt
 	diff -r model P/model

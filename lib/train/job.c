@@ -196,6 +196,8 @@ static int check_outputs(const lora_job *j, state *s, const char *ckpt, lora_err
 	char *target = rc ? NULL : lora_outfile_resolve(ckpt, &sb, &exists);
 	if (!rc && !target)
 		rc = lora_err_set(e, LORA_EIO, "%s: %s", ckpt, strerror(errno));
+	if (!rc && exists && !S_ISDIR(sb.st_mode))
+		rc = lora_err_set(e, LORA_EINVAL, "%s: exists and is not a directory", ckpt);
 	if (!rc)
 		rc = lora_outfile_guard(ckpt, target, 0, e);
 	free(target);
