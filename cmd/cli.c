@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -219,8 +220,38 @@ static const lora_opt *find_short(const lora_tool *t, char ch)
 }
 
 /* o as given: by its short letter (as_short) or its long name. */
+/* Every path the command line reads is registered, so that no output of
+ * the run can replace it or sit inside it (lora_outfile_guard): the values
+ * of "@file" options other than the outputs, and "@file" operands ("@dir"
+ * operands are what test generators write). An operand may be PATH:SCALE. Out of memory only weakens the check; the tool fails
+ * on its own allocations soon after. */
+static void note_input(const char *arg)
+{
+	struct stat sb;
+	const char *colon = strrchr(arg, ':');
+	if (stat(arg, &sb) != 0 && colon) {
+		char *p = strndup(arg, (size_t)(colon - arg));
+		if (p)
+			lora_outfile_input(p);
+		free(p);
+		return;
+	}
+	lora_outfile_input(arg);
+}
+
+static int is_output(const lora_opt *o)
+{
+	static const char *const outs[] = {"output", "log", "checkpoint-dir"};
+	for (size_t i = 0; o->longopt && i < sizeof outs / sizeof *outs; i++)
+		if (strcmp(o->longopt, outs[i]) == 0)
+			return 1;
+	return 0;
+}
+
 static int dispatch(lora_cli *c, const lora_opt *o, int as_short)
 {
+	if (o->values && strcmp(o->values, "@file") == 0 && c->arg && !is_output(o))
+		note_input(c->arg);
 	if (!o->help) {
 		char old[64];
 		if (as_short)
@@ -270,6 +301,8 @@ int lora_cli_next(lora_cli *c)
 	char *a = c->argv[c->i++];
 	if (c->dashdash || a[0] != '-' || a[1] == 0) {
 		c->arg = a;
+		if (t->operands && strcmp(t->operands, "@file") == 0)
+			note_input(a);
 		return LORA_OPT_OPERAND;
 	}
 	if (a[1] == '-' && a[2] == 0) {

@@ -141,18 +141,25 @@ setup() {
 	assert_equal "$stderr" "lora-merge: one.safetensors: already exists (use -f to overwrite)"
 }
 
-@test "-f never replaces what it cannot put back: a subdirectory, a link, a file where a directory goes" {
-	mkdir -p out/keep && touch out/stale
+@test "-f never replaces what it cannot put back: a link, a file where a directory goes; subdirectories go whole" {
+	mkdir -p out/keep && touch out/stale out/keep/x && ln -s /etc/hostname out/keep/link
 	run -1 --separate-stderr lora-merge -f -m model a.lora -o out
-	assert_equal "$stderr" "lora-merge: out: holds 'keep', which is not a regular file and would be lost; not replacing it"
-	assert_dir_exists out/keep
+	assert_equal "$stderr" "lora-merge: out/keep: holds 'link', which is not a regular file and would be lost; not replacing it"
+	assert_file_exists out/keep/x
 	assert_file_exists out/stale
-	rmdir out/keep && ln -s /etc/hostname out/link
+	rm out/keep/link && ln -s /etc/hostname out/link
 	run -1 --separate-stderr lora-merge -f -m model a.lora -o out
 	assert_equal "$stderr" "lora-merge: out: holds 'link', which is not a regular file and would be lost; not replacing it"
 	touch plain
 	run -1 --separate-stderr lora-merge -f -m model a.lora -o plain
 	assert_equal "$stderr" "lora-merge: plain: exists and is not a directory"
+	assert_equal "$(ls -A | grep -v '^separate-stderr-')" "$(printf 'a.lora\nb.lora\nmodel\nout\nplain')"
+	# a directory of regular files and directories (what a merge writes) is
+	# replaced whole: nothing of it stays, hidden or not
+	rm out/link
+	lora-merge -f -m model a.lora -o out
+	run -0 checkmerge model out a.lora
+	assert_file_not_exists out/keep
 	assert_equal "$(ls -A | grep -v '^separate-stderr-')" "$(printf 'a.lora\nb.lora\nmodel\nout\nplain')"
 }
 

@@ -109,3 +109,21 @@ setup() {
 	assert_success
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
+
+@test "atomic output: links followed, FIFOs streamed, one of two writers wins, inputs untouched, dead writers' temporaries swept" {
+	mkdir s
+	run test_outfile s
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
+@test "atomic output where the file system lacks renameat2: link(2) and rename(2) keep one winner" {
+	strace -qq -o /dev/null true 2>/dev/null || skip "strace cannot trace here (no ptrace)"
+	mkdir s
+	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+		run strace -f -qq -o trace -e trace=renameat2,link -e inject=renameat2:error=EINVAL test_outfile s
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+	# the fallbacks ran: files published by link(2)
+	assert [ "$(grep -c '^[0-9]* *link(' trace)" -gt 3 ]
+}

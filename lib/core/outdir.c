@@ -14,15 +14,14 @@
 
 /* An existing output may be replaced only when nothing in it would be lost
  * unnoticed: regular files, and only the expected ones when the caller
- * says which. */
-static int check_replaceable(const char *dir, const char *const *only, lora_err *e)
+ * says which; without such a list, directories of the same (what a merge
+ * copies from a model directory). shown names the output in messages. */
+static int check_replaceable(const char *shown, const char *dir, const char *const *only, lora_err *e)
 {
 	struct stat sb;
-	if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-		return lora_err_set(e, LORA_EINVAL, "%s: exists and is not a directory", dir);
 	DIR *d = opendir(dir);
 	if (!d)
-		return lora_err_set(e, LORA_EIO, "%s: %s", dir, strerror(errno));
+		return lora_err_set(e, LORA_EIO, "%s: %s", shown, strerror(errno));
 	struct dirent *de;
 	int rc = 0;
 	while (!rc && (de = readdir(d))) {
@@ -33,69 +32,73 @@ static int check_replaceable(const char *dir, const char *const *only, lora_err 
 			known |= strcmp(de->d_name, only[i]) == 0;
 		if (!known) {
 			rc = lora_err_set(e, LORA_EINVAL, "%s: holds '%s', which would be lost; not replacing it",
-			                  dir, de->d_name);
-		} else if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode)) {
+			                  shown, de->d_name);
+		} else if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+		           !(S_ISREG(sb.st_mode) || (!only && S_ISDIR(sb.st_mode)))) {
 			rc = lora_err_set(e, LORA_EINVAL, "%s: holds '%s', which is not a regular file and would be lost; not replacing it",
-			                  dir, de->d_name);
+			                  shown, de->d_name);
+		} else if (S_ISDIR(sb.st_mode)) {
+			char *sub = lora_path_join(dir, de->d_name), *name = lora_path_join(shown, de->d_name);
+			rc = sub && name ? check_replaceable(name, sub, NULL, e) : lora_err_nomem(e);
+			free(sub);
+			free(name);
 		}
 	}
 	closedir(d);
 	return rc;
 }
 
-/* Remove a directory of regular files. */
-static void remove_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	while (d && (de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			unlinkat(dirfd(d), de->d_name, 0);
-	if (d)
-		closedir(d);
-	rmdir(dir);
-}
-
 static void release(lora_outdir *d, int remove)
 {
 	for (size_t i = d->nfiles; i-- > 0;) {
-		if (remove)
-			unlink(d->files[i]);
+		if (remove && unlink(d->files[i]) != 0)
+			rmdir(d->files[i]);
 		lora_outfile_untrack(d->files[i]);
 		free(d->files[i]);
 	}
 	if (d->tmp) {
 		if (remove)
-			rmdir(d->tmp);
+			lora_outfile_remove_tree(d->tmp);
 		lora_outfile_untrack(d->tmp);
 	}
 	free(d->files);
 	free(d->tmp);
 	free(d->path);
+	free(d->shown);
 	memset(d, 0, sizeof *d);
 }
 
 int lora_outdir_open(lora_outdir *d, const char *path, int force, const char *const *only, lora_err *e)
 {
 	struct stat sb;
+	int exists, rc = 0;
 	memset(d, 0, sizeof *d);
-	if (lstat(path, &sb) == 0) {
-		if (!force)
-			return lora_err_set(e, LORA_EINVAL, "%s: already exists (use -f to overwrite)", path);
-		int rc = check_replaceable(path, only, e);
-		if (rc)
-			return rc;
-	}
 	size_t n = strlen(path);
 	while (n > 1 && path[n - 1] == '/')
 		n--;
-	d->path = strndup(path, n);
-	if (!d->path || !(d->tmp = lora_path_temp(d->path))) {
+	if (!(d->shown = strndup(path, n)))
+		return lora_err_nomem(e);
+	/* a link is followed: the directory it names is the output */
+	if (!(d->path = lora_outfile_resolve(d->shown, &sb, &exists)))
+		rc = lora_err_set(e, LORA_EIO, "%s: %s", d->shown, strerror(errno));
+	else if (!force && (exists || strcmp(d->path, d->shown) != 0))
+		rc = lora_err_set(e, LORA_EINVAL, "%s: already exists (use -f to overwrite)", d->shown);
+	else if (exists && !S_ISDIR(sb.st_mode))
+		rc = lora_err_set(e, LORA_EINVAL, "%s: exists and is not a directory", d->shown);
+	else if (!(rc = lora_outfile_guard(d->shown, d->path, exists, e)) && exists)
+		rc = check_replaceable(d->shown, d->path, only, e);
+	if (rc) {
+		release(d, 0);
+		return rc;
+	}
+	d->replace = force;
+	if (!(d->tmp = lora_path_temp(d->path))) {
 		release(d, 0);
 		return lora_err_nomem(e);
 	}
+	lora_outfile_sweep(d->path);
 	if (lora_outfile_mkdtemp(d->tmp) != 0) {
-		int rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", d->path, strerror(errno));
+		rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", d->shown, strerror(errno));
 		free(d->tmp);
 		d->tmp = NULL;
 		release(d, 0);
@@ -120,6 +123,16 @@ const char *lora_outdir_file(lora_outdir *d, const char *name)
 	return p;
 }
 
+int lora_outdir_mkdir(lora_outdir *d, const char *name, lora_err *e)
+{
+	const char *p = lora_outdir_file(d, name);
+	if (!p)
+		return lora_err_nomem(e);
+	if (mkdir(p, 0777) != 0)
+		return lora_err_set(e, LORA_EIO, "%s/%s: cannot create: %s", d->shown, name, strerror(errno));
+	return 0;
+}
+
 /* Name the output, not its temporary directory, in e's message. */
 static void retarget(lora_err *e, const char *tmp, const char *out)
 {
@@ -131,28 +144,48 @@ static void retarget(lora_err *e, const char *tmp, const char *out)
 	snprintf(e->msg, sizeof e->msg, "%s%s", out, rest);
 }
 
+/* Without -f: the temporary directory takes the name only if it is still
+ * free, so that of two writers exactly one wins. Where the file system
+ * lacks RENAME_NOREPLACE, rename(2) still fails over a directory that is
+ * not empty, and the name is checked just before. */
+static int publish(const char *tmp, const char *path)
+{
+	struct stat sb;
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+		return -1;
+	if (lstat(path, &sb) == 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	return rename(tmp, path);
+}
+
 int lora_outdir_commit(lora_outdir *d, lora_err *e)
 {
 	struct stat sb;
 	int rc = 0;
 	char *old = NULL, *parent = lora_path_dir(d->path);
 	if (lora_outfile_sync_dir(d->tmp) != 0) {
-		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", d->path, strerror(errno));
-	} else if (lstat(d->path, &sb) != 0) {
-		if (rename(d->tmp, d->path) != 0)
-			rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", d->path, strerror(errno));
+		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", d->shown, strerror(errno));
+	} else if (!d->replace || lstat(d->path, &sb) != 0) {
+		if ((d->replace ? rename(d->tmp, d->path) : publish(d->tmp, d->path)) != 0)
+			rc = errno == EEXIST || errno == ENOTEMPTY
+			         ? lora_err_set(e, LORA_EINVAL, "%s: already exists (use -f to overwrite)", d->shown)
+			         : lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", d->shown, strerror(errno));
 	} else if (renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->path, RENAME_EXCHANGE) == 0) {
 		old = strdup(d->tmp); /* the replaced directory now sits at the temporary name */
 		if (!old)
-			remove_dir(d->tmp);
+			lora_outfile_remove_tree(d->tmp);
 	} else if (!(old = malloc(strlen(d->tmp) + 5))) {
 		rc = lora_err_nomem(e);
 	} else {
 		sprintf(old, "%s.old", d->tmp);
 		if (rename(d->path, old) != 0) {
-			rc = lora_err_set(e, LORA_EIO, "%s: cannot replace: %s", d->path, strerror(errno));
+			rc = lora_err_set(e, LORA_EIO, "%s: cannot replace: %s", d->shown, strerror(errno));
 		} else if (rename(d->tmp, d->path) != 0) {
-			rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", d->path, strerror(errno));
+			rc = lora_err_set(e, LORA_EIO, "%s: cannot rename into place: %s", d->shown, strerror(errno));
 			rename(old, d->path);
 		}
 	}
@@ -164,7 +197,7 @@ int lora_outdir_commit(lora_outdir *d, lora_err *e)
 	}
 	release(d, 0);
 	if (old)
-		remove_dir(old);
+		lora_outfile_remove_tree(old);
 	/* The output is in place; a failure to make its name durable now
 	 * cannot be undone, so it is not reported as a failed write. */
 	if (parent)
@@ -177,6 +210,6 @@ int lora_outdir_commit(lora_outdir *d, lora_err *e)
 void lora_outdir_abort(lora_outdir *d, lora_err *e)
 {
 	if (d->tmp)
-		retarget(e, d->tmp, d->path);
+		retarget(e, d->tmp, d->shown);
 	release(d, 1);
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 char *lora_path_join(const char *dir, const char *name)
@@ -36,10 +37,10 @@ const char *lora_path_base(const char *path)
 char *lora_path_temp(const char *path)
 {
 	const char *base = lora_path_base(path);
-	size_t n = strlen(path) + 16;
+	size_t n = strlen(path) + 48;
 	char *s = malloc(n);
 	if (s)
-		snprintf(s, n, "%.*s.%s.XXXXXX", (int)(base - path), path, base);
+		snprintf(s, n, "%.*s.%s" LORA_PATH_TEMP_TAG "%ld.XXXXXX", (int)(base - path), path, base, (long)getpid());
 	return s;
 }
 

@@ -594,14 +594,16 @@ out:
 	return rc;
 }
 
-static int copy_file(const char *from, const char *to, lora_err *e)
+/* The copy keeps the source's permission bits: a file kept private in the
+ * model directory stays private in the merged one. */
+static int copy_file(const char *from, const char *to, mode_t mode, lora_err *e)
 {
-	int in = open(from, O_RDONLY), out = -1, rc = 0;
+	int in = open(from, O_RDONLY | O_NONBLOCK), out = -1, rc = 0;
 	char buf[1 << 16];
 	if (in < 0)
 		return lora_err_set(e, LORA_EIO, "%s: %s", from, strerror(errno));
-	out = open(to, O_WRONLY | O_CREAT | O_EXCL, 0666);
-	if (out < 0) {
+	out = open(to, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (out < 0 || fchmod(out, mode & 0777) != 0) {
 		rc = lora_err_set(e, LORA_EIO, "%s: %s", to, strerror(errno));
 		goto out;
 	}
@@ -657,30 +659,97 @@ static int same_file(const char *a, const char *b)
 	return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
-/* Every other regular file of the model directory (config, tokenizer,
- * generation config...), copied into the output. */
-static int copy_others(const lora_ckpt *m, lora_outdir *d, lora_err *e)
+/* 1 if the real path p is root or lies below it. */
+static int inside(const char *p, const char *root)
+{
+	size_t n = strlen(root);
+	return strncmp(p, root, n) == 0 && (p[n] == '/' || p[n] == 0 || (n == 1 && root[0] == '/'));
+}
+
+static int depth(const char *rel)
+{
+	int n = 0;
+	for (; *rel; rel++)
+		n += *rel == '/';
+	return n;
+}
+
+/* What a model directory holds besides the tensors (config, tokenizer,
+ * generation config, subdirectories), copied into the output below rel
+ * (NULL: the top). Links are followed only where they stay inside the
+ * model directory (root, its real path), and never back up to a directory
+ * they sit in; a link leading elsewhere, or anything but a regular file or
+ * a directory, is an error naming it: nothing is left out silently. */
+static int copy_tree(const lora_ckpt *m, const char *root, const char *rel, lora_outdir *d, lora_err *e)
 {
 	struct stat sb;
 	int rc = 0;
-	DIR *dir = opendir(m->dir);
-	if (!dir)
-		return lora_err_set(e, LORA_EIO, "%s: %s", m->dir, strerror(errno));
+	char *here = rel ? lora_path_join(m->dir, rel) : strdup(m->dir);
+	DIR *dir = here ? opendir(here) : NULL;
+	if (!dir) {
+		rc = here ? lora_err_set(e, LORA_EIO, "%s: %s", here, strerror(errno)) : lora_err_nomem(e);
+		free(here);
+		return rc;
+	}
 	struct dirent *de;
 	while (!rc && (de = readdir(dir))) {
-		char src[4096];
 		int skip = de->d_name[0] == '.' && (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2]));
-		for (size_t s = 0; s < m->nshards && !skip; s++)
+		for (size_t s = 0; s < m->nshards && !skip && !rel; s++)
 			skip = strcmp(de->d_name, lora_path_base(m->shards[s]->path)) == 0;
-		if (skip || (m->index_path && strcmp(de->d_name, lora_path_base(m->index_path)) == 0))
+		if (skip || (!rel && m->index_path && strcmp(de->d_name, lora_path_base(m->index_path)) == 0))
 			continue;
-		snprintf(src, sizeof src, "%s/%s", m->dir, de->d_name);
-		if (stat(src, &sb) != 0 || !S_ISREG(sb.st_mode))
-			continue;
-		const char *dst = lora_outdir_file(d, de->d_name);
-		rc = dst ? copy_file(src, dst, e) : lora_err_nomem(e);
+		char *name = rel ? lora_path_join(rel, de->d_name) : strdup(de->d_name);
+		char *src = name ? lora_path_join(m->dir, name) : NULL, *real = NULL;
+		if (!src) {
+			rc = lora_err_nomem(e);
+		} else if (lstat(src, &sb) != 0) {
+			rc = lora_err_set(e, LORA_EIO, "%s: %s", src, strerror(errno));
+		} else if (S_ISLNK(sb.st_mode)) {
+			char *at = realpath(here, NULL);
+			real = realpath(src, NULL);
+			if (!real || !inside(real, root))
+				rc = lora_err_set(e, LORA_EINVAL, "%s: symbolic link leads outside the model directory; not copying it", src);
+			else if (at && inside(at, real))
+				rc = lora_err_set(e, LORA_EINVAL, "%s: symbolic link leads back to a directory it is in; not copying it", src);
+			else if (stat(src, &sb) != 0)
+				rc = lora_err_set(e, LORA_EIO, "%s: %s", src, strerror(errno));
+			free(at);
+		}
+		if (rc) {
+			/* reported above */
+		} else if (S_ISREG(sb.st_mode)) {
+			const char *dst = lora_outdir_file(d, name);
+			rc = dst ? copy_file(src, dst, sb.st_mode, e) : lora_err_nomem(e);
+		} else if (S_ISDIR(sb.st_mode) && depth(name) >= 64) {
+			rc = lora_err_set(e, LORA_EINVAL, "%s: directories nested too deep (links in a loop?); not copying it", src);
+		} else if (S_ISDIR(sb.st_mode)) {
+			if (!(rc = lora_outdir_mkdir(d, name, e)) && !(rc = copy_tree(m, root, name, d, e))) {
+				char *dst = lora_path_join(d->tmp, name);
+				if (!dst || lora_outfile_sync_dir(dst) != 0 || chmod(dst, sb.st_mode & 0777) != 0)
+					rc = dst ? lora_err_set(e, LORA_EIO, "%s/%s: %s", d->shown, name, strerror(errno))
+					         : lora_err_nomem(e);
+				free(dst);
+			}
+		} else {
+			rc = lora_err_set(e, LORA_EINVAL, "%s: not a regular file or directory; not copying it", src);
+		}
+		free(real);
+		free(src);
+		free(name);
 	}
 	closedir(dir);
+	free(here);
+	return rc;
+}
+
+/* Every other file of the model directory, copied into the output. */
+static int copy_others(const lora_ckpt *m, lora_outdir *d, lora_err *e)
+{
+	char *root = realpath(m->dir, NULL);
+	if (!root)
+		return lora_err_set(e, LORA_EIO, "%s: %s", m->dir, strerror(errno));
+	int rc = copy_tree(m, root, NULL, d, e);
+	free(root);
 	return rc;
 }
 

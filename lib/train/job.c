@@ -2,10 +2,13 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/outfile.h"
 #include "io/load.h"
@@ -73,6 +76,7 @@ typedef struct {
 	lora_dist *dist;
 	char *data_id, *eval_id, *ckpt_data, *ckpt_default;
 	FILE *log;
+	char *log_made; /* the log, when this run created it */
 	long start;
 	int rank, ranks;
 } state;
@@ -81,6 +85,7 @@ static void release(state *s)
 {
 	if (s->log)
 		fclose(s->log);
+	free(s->log_made);
 	free(s->data_id), free(s->eval_id), free(s->ckpt_data), free(s->ckpt_default);
 	lora_optim_free(&s->opt);
 	lora_data_close(s->train);
@@ -178,34 +183,111 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
 	return 0;
 }
 
-/* Refuse an output that would fail at the end before hours of work, not
- * after. */
-static int check_outputs(const lora_job *j, state *s, lora_err *e)
+/* The first bytes of every log lora-train writes (check_outputs). */
+#define LOG_HEAD "{\"compute\":\""
+
+/* 1 if the file starts as a lora-train log does. */
+static int is_log(const char *path)
 {
+	char buf[sizeof LOG_HEAD];
+	FILE *f = fopen(path, "rb");
+	int yes = f && fread(buf, 1, sizeof buf - 1, f) == sizeof buf - 1 && memcmp(buf, LOG_HEAD, sizeof buf - 1) == 0;
+	if (f)
+		fclose(f);
+	return yes;
+}
+
+/* The log: a new file; one that already is a lora-train log (appended
+ * to); another file only with -f (replaced), and never an input; a device
+ * or FIFO as it is. A log this run creates is noted, so that a run refused
+ * afterwards removes it. */
+static int open_log(const lora_job *j, state *s, lora_err *e)
+{
+	struct stat sb;
+	int exists, rc = 0, fd;
+	const char *mode = "a";
+	char *target = lora_outfile_resolve(j->log, &sb, &exists);
+	if (!target)
+		return lora_err_set(e, LORA_EIO, "%s: %s", j->log, strerror(errno));
+	if (exists && S_ISDIR(sb.st_mode))
+		rc = lora_err_set(e, LORA_EINVAL, "%s: is a directory", j->log);
+	else if (exists && !S_ISREG(sb.st_mode) && !S_ISCHR(sb.st_mode) && !S_ISFIFO(sb.st_mode))
+		rc = lora_err_set(e, LORA_EINVAL, "%s: is not a regular file, character device or FIFO", j->log);
+	else if ((!exists || S_ISREG(sb.st_mode)) && (rc = lora_outfile_guard(j->log, target, 0, e)))
+		; /* an input */
+	else if (exists && S_ISREG(sb.st_mode) && !is_log(target) && !j->force)
+		rc = lora_err_set(e, LORA_EINVAL, "%s: exists and is not a lora-train log; not appending to it (use -f to replace it)",
+		                  j->log);
+	else if (exists && S_ISREG(sb.st_mode) && !is_log(target))
+		mode = "w";
+	if (!rc && !exists) {
+		if ((fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666)) < 0)
+			rc = lora_err_set(e, LORA_EIO, "%s: cannot create: %s", j->log, strerror(errno));
+		else if (!(s->log = fdopen(fd, "a")))
+			close(fd), unlink(target), rc = lora_err_nomem(e);
+		else
+			s->log_made = target, target = NULL;
+	} else if (!rc && !(s->log = fopen(target, mode))) {
+		rc = lora_err_set(e, LORA_EIO, "%s: %s", j->log, strerror(errno));
+	}
+	free(target);
+	return rc;
+}
+
+/* 1 if a and b name one existing file. */
+static int same_file(const char *a, const FILE *f)
+{
+	struct stat x, y;
+	return f && stat(a, &x) == 0 && fstat(fileno((FILE *)f), &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+/* Refuse an output that would fail at the end before hours of work, not
+ * after, and a checkpoint directory that is or lies in an input. */
+static int check_outputs(const lora_job *j, state *s, const char *ckpt, lora_err *e)
+{
+	struct stat sb;
+	int exists, rc;
 	if (s->ranks > 1 && (!j->out || !strcmp(j->out, "-")))
 		return lora_err_set(e, LORA_EUSAGE, "with %d ranks the adapter needs a file (-o FILE): standard output "
 		                    "passes through the launcher", s->ranks);
 	if (s->rank > 0)
 		return 0;
-	return lora_outfile_check(j->out, LORA_OUT_BINARY | (j->force ? LORA_OUT_FORCE : 0), e);
+	rc = lora_outfile_check(j->out, LORA_OUT_BINARY | (j->force ? LORA_OUT_FORCE : 0), e);
+	char *target = rc ? NULL : lora_outfile_resolve(ckpt, &sb, &exists);
+	if (!rc && !target)
+		rc = lora_err_set(e, LORA_EIO, "%s: %s", ckpt, strerror(errno));
+	if (!rc && exists && !S_ISDIR(sb.st_mode))
+		rc = lora_err_set(e, LORA_EINVAL, "%s: exists and is not a directory", ckpt);
+	if (!rc)
+		rc = lora_outfile_guard(ckpt, target, 0, e);
+	free(target);
+	return rc;
 }
 
 /* Rank 0's log, once every rank is ready: nothing is written for a job
- * that does not start. */
-static int open_log(const lora_job *j, const lora_trainconf *conf, state *s, lora_err *e)
+ * that does not start, and a refused run removes a log it created. */
+static int start_log(const lora_job *j, const lora_trainconf *conf, state *s, lora_err *e)
 {
-	if (s->rank > 0)
-		return 0;
-	if (j->log && !(s->log = fopen(j->log, "a")))
-		return lora_err_set(e, LORA_EIO, "%s: %s", j->log, strerror(errno));
-	if (s->log) {
-		fprintf(s->log,
-		        "{\"compute\":\"%s\",\"weight_bytes\":%zu,\"activation_bytes\":%zu,\"ranks\":%d,\"global_batch\":%lld}\n",
+	int rc = 0;
+	if (s->rank > 0 || !j->log)
+		goto note;
+	if ((rc = open_log(j, s, e)))
+		return rc;
+	if (j->out && strcmp(j->out, "-") && same_file(j->out, s->log))
+		rc = lora_err_set(e, LORA_EUSAGE, "%s: -o and --log name the same file", j->out);
+	if (!rc) {
+		fprintf(s->log, LOG_HEAD "%s\",\"weight_bytes\":%zu,\"activation_bytes\":%zu,\"ranks\":%d,\"global_batch\":%lld}\n",
 		        lora_dtype_name(lora_llama_compute_dtype(s->m)), lora_llama_weight_bytes(s->m),
-		        lora_llama_activation_bytes(s->m), s->ranks,
-		        conf->micro_batch_size * conf->gradient_accumulation_steps);
-		fflush(s->log);
+		        lora_llama_activation_bytes(s->m), s->ranks, conf->micro_batch_size * conf->gradient_accumulation_steps);
+		if (fflush(s->log) != 0 || ferror(s->log))
+			rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", j->log, strerror(errno));
 	}
+	if (rc) {
+		if (s->log_made)
+			unlink(s->log_made);
+		return rc;
+	}
+note:
 	if (j->note) {
 		char line[256];
 		lora_llama_describe(s->m, line, sizeof line);
@@ -237,6 +319,20 @@ static int same_inputs(const lora_job *j, state *s, lora_err *e)
 	return rc;
 }
 
+/* The default checkpoint directory: OUT.ckpt beside a file output, else
+ * (standard output, a device, a FIFO) lora-train.ckpt. */
+static int ckpt_default(const lora_job *j, char **out, lora_err *e)
+{
+	struct stat sb;
+	int file = j->out && strcmp(j->out, "-") && !(stat(j->out, &sb) == 0 && !S_ISREG(sb.st_mode));
+	const char *b = file ? j->out : "lora-train";
+	size_t len = strlen(b) + 6;
+	if (!(*out = malloc(len)))
+		return lora_err_nomem(e);
+	snprintf(*out, len, "%s.ckpt", b);
+	return 0;
+}
+
 int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, lora_err *e)
 {
 	state s = {.dist = j->dist, .ranks = 1};
@@ -245,31 +341,23 @@ int lora_job_run(const lora_job *j, lora_trainconf *conf, lora_train_result *r, 
 	if (s.dist)
 		s.rank = lora_dist_rank(s.dist), s.ranks = lora_dist_size(s.dist);
 	rc = open_all(j, conf, &s, e);
+	if (!rc && !j->ckpt_dir)
+		rc = ckpt_default(j, &s.ckpt_default, e);
+	const char *ckpt = j->ckpt_dir ? j->ckpt_dir : s.ckpt_default;
 	if (!rc)
-		rc = check_outputs(j, &s, e);
+		rc = check_outputs(j, &s, ckpt, e);
 	/* A failure on one rank ends every rank, with one line. */
 	if ((rc = s.dist ? lora_dist_agree(s.dist, rc, e) : rc))
 		goto out;
 	if (s.ranks > 1 && (rc = lora_dist_agree(s.dist, same_inputs(j, &s, e), e)))
 		goto out;
-	rc = open_log(j, conf, &s, e);
+	rc = start_log(j, conf, &s, e);
 	if ((rc = s.ranks > 1 ? lora_dist_agree(s.dist, rc, e) : rc))
 		goto out;
-	const char *ckpt = j->ckpt_dir;
-	if (!ckpt) {
-		const char *b = j->out && strcmp(j->out, "-") ? j->out : "lora-train";
-		size_t len = strlen(b) + 6;
-		if (!(s.ckpt_default = malloc(len))) {
-			rc = lora_err_nomem(e);
-			goto out;
-		}
-		snprintf(s.ckpt_default, len, "%s.ckpt", b);
-		ckpt = s.ckpt_default;
-	}
 	lora_train_opts to = {
 		.conf = conf, .model = s.m, .adapter = s.a, .train = s.train, .eval = s.eval,
 		.eval_batches = j->eval_batches, .shuffle = j->shuffle, .ckpt_dir = ckpt, .data_id = s.data_id,
-		.log = s.log, .stop = j->stop, .report = j->report, .ctx = j->ctx, .dist = s.dist,
+		.log = s.log, .log_name = j->log, .stop = j->stop, .report = j->report, .ctx = j->ctx, .dist = s.dist,
 	};
 	if (s.rank > 0) /* rank 0 alone writes and evaluates */
 		to.ckpt_dir = NULL, to.eval = NULL, to.report = NULL;

@@ -102,8 +102,8 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 	const char *pa, *po, *ps;
 	cJSON *st = NULL, *cj = NULL;
 	lora_outdir d;
-	int rc = 0;
-	if (mkdir(o->ckpt_dir, 0777) != 0 && errno != EEXIST)
+	int rc = 0, made = mkdir(o->ckpt_dir, 0777) == 0;
+	if (!made && errno != EEXIST)
 		return lora_err_set(e, LORA_EIO, "%s: cannot create: %s", o->ckpt_dir, strerror(errno));
 	snprintf(name, sizeof name, "checkpoint-%ld", step);
 	if (!(final = lora_path_join(o->ckpt_dir, name)))
@@ -144,6 +144,9 @@ static int save_checkpoint(const lora_train_opts *o, const lora_optim *opt, long
 fail:
 	lora_outdir_abort(&d, e);
 out:
+	/* a first checkpoint that failed leaves no empty directory for it */
+	if (rc && made)
+		rmdir(o->ckpt_dir);
 	free(final);
 	cJSON_free(text);
 	cJSON_Delete(st);
@@ -200,10 +203,12 @@ int lora_train_load_optimizer(const char *dir, lora_optim *opt, lora_err *e)
 
 /* ---- the loop ---- */
 
-static void log_line(FILE *f, const lora_train_status *s)
+/* A line of the log; a write error (a full disk) stops the run. */
+static int log_line(const lora_train_opts *o, const lora_train_status *s, lora_err *e)
 {
+	FILE *f = o->log;
 	if (!f)
-		return;
+		return 0;
 	if (s->eval)
 		fprintf(f, "{\"step\":%ld,\"eval_loss\":%.9g,\"elapsed\":%.3f}\n", s->step, s->eval_loss, s->elapsed);
 	else if (s->ranks > 1)
@@ -215,7 +220,9 @@ static void log_line(FILE *f, const lora_train_status *s)
 		fprintf(f,
 		        "{\"step\":%ld,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.1f,\"elapsed\":%.3f}\n",
 		        s->step, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed);
-	fflush(f);
+	if (fflush(f) != 0 || ferror(f))
+		return lora_err_set(e, LORA_EIO, "%s: write error: %s", o->log_name ? o->log_name : "log", strerror(errno));
+	return 0;
 }
 
 int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_train_result *r,
@@ -327,7 +334,8 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		s.eval = 0;
 		r->step = s.step;
 		r->loss = loss;
-		log_line(o->log, &s);
+		if ((rc = log_line(o, &s, e)))
+			goto out;
 		if (o->report)
 			o->report(o->ctx, &s);
 		int last = s.step == s.total;
@@ -341,7 +349,8 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 			r->eval_loss = s.eval_loss;
 			s.eval = 1;
 			s.elapsed = now() - t0;
-			log_line(o->log, &s);
+			if ((rc = log_line(o, &s, e)))
+				goto out;
 			if (o->report)
 				o->report(o->ctx, &s);
 		}

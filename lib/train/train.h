@@ -51,6 +51,7 @@ typedef struct {
 	const char *ckpt_dir;    /* where checkpoints go; NULL: none */
 	const char *data_id;     /* provenance of the data, recorded in checkpoints */
 	FILE *log;               /* JSON lines, or NULL */
+	const char *log_name;    /* its name in a write error */
 	volatile sig_atomic_t *stop; /* set asynchronously: finish the step, checkpoint, stop */
 	void (*report)(void *ctx, const lora_train_status *s);
 	void *ctx;
