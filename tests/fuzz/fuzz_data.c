@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (int k = 0; k < 2; k++) {
 			lora_data_batches_get(&b, ks[k], in, tg);
 			for (size_t r = 0; r < B; r++) {
-				size_t off = lora_data_batches_row_offset(&b, ks[k], r);
+				size_t off = lora_data_batches_row(&b, ks[k], r).off;
 				FUZZ_CHECK(off + T < d->ntokens);
 				for (size_t t = 0; t < T; t++)
 					FUZZ_CHECK((size_t)in[r * T + t] < vocab || vocab > INT32_MAX);

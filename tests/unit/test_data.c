@@ -74,7 +74,7 @@ static void check_batches(const lora_data *d, size_t B, size_t T, int shuffle, u
 		for (size_t r = 0; r < B; r++) {
 			/* row r of batch k starts at token s */
 			size_t s = shuffle ? order[k * B + r] * T : (k * B + r) * T;
-			ok &= lora_data_batches_row_offset(&b, k, r) == s;
+			ok &= lora_data_batches_row(&b, k, r).off == s;
 			for (size_t t = 0; t < T; t++)
 				ok &= in[r * T + t] == tok(s + t) && tg[r * T + t] == tok(s + t + 1);
 		}
