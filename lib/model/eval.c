@@ -19,7 +19,8 @@ int lora_eval_run(lora_llama *m, const lora_data *d, const lora_eval_opts *o, lo
 		free(in), free(tg);
 		return lora_err_nomem(e);
 	}
-	if ((rc = lora_data_batches_init(&b, d, B, T, o->shuffle, o->seed, e))) {
+	unsigned flags = (o->shuffle ? LORA_DATA_SHUFFLE : 0) | (o->packed ? 0 : LORA_DATA_UNPACKED);
+	if ((rc = lora_data_batches_init(&b, d, B, T, flags, o->seed, e))) {
 		free(in), free(tg);
 		return rc;
 	}

@@ -30,8 +30,11 @@ typedef struct {
 	size_t ninputs;
 	int decode;               /* ids to text, not text to ids */
 	int lines;                /* encoding: each line a document */
+	int jsonl;                /* encoding: every input is JSONL (else those named *.jsonl) */
+	int train_on_inputs;      /* encoding: prompt tokens of JSONL examples are targets too */
 	int no_special;           /* encoding: no BOS/EOS; decoding: special tokens left out */
-	lora_data_format format;  /* encoding: U16, U32, or AUTO (u32 for an output named *.u32, else u16);
+	lora_data_format format;  /* encoding: U16, U32, TOK, or AUTO (by the output's name: *.tok, *.u32,
+	                             *.bin or *.u16; else tok for JSONL inputs, u16 for text);
 	                             decoding: the format of the ids, as lora_data_open takes it */
 	const char *out;          /* NULL or "-": standard output */
 	int force;                /* replace an existing output */

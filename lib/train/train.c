@@ -63,16 +63,16 @@ static void scatter(lora_adapter *a, const float *src)
 	}
 }
 
-static void gather_grads(float *dst, const lora_llama *m, const lora_adapter *a, float k)
+static void gather_grads(float *dst, const lora_llama *m, const lora_adapter *a)
 {
 	for (size_t i = 0; i < a->nlayers; i++) {
 		const lora_layer *l = &a->layers[i];
 		float *dA, *dB;
 		lora_llama_grad(m, i, &dA, &dB);
 		for (size_t j = 0; j < l->rank * l->in; j++)
-			*dst++ = dA[j] * k;
+			*dst++ = dA[j];
 		for (size_t j = 0; j < l->out * l->rank; j++)
-			*dst++ = dB[j] * k;
+			*dst++ = dB[j];
 	}
 }
 
@@ -221,7 +221,11 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	size_t accum = (size_t)c->gradient_accumulation_steps, n = lora_train_nparams(o->adapter);
 	lora_data_batches b = {0};
 	long epoch = -1;
-	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
+	/* a step's micro-batches are all cut first: the gradient's divisor is
+	 * their total count of targets with loss */
+	int32_t *in = malloc(accum * B * T * sizeof *in), *tg = malloc(accum * B * T * sizeof *tg);
+	size_t *cnt = malloc(accum * sizeof *cnt);
+	unsigned flags = c->sample_packing ? 0 : LORA_DATA_UNPACKED;
 	float *p = malloc((n ? n : 1) * sizeof *p), *g = malloc((n ? n : 1) * sizeof *g);
 	int rc = 0;
 	lora_optim_schedule sched;
@@ -229,12 +233,12 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	memset(r, 0, sizeof *r);
 	r->loss = r->eval_loss = NAN;
 	r->step = start;
-	if (!in || !tg || !p || !g) {
+	if (!in || !tg || !cnt || !p || !g) {
 		rc = lora_err_nomem(e);
 		goto out;
 	}
 	/* The planned length, from the data, fixes the schedule. */
-	if ((rc = lora_data_batches_init(&b, o->train, B, T, 0, 0, e)))
+	if ((rc = lora_data_batches_init(&b, o->train, B, T, flags, 0, e)))
 		goto out;
 	size_t nb = b.nbatches;
 	lora_data_batches_free(&b);
@@ -253,28 +257,33 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 			long ep = (long)(j / nb);
 			if (ep != epoch) { /* each epoch its own order */
 				lora_data_batches_free(&b);
-				if ((rc = lora_data_batches_init(&b, o->train, B, T, o->shuffle,
+				if ((rc = lora_data_batches_init(&b, o->train, B, T, flags | (o->shuffle ? LORA_DATA_SHUFFLE : 0),
 				                                 (uint64_t)c->seed + (uint64_t)ep * 0x632be59bd9b4e019ull, e)))
 					goto out;
 				epoch = ep;
 			}
+			cnt[micro] = lora_data_batches_get(&b, j % nb, in + micro * B * T, tg + micro * B * T);
+			nt_sum += cnt[micro];
+		}
+		/* Hugging Face's rule for labels of -100: the loss of a step is the
+		 * mean over every target with loss in it, whichever micro-batch
+		 * holds it, and so is its gradient */
+		lora_llama_set_loss_norm(o->model, nt_sum);
+		for (size_t micro = 0; micro < accum; micro++) {
 			double l;
-			size_t nt;
-			lora_data_batches_get(&b, j % nb, in, tg);
-			if ((rc = lora_llama_forward(o->model, in, tg, &l, &nt, e)) ||
+			if ((rc = lora_llama_forward(o->model, in + micro * B * T, tg + micro * B * T, &l, NULL, e)) ||
 			    (rc = lora_llama_backward(o->model, e)))
 				goto out;
-			loss_sum += l;
-			nt_sum += nt;
+			loss_sum += l * (double)cnt[micro];
 		}
-		double loss = loss_sum / (double)accum;
+		lora_llama_set_loss_norm(o->model, 0);
+		double loss = loss_sum / (double)nt_sum;
 		if (!isfinite(loss)) {
 			rc = lora_err_set(e, LORA_EINVAL, "step %ld: the loss is %s; stopping (the last checkpoint is kept)",
 			                  step + 1, isnan(loss) ? "NaN" : "infinite");
 			goto out;
 		}
-		/* Each micro-batch's loss is a mean: average their gradients. */
-		gather_grads(g, o->model, o->adapter, 1.0f / (float)accum);
+		gather_grads(g, o->model, o->adapter);
 		double norm = lora_optim_clip_grad_norm(g, n, c->max_grad_norm);
 		if (!isfinite(norm)) {
 			rc = lora_err_set(e, LORA_EINVAL,
@@ -310,7 +319,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		int last = s.step == s.total;
 		if (o->eval && ((c->eval_steps > 0 && s.step % c->eval_steps == 0) || last)) {
 			lora_llama_set_dropout(o->model, 0, 0);
-			lora_eval_opts eo = {.B = B, .T = T, .max_batches = o->eval_batches};
+			lora_eval_opts eo = {.B = B, .T = T, .max_batches = o->eval_batches, .packed = c->sample_packing};
 			lora_eval_result er;
 			if ((rc = lora_eval_run(o->model, o->eval, &eo, &er, e)))
 				goto out;
@@ -333,6 +342,6 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	}
 out:
 	lora_data_batches_free(&b);
-	free(in), free(tg), free(p), free(g);
+	free(in), free(tg), free(cnt), free(p), free(g);
 	return rc;
 }
