@@ -64,6 +64,10 @@ replay() {
 	replay tokenizer
 }
 
+@test "fuzz corpus replays clean: tokenizer_config.json chat templates and rendering" {
+	replay chat
+}
+
 @test "names quoted from a hostile file cannot break the one-line error (found by fuzz_llama_config)" {
 	cp -r "$FIX/model/llama_gqa" m
 	printf '{"model_type": "qw\\nen2\\u001b[31m"}' >m/config.json

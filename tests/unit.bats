@@ -66,6 +66,12 @@ setup() {
 	assert_output --regexp '^ok [0-9]+ checks$'
 }
 
+@test "chat templates: the renderings of Python's jinja2 under transformers' environment for seven families; spans, refusals" {
+	run test_chat "$FIX/chat"
+	assert_success
+	assert_output --regexp '^ok [0-9]+ checks$'
+}
+
 @test "pattern: Python's re through PCRE2, its rewrites, refusals and bounds" {
 	run test_pattern
 	assert_success
