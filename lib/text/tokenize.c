@@ -11,6 +11,7 @@
 #include "core/outfile.h"
 #include "core/path.h"
 #include "core/utf8.h"
+#include "text/chat.h"
 #include "text/jsonl.h"
 #include "text/tokenizer.h"
 
@@ -44,6 +45,9 @@ typedef struct {
 	lora_data_format fmt;
 	lora_data_writer w;
 	int64_t bos, eos;    /* tokenizer_config.json's, or -1 */
+	char *config;        /* its path */
+	lora_chat *chat;     /* its chat template, or NULL and why in chat_err */
+	lora_err chat_err;
 	lora_outfile of;
 	const char *outname;
 	char *buf;           /* the batch's text */
@@ -209,6 +213,75 @@ static void eos_bos(const enc *x, lora_tokenizer_ids *ids, size_t from, int stri
 	}
 }
 
+/* The index of the first id where the encoding of text[0..b) parts from
+ * all (the ids of the whole text): the token where byte b falls. */
+static int boundary(lora_tokenizer *t, const char *text, size_t b, const lora_tokenizer_ids *all, size_t *k,
+                    lora_err *e)
+{
+	lora_tokenizer_ids pre = {0};
+	int rc = lora_tokenizer_encode(t, text, b, 0, &pre, e);
+	size_t i = 0;
+	while (!rc && i < pre.n && i < all->n && pre.id[i] == all->id[i])
+		i++;
+	*k = i;
+	lora_tokenizer_ids_free(&pre);
+	return rc;
+}
+
+/* A chat rendered with the model's template and encoded as
+ * apply_chat_template encodes it: the whole text at once, special tokens
+ * matched, no post-processor tokens. A token gets loss when it starts in
+ * a span the template marks as trained (the assistant's content and its
+ * end of turn), found by encoding the text up to each place the marking
+ * changes. With literal content, each run of message content is encoded
+ * on its own with special tokens left as text. */
+static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example *ex, const char *where,
+                       lora_tokenizer_ids *ids, flags *tg, lora_err *e)
+{
+	char *text = NULL;
+	lora_chat_span *sp = NULL;
+	size_t nsp = 0, from = 0, k0 = 0;
+	int rc, all = x->j->train_on_inputs;
+	if (!x->chat) {
+		*e = x->chat_err;
+		return lora_err_prefix(e, "%s", where);
+	}
+	if ((rc = lora_chat_render(x->chat, (const lora_chat_message *)ex->msgs, ex->nmsgs, 0, &text, &sp, &nsp, e))) {
+		lora_err_prefix(e, "%s", where);
+		goto out;
+	}
+	if (!x->j->literal_content && (rc = lora_tokenizer_encode(t, text, strlen(text), 0, ids, e)))
+		goto out;
+	for (size_t i = 0; i < nsp; i = from) {
+		/* a run of spans alike in what matters here */
+		for (from = i + 1; from < nsp && sp[from].train == sp[i].train &&
+		                   (!x->j->literal_content || sp[from].content == sp[i].content);
+		     from++)
+			;
+		size_t b = sp[i].begin, end = sp[from - 1].end, k1;
+		if (x->j->literal_content) {
+			lora_tokenizer_split_special(t, sp[i].content);
+			rc = lora_tokenizer_encode(t, text + b, end - b, 0, ids, e);
+			lora_tokenizer_split_special(t, 0);
+			k1 = ids->n;
+		} else if (from == nsp) {
+			k1 = ids->n;
+		} else {
+			rc = boundary(t, text, end, ids, &k1, e);
+		}
+		if (rc || (rc = flags_set(tg, k0, k1 > k0 ? k1 : k0, all || sp[i].train)))
+			goto out;
+		k0 = k1 > k0 ? k1 : k0;
+	}
+	rc = flags_set(tg, k0, ids->n, all);
+out:
+	if (rc == LORA_ENOMEM)
+		rc = lora_err_nomem(e);
+	free(text);
+	free(sp);
+	return rc;
+}
+
 /* One JSONL example into ids and their target flags (lora_tokenize.h). */
 static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_tokenizer_ids *ids, flags *tg,
                           lora_err *e)
@@ -240,8 +313,7 @@ static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_to
 		break;
 	}
 	case LORA_JSONL_MESSAGES:
-		rc = lora_err_set(e, LORA_EUSAGE, "%s: chat messages need a chat template, which this build cannot render",
-		                  where);
+		rc = encode_chat(x, t, &ex, where, ids, tg, e);
 		break;
 	}
 	if (rc == LORA_ENOMEM)
@@ -415,8 +487,8 @@ static int special_ids(enc *x, int need, lora_err *e)
 		rc = lora_err_set(e, LORA_EUSAGE,
 		                  "%s: no eos_token (JSONL examples end with it; --no-special adds no special tokens)", path);
 	cJSON_Delete(cfg);
-	free(path);
 	free(dir);
+	x->config = path;
 	return rc;
 }
 
@@ -432,6 +504,13 @@ static int encode(lora_tokenize_job *j, lora_err *e)
 		any_jsonl |= is_jsonl(j, j->inputs[i]);
 	if ((rc = special_ids(&x, any_jsonl && !j->no_special, e)))
 		goto out;
+	/* chats need the template; other examples do not, so its absence is
+	 * an error only when a chat comes (or a format was asked for) */
+	if (any_jsonl && lora_chat_open(&x.chat, x.config, j->chat_format, &x.chat_err) && j->chat_format) {
+		*e = x.chat_err;
+		rc = x.chat_err.code;
+		goto out;
+	}
 	x.fmt = j->format;
 	if (x.fmt == LORA_DATA_AUTO) {
 		const char *o = j->out && strcmp(j->out, "-") ? j->out : "";
@@ -465,6 +544,8 @@ static int encode(lora_tokenize_job *j, lora_err *e)
 	else
 		lora_outfile_abort(&x.of);
 out:
+	lora_chat_close(x.chat);
+	free(x.config);
 	lora_data_writer_free(&x.w);
 	for (int k = 0; k < x.ntok; k++)
 		lora_tokenizer_free(x.tok[k]);

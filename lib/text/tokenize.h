@@ -32,6 +32,8 @@ typedef struct {
 	int lines;                /* encoding: each line a document */
 	int jsonl;                /* encoding: every input is JSONL (else those named *.jsonl) */
 	int train_on_inputs;      /* encoding: prompt tokens of JSONL examples are targets too */
+	int literal_content;      /* encoding: chat message content is plain text (no special tokens in it) */
+	const char *chat_format;  /* encoding: the chat family (text/chat.h's names), or NULL: recognised */
 	int no_special;           /* encoding: no BOS/EOS; decoding: special tokens left out */
 	lora_data_format format;  /* encoding: U16, U32, TOK, or AUTO (by the output's name: *.tok, *.u32,
 	                             *.bin or *.u16; else tok for JSONL inputs, u16 for text);
