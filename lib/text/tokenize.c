@@ -60,30 +60,10 @@ typedef struct {
 
 static const char *display(const char *path) { return strcmp(path, "-") ? path : "standard input"; }
 
-/* The tokenizer.json j names, into x->path. */
-static int find_tokenizer(enc *x, lora_err *e)
-{
-	const lora_tokenize_job *j = x->j;
-	struct stat sb;
-	if (j->tokenizer)
-		return (x->path = strdup(j->tokenizer)) ? 0 : lora_err_nomem(e);
-	if (stat(j->model, &sb) != 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", j->model, strerror(errno));
-	char *dir = S_ISDIR(sb.st_mode) ? strdup(j->model) : lora_path_dir(j->model);
-	x->path = dir ? lora_path_join(dir, "tokenizer.json") : NULL;
-	free(dir);
-	if (!x->path)
-		return lora_err_nomem(e);
-	if (!lora_path_is_file(x->path))
-		return lora_err_set(e, LORA_EIO, "%s: no tokenizer.json in the model directory (--tokenizer FILE names one)",
-		                    j->model);
-	return 0;
-}
-
 static int open_tokenizer(enc *x, lora_err *e)
 {
 	int rc;
-	if ((rc = find_tokenizer(x, e)) || (rc = lora_json_slurp(&x->json, &x->njson, x->path, 0, e)))
+	if ((rc = lora_tokenizer_find(&x->path, x->j->model, x->j->tokenizer, e)) || (rc = lora_json_slurp(&x->json, &x->njson, x->path, 0, e)))
 		return rc;
 	if (!(x->tok = calloc(1, sizeof *x->tok)))
 		return lora_err_nomem(e);

@@ -1,11 +1,14 @@
 #include "text/tokenizer.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/json.h"
+#include "core/path.h"
 #include "core/pattern.h"
 #include "core/unicode.h"
 #include "core/utf8.h"
@@ -1978,4 +1981,89 @@ static int model(lora_tokenizer *t, const char *s, size_t n, lora_err *e)
 		a = i;
 	}
 	return word(t, s + a, n - a, e);
+}
+
+int lora_tokenizer_find(char **path, const char *model, const char *file, lora_err *e)
+{
+	struct stat sb;
+	*path = NULL;
+	if (file)
+		return (*path = strdup(file)) ? 0 : lora_err_nomem(e);
+	if (stat(model, &sb) != 0)
+		return lora_err_set(e, LORA_EIO, "%s: %s", model, strerror(errno));
+	char *dir = S_ISDIR(sb.st_mode) ? strdup(model) : lora_path_dir(model);
+	*path = dir ? lora_path_join(dir, "tokenizer.json") : NULL;
+	free(dir);
+	if (!*path)
+		return lora_err_nomem(e);
+	if (!lora_path_is_file(*path)) {
+		free(*path);
+		*path = NULL;
+		return lora_err_set(e, LORA_EIO, "%s: no tokenizer.json in the model directory (--tokenizer FILE names one)",
+		                    model);
+	}
+	return 0;
+}
+
+/* How many ids before the printed text's end the decoding starts. */
+#define STREAM_CONTEXT 5
+
+int lora_tokenizer_stream_init(lora_tokenizer_stream *s, const lora_tokenizer *t, const uint32_t *ids, size_t n,
+                               lora_err *e)
+{
+	*s = (lora_tokenizer_stream){.t = t};
+	for (size_t i = 0; i < n; i++)
+		if (lora_tokenizer_ids_push(&s->ids, ids[i]))
+			return lora_err_nomem(e);
+	s->read = n;
+	s->prefix = n > STREAM_CONTEXT ? n - STREAM_CONTEXT : 0;
+	return 0;
+}
+
+/* The text of ids[prefix..read) and of ids[prefix..]; *piece the part of
+ * the second past the first when final or when it is complete. */
+static int stream_step(lora_tokenizer_stream *s, int final, const char **piece, size_t *n, lora_err *e)
+{
+	char *old = NULL, *now = NULL;
+	size_t nold = 0, nnow = 0;
+	int rc = lora_tokenizer_decode(s->t, s->ids.id + s->prefix, s->read - s->prefix, 0, &old, &nold, e);
+	if (!rc)
+		rc = lora_tokenizer_decode(s->t, s->ids.id + s->prefix, s->ids.n - s->prefix, 0, &now, &nnow, e);
+	*piece = "", *n = 0;
+	if (!rc && nnow > nold && (final || nnow < 3 || memcmp(now + nnow - 3, "\xef\xbf\xbd", 3))) {
+		/* the old text was given already: the new starts past its length
+		 * (at a character's start, should a decoder have changed the old) */
+		size_t k = nold;
+		while (k < nnow && ((unsigned char)now[k] & 0xc0) == 0x80)
+			k++;
+		free(s->piece);
+		s->piece = now;
+		now = NULL;
+		*piece = s->piece + k, *n = nnow - k;
+		s->prefix = s->read;
+		s->read = s->ids.n;
+	}
+	free(old);
+	free(now);
+	return rc;
+}
+
+int lora_tokenizer_stream_push(lora_tokenizer_stream *s, uint32_t id, const char **piece, size_t *n, lora_err *e)
+{
+	*piece = "", *n = 0;
+	if (lora_tokenizer_ids_push(&s->ids, id))
+		return lora_err_nomem(e);
+	return stream_step(s, 0, piece, n, e);
+}
+
+int lora_tokenizer_stream_finish(lora_tokenizer_stream *s, const char **piece, size_t *n, lora_err *e)
+{
+	return stream_step(s, 1, piece, n, e);
+}
+
+void lora_tokenizer_stream_free(lora_tokenizer_stream *s)
+{
+	lora_tokenizer_ids_free(&s->ids);
+	free(s->piece);
+	s->piece = NULL;
 }

@@ -74,6 +74,38 @@ size_t lora_tokenizer_vocab_size(const lora_tokenizer *t);
 /* The id of the token spelled s (added tokens first), or -1. */
 int64_t lora_tokenizer_token_id(const lora_tokenizer *t, const char *s);
 
+/* The tokenizer.json the tools' -m MODEL / --tokenizer FILE options name,
+ * into a new *path (caller frees): file itself when given, else
+ * tokenizer.json in model (a directory, or a file in one). Returns 0,
+ * LORA_EIO (model missing; no tokenizer.json in it: "MODEL: no
+ * tokenizer.json in the model directory (--tokenizer FILE names one)"),
+ * LORA_ENOMEM. */
+int lora_tokenizer_find(char **path, const char *model, const char *file, lora_err *e);
+
+/* Text of ids as they come, for printing while generating: whole
+ * characters only, each byte once. lora_tokenizer_stream_push decodes the
+ * ids since a few before the last printed text (so that a decoder rule at
+ * the start of a text, such as SentencePiece's stripped leading space,
+ * does not apply in the middle) and sets *piece (*n bytes, valid UTF-8,
+ * owned by the stream until the next call) to the text that is new and
+ * complete: text ending in U+FFFD waits for the next id, which may finish
+ * the character (the incremental decoding of Hugging Face's text
+ * generation servers). lora_tokenizer_stream_finish gives what is left. */
+typedef struct {
+	const lora_tokenizer *t;
+	lora_tokenizer_ids ids;
+	size_t prefix, read; /* ids[prefix..read) made the text already given */
+	char *piece;
+} lora_tokenizer_stream;
+/* Start after the context ids[0..n) (a prompt; may be empty), which are
+ * not printed. Returns 0 or LORA_ENOMEM. */
+int lora_tokenizer_stream_init(lora_tokenizer_stream *s, const lora_tokenizer *t, const uint32_t *ids, size_t n,
+                               lora_err *e);
+/* Returns 0, LORA_EINVAL (an id the tokenizer does not have), LORA_ENOMEM. */
+int lora_tokenizer_stream_push(lora_tokenizer_stream *s, uint32_t id, const char **piece, size_t *n, lora_err *e);
+int lora_tokenizer_stream_finish(lora_tokenizer_stream *s, const char **piece, size_t *n, lora_err *e);
+void lora_tokenizer_stream_free(lora_tokenizer_stream *s);
+
 int lora_tokenizer_ids_push(lora_tokenizer_ids *ids, uint32_t id);
 void lora_tokenizer_ids_free(lora_tokenizer_ids *ids);
 

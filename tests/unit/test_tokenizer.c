@@ -211,6 +211,55 @@ static void check_onig(void)
 	}
 }
 
+/* Streamed text, one id at a time after a prompt: every piece is whole
+ * characters, and the pieces make what the whole sequence decodes to past
+ * the prompt's text. The texts hold characters the small vocabularies
+ * have no token for, which come as several byte tokens (byte-level, or
+ * SentencePiece's byte fallback), and special tokens. */
+static void check_stream(const char *dir, const char *name, const char *prompt, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s.json", dir, name);
+	lora_tokenizer *t = NULL;
+	lora_err e = {0};
+	lora_tokenizer_ids p = {0}, g = {0}, all = {0};
+	lora_tokenizer_stream st = {0};
+	char *whole = NULL, *head = NULL, *got = calloc(1, 1);
+	size_t nwhole = 0, nhead = 0, ngot = 0;
+	int rc = lora_tokenizer_open(&t, path, &e);
+	if (!rc)
+		rc = lora_tokenizer_encode(t, prompt, strlen(prompt), 1, &p, &e);
+	if (!rc)
+		rc = lora_tokenizer_encode(t, text, strlen(text), 0, &g, &e);
+	if (!rc)
+		rc = lora_tokenizer_stream_init(&st, t, p.id, p.n, &e);
+	for (size_t i = 0; !rc && i < p.n + g.n; i++)
+		rc = lora_tokenizer_ids_push(&all, i < p.n ? p.id[i] : g.id[i - p.n]);
+	for (size_t i = 0; !rc && i <= g.n; i++) {
+		const char *piece;
+		size_t n;
+		rc = i < g.n ? lora_tokenizer_stream_push(&st, g.id[i], &piece, &n, &e)
+		             : lora_tokenizer_stream_finish(&st, &piece, &n, &e);
+		CHECK(rc || lora_utf8_bad(piece, n) == n, "%s: stream piece %zu is not whole characters", name, i);
+		if (!rc && n) {
+			got = realloc(got, ngot + n + 1);
+			memcpy(got + ngot, piece, n);
+			got[ngot += n] = '\0';
+		}
+	}
+	if (!rc)
+		rc = lora_tokenizer_decode(t, all.id, all.n, 0, &whole, &nwhole, &e);
+	if (!rc)
+		rc = lora_tokenizer_decode(t, p.id, p.n, 0, &head, &nhead, &e);
+	CHECK(rc == 0 && nhead <= nwhole && !memcmp(whole, head, nhead) && ngot == nwhole - nhead &&
+	      !memcmp(got, whole + nhead, ngot), "%s: streamed '%s', decoded whole '%s' after '%s' (%s)", name, got,
+	      whole ? whole : "", head ? head : "", rc ? e.msg : "");
+	free(whole), free(head), free(got);
+	lora_tokenizer_stream_free(&st);
+	lora_tokenizer_ids_free(&p), lora_tokenizer_ids_free(&g), lora_tokenizer_ids_free(&all);
+	lora_tokenizer_free(t);
+}
+
 int main(int argc, char **argv)
 {
 	const char *dir = argc > 1 ? argv[1] : "tests/fixtures/tokenizers";
@@ -223,5 +272,11 @@ int main(int argc, char **argv)
 		check_fixture(dir, names[i]);
 	check_errors();
 	check_onig();
+	const char *texts[] = {" w\u00f6rld \U0001F44D\u200d\U0001F525 \u4e16\u754c\n\n  caf\u00e9 \u0645\u0631\u062d\u0628\u0627 x",
+	                       "<|im_end|> <s> [INST] \xcc\x81\xe0\xa4\x95\xe0\xa5\x8d\xe0\xa4\xb7 \xf0\x9f\xa6\x80", "a"};
+	for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+		for (size_t k = 0; k < sizeof texts / sizeof *texts; k++)
+			check_stream(dir, names[i], "Hello there", texts[k]);
+	check_stream(dir, "qwen", "", texts[0]);
 	DONE();
 }
