@@ -6,7 +6,7 @@
 #include "math/blas.h"
 #include "text/tokenize.h"
 
-enum { O_TOKENIZER = 256, O_LINES, O_JSONL, O_TRAIN_ON_INPUTS, O_NO_SPECIAL, O_DECODE, O_FORMAT, O_DATA_FORMAT };
+enum { O_TOKENIZER = 256, O_LINES, O_JSONL, O_TRAIN_ON_INPUTS, O_CHAT_FORMAT, O_LITERAL, O_NO_SPECIAL, O_DECODE, O_FORMAT, O_DATA_FORMAT };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "model directory: its tokenizer.json is used", "@file"},
@@ -14,6 +14,14 @@ static const lora_opt opts[] = {
 	{O_LINES, 0, "lines", NULL, "each line is a document (default: each file is one)", NULL},
 	{O_JSONL, 0, "jsonl", NULL, "inputs are JSONL examples (default: files named *.jsonl)", NULL},
 	{O_TRAIN_ON_INPUTS, 0, "train-on-inputs", NULL, "JSONL: prompt tokens get loss too (default: answers only)",
+	 NULL},
+	{O_CHAT_FORMAT, 0, "chat-format", "NAME",
+	 "JSONL chats: the template family (llama3 llama3.1 llama3.2 chatml qwen2.5 qwen3 mistral); "
+	 "default: recognised in tokenizer_config.json",
+	 "llama3 llama3.1 llama3.2 chatml qwen2.5 qwen3 mistral"},
+	{O_LITERAL, 0, "literal-content", NULL,
+	 "JSONL chats: message text that spells a special token stays text (default: it is the token, as in "
+	 "Hugging Face)",
 	 NULL},
 	{O_NO_SPECIAL, 0, "no-special", NULL, "no BOS/EOS per document; with --decode, special tokens left out", NULL},
 	{O_FORMAT, 0, "format", "FMT",
@@ -42,9 +50,12 @@ static const lora_tool tool = {
 	"file is one document (--lines: each line is one, empty lines skipped) and\n"
 	"gets the tokenizer's BOS/EOS, as the model's post-processor adds them.\n"
 	"A JSONL file (*.jsonl, or any input with --jsonl) holds an example a line:\n"
-	"{\"text\"}, {\"prompt\", \"completion\"} or alpaca's {\"instruction\", \"input\",\n"
-	"\"output\"}; prompts get no loss unless --train-on-inputs, and each example\n"
-	"ends with the EOS token of tokenizer_config.json, as axolotl tokenizes them.\n"
+	"{\"text\"}, {\"prompt\", \"completion\"}, alpaca's {\"instruction\", \"input\",\n"
+	"\"output\"}, or {\"messages\": [{\"role\", \"content\"}...]}, a chat rendered with\n"
+	"the model's chat template. Prompts, system and user turns get no loss unless\n"
+	"--train-on-inputs; the assistant's turns and their end-of-turn token do. Text\n"
+	"and prompt/completion examples end with the EOS token of\n"
+	"tokenizer_config.json, as axolotl tokenizes them.\n"
 	"The output is a tok file (ids, document boundaries, loss mask; lora-data(5))\n"
 	"or bare little-endian u16/u32 ids, which lora-train and lora-eval read.\n"
 	"See lora-tokenize(1).\n\n"
@@ -52,6 +63,7 @@ static const lora_tool tool = {
 	"  lora-tokenize -m Qwen2.5-0.5B/ book.txt -o book.u32\n"
 	"  lora-tokenize -m TinyLlama/ --lines quotes.txt -o train.bin\n"
 	"  lora-tokenize -m TinyLlama/ alpaca.jsonl -o train.tok\n"
+	"  lora-tokenize -m Qwen2.5-0.5B-Instruct/ chats.jsonl -o chats.tok\n"
 	"  echo 'Hello world' | lora-tokenize -m TinyLlama/ | od -An -tu2\n"
 	"  lora-tokenize -m TinyLlama/ --decode --no-special train.bin | head\n",
 	opts,
@@ -84,6 +96,8 @@ int main(int argc, char **argv)
 		case O_LINES: j.lines = 1, only_encode = "--lines"; break;
 		case O_JSONL: j.jsonl = 1, only_encode = "--jsonl"; break;
 		case O_TRAIN_ON_INPUTS: j.train_on_inputs = 1, only_encode = "--train-on-inputs"; break;
+		case O_CHAT_FORMAT: j.chat_format = c.arg, only_encode = "--chat-format"; break;
+		case O_LITERAL: j.literal_content = 1, only_encode = "--literal-content"; break;
 		case O_NO_SPECIAL: j.no_special = 1; break;
 		case O_FORMAT:
 			if (lora_data_format_parse(c.arg, &out_fmt) ||
