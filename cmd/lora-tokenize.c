@@ -24,11 +24,11 @@ static const lora_opt opts[] = {
 	 "Hugging Face)",
 	 NULL},
 	{O_NO_SPECIAL, 0, "no-special", NULL, "no BOS/EOS per document; with --decode, special tokens left out", NULL},
-	{O_FORMAT, 0, "format", "FMT",
+	{O_FORMAT, 0, "output-format", "FMT",
 	 "tok (ids, documents, loss mask), u16 or u32 (bare ids); default by -o's name (.tok .u32 .bin .u16), "
 	 "else tok for JSONL, u16 for text",
 	 "tok u16 u32"},
-	LORA_OPT_ALIAS(O_FORMAT, 0, "output-format", "FMT"),
+	LORA_OPT_ALIAS(O_FORMAT, 0, "format", "FMT"),
 	{O_DECODE, 0, "decode", NULL, "token data in, text out", NULL},
 	{O_DATA_FORMAT, 0, "data-format", "FMT", "of --decode's input: auto (default), u16, u32, llmc, tok or bytes",
 	 "auto u16 u32 llmc tok bytes"},
@@ -102,8 +102,8 @@ int main(int argc, char **argv)
 		case O_FORMAT:
 			if (lora_data_format_parse(c.arg, &out_fmt) ||
 			    (out_fmt != LORA_DATA_U16 && out_fmt != LORA_DATA_U32 && out_fmt != LORA_DATA_TOK))
-				lora_cli_usage_error(&tool, "--format: '%s' is not tok, u16 or u32", c.arg);
-			only_encode = "--format";
+				lora_cli_usage_error(&tool, "--output-format: '%s' is not tok, u16 or u32", c.arg);
+			only_encode = "--output-format";
 			break;
 		case O_DECODE: j.decode = 1; break;
 		case O_DATA_FORMAT:

@@ -92,8 +92,7 @@ int lora_jsonl_parse(lora_jsonl_example *x, const char *where, const char *line,
 	int rc, bad = 0;
 	memset(x, 0, sizeof *x);
 	if (n > LORA_JSONL_MAX_LINE)
-		return lora_err_set(e, LORA_EFORMAT, "%s: line of %zu bytes is longer than the limit (%zu)", where, n,
-		                    LORA_JSONL_MAX_LINE);
+		return lora_err_set(e, LORA_EFORMAT, "%s: longer than the limit (%zu bytes)", where, LORA_JSONL_MAX_LINE);
 	if ((rc = lora_json_parse(&o, where, "the line", line, n, e)))
 		return rc;
 	x->root = o;

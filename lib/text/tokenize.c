@@ -501,7 +501,7 @@ static int encode(lora_tokenize_job *j, lora_err *e)
 		                                                                                 : LORA_DATA_U16;
 	}
 	if (x.fmt == LORA_DATA_U16 && V > 65536) {
-		rc = lora_err_set(e, LORA_EUSAGE, "%s: %zu token ids do not fit --format u16; use u32", x.path, V);
+		rc = lora_err_set(e, LORA_EUSAGE, "%s: %zu token ids do not fit --output-format u16; use u32", x.path, V);
 		goto out;
 	}
 	if ((rc = lora_outfile_open(&x.of, j->out, (j->force ? LORA_OUT_FORCE : 0) | LORA_OUT_BINARY, e)))
