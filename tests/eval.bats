@@ -51,9 +51,9 @@ close() {
 	assert_equal "${stderr_lines[0]}" "lora-eval: --data-format: 'u8' is not auto, u16, u32, llmc, tok or bytes"
 	run -2 --separate-stderr lora-eval -m model -d data.u16 -b 0
 	assert_equal "${stderr_lines[0]}" "lora-eval: --batch: '0' is not an integer in [1, 1048576]"
-	cp data.u16 data.tok
-	run -2 --separate-stderr lora-eval -m model -d data.tok
-	assert_equal "$stderr" "lora-eval: data.tok: cannot tell the token format from the name (.bin, .u16, .u32) or a header: give --data-format"
+	cp data.u16 data.dat
+	run -2 --separate-stderr lora-eval -m model -d data.dat
+	assert_equal "$stderr" "lora-eval: data.dat: cannot tell the token format from the name (.bin, .u16, .u32, .tok) or a header: give --data-format"
 }
 
 @test "missing model, data or adapter: one line naming it, exit 1" {

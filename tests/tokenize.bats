@@ -299,9 +299,9 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 	assert_output "<s> Hello world"
 	cp a.u32 a.dat
 	run -2 --separate-stderr lora-tokenize -m m --decode a.dat
-	assert_equal "$stderr" "lora-tokenize: a.dat: cannot tell the token format from the name (.bin, .u16, .u32) or a header: give --data-format"
+	assert_equal "$stderr" "lora-tokenize: a.dat: cannot tell the token format from the name (.bin, .u16, .u32, .tok) or a header: give --data-format"
 	run -2 --separate-stderr lora-tokenize -m m --decode - <a.u32
-	assert_equal "$stderr" "lora-tokenize: standard input: cannot tell the token format from the name (.bin, .u16, .u32) or a header: give --data-format"
+	assert_equal "$stderr" "lora-tokenize: standard input: cannot tell the token format from the name (.bin, .u16, .u32, .tok) or a header: give --data-format"
 	put32 1 40000 >big.u32
 	[ "$(jq '.model.vocab | length' m/tokenizer.json)" -lt 40000 ]
 	run -1 --separate-stderr lora-tokenize -m m --decode big.u32 -o out.txt

@@ -149,7 +149,7 @@ static int parse(lora_data *d, lora_data_format fmt, size_t vocab, lora_err *e)
 	const unsigned char *p = d->map;
 	uint32_t magic = size >= 4 ? rd32(p) : 0;
 	if (fmt == LORA_DATA_AUTO) {
-		if (size >= 8 && !memcmp(p, LORA_TOK_MAGIC, 8))
+		if ((size >= 8 && !memcmp(p, LORA_TOK_MAGIC, 8)) || lora_path_has_suffix(path, ".tok"))
 			fmt = LORA_DATA_TOK;
 		else if (size >= LORA_LLMC_HEADER_BYTES && (magic == LORA_LLMC_MAGIC_U16 || magic == LORA_LLMC_MAGIC_U32))
 			fmt = LORA_DATA_LLMC;
@@ -159,7 +159,7 @@ static int parse(lora_data *d, lora_data_format fmt, size_t vocab, lora_err *e)
 			fmt = LORA_DATA_U16;
 		else
 			return lora_err_set(e, LORA_EUSAGE,
-			                    "%s: cannot tell the token format from the name (.bin, .u16, .u32) or a header: give --data-format",
+			                    "%s: cannot tell the token format from the name (.bin, .u16, .u32, .tok) or a header: give --data-format",
 			                    path);
 	}
 	d->format = fmt;

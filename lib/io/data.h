@@ -75,8 +75,8 @@ int lora_data_format_parse(const char *s, lora_data_format *f);
 const char *lora_data_format_name(lora_data_format f);
 
 /* Open a token file. AUTO recognises a tok or llm.c header by its magic,
- * then goes by extension: .u32 is u32, .bin and .u16 are u16; anything
- * else needs a format. A token >= vocab is an error naming it and its
+ * then goes by extension: .u32 is u32, .bin and .u16 are u16, .tok is
+ * tok; anything else needs a format. A token >= vocab is an error naming it and its
  * position (0-based, among the tokens); so is a file whose size is not a
  * whole number of tokens or disagrees with its header, and a tok file
  * whose trailer, boundaries or mask are out of order (each named). Caller
