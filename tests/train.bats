@@ -10,6 +10,11 @@ setup() {
 	TR="-m model -d train.bin --seq 32 --batch 4"
 }
 
+# close A B TOL: A within relative TOL of B
+close() {
+	awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; if (d > t) { print a " is not within " t " of " b; exit 1 } }'
+}
+
 @test "lora-train -h, --version, unknown option, usage errors" {
 	run -0 lora-train -h
 	assert_line --index 0 'Usage: lora-train -m MODEL -d DATA [ADAPTER|-] [-c CONFIG] [options] [-o OUT]'
@@ -284,4 +289,26 @@ lr_check() {
 	run -1 --separate-stderr lora-train $TR --batch 64 --seq 262144 -o x.lora
 	assert_regex "$stderr" '^lora-train: batch 64 x sequence 262144 needs [0-9.]+ GiB of activations, more than the [0-9.]+ GiB available \(with --recompute: [0-9.]+ GiB\)$'
 	assert_file_not_exists x.lora
+}
+
+@test "a loss mask and documents: one SGD step is PyTorch's, the gradient of the mean over every label of the step" {
+	# tests/ref/masked_ref.py: rows a document each, prompts masked, padding
+	# without loss; the two micro-batches hold 6 and 8 labels, so a mean per
+	# micro-batch (or over padded positions) gives another adapter
+	d=$FIX/masked
+	lora-train -m "$d" -d "$d/data.tok" "$d/adapter" --seq 6 --batch 2 --accum 2 --steps 1 --optimizer sgd --lr 1 \
+		--max-grad-norm 0 --scheduler constant --no-shuffle --compute f32 --log log.jsonl -o out.lora
+	close "$(jq -s '.[] | select(.loss) | .loss' log.jsonl)" "$(jq .loss "$d/expect.json")" 1e-6
+	run -0 lora-diff --tol 1e-5 out.lora "$d/after"
+	run -1 lora-diff --tol 1e-5 out.lora "$d/adapter"
+	# sample_packing from the configuration: rows of whole documents, the
+	# first batch's loss the one lora-eval gives for it
+	printf 'sample_packing: true\n' >p.yaml
+	lora-train -m "$d" -d "$d/data.tok" "$d/adapter" -c p.yaml --seq 6 --batch 2 --steps 1 --lr 0 --no-shuffle \
+		--compute f32 --log p.jsonl -o p.lora
+	run -0 lora-eval -m "$d" "$d/adapter" -d "$d/data.tok" -b 2 -T 6 --batches 1 --sample-packing --no-shuffle \
+		--compute f32 --json
+	close "$(jq -s '.[] | select(.loss) | .loss' p.jsonl)" "$(jq .loss <<<"$output")" 1e-6
+	run -0 lora-eval -m "$d" "$d/adapter" -d "$d/data.tok" -b 2 -T 6 --batches 1 --no-shuffle --compute f32 --json
+	run -1 close "$(jq -s '.[] | select(.loss) | .loss' p.jsonl)" "$(jq .loss <<<"$output")" 1e-3
 }

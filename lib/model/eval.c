@@ -62,6 +62,8 @@ static int report_json(FILE *out, const lora_eval_job *j, const lora_session *s,
 	cJSON_AddStringToObject(js, "data", j->data);
 	cJSON_AddStringToObject(js, "data_format", lora_data_format_name(d->format));
 	cJSON_AddNumberToObject(js, "data_tokens", (double)d->ntokens);
+	cJSON_AddNumberToObject(js, "data_documents", (double)d->ndocs);
+	cJSON_AddBoolToObject(js, "sample_packing", o->packed);
 	cJSON_AddNumberToObject(js, "batch", (double)o->B);
 	cJSON_AddNumberToObject(js, "seq", (double)o->T);
 	cJSON_AddStringToObject(js, "compute", lora_dtype_name(lora_llama_compute_dtype(s->m)));
@@ -91,7 +93,10 @@ static void report_text(FILE *out, const lora_eval_job *j, const lora_session *s
 	for (size_t i = 0; i < s->n; i++)
 		fprintf(out, "%s%s (scale %g)", i ? ", " : "", s->paths[i], s->scales[i]);
 	fprintf(out, "%s\n", s->n ? "" : "none");
-	fprintf(out, "%-12s %s (%s, %zu tokens)\n", "data", j->data, lora_data_format_name(d->format), d->ntokens);
+	fprintf(out, "%-12s %s (%s, %zu tokens", "data", j->data, lora_data_format_name(d->format), d->ntokens);
+	if (d->ndocs)
+		fprintf(out, ", %zu documents", d->ndocs);
+	fprintf(out, ")\n");
 	fprintf(out, "%-12s %zu of %zu x %zu, ", "batches", r->batches, o->B, o->T);
 	if (o->shuffle)
 		fprintf(out, "shuffled (seed %llu)\n", (unsigned long long)o->seed);
