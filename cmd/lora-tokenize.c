@@ -15,7 +15,7 @@ static const lora_opt opts[] = {
 	{O_JSONL, 0, "jsonl", NULL, "inputs are JSONL examples (default: files named *.jsonl)", NULL},
 	{O_TRAIN_ON_INPUTS, 0, "train-on-inputs", NULL, "JSONL: prompt tokens get loss too (default: answers only)",
 	 NULL},
-	{O_CHAT_FORMAT, 0, "chat-format", "NAME",
+	{O_CHAT_FORMAT, 0, "chat-format", "FORMAT",
 	 "JSONL chats: the template family (llama3 llama3.1 llama3.2 chatml qwen2.5 qwen3 mistral); "
 	 "default: recognised in tokenizer_config.json",
 	 "llama3 llama3.1 llama3.2 chatml qwen2.5 qwen3 mistral"},
