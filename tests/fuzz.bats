@@ -68,6 +68,10 @@ replay() {
 	replay chat
 }
 
+@test "fuzz corpus replays clean: JSONL examples (text, prompt/completion, alpaca, chats)" {
+	replay jsonl
+}
+
 @test "names quoted from a hostile file cannot break the one-line error (found by fuzz_llama_config)" {
 	cp -r "$FIX/model/llama_gqa" m
 	printf '{"model_type": "qw\\nen2\\u001b[31m"}' >m/config.json
