@@ -36,6 +36,7 @@ kind() {
 	LIST) echo list ;;
 	TYPE | FMT | KIND | MODE | METHOD | FORMAT) echo word ;;
 	RE) echo regex ;;
+	TEXT) echo text ;;
 	KEY=VALUE | NAME=OUTxIN) echo pair ;;
 	-) echo none ;;
 	*) echo "unknown metavar $1" ;;

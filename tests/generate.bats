@@ -123,3 +123,180 @@ setup() {
 	assert_output --partial "lora-generate: refusing to write binary data to a terminal; use -o FILE or a pipe"
 	assert_output --partial "status=2"
 }
+
+# ---- text: --prompt, --chat, --stop ----
+
+# textmodel DIR TOKENIZER [CONFIG]: a model with the fixture tokenizer's
+# vocabulary, with it as tokenizer.json (and a tokenizer_config.json)
+textmodel() {
+	local v
+	case $2 in qwen) v=2782 ;; llama3) v=2766 ;; llama2) v=5308 ;; mistral) v=5310 ;; esac
+	mkmodel --hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --vocab $v --init-scale 0.2 "$1" >/dev/null
+	cp "$FIX/tokenizers/$2.json" "$1/tokenizer.json"
+	[ -z "${3:-}" ] || cp "$FIX/chat/$3.json" "$1/tokenizer_config.json"
+}
+
+# ids FILE: the u32 ids of FILE, one a line
+ids() { od -An -v -tu4 "$1" | tr -s ' ' '\n' | grep -v '^$'; }
+
+# u32 ID...: the ids as u32 token data on standard output
+u32() {
+	local i
+	for i in "$@"; do
+		printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((i & 255)) $((i >> 8 & 255)) $((i >> 16 & 255)) $((i >> 24 & 255)))"
+	done
+}
+
+# continuation MODEL PROMPT_IDS ALL_IDS: the text of ALL_IDS past that of
+# its first PROMPT_IDS ids, both decoded whole by lora-tokenize
+continuation() {
+	local head all
+	head=$(head -c $((4 * $2)) "$3" | lora-tokenize -m "$1" --decode --data-format u32; printf x)
+	all=$(lora-tokenize -m "$1" --decode --data-format u32 "$3"; printf x)
+	head=${head%x} all=${all%x}
+	[ "${all:0:${#head}}" = "$head" ] || fail "the prompt's text is not a prefix of the whole text"
+	printf '%s' "${all:${#head}}"
+}
+
+@test "--prompt: the text of the ids sampled, as the whole sequence decodes past the prompt (byte-level and SentencePiece); the prompt as lora-tokenize encodes it" {
+	for tk in qwen llama2; do
+		textmodel m $tk
+		printf 'Hello world, caf\xc3\xa9' > p.txt
+		lora-tokenize -m m p.txt --output-format u32 -o p.u32
+		np=$(($(stat -c %s p.u32) / 4))
+		lora-generate -m m --prompt "$(cat p.txt)" -n 60 --temperature 0 --output-format u32 -o all.u32
+		cmp -n $((4 * np)) p.u32 all.u32
+		assert_equal "$(stat -c %s all.u32)" $((4 * (np + 60)))
+		run -0 --separate-stderr lora-generate -m m --prompt "$(cat p.txt)" -n 60 --temperature 0
+		want=$(continuation m "$np" all.u32; printf x)
+		assert_equal "$output" "${want%x}"
+		[ ${#output} -gt 20 ]
+		# whole characters: the output is UTF-8
+		printf '%s' "$output" | iconv -f UTF-8 -t UTF-8 >/dev/null
+		# a file gets the same text
+		lora-generate -m m --prompt "$(cat p.txt)" -n 60 --temperature 0 -o out.txt
+		assert_equal "$(cat out.txt; printf x)" "${want%x}x"
+		rm -rf m p.u32 all.u32 out.txt
+	done
+}
+
+@test "--chat: one user message through the chat template with the generation prompt, special tokens as the template wrote them" {
+	textmodel m qwen qwen3
+	lora-generate -m m --chat 'Hi <there>' -n 5 --temperature 0 --output-format u32 -o all.u32
+	printf '<|im_start|>user\nHi <there><|im_end|>\n<|im_start|>assistant\n' |
+		lora-tokenize -m m --no-special --output-format u32 -o p.u32
+	np=$(($(stat -c %s p.u32) / 4))
+	cmp -n $((4 * np)) p.u32 all.u32
+	assert_equal "$(stat -c %s all.u32)" $((4 * (np + 5)))
+	# the first ids: <|im_start|> and, last before the reply, a newline
+	assert_equal "$(ids p.u32 | head -1)" 2757
+	# Qwen3 without thinking: the generation prompt holds an empty think block
+	lora-generate -m m --chat 'Hi <there>' --no-thinking -n 5 --temperature 0 --output-format u32 -o nt.u32
+	printf '<|im_start|>user\nHi <there><|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n' |
+		lora-tokenize -m m --no-special --output-format u32 -o q.u32
+	cmp -n "$(stat -c %s q.u32)" q.u32 nt.u32
+	# the reply as text
+	run -0 --separate-stderr lora-generate -m m --chat 'Hi <there>' -n 5 --temperature 0
+	want=$(continuation m "$np" all.u32; printf x)
+	assert_equal "$output" "${want%x}"
+	# Mistral's [INST] from the template in tokenizer_config.json, its BOS written by it
+	textmodel mi mistral mistral
+	lora-generate -m mi --chat 'Hi' -n 3 --temperature 0 --output-format u32 -o mi.u32
+	printf '<s>[INST] Hi [/INST]' | lora-tokenize -m mi --no-special --output-format u32 -o mp.u32
+	cmp -n "$(stat -c %s mp.u32)" mp.u32 mi.u32
+	assert_equal "$(ids mp.u32 | head -2 | tr '\n' ' ')" '1 5308 '
+	# a format named: Llama 3's, on a config without a template
+	textmodel l3 llama3 llama-tokens
+	lora-generate -m l3 --chat 'Hi' --chat-format llama3 -n 3 --temperature 0 --output-format u32 -o l3.u32
+	printf '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n' |
+		lora-tokenize -m l3 --no-special --output-format u32 -o l3p.u32
+	cmp -n "$(stat -c %s l3p.u32)" l3p.u32 l3.u32
+}
+
+@test "text stops at the EOS of tokenizer_config.json and of generation_config.json, which are not printed" {
+	textmodel m qwen
+	lora-generate -m m --prompt 'Hello world' -n 40 --temperature 0 --output-format u32 -o all.u32
+	np=$(($(printf 'Hello world' | lora-tokenize -m m --output-format u32 | wc -c) / 4))
+	mapfile -t gen < <(ids all.u32 | tail -n +$((np + 1)))
+	# generation_config.json's eos_token_id (a list): the 6th sampled id stops
+	stop=${gen[5]}
+	k=5
+	for i in 0 1 2 3 4; do [ "${gen[$i]}" != "$stop" ] || k=$i; done
+	printf '{"eos_token_id": [7, %d]}' "$stop" > m/generation_config.json
+	run -0 --separate-stderr lora-generate -m m --prompt 'Hello world' -n 40 --temperature 0
+	head -c $((4 * (np + k))) all.u32 > cut.u32
+	want=$(continuation m "$np" cut.u32; printf x)
+	assert_equal "$output" "${want%x}"
+	rm m/generation_config.json
+	# tokenizer_config.json's eos_token: the first sampled token that is a plain word
+	for ((k = 0; k < 40; k++)); do
+		w=$(u32 "${gen[$k]}" | lora-tokenize -m m --decode --data-format u32)
+		[[ $w =~ ^[a-z]+$ ]] && break
+	done
+	[ "$k" -lt 40 ]
+	for ((i = 0; i < k; i++)); do [ "${gen[$i]}" != "${gen[$k]}" ] || fail "not the first"; done
+	printf '{"eos_token": {"content": "%s", "special": true}}' "$w" > m/tokenizer_config.json
+	run -0 --separate-stderr lora-generate -m m --prompt 'Hello world' -n 40 --temperature 0
+	head -c $((4 * (np + k))) all.u32 > cut.u32
+	want=$(continuation m "$np" cut.u32; printf x)
+	assert_equal "$output" "${want%x}"
+}
+
+@test "--stop: the text ends before the first stop string, which is not printed" {
+	textmodel m qwen
+	full=$(lora-generate -m m --prompt 'Hello world' -n 60 --temperature 0; printf x)
+	full=${full%x}
+	[ ${#full} -gt 30 ]
+	s1=${full:20:4} s2=${full:12:3}
+	run -0 --separate-stderr lora-generate -m m --prompt 'Hello world' -n 60 --temperature 0 --stop "$s1"
+	assert_equal "$output" "${full%%"$s1"*}"
+	# the earliest of several
+	run -0 --separate-stderr lora-generate -m m --prompt 'Hello world' -n 60 --temperature 0 --stop "$s1" --stop "$s2"
+	assert_equal "$output" "${full%%"$s2"*}"
+	# a stop string that never comes holds nothing back at the end
+	run -0 --separate-stderr lora-generate -m m --prompt 'Hello world' -n 60 --temperature 0 --stop "${full: -2}QQ"
+	assert_equal "$output" "$full"
+}
+
+@test "text: errors and usage" {
+	run -1 --separate-stderr lora-generate -m model --prompt hi -n 3
+	assert_equal "$stderr" "lora-generate: model: no tokenizer.json in the model directory (--tokenizer FILE names one)"
+	assert_output ''
+	# --tokenizer names one; ids the model does not have are named
+	run -1 --separate-stderr lora-generate -m model --tokenizer "$FIX/tokenizers/qwen.json" --prompt '<|im_end|>' -n 3
+	assert_equal "$stderr" "lora-generate: --prompt: token 2758 of the text is not below vocab_size 300 of model"
+	cp "$FIX/tokenizers/qwen.json" model/tokenizer.json
+	run -1 --separate-stderr lora-generate -m model --chat hi -n 3
+	assert_equal "$stderr" "lora-generate: model/tokenizer_config.json: No such file or directory"
+	printf '{"chat_template": "{{ messages }}"}' > model/tokenizer_config.json
+	run -1 --separate-stderr lora-generate -m model --chat hi -n 3
+	assert_equal "$stderr" "lora-generate: model/tokenizer_config.json: chat_template: not a template of a known family (llama3, llama3.1, llama3.2, chatml, qwen2.5, qwen3, mistral); name a chat format to render it as one of them"
+	run -2 --separate-stderr lora-generate -m model --chat hi --chat-format llama4 -n 3
+	assert_equal "$stderr" "lora-generate: unknown chat format 'llama4' (llama3, llama3.1, llama3.2, chatml, qwen2.5, qwen3, mistral)"
+	run -1 --separate-stderr lora-generate -m model --chat hi --chat-format mistral -n 3
+	assert_equal "$stderr" "lora-generate: model/tokenizer_config.json: no bos_token, which the mistral template writes"
+	run -2 --separate-stderr lora-generate -m model --prompt a --chat b
+	assert_equal "${stderr_lines[0]}" "lora-generate: --prompt and --chat: one or the other"
+	run -2 --separate-stderr lora-generate -m model --prompt a -d x.u16
+	assert_equal "${stderr_lines[0]}" "lora-generate: --prompt: the prompt is text, not -d or --start"
+	run -2 --separate-stderr lora-generate -m model --stop x
+	assert_equal "${stderr_lines[0]}" "lora-generate: --stop: needs --prompt or --chat"
+	run -2 --separate-stderr lora-generate -m model --prompt a --stop ''
+	assert_equal "${stderr_lines[0]}" "lora-generate: --stop: the text is empty"
+	run -2 --separate-stderr lora-generate -m model --prompt a --stop x --output-format u16
+	assert_equal "${stderr_lines[0]}" "lora-generate: --stop: text only, not with --output-format"
+	run -2 --separate-stderr lora-generate -m model --prompt a --rows 2
+	assert_equal "${stderr_lines[0]}" "lora-generate: --rows: text is one row (--output-format writes rows of ids)"
+	run -2 --separate-stderr lora-generate -m model --no-thinking --prompt a
+	assert_equal "${stderr_lines[0]}" "lora-generate: --no-thinking: needs --chat"
+}
+
+@test "text goes to a terminal, as it comes" {
+	textmodel m qwen
+	want=$(lora-generate -m m --prompt 'Hello world' -n 20 --temperature 0 | od -An -c)
+	run -0 script -qec "lora-generate -m m --prompt 'Hello world' -n 20 --temperature 0 | od -An -c" /dev/null
+	[ -n "$want" ]
+	# a pipe after the terminal's stdout: the same bytes
+	run -0 script -qec "lora-generate -m m --prompt 'Hello world' -n 20 --temperature 0; echo status=\$?" /dev/null
+	assert_output --partial "status=0"
+}

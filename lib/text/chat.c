@@ -524,6 +524,17 @@ int lora_chat_open(lora_chat **out, const char *config_json_path, const char *fo
 	return rc;
 }
 
+int lora_chat_config_token(char **out, const char *config_json_path, const char *key, lora_err *e)
+{
+	cJSON *cfg = NULL;
+	*out = NULL;
+	int rc = lora_json_read_file(&cfg, config_json_path, 0, e);
+	if (!rc)
+		rc = token_text(out, cfg, key, config_json_path, e);
+	cJSON_Delete(cfg);
+	return rc;
+}
+
 const char *lora_chat_format(const lora_chat *c) { return family_name[c->family]; }
 
 const char *lora_chat_end_of_turn(const lora_chat *c)

@@ -84,6 +84,12 @@ int lora_chat_parse(lora_chat **out, const char *path, const char *json, size_t 
 int lora_chat_render(const lora_chat *c, const lora_chat_message *m, size_t n, unsigned flags, char **text,
                      lora_chat_span **spans, size_t *nspans, lora_err *e);
 
+/* The text of a special token of the tokenizer_config.json at path (key
+ * "eos_token", "bos_token": a string or an AddedToken object) into a new
+ * *out (caller frees), NULL when absent or null. Returns 0, LORA_EIO,
+ * LORA_EFORMAT, LORA_ENOMEM. */
+int lora_chat_config_token(char **out, const char *config_json_path, const char *key, lora_err *e);
+
 /* The family's name (one of the format names above). */
 const char *lora_chat_format(const lora_chat *c);
 

@@ -2020,16 +2020,30 @@ int lora_tokenizer_stream_init(lora_tokenizer_stream *s, const lora_tokenizer *t
 	return 0;
 }
 
+/* 1 if id is a <0xXX> token a ByteFallback decoder reads: a run of them
+ * decodes as a whole (one string, or a U+FFFD per byte), so its text is
+ * not known before the run ends. */
+static int byte_token(const lora_tokenizer *t, uint32_t id)
+{
+	int fallback = 0;
+	for (int i = 0; i < t->ndec; i++)
+		fallback |= t->decs[i].type == D_BYTEFALLBACK;
+	const char *s = id < t->nid && (t->added_of[id] < 0) ? t->tok[id] : NULL;
+	return fallback && s && strlen(s) == 6 && !memcmp(s, "<0x", 3) && s[5] == '>';
+}
+
 /* The text of ids[prefix..read) and of ids[prefix..]; *piece the part of
  * the second past the first when final or when it is complete. */
 static int stream_step(lora_tokenizer_stream *s, int final, const char **piece, size_t *n, lora_err *e)
 {
+	*piece = "", *n = 0;
+	if (!final && s->ids.n && byte_token(s->t, s->ids.id[s->ids.n - 1]))
+		return 0;
 	char *old = NULL, *now = NULL;
 	size_t nold = 0, nnow = 0;
 	int rc = lora_tokenizer_decode(s->t, s->ids.id + s->prefix, s->read - s->prefix, 0, &old, &nold, e);
 	if (!rc)
 		rc = lora_tokenizer_decode(s->t, s->ids.id + s->prefix, s->ids.n - s->prefix, 0, &now, &nnow, e);
-	*piece = "", *n = 0;
 	if (!rc && nnow > nold && (final || nnow < 3 || memcmp(now + nnow - 3, "\xef\xbf\xbd", 3))) {
 		/* the old text was given already: the new starts past its length
 		 * (at a character's start, should a decoder have changed the old) */
