@@ -11,7 +11,9 @@ enum { O_FORMAT = 256, O_NOSHUFFLE, O_SEED, O_JSON, O_BATCHES, O_COMPUTE, O_PACK
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "base model: directory with config.json, its safetensors file or index", "@file"},
-	{'d', 'd', "data", "FILE", "token file: .bin/.u16 (uint16), .u32 (uint32), llm.c's format or tok", "@file"},
+	{'d', 'd', "data", "FILE",
+	 "token file (.bin/.u16, .u32, llm.c's, .tok), or .jsonl/.txt tokenized with the model's tokenizer.json",
+	 "@file"},
 	{O_FORMAT, 0, "data-format", "FMT", "auto (default), u16, u32, llmc, tok or bytes (every byte a token)",
 	 "auto u16 u32 llmc tok bytes"},
 	{'b', 'b', "batch", "B", "rows per batch (default 4)", NULL},

@@ -17,7 +17,9 @@ enum {
 enum { FIXED_HEAD = 5 };
 static const lora_opt fixed[] = {
 	{'m', 'm', "model", "MODEL", "base model directory (config.json + safetensors)", "@file"},
-	{'d', 'd', "data", "FILE", "training tokens (.bin/.u16, .u32, llm.c file, or --data-format)", "@file"},
+	{'d', 'd', "data", "FILE",
+	 "training tokens (.bin/.u16, .u32, llm.c file, .tok), or .jsonl/.txt tokenized with the model's tokenizer",
+	 "@file"},
 	{'c', 'c', "config", "FILE", "YAML configuration (axolotl key names); flags override it", "@file"},
 	{'o', 'o', "output", "FILE", "trained adapter (default: standard output)", "@file"},
 	{O_SET, 0, "set", "KEY=VALUE", "set any configuration key (see lora-train(1)); repeatable", NULL},

@@ -312,3 +312,30 @@ lr_check() {
 	run -0 lora-eval -m "$d" "$d/adapter" -d "$d/data.tok" -b 2 -T 6 --batches 1 --no-shuffle --compute f32 --json
 	run -1 close "$(jq -s '.[] | select(.loss) | .loss' p.jsonl)" "$(jq .loss <<<"$output")" 1e-3
 }
+
+@test "-d text or JSONL with the model's tokenizer: the tokens lora-tokenize gives, the same run as from them" {
+	mkmodel --vocab 5400 tm >/dev/null
+	cp "$FIX/tokenizers/llama2.json" tm/tokenizer.json
+	cp "$FIX/jsonl/llama2.config.json" tm/tokenizer_config.json
+	cp "$FIX/jsonl/examples.jsonl" ex.jsonl
+	lora-tokenize -m tm ex.jsonl -o ex.tok
+	lora-train -m tm -d ex.jsonl --seq 16 --batch 2 --steps 3 --lr 1e-2 --log a.jsonl -o a.lora
+	lora-train -m tm -d ex.tok --seq 16 --batch 2 --steps 3 --lr 1e-2 --log b.jsonl -o b.lora
+	assert_equal "$(jq -c 'select(.loss) | .loss' a.jsonl)" "$(jq -c 'select(.loss) | .loss' b.jsonl)"
+	run -0 lora-diff --tol 0 a.lora b.lora
+	# text: one stream of ids, as lora-tokenize writes it
+	for i in 1 2 3 4 5 6; do cat "$FIX/jsonl/examples.jsonl"; done >book.txt
+	lora-tokenize -m tm book.txt -o book.bin
+	run -0 lora-eval -m tm -d book.txt -b 2 -T 16 --json
+	a=$output
+	run -0 lora-eval -m tm -d book.bin -b 2 -T 16 --json
+	assert_equal "$(jq -c '[.loss, .tokens, .data_tokens]' <<<"$a")" "$(jq -c '[.loss, .tokens, .data_tokens]' <<<"$output")"
+	# nothing is left behind; a model without a tokenizer, a bad line
+	assert_equal "$(find "$TMPDIR" -name 'lora-data.*' | wc -l)" 0
+	run -1 --separate-stderr lora-train -m model -d ex.jsonl -o c.lora
+	assert_equal "$stderr" "lora-train: model: no tokenizer.json in the model directory (--tokenizer FILE names one)"
+	printf '{"text": 1}\n' >bad.jsonl
+	run -1 --separate-stderr lora-eval -m tm -d bad.jsonl
+	assert_equal "$stderr" "lora-eval: bad.jsonl: line 1 (byte 0): 'text' is not a string"
+	assert_file_not_exists c.lora
+}

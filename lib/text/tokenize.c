@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/json.h"
 #include "core/outfile.h"
@@ -607,6 +608,48 @@ static int decode(lora_tokenize_job *j, lora_err *e)
 	free(x.tok);
 	free(x.json);
 	free(x.path);
+	return rc;
+}
+
+int lora_tokenize_open_data(lora_data **out, const char *model, const char *path, lora_data_format fmt, size_t vocab,
+                            int threads, lora_err *e)
+{
+	const char *tmp = getenv("TMPDIR");
+	char dir[4096], file[4200];
+	char *const inputs[] = {(char *)path};
+	int rc;
+	*out = NULL;
+	if (fmt != LORA_DATA_AUTO || !(lora_path_has_suffix(path, ".jsonl") || lora_path_has_suffix(path, ".txt")))
+		return lora_data_open(out, path, fmt, vocab, e);
+	if (!lora_path_is_file(path))
+		return lora_err_set(e, LORA_EIO, "%s: not a readable file", path);
+	snprintf(dir, sizeof dir, "%s/lora-data.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(dir))
+		return lora_err_set(e, LORA_EIO, "%s: cannot make a directory to tokenize %s in: %s", dir, path,
+		                    strerror(errno));
+	snprintf(file, sizeof file, "%s/data.tok", dir);
+	lora_tokenize_job j = {.model = model, .inputs = inputs, .ninputs = 1, .threads = threads, .out = file,
+	                       .format = lora_path_has_suffix(path, ".jsonl") ? LORA_DATA_TOK : LORA_DATA_U32};
+	rc = lora_tokenize_job_run(&j, e);
+	if (!rc && (rc = lora_data_open(out, file, j.format, vocab, e)) && !strncmp(e->msg, file, strlen(file))) {
+		/* the data is the text's: name it */
+		char msg[sizeof e->msg];
+		snprintf(msg, sizeof msg, "%s%s", path, e->msg + strlen(file));
+		lora_err_set(e, rc, "%s", msg);
+	}
+	if (!rc) {
+		char *name = strdup(path);
+		if (!name) {
+			lora_data_close(*out);
+			*out = NULL;
+			rc = lora_err_nomem(e);
+		} else {
+			free((*out)->path);
+			(*out)->path = name;
+		}
+	}
+	unlink(file);
+	rmdir(dir);
 	return rc;
 }
 
