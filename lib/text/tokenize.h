@@ -4,10 +4,15 @@
  * tokenizer.json. An input file is one document, or with lines each line
  * is one (the line break and a '\r' before it left out). Each document is
  * encoded on its own, with the post-processor's special tokens (BOS/EOS)
- * unless no_special; an empty document gives nothing. The ids are written
- * as bare little-endian u16 or u32 (io/data's formats), the documents one
- * after another. Documents are encoded on several threads, in batches,
- * and written in input order: the same bytes at any thread count.
+ * unless no_special; an empty document gives nothing. A JSONL input
+ * (text/jsonl.h) gives a document per example with its targets: prompts,
+ * system and user turns none unless train_on_inputs, as axolotl
+ * tokenizes them (the answer's EOS appended, its BOS dropped), chats
+ * rendered with the model's template (text/chat.h) and encoded whole. The
+ * ids are written as bare little-endian u16 or u32, or as a tok file with
+ * the documents and the loss mask (io/data's formats). Documents are
+ * encoded on several threads, in batches, and written in input order: the
+ * same bytes at any thread count.
  *
  * Decoding: token data (io/data's formats) back to text, each input file
  * decoded whole, special tokens kept unless no_special.
