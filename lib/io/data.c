@@ -149,10 +149,12 @@ static int parse(lora_data *d, lora_data_format fmt, size_t vocab, lora_err *e)
 	const unsigned char *p = d->map;
 	uint32_t magic = size >= 4 ? rd32(p) : 0;
 	if (fmt == LORA_DATA_AUTO) {
-		if ((size >= 8 && !memcmp(p, LORA_TOK_MAGIC, 8)) || lora_path_has_suffix(path, ".tok"))
+		if (size >= 8 && !memcmp(p, LORA_TOK_MAGIC, 8))
 			fmt = LORA_DATA_TOK;
 		else if (size >= LORA_LLMC_HEADER_BYTES && (magic == LORA_LLMC_MAGIC_U16 || magic == LORA_LLMC_MAGIC_U32))
 			fmt = LORA_DATA_LLMC;
+		else if (lora_path_has_suffix(path, ".tok"))
+			fmt = LORA_DATA_TOK;
 		else if (lora_path_has_suffix(path, ".u32"))
 			fmt = LORA_DATA_U32;
 		else if (lora_path_has_suffix(path, ".bin") || lora_path_has_suffix(path, ".u16"))
