@@ -469,7 +469,7 @@ lora_data_format lora_cli_data_format(const lora_tool *t, const char *opt, const
 {
 	lora_data_format f;
 	if (lora_data_format_parse(s, &f))
-		lora_cli_usage_error(t, "%s: '%s' is not auto, u16, u32, llmc or bytes", opt, s);
+		lora_cli_usage_error(t, "%s: '%s' is not auto, u16, u32, llmc, tok or bytes", opt, s);
 	return f;
 }
 

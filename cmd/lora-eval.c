@@ -7,16 +7,19 @@
 #include "math/blas.h"
 #include "model/eval.h"
 
-enum { O_FORMAT = 256, O_NOSHUFFLE, O_SEED, O_JSON, O_BATCHES, O_COMPUTE };
+enum { O_FORMAT = 256, O_NOSHUFFLE, O_SEED, O_JSON, O_BATCHES, O_COMPUTE, O_PACK };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "base model: directory with config.json, its safetensors file or index", "@file"},
-	{'d', 'd', "data", "FILE", "token file: .bin/.u16 (uint16), .u32 (uint32) or llm.c's format", "@file"},
-	{O_FORMAT, 0, "data-format", "FMT", "auto (default), u16, u32, llmc or bytes (every byte a token)",
-	 "auto u16 u32 llmc bytes"},
+	{'d', 'd', "data", "FILE",
+	 "token file (.bin/.u16, .u32, llm.c's, .tok), or .jsonl/.txt tokenized with the model's tokenizer.json",
+	 "@file"},
+	{O_FORMAT, 0, "data-format", "FMT", "auto (default), u16, u32, llmc, tok or bytes (every byte a token)",
+	 "auto u16 u32 llmc tok bytes"},
 	{'b', 'b', "batch", "B", "rows per batch (default 4)", NULL},
 	{'T', 'T', "seq", "T", "tokens per row (default 1024, or max_position_embeddings if smaller)", NULL},
 	{O_BATCHES, 0, "batches", "N", "evaluate only the first N batches (default: all)", NULL},
+	{O_PACK, 0, "sample-packing", NULL, "tok data: rows of whole examples (default: one example per row)", NULL},
 	{O_NOSHUFFLE, 0, "no-shuffle", NULL, "consecutive batches from the start, as llm.c cuts them", NULL},
 	{O_SEED, 0, "seed", "N", "seed of the shuffled row order (default 0)", NULL},
 	{O_COMPUTE, 0, "compute", "TYPE",
@@ -39,7 +42,10 @@ static const lora_tool tool = {
 	"merged: each adapted layer computes W x + SCALE * (alpha/r) * B A x.\n"
 	"Rows are windows of T+1 tokens starting every T tokens, in an order shuffled\n"
 	"with --seed; --no-shuffle takes consecutive batches from the start of the\n"
-	"file, llm.c's rule. See lora-eval(1).\n\n"
+	"file, llm.c's rule. A tok file (lora-tokenize's, with documents and a loss\n"
+	"mask) gives a row per example, or with --sample-packing rows of whole\n"
+	"examples; only targets with loss count in the loss and the tokens. See\n"
+	"lora-eval(1) and lora-data(5).\n\n"
 	"Examples:\n"
 	"  lora-eval -m TinyLlama/ -d val.bin\n"
 	"  lora-eval -m base/ tuned.lora -d val.bin -b 8 -T 512 --batches 20\n"
@@ -75,6 +81,7 @@ int main(int argc, char **argv)
 		case 'T': j.o.T = (size_t)lora_cli_int(&tool, "--seq", c.arg, 1, 1 << 24); break;
 		case O_BATCHES: j.o.max_batches = (size_t)lora_cli_int(&tool, "--batches", c.arg, 1, INT64_MAX); break;
 		case O_NOSHUFFLE: j.o.shuffle = 0; break;
+		case O_PACK: j.o.packed = 1; break;
 		case O_SEED: j.o.seed = (uint64_t)lora_cli_int(&tool, "--seed", c.arg, 0, INT64_MAX); break;
 		case O_COMPUTE: j.compute = lora_cli_compute(&tool, c.arg); break;
 		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;

@@ -6,17 +6,32 @@
 #include "math/blas.h"
 #include "text/tokenize.h"
 
-enum { O_TOKENIZER = 256, O_LINES, O_NO_SPECIAL, O_DECODE, O_OUTPUT_FORMAT, O_DATA_FORMAT };
+enum { O_TOKENIZER = 256, O_LINES, O_JSONL, O_TRAIN_ON_INPUTS, O_CHAT_FORMAT, O_LITERAL, O_NO_SPECIAL, O_DECODE, O_FORMAT, O_DATA_FORMAT };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "model directory: its tokenizer.json is used", "@file"},
 	{O_TOKENIZER, 0, "tokenizer", "FILE", "a tokenizer.json (instead of -m)", "@file"},
 	{O_LINES, 0, "lines", NULL, "each line is a document (default: each file is one)", NULL},
+	{O_JSONL, 0, "jsonl", NULL, "inputs are JSONL examples (default: files named *.jsonl)", NULL},
+	{O_TRAIN_ON_INPUTS, 0, "train-on-inputs", NULL, "JSONL: prompt tokens get loss too (default: answers only)",
+	 NULL},
+	{O_CHAT_FORMAT, 0, "chat-format", "FORMAT",
+	 "JSONL chats: the template family (llama3 llama3.1 llama3.2 chatml qwen2.5 qwen3 mistral); "
+	 "default: recognised in tokenizer_config.json",
+	 "llama3 llama3.1 llama3.2 chatml qwen2.5 qwen3 mistral"},
+	{O_LITERAL, 0, "literal-content", NULL,
+	 "JSONL chats: message text that spells a special token stays text (default: it is the token, as in "
+	 "Hugging Face)",
+	 NULL},
 	{O_NO_SPECIAL, 0, "no-special", NULL, "no BOS/EOS per document; with --decode, special tokens left out", NULL},
-	{O_OUTPUT_FORMAT, 0, "output-format", "FMT", "u16 or u32 (default u32 for -o *.u32, else u16)", "u16 u32"},
+	{O_FORMAT, 0, "output-format", "FMT",
+	 "tok (ids, documents, loss mask), u16 or u32 (bare ids); default by -o's name (.tok .u32 .bin .u16), "
+	 "else tok for JSONL, u16 for text",
+	 "tok u16 u32"},
+	LORA_OPT_ALIAS(O_FORMAT, 0, "format", "FMT"),
 	{O_DECODE, 0, "decode", NULL, "token data in, text out", NULL},
-	{O_DATA_FORMAT, 0, "data-format", "FMT", "of --decode's input: auto (default), u16, u32, llmc or bytes",
-	 "auto u16 u32 llmc bytes"},
+	{O_DATA_FORMAT, 0, "data-format", "FMT", "of --decode's input: auto (default), u16, u32, llmc, tok or bytes",
+	 "auto u16 u32 llmc tok bytes"},
 	{'o', 'o', "output", "FILE", "write to FILE, complete or not at all (default: standard output)", "@file"},
 	{'f', 'f', "force", NULL, "overwrite an existing output file", NULL},
 	{'j', 'j', "threads", "N", "encode documents on N threads (default: every core)", NULL},
@@ -28,17 +43,27 @@ static const lora_tool tool = {
 	"lora-tokenize",
 	"-m MODEL [options] [FILE...] [-o OUT]\n"
 	"-m MODEL --decode [options] [IDS...] [-o OUT]",
-	"Encode text files into token data with a model's tokenizer.json, exactly as\n"
-	"Hugging Face's tokenizers library does, or decode token data into text.",
+	"Encode text files and JSONL datasets into token data with a model's\n"
+	"tokenizer.json, exactly as Hugging Face's tokenizers library does, or decode\n"
+	"token data into text.",
 	"FILE is a UTF-8 text file, or '-' (the default) for standard input. Each\n"
 	"file is one document (--lines: each line is one, empty lines skipped) and\n"
-	"gets the tokenizer's BOS/EOS, as the model's post-processor adds them; the\n"
-	"ids of all documents are written one after another as bare little-endian\n"
-	"u16 or u32, the token data lora-train and lora-eval read. See\n"
-	"lora-tokenize(1).\n\n"
+	"gets the tokenizer's BOS/EOS, as the model's post-processor adds them.\n"
+	"A JSONL file (*.jsonl, or any input with --jsonl) holds an example a line:\n"
+	"{\"text\"}, {\"prompt\", \"completion\"}, alpaca's {\"instruction\", \"input\",\n"
+	"\"output\"}, or {\"messages\": [{\"role\", \"content\"}...]}, a chat rendered with\n"
+	"the model's chat template. Prompts, system and user turns get no loss unless\n"
+	"--train-on-inputs; the assistant's turns and their end-of-turn token do. Text\n"
+	"and prompt/completion examples end with the EOS token of\n"
+	"tokenizer_config.json, as axolotl tokenizes them.\n"
+	"The output is a tok file (ids, document boundaries, loss mask; lora-data(5))\n"
+	"or bare little-endian u16/u32 ids, which lora-train and lora-eval read.\n"
+	"See lora-tokenize(1).\n\n"
 	"Examples:\n"
 	"  lora-tokenize -m Qwen2.5-0.5B/ book.txt -o book.u32\n"
 	"  lora-tokenize -m TinyLlama/ --lines quotes.txt -o train.bin\n"
+	"  lora-tokenize -m TinyLlama/ alpaca.jsonl -o train.tok\n"
+	"  lora-tokenize -m Qwen2.5-0.5B-Instruct/ chats.jsonl -o chats.tok\n"
 	"  echo 'Hello world' | lora-tokenize -m TinyLlama/ | od -An -tu2\n"
 	"  lora-tokenize -m TinyLlama/ --decode --no-special train.bin | head\n",
 	opts,
@@ -69,10 +94,15 @@ int main(int argc, char **argv)
 		case 'm': j.model = c.arg; break;
 		case O_TOKENIZER: j.tokenizer = c.arg; break;
 		case O_LINES: j.lines = 1, only_encode = "--lines"; break;
+		case O_JSONL: j.jsonl = 1, only_encode = "--jsonl"; break;
+		case O_TRAIN_ON_INPUTS: j.train_on_inputs = 1, only_encode = "--train-on-inputs"; break;
+		case O_CHAT_FORMAT: j.chat_format = c.arg, only_encode = "--chat-format"; break;
+		case O_LITERAL: j.literal_content = 1, only_encode = "--literal-content"; break;
 		case O_NO_SPECIAL: j.no_special = 1; break;
-		case O_OUTPUT_FORMAT:
-			if (lora_data_format_parse(c.arg, &out_fmt) || (out_fmt != LORA_DATA_U16 && out_fmt != LORA_DATA_U32))
-				lora_cli_usage_error(&tool, "--output-format: '%s' is not u16 or u32", c.arg);
+		case O_FORMAT:
+			if (lora_data_format_parse(c.arg, &out_fmt) ||
+			    (out_fmt != LORA_DATA_U16 && out_fmt != LORA_DATA_U32 && out_fmt != LORA_DATA_TOK))
+				lora_cli_usage_error(&tool, "--output-format: '%s' is not tok, u16 or u32", c.arg);
 			only_encode = "--output-format";
 			break;
 		case O_DECODE: j.decode = 1; break;

@@ -18,7 +18,9 @@ enum {
 enum { FIXED_HEAD = 5 };
 static const lora_opt fixed[] = {
 	{'m', 'm', "model", "MODEL", "base model directory (config.json + safetensors)", "@file"},
-	{'d', 'd', "data", "FILE", "training tokens (.bin/.u16, .u32, llm.c file, or --data-format)", "@file"},
+	{'d', 'd', "data", "FILE",
+	 "training tokens (.bin/.u16, .u32, llm.c file, .tok), or .jsonl/.txt tokenized with the model's tokenizer",
+	 "@file"},
 	{'c', 'c', "config", "FILE", "YAML configuration (axolotl key names); flags override it", "@file"},
 	{'o', 'o', "output", "FILE", "trained adapter (default: standard output)", "@file"},
 	{O_SET, 0, "set", "KEY=VALUE", "set any configuration key (see lora-train(1)); repeatable", NULL},
@@ -26,7 +28,7 @@ static const lora_opt fixed[] = {
 	{O_EVAL_BATCHES, 0, "eval-batches", "N", "evaluate on the first N batches only (default: all)", NULL},
 	{O_CKPT, 0, "checkpoint-dir", "DIR", "where checkpoints go (default OUT.ckpt, or lora-train.ckpt)", "@file"},
 	{O_RESUME, 0, "resume", "CKPT", "continue from a checkpoint directory, bit for bit", "@file"},
-	{O_FORMAT, 0, "data-format", "FMT", "auto (default), u16, u32, llmc or bytes", "auto u16 u32 llmc bytes"},
+	{O_FORMAT, 0, "data-format", "FMT", "auto (default), u16, u32, llmc, tok or bytes", "auto u16 u32 llmc tok bytes"},
 	{O_NO_SHUFFLE, 0, "no-shuffle", NULL, "batches in file order (llm.c's rule) instead of shuffled windows", NULL},
 	{O_LOG, 0, "log", "FILE", "append one JSON object per step and per eval to FILE", "@file"},
 	{O_DTYPE, 0, "dtype", "TYPE", "output storage dtype: f32, f16 or bf16 (default: the input adapter's, else f32)", "f32 f16 bf16"},

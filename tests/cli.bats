@@ -153,6 +153,8 @@ old_spelling_file() {
 	old_spelling_file lora-generate --prompt-file --data p.u16 -m model -n 6 --seed 1
 	old_spelling_file lora-generate --prompt-format --data-format u16 -m model -d p.u16 -n 6
 	old_spelling_file lora-generate --format --output-format u32 -m model -n 6
+	printf 'Hello' >h.txt
+	old_spelling_file lora-tokenize --format --output-format u32 --tokenizer "$FIX/tokenizers/llama2.json" h.txt
 	lora-generate --format u32 -m model -n 6 -o u32.out 2>/dev/null
 	assert_equal "$(stat -c %s u32.out)" 28 # 7 u32 tokens
 	mkadapter w=8x8x2:1,2 >a.lora

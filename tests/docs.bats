@@ -102,7 +102,7 @@ kind() {
 			"$t" --list-options | grep -q -- "^[^	]*	$new	" || fail "$t: $old stands for $new, which it lacks"
 		done < <("$t" --list-options)
 	done
-	assert_equal "$n" 5
+	assert_equal "$n" 6
 }
 
 @test "every option appears in --help" {

@@ -48,12 +48,12 @@ close() {
 	run -2 --separate-stderr lora-eval -m model
 	assert_equal "${stderr_lines[0]}" "lora-eval: need -d DATA"
 	run -2 --separate-stderr lora-eval -m model -d data.u16 --data-format u8
-	assert_equal "${stderr_lines[0]}" "lora-eval: --data-format: 'u8' is not auto, u16, u32, llmc or bytes"
+	assert_equal "${stderr_lines[0]}" "lora-eval: --data-format: 'u8' is not auto, u16, u32, llmc, tok or bytes"
 	run -2 --separate-stderr lora-eval -m model -d data.u16 -b 0
 	assert_equal "${stderr_lines[0]}" "lora-eval: --batch: '0' is not an integer in [1, 1048576]"
-	cp data.u16 data.tok
-	run -2 --separate-stderr lora-eval -m model -d data.tok
-	assert_equal "$stderr" "lora-eval: data.tok: cannot tell the token format from the name (.bin, .u16, .u32): give --data-format"
+	cp data.u16 data.dat
+	run -2 --separate-stderr lora-eval -m model -d data.dat
+	assert_equal "$stderr" "lora-eval: data.dat: cannot tell the token format from the name (.bin, .u16, .u32, .tok) or a header: give --data-format"
 }
 
 @test "missing model, data or adapter: one line naming it, exit 1" {
@@ -64,6 +64,25 @@ close() {
 	assert_equal "$stderr" "lora-eval: nope.u16: No such file or directory"
 	run -1 --separate-stderr lora-eval -m model nope.lora -d data.u16 -T 16
 	assert_equal "$stderr" "lora-eval: nope.lora: No such file or directory"
+}
+
+@test "a loss mask and documents: the loss and token count over the labels only, as PyTorch computes them" {
+	# tests/ref/masked_ref.py: a row per document (cut at T+1, padded), or
+	# with --sample-packing rows of whole documents; masked prompts, the
+	# first token of a document and padding have no label
+	d=$FIX/masked
+	run -0 lora-eval -m "$d" "$d/adapter" -d "$d/data.tok" -b 2 -T 6 --no-shuffle --compute f32 --json
+	assert_equal "$(jget "$output" .tokens) $(jget "$output" .batches)" "$(jq .eval_count "$d/expect.json") 2"
+	close "$(jget "$output" .loss)" "$(jq .eval_loss "$d/expect.json")" 1e-6
+	run -0 lora-eval -m "$d" "$d/adapter" -d "$d/data.tok" -b 2 -T 6 --no-shuffle --compute f32 --json --sample-packing
+	assert_equal "$(jget "$output" .tokens)" "$(jq .packed_count "$d/expect.json")"
+	close "$(jget "$output" .loss)" "$(jq .packed_loss "$d/expect.json")" 1e-6
+	run -0 lora-eval -m "$d" "$d/adapter" -d "$d/data.tok" -b 2 -T 6 --no-shuffle --compute f32
+	assert_line "data         $d/data.tok (tok, 25 tokens, 5 documents)"
+	assert_line "tokens       $(jq .eval_count "$d/expect.json")"
+	# too few documents for a batch
+	run -1 --separate-stderr lora-eval -m "$d" -d "$d/data.tok" -b 8 -T 6
+	assert_equal "$stderr" "lora-eval: $d/data.tok: 5 documents make 5 rows of 7 tokens with loss, fewer than a batch of 8"
 }
 
 @test "the loss matches PyTorch's in f32 compute: base model and PEFT adapter, 1e-4" {
@@ -94,7 +113,7 @@ close() {
 @test "--json: every key, perplexity = exp(loss)" {
 	run -0 lora-eval -m model a.lora b.lora:2 -d data.u16 -b 4 -T 32 --no-shuffle --json -j 1
 	assert_equal "$(jq -c 'keys' <<<"$output")" \
-		'["adapters","batch","batches","compute","data","data_format","data_tokens","loss","model","model_name","perplexity","seed","seq","shuffle","threads","tokens"]'
+		'["adapters","batch","batches","compute","data","data_documents","data_format","data_tokens","loss","model","model_name","perplexity","sample_packing","seed","seq","shuffle","threads","tokens"]'
 	assert_equal "$(jq -c '[.adapters[] | [.path, .scale, .layers]]' <<<"$output")" '[["a.lora",1,3],["b.lora",2,2]]'
 	assert_equal "$(jq -c '[.batch, .seq, .batches, .tokens, .data_tokens, .shuffle, .seed, .threads, .data_format]' <<<"$output")" \
 		'[4,32,32,4096,4097,false,null,1,"u16"]'

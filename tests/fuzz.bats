@@ -68,6 +68,10 @@ replay() {
 	replay chat
 }
 
+@test "fuzz corpus replays clean: JSONL examples (text, prompt/completion, alpaca, chats)" {
+	replay jsonl
+}
+
 @test "every fuzz dictionary is in libFuzzer's syntax (only \\\\, \\\" and \\xHH escapes)" {
 	local f n=0
 	for f in "$ROOT"/tests/fuzz/*.dict; do

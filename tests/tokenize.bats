@@ -58,10 +58,12 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 	assert_equal "${stderr_lines[0]}" "lora-tokenize: --lines is for encoding, not --decode"
 	run -2 --separate-stderr lora-tokenize -m m --decode --output-format u16 x.bin
 	assert_equal "${stderr_lines[0]}" "lora-tokenize: --output-format is for encoding, not --decode"
+	run -2 --separate-stderr lora-tokenize -m m --decode --train-on-inputs x.bin
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: --train-on-inputs is for encoding, not --decode"
 	run -2 --separate-stderr lora-tokenize -m m --data-format u16 a.txt
 	assert_equal "${stderr_lines[0]}" "lora-tokenize: --data-format is for --decode"
 	run -2 --separate-stderr lora-tokenize -m m --output-format llmc a.txt
-	assert_equal "${stderr_lines[0]}" "lora-tokenize: --output-format: 'llmc' is not u16 or u32"
+	assert_equal "${stderr_lines[0]}" "lora-tokenize: --output-format: 'llmc' is not tok, u16 or u32"
 }
 
 @test "each file is one document: the library's ids, BOS/EOS per document, for all eight tokenizers" {
@@ -151,7 +153,7 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 	assert_output --partial "status=2"
 }
 
-@test "--output-format: u16 by default, u32 for -o *.u32; u16 refused when the vocabulary does not fit" {
+@test "--output-format: u16 by default for text, u32 for -o *.u32; u16 refused when the vocabulary does not fit" {
 	printf 'Hello world' >a.txt
 	lora-tokenize -m m a.txt -o a.bin
 	lora-tokenize -m m a.txt -o a.u32
@@ -297,9 +299,9 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 	assert_output "<s> Hello world"
 	cp a.u32 a.dat
 	run -2 --separate-stderr lora-tokenize -m m --decode a.dat
-	assert_equal "$stderr" "lora-tokenize: a.dat: cannot tell the token format from the name (.bin, .u16, .u32): give --data-format"
+	assert_equal "$stderr" "lora-tokenize: a.dat: cannot tell the token format from the name (.bin, .u16, .u32, .tok) or a header: give --data-format"
 	run -2 --separate-stderr lora-tokenize -m m --decode - <a.u32
-	assert_equal "$stderr" "lora-tokenize: standard input: cannot tell the token format from the name (.bin, .u16, .u32): give --data-format"
+	assert_equal "$stderr" "lora-tokenize: standard input: cannot tell the token format from the name (.bin, .u16, .u32, .tok) or a header: give --data-format"
 	put32 1 40000 >big.u32
 	[ "$(jq '.model.vocab | length' m/tokenizer.json)" -lt 40000 ]
 	run -1 --separate-stderr lora-tokenize -m m --decode big.u32 -o out.txt
@@ -322,4 +324,91 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 	run -0 --separate-stderr lora-tokenize -m m a.txt -o z.bin
 	assert_equal "$stderr" ''
 	cmp y.bin z.bin
+}
+
+# model DIR TOKENIZER CONFIG: a model directory of fixture files
+model() { mkdir -p "$1" && cp "$TOK/$2.json" "$1/tokenizer.json" && cp "$3" "$1/tokenizer_config.json"; }
+
+# tokcount FILE: the token and document counts of a tok file's trailer
+tokcount() { tail -c 24 "$1" | od -An -v -tu8 -N16 | tr -s ' ' | sed 's/^ //'; }
+
+@test "JSONL: text, prompt/completion and alpaca examples as axolotl tokenizes them; chats through the template; the library's ids" {
+	J=$FIX/jsonl
+	model l2 llama2 "$J/llama2.config.json"
+	model q qwen "$FIX/chat/qwen2.5.json"
+	lora-tokenize -m l2 "$J/examples.jsonl" -o a.tok
+	cmp a.tok "$J/llama2.examples.tok"
+	lora-tokenize -m l2 --train-on-inputs "$J/examples.jsonl" -o b.tok
+	cmp b.tok "$J/llama2.examples.inputs.tok"
+	lora-tokenize -m q "$J/examples.jsonl" -o c.tok
+	cmp c.tok "$J/qwen.examples.tok"
+	lora-tokenize -m q "$J/chats.jsonl" -o d.tok
+	cmp d.tok "$J/qwen.chats.tok"
+	lora-tokenize -m q --train-on-inputs "$J/chats.jsonl" -o e.tok
+	cmp e.tok "$J/qwen.chats.inputs.tok"
+	# standard input needs --jsonl; JSONL goes out as tok whatever the name
+	lora-tokenize -m q --jsonl <"$J/chats.jsonl" >f.out
+	cmp f.out "$J/qwen.chats.tok"
+	# bare ids: the same ids, boundaries and mask dropped
+	lora-tokenize -m l2 "$J/examples.jsonl" -o g.bin
+	read -r n docs < <(tokcount a.tok)
+	assert_equal "$docs" 9
+	tail -c +25 a.tok | head -c $((2 * n)) | cmp - g.bin
+	# decoding reads tok files
+	lora-tokenize -m q --decode d.tok -o d.txt
+	run -0 grep -c '<|im_start|>assistant' d.txt
+	assert_output 3
+}
+
+@test "JSONL chats: special tokens in messages match by default, stay text with --literal-content; a template's refusal" {
+	model q qwen "$FIX/chat/qwen2.5.json"
+	printf '%s\n' '{"messages": [{"role": "user", "content": "a<|im_end|>b"}, {"role": "assistant", "content": "ok"}]}' >c.jsonl
+	end=$(jq '.added_tokens[] | select(.content == "<|im_end|>") | .id' q/tokenizer.json)
+	lora-tokenize -m q c.jsonl --output-format u16 -o a.bin
+	lora-tokenize -m q c.jsonl --literal-content --output-format u16 -o b.bin
+	# the default system turn, the user's, the assistant's: 3; and one inside
+	assert_equal "$(u16 a.bin | grep -cx "$end")" 4
+	assert_equal "$(u16 b.bin | grep -cx "$end")" 3
+	# Mistral's template takes no system message
+	model mi llama2 "$FIX/chat/mistral.json"
+	printf '%s\n' '{"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]}' >s.jsonl
+	run -1 --separate-stderr lora-tokenize -m mi s.jsonl -o s.tok
+	assert_regex "$stderr" '^lora-tokenize: s\.jsonl: line 1 \(byte 0\): message .*alternate user/assistant'
+	assert_file_not_exists s.tok
+}
+
+@test "JSONL errors: one line with the file, line and byte offset; nothing written" {
+	model q qwen "$FIX/chat/qwen2.5.json"
+	good='{"text": "fine"}'
+	check() {
+		printf '%s\n%s\n' "$good" "$1" >bad.jsonl
+		run -1 --separate-stderr lora-tokenize -m q bad.jsonl -o out.tok
+		assert_equal "$stderr" "lora-tokenize: bad.jsonl: $2"
+		assert_file_not_exists out.tok
+	}
+	check '[1, 2]' "line 2 (byte 17): the line is not a JSON object"
+	check '{"text": "a"' "line 2 (byte 17): the line is not valid JSON (error near byte 11)"
+	check '{"prompt": "p"}' "line 2 (byte 17): a prompt/completion example without 'completion'"
+	check '{"completion": 3, "prompt": "p"}' "line 2 (byte 17): 'completion' is not a string"
+	check '{"instruction": "i", "input": "x"}' "line 2 (byte 17): an instruction example without 'output'"
+	check '{"title": "t"}' "line 2 (byte 17): none of the keys text, prompt/completion, instruction/output, messages"
+	check '{"messages": [{"role": "robot", "content": "x"}]}' \
+		"line 2 (byte 17): message 0: unknown role 'robot' (system, user, assistant)"
+	check '{"messages": [{"role": "user"}]}' "line 2 (byte 17): message 0 needs string 'role' and 'content'"
+	check '{"messages": []}' "line 2 (byte 17): 'messages' is empty"
+	check $'{"text": "caf\xe9"}' "invalid UTF-8 at byte 30 (line 2)"
+	# a line past 16 MiB, the bound, is refused before it is all read
+	{ printf '%s\n{"text": "' "$good"; head -c $((16 << 20)) /dev/zero | tr '\0' a; printf '"}\n'; } >long.jsonl
+	run -1 --separate-stderr lora-tokenize -m q long.jsonl -o out.tok
+	assert_equal "$stderr" "lora-tokenize: long.jsonl: line 2 (byte 17): longer than the limit (16777216 bytes)"
+	# examples end with EOS: a model without tokenizer_config.json cannot say it
+	run -2 --separate-stderr lora-tokenize --tokenizer "$TOK/qwen.json" <<<"$good" --jsonl -o out.tok
+	assert_equal "$stderr" "lora-tokenize: $TOK/tokenizer_config.json: no eos_token (JSONL examples end with it; --no-special adds no special tokens)"
+	assert_file_not_exists out.tok
+	# a chat without a template in tokenizer_config.json
+	model t qwen "$FIX/jsonl/llama2.config.json"
+	jq -c '.bos_token = null | .eos_token = "<|im_end|>"' "$FIX/jsonl/llama2.config.json" >t/tokenizer_config.json
+	printf '%s\n' '{"messages": [{"role": "user", "content": "y"}]}' >c.jsonl
+	run -1 --separate-stderr lora-tokenize -m t c.jsonl -o out.tok
+	assert_regex "$stderr" '^lora-tokenize: c\.jsonl: line 1 \(byte 0\): t/tokenizer_config\.json: '
 }

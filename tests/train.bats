@@ -10,6 +10,11 @@ setup() {
 	TR="-m model -d train.bin --seq 32 --batch 4"
 }
 
+# close A B TOL: A within relative TOL of B
+close() {
+	awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; if (d > t) { print a " is not within " t " of " b; exit 1 } }'
+}
+
 @test "lora-train -h, --version, unknown option, usage errors" {
 	run -0 lora-train -h
 	assert_line --index 0 'Usage: lora-train -m MODEL -d DATA [ADAPTER|-] [-c CONFIG] [options] [-o OUT]'
@@ -296,4 +301,53 @@ lr_check() {
 	run -1 --separate-stderr lora-train $TR --batch 64 --seq 262144 -o x.lora
 	assert_regex "$stderr" '^lora-train: batch 64 x sequence 262144 needs [0-9.]+ GiB of activations, more than the [0-9.]+ GiB available \(with --recompute: [0-9.]+ GiB\)$'
 	assert_file_not_exists x.lora
+}
+
+@test "a loss mask and documents: one SGD step is PyTorch's, the gradient of the mean over every label of the step" {
+	# tests/ref/masked_ref.py: rows a document each, prompts masked, padding
+	# without loss; the two micro-batches hold 6 and 8 labels, so a mean per
+	# micro-batch (or over padded positions) gives another adapter
+	d=$FIX/masked
+	lora-train -m "$d" -d "$d/data.tok" "$d/adapter" --seq 6 --batch 2 --accum 2 --steps 1 --optimizer sgd --lr 1 \
+		--max-grad-norm 0 --scheduler constant --no-shuffle --compute f32 --log log.jsonl -o out.lora
+	close "$(jq -s '.[] | select(.loss) | .loss' log.jsonl)" "$(jq .loss "$d/expect.json")" 1e-6
+	run -0 lora-diff --tol 1e-5 out.lora "$d/after"
+	run -1 lora-diff --tol 1e-5 out.lora "$d/adapter"
+	# sample_packing from the configuration: rows of whole documents, the
+	# first batch's loss the one lora-eval gives for it
+	printf 'sample_packing: true\n' >p.yaml
+	lora-train -m "$d" -d "$d/data.tok" "$d/adapter" -c p.yaml --seq 6 --batch 2 --steps 1 --lr 0 --no-shuffle \
+		--compute f32 --log p.jsonl -o p.lora
+	run -0 lora-eval -m "$d" "$d/adapter" -d "$d/data.tok" -b 2 -T 6 --batches 1 --sample-packing --no-shuffle \
+		--compute f32 --json
+	close "$(jq -s '.[] | select(.loss) | .loss' p.jsonl)" "$(jq .loss <<<"$output")" 1e-6
+	run -0 lora-eval -m "$d" "$d/adapter" -d "$d/data.tok" -b 2 -T 6 --batches 1 --no-shuffle --compute f32 --json
+	run -1 close "$(jq -s '.[] | select(.loss) | .loss' p.jsonl)" "$(jq .loss <<<"$output")" 1e-3
+}
+
+@test "-d text or JSONL with the model's tokenizer: the tokens lora-tokenize gives, the same run as from them" {
+	mkmodel --vocab 5400 tm >/dev/null
+	cp "$FIX/tokenizers/llama2.json" tm/tokenizer.json
+	cp "$FIX/jsonl/llama2.config.json" tm/tokenizer_config.json
+	cp "$FIX/jsonl/examples.jsonl" ex.jsonl
+	lora-tokenize -m tm ex.jsonl -o ex.tok
+	lora-train -m tm -d ex.jsonl --seq 16 --batch 2 --steps 3 --lr 1e-2 --log a.jsonl -o a.lora
+	lora-train -m tm -d ex.tok --seq 16 --batch 2 --steps 3 --lr 1e-2 --log b.jsonl -o b.lora
+	assert_equal "$(jq -c 'select(.loss) | .loss' a.jsonl)" "$(jq -c 'select(.loss) | .loss' b.jsonl)"
+	run -0 lora-diff --tol 0 a.lora b.lora
+	# text: one stream of ids, as lora-tokenize writes it
+	for i in 1 2 3 4 5 6; do cat "$FIX/jsonl/examples.jsonl"; done >book.txt
+	lora-tokenize -m tm book.txt -o book.bin
+	run -0 lora-eval -m tm -d book.txt -b 2 -T 16 --json
+	a=$output
+	run -0 lora-eval -m tm -d book.bin -b 2 -T 16 --json
+	assert_equal "$(jq -c '[.loss, .tokens, .data_tokens]' <<<"$a")" "$(jq -c '[.loss, .tokens, .data_tokens]' <<<"$output")"
+	# nothing is left behind; a model without a tokenizer, a bad line
+	assert_equal "$(find "$TMPDIR" -name 'lora-data.*' | wc -l)" 0
+	run -1 --separate-stderr lora-train -m model -d ex.jsonl -o c.lora
+	assert_equal "$stderr" "lora-train: model: no tokenizer.json in the model directory (--tokenizer FILE names one)"
+	printf '{"text": 1}\n' >bad.jsonl
+	run -1 --separate-stderr lora-eval -m tm -d bad.jsonl
+	assert_equal "$stderr" "lora-eval: bad.jsonl: line 1 (byte 0): 'text' is not a string"
+	assert_file_not_exists c.lora
 }

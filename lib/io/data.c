@@ -13,11 +13,11 @@
 #include "core/dtype.h"
 #include "core/path.h"
 
-static const char *const names[] = {"auto", "u16", "u32", "llmc", "bytes"};
+static const char *const names[] = {"auto", "u16", "u32", "llmc", "bytes", "tok"};
 
 int lora_data_format_parse(const char *s, lora_data_format *f)
 {
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		if (strcmp(s, names[i]) == 0) {
 			*f = (lora_data_format)i;
 			return 0;
@@ -32,6 +32,12 @@ static uint32_t rd32(const unsigned char *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
+
+static uint64_t rd64(const unsigned char *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
+size_t lora_data_doc_end(const lora_data *d, size_t i) { return (size_t)rd64(d->ends + 8 * i); }
+
+int lora_data_target(const lora_data *d, size_t i) { return !d->mask || (d->mask[i / 8] >> (i % 8) & 1); }
 
 uint32_t lora_data_token(const lora_data *d, size_t i)
 {
@@ -66,23 +72,96 @@ char *lora_data_id(const lora_data *d)
 	return s;
 }
 
+static const char *const tok_why[] = {
+	NULL,
+	"too short for a tok file's header and trailer (48 bytes)",
+	"not a tok file (bad magic)",
+	"tok file version is not 1",
+	"tok file tokens are neither 2 nor 4 bytes",
+	"unknown flags or reserved bits set in the tok header",
+	"tok trailer is missing or damaged (bad end magic)",
+	"tok trailer's token and document counts do not fit the file's size",
+};
+
+/* The header and trailer of a tok file; the tokens' bytes into *body. A
+ * nonzero return indexes tok_why. Counts are checked against the size
+ * before any product is formed, so nothing overflows. */
+static int parse_tok(lora_data *d, size_t *body)
+{
+	const unsigned char *p = d->map;
+	size_t size = d->map_len, room;
+	if (size < LORA_TOK_HEADER_BYTES + LORA_TOK_TRAILER_BYTES)
+		return 1;
+	if (memcmp(p, LORA_TOK_MAGIC, 8))
+		return 2;
+	if (rd32(p + 8) != 1)
+		return 3;
+	uint32_t elem = rd32(p + 12), flags = rd32(p + 16);
+	if (elem != 2 && elem != 4)
+		return 4;
+	if ((flags & ~LORA_TOK_MASK) || rd32(p + 20))
+		return 5;
+	const unsigned char *tr = p + size - LORA_TOK_TRAILER_BYTES;
+	if (memcmp(tr + 16, LORA_TOK_END, 8))
+		return 6;
+	uint64_t n = rd64(tr), nd = rd64(tr + 8);
+	room = size - LORA_TOK_HEADER_BYTES - LORA_TOK_TRAILER_BYTES;
+	if (n > room / elem || nd > n || (n && !nd))
+		return 7;
+	size_t need = (size_t)n * elem + (size_t)nd * 8 + ((flags & LORA_TOK_MASK) ? ((size_t)n + 7) / 8 : 0);
+	if (need != room)
+		return 7;
+	d->elem = elem;
+	d->tokens = p + LORA_TOK_HEADER_BYTES;
+	*body = (size_t)n * elem;
+	d->ndocs = (size_t)nd;
+	d->ends = d->tokens + *body;
+	d->mask = (flags & LORA_TOK_MASK) ? d->ends + 8 * nd : NULL;
+	return 0;
+}
+
+/* A tok file's boundaries rise to its token count; its mask has no bit
+ * past the last token. */
+static int check_docs(const lora_data *d, lora_err *e)
+{
+	size_t prev = 0, n = d->ntokens;
+	for (size_t i = 0; i < d->ndocs; i++) {
+		uint64_t end = rd64(d->ends + 8 * i);
+		if (end <= prev || end > n)
+			return lora_err_set(e, LORA_EFORMAT, "%s: document %zu ends at token %llu, not within (%zu, %zu]",
+			                    d->path, i, (unsigned long long)end, prev, n);
+		prev = (size_t)end;
+	}
+	if (prev != n)
+		return lora_err_set(e, LORA_EFORMAT, "%s: the last document ends at token %zu, not at the last token (%zu)",
+		                    d->path, prev, n);
+	if (d->mask && n % 8 && (d->mask[n / 8] >> (n % 8)))
+		return lora_err_set(e, LORA_EFORMAT, "%s: loss mask has bits set past the last token", d->path);
+	return 0;
+}
+
 /* The format, token count and tokens of d's map_len bytes at map, checked. */
 static int parse(lora_data *d, lora_data_format fmt, size_t vocab, lora_err *e)
 {
+	int rc;
 	const char *path = d->path;
 	size_t size = d->map_len;
 	const unsigned char *p = d->map;
 	uint32_t magic = size >= 4 ? rd32(p) : 0;
 	if (fmt == LORA_DATA_AUTO) {
-		if (size >= LORA_LLMC_HEADER_BYTES && (magic == LORA_LLMC_MAGIC_U16 || magic == LORA_LLMC_MAGIC_U32))
+		if (size >= 8 && !memcmp(p, LORA_TOK_MAGIC, 8))
+			fmt = LORA_DATA_TOK;
+		else if (size >= LORA_LLMC_HEADER_BYTES && (magic == LORA_LLMC_MAGIC_U16 || magic == LORA_LLMC_MAGIC_U32))
 			fmt = LORA_DATA_LLMC;
+		else if (lora_path_has_suffix(path, ".tok"))
+			fmt = LORA_DATA_TOK;
 		else if (lora_path_has_suffix(path, ".u32"))
 			fmt = LORA_DATA_U32;
 		else if (lora_path_has_suffix(path, ".bin") || lora_path_has_suffix(path, ".u16"))
 			fmt = LORA_DATA_U16;
 		else
 			return lora_err_set(e, LORA_EUSAGE,
-			                    "%s: cannot tell the token format from the name (.bin, .u16, .u32): give --data-format",
+			                    "%s: cannot tell the token format from the name (.bin, .u16, .u32, .tok) or a header: give --data-format",
 			                    path);
 	}
 	d->format = fmt;
@@ -112,12 +191,20 @@ static int parse(lora_data *d, lora_data_format fmt, size_t vocab, lora_err *e)
 			                    path, n, body, d->elem);
 		break;
 	}
+	case LORA_DATA_TOK: {
+		int why = parse_tok(d, &body);
+		if (why)
+			return lora_err_set(e, LORA_EFORMAT, "%s: %s", path, tok_why[why]);
+		break;
+	}
 	default: break;
 	}
 	if (body % d->elem)
 		return lora_err_set(e, LORA_EFORMAT, "%s: %zu bytes is not a whole number of %zu-byte tokens", path,
 		                    body, d->elem);
 	d->ntokens = body / d->elem;
+	if (d->ndocs && (rc = check_docs(d, e)))
+		return rc;
 	/* One pass over every token now, so that no batch fails half-way. */
 	if (!(d->elem < 4 && vocab >= ((size_t)1 << (8 * d->elem))))
 		for (size_t i = 0; i < d->ntokens; i++) {
@@ -184,26 +271,115 @@ int lora_data_from_memory(lora_data **out, const char *name, void *buf, size_t n
 	return rc;
 }
 
-int lora_data_batches_init(lora_data_batches *b, const lora_data *d, size_t B, size_t T, int shuffle, uint64_t seed,
-                           lora_err *e)
+/* The first document end after token off. */
+static size_t next_end(const lora_data *d, size_t off, size_t *doc)
+{
+	size_t lo = 0, hi = d->ndocs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (lora_data_doc_end(d, mid) <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*doc = lo;
+	return lora_data_doc_end(d, lo);
+}
+
+/* Append row (off, len) to b->rows when one of its targets gets loss. */
+static int add_row(lora_data_batches *b, size_t *cap, size_t off, size_t len)
+{
+	const lora_data *d = b->d;
+	size_t doc, end = next_end(d, off, &doc);
+	int any = 0;
+	for (size_t i = off + 1; i < off + len && !any; i++) {
+		if (i == end) {
+			end = lora_data_doc_end(d, ++doc);
+			continue;
+		}
+		any = lora_data_target(d, i);
+	}
+	if (!any)
+		return 0;
+	if (b->nrows == *cap) {
+		size_t c = *cap ? 2 * *cap : 64;
+		lora_data_row *r = realloc(b->rows, c * sizeof *r);
+		if (!r)
+			return -1;
+		b->rows = r, *cap = c;
+	}
+	b->rows[b->nrows++] = (lora_data_row){off, len};
+	return 0;
+}
+
+/* The rows of a tok file (data.h): packed or a document each. */
+static int plan_rows(lora_data_batches *b, int packed)
+{
+	const lora_data *d = b->d;
+	size_t W = b->T + 1, cap = 0, cur = 0, curlen = 0, start = 0;
+	for (size_t i = 0; i < d->ndocs; i++) {
+		size_t end = lora_data_doc_end(d, i), n = end - start;
+		if (!packed) {
+			if (add_row(b, &cap, start, n < W ? n : W))
+				return -1;
+		} else if (n > W) {
+			if (curlen && add_row(b, &cap, cur, curlen))
+				return -1;
+			curlen = 0;
+			for (size_t k = 0; k * b->T + 1 < n; k++) {
+				size_t o = k * b->T, len = n - o < W ? n - o : W;
+				if (add_row(b, &cap, start + o, len))
+					return -1;
+			}
+		} else if (curlen && curlen + n <= W) {
+			curlen += n;
+		} else {
+			if (curlen && add_row(b, &cap, cur, curlen))
+				return -1;
+			cur = start, curlen = n;
+		}
+		start = end;
+	}
+	if (curlen && add_row(b, &cap, cur, curlen))
+		return -1;
+	return 0;
+}
+
+int lora_data_batches_init(lora_data_batches *b, const lora_data *d, size_t B, size_t T, unsigned flags,
+                           uint64_t seed, lora_err *e)
 {
 	memset(b, 0, sizeof *b);
 	b->d = d, b->B = B, b->T = T;
-	size_t bt;
+	size_t bt, nwin;
 	if (B == 0 || T == 0 || lora_shape_mul(B, T, &bt) || bt == SIZE_MAX)
 		return lora_err_set(e, LORA_EUSAGE, "batch %zu x %zu is out of range", B, T);
-	if (d->ntokens < bt + 1)
-		return lora_err_set(e, LORA_EINVAL,
-		                    "%s: %zu tokens is fewer than one batch needs (batch %zu x sequence %zu + 1 = %zu)",
-		                    d->path, d->ntokens, B, T, bt + 1);
-	if (!shuffle) {
-		b->nbatches = (d->ntokens - 1) / bt;
-		return 0;
+	if (d->ndocs) {
+		if (plan_rows(b, !(flags & LORA_DATA_UNPACKED))) {
+			lora_data_batches_free(b);
+			return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", d->path);
+		}
+		if (b->nrows < B) {
+			size_t n = b->nrows;
+			lora_data_batches_free(b);
+			return lora_err_set(e, LORA_EINVAL,
+			                    "%s: %zu documents make %zu row%s of %zu tokens with loss, fewer than a batch of %zu",
+			                    d->path, d->ndocs, n, n == 1 ? "" : "s", T + 1, B);
+		}
+		nwin = b->nrows;
+	} else {
+		if (d->ntokens < bt + 1)
+			return lora_err_set(e, LORA_EINVAL,
+			                    "%s: %zu tokens is fewer than one batch needs (batch %zu x sequence %zu + 1 = %zu)",
+			                    d->path, d->ntokens, B, T, bt + 1);
+		nwin = (d->ntokens - 1) / T;
 	}
-	size_t nwin = (d->ntokens - 1) / T;
 	b->nbatches = nwin / B;
-	if (!(b->order = malloc(nwin * sizeof *b->order)))
+	if (!(flags & LORA_DATA_SHUFFLE))
+		return 0;
+	if (!(b->order = malloc(nwin * sizeof *b->order))) {
+		lora_data_batches_free(b);
 		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", d->path);
+	}
 	for (size_t i = 0; i < nwin; i++)
 		b->order[i] = i;
 	/* Fisher-Yates with an unbiased bounded draw (rejection). */
@@ -224,26 +400,55 @@ int lora_data_batches_init(lora_data_batches *b, const lora_data *d, size_t B, s
 void lora_data_batches_free(lora_data_batches *b)
 {
 	free(b->order);
+	free(b->rows);
 	b->order = NULL;
+	b->rows = NULL;
+	b->nrows = 0;
 }
 
-size_t lora_data_batches_row_offset(const lora_data_batches *b, size_t k, size_t r)
+lora_data_row lora_data_batches_row(const lora_data_batches *b, size_t k, size_t r)
 {
+	size_t i = k * b->B + r;
 	if (b->order)
-		return b->order[k * b->B + r] * b->T;
-	return (k * b->B + r) * b->T;
+		i = b->order[i];
+	if (b->rows)
+		return b->rows[i];
+	return (lora_data_row){i * b->T, b->T + 1};
 }
 
-void lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs, int32_t *targets)
+size_t lora_data_batches_get(const lora_data_batches *b, size_t k, int32_t *inputs, int32_t *targets)
 {
-	size_t T = b->T;
+	const lora_data *d = b->d;
+	size_t T = b->T, count = 0;
 	for (size_t r = 0; r < b->B; r++) {
-		size_t off = lora_data_batches_row_offset(b, k, r);
+		lora_data_row row = lora_data_batches_row(b, k, r);
+		int32_t *in = inputs + r * T, *tg = targets + r * T;
+		if (!d->ndocs) {
+			for (size_t t = 0; t < T; t++) {
+				in[t] = (int32_t)lora_data_token(d, row.off + t);
+				tg[t] = (int32_t)lora_data_token(d, row.off + t + 1);
+			}
+			count += T;
+			continue;
+		}
+		size_t doc, end = next_end(d, row.off, &doc);
 		for (size_t t = 0; t < T; t++) {
-			inputs[r * T + t] = (int32_t)lora_data_token(b->d, off + t);
-			targets[r * T + t] = (int32_t)lora_data_token(b->d, off + t + 1);
+			size_t p = row.off + t;
+			in[t] = t < row.len ? (int32_t)lora_data_token(d, p) : 0;
+			tg[t] = -1;
+			if (t + 1 >= row.len)
+				continue;
+			if (p + 1 == end) { /* the next document starts: not predicted from this one */
+				end = lora_data_doc_end(d, ++doc);
+				continue;
+			}
+			if (lora_data_target(d, p + 1)) {
+				tg[t] = (int32_t)lora_data_token(d, p + 1);
+				count++;
+			}
 		}
 	}
+	return count;
 }
 
 int lora_data_write(FILE *f, const int32_t *tokens, size_t n, lora_data_format fmt)
@@ -263,4 +468,103 @@ int lora_data_write(FILE *f, const int32_t *tokens, size_t n, lora_data_format f
 			return LORA_EIO;
 	}
 	return 0;
+}
+
+static void wr32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void wr64(unsigned char *p, uint64_t v)
+{
+	wr32(p, (uint32_t)v);
+	wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+int lora_data_writer_open(lora_data_writer *w, FILE *f, lora_data_format fmt, size_t elem, int masked)
+{
+	memset(w, 0, sizeof *w);
+	w->f = f, w->fmt = fmt, w->masked = masked;
+	w->elem = fmt == LORA_DATA_U16 ? 2 : fmt == LORA_DATA_U32 ? 4 : elem;
+	if (fmt != LORA_DATA_TOK)
+		return 0;
+	unsigned char h[LORA_TOK_HEADER_BYTES] = {0};
+	memcpy(h, LORA_TOK_MAGIC, 8);
+	wr32(h + 8, 1);
+	wr32(h + 12, (uint32_t)elem);
+	wr32(h + 16, masked ? LORA_TOK_MASK : 0);
+	return fwrite(h, 1, sizeof h, f) == sizeof h ? 0 : LORA_EIO;
+}
+
+int lora_data_writer_doc(lora_data_writer *w, const uint32_t *ids, const unsigned char *target, size_t n)
+{
+	if (!n)
+		return 0;
+	if (lora_data_write(w->f, (const int32_t *)ids, n, w->elem == 4 ? LORA_DATA_U32 : LORA_DATA_U16))
+		return LORA_EIO;
+	if (w->fmt != LORA_DATA_TOK) {
+		w->n += n;
+		return 0;
+	}
+	if (w->nd == w->dcap) {
+		size_t c = w->dcap ? 2 * w->dcap : 256;
+		uint64_t *p = realloc(w->ends, c * sizeof *p);
+		if (!p)
+			return LORA_ENOMEM;
+		w->ends = p, w->dcap = c;
+	}
+	if (w->masked) {
+		size_t need = (size_t)((w->n + n + 7) / 8);
+		if (need > w->mcap) {
+			size_t c = w->mcap ? w->mcap : 4096;
+			while (c < need)
+				c *= 2;
+			unsigned char *m = realloc(w->mask, c);
+			if (!m)
+				return LORA_ENOMEM;
+			memset(m + w->mcap, 0, c - w->mcap);
+			w->mask = m, w->mcap = c;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (!target || target[i]) {
+				uint64_t k = w->n + i;
+				w->mask[k / 8] |= (unsigned char)(1u << (k % 8));
+			}
+	}
+	w->n += n;
+	w->ends[w->nd++] = w->n;
+	return 0;
+}
+
+void lora_data_writer_free(lora_data_writer *w)
+{
+	free(w->ends);
+	free(w->mask);
+	w->ends = NULL, w->mask = NULL;
+}
+
+int lora_data_writer_close(lora_data_writer *w)
+{
+	int rc = 0;
+	if (w->fmt == LORA_DATA_TOK) {
+		unsigned char b[4096], t[LORA_TOK_TRAILER_BYTES];
+		for (size_t i = 0; i < w->nd && !rc;) {
+			size_t m = 0;
+			for (; i < w->nd && m + 8 <= sizeof b; i++, m += 8)
+				wr64(b + m, w->ends[i]);
+			if (fwrite(b, 1, m, w->f) != m)
+				rc = LORA_EIO;
+		}
+		size_t mb = (size_t)((w->n + 7) / 8);
+		if (!rc && w->masked && mb && fwrite(w->mask, 1, mb, w->f) != mb)
+			rc = LORA_EIO;
+		wr64(t, w->n);
+		wr64(t + 8, w->nd);
+		memcpy(t + 16, LORA_TOK_END, 8);
+		if (!rc && fwrite(t, 1, sizeof t, w->f) != sizeof t)
+			rc = LORA_EIO;
+	}
+	lora_data_writer_free(w);
+	return rc;
 }

@@ -6,6 +6,7 @@
 
 #include "math/blas.h"
 #include "model/session.h"
+#include "text/tokenize.h"
 
 int lora_eval_run(lora_llama *m, const lora_data *d, const lora_eval_opts *o, lora_eval_result *r, lora_err *e)
 {
@@ -19,7 +20,8 @@ int lora_eval_run(lora_llama *m, const lora_data *d, const lora_eval_opts *o, lo
 		free(in), free(tg);
 		return lora_err_nomem(e);
 	}
-	if ((rc = lora_data_batches_init(&b, d, B, T, o->shuffle, o->seed, e))) {
+	unsigned flags = (o->shuffle ? LORA_DATA_SHUFFLE : 0) | (o->packed ? 0 : LORA_DATA_UNPACKED);
+	if ((rc = lora_data_batches_init(&b, d, B, T, flags, o->seed, e))) {
 		free(in), free(tg);
 		return rc;
 	}
@@ -61,6 +63,8 @@ static int report_json(FILE *out, const lora_eval_job *j, const lora_session *s,
 	cJSON_AddStringToObject(js, "data", j->data);
 	cJSON_AddStringToObject(js, "data_format", lora_data_format_name(d->format));
 	cJSON_AddNumberToObject(js, "data_tokens", (double)d->ntokens);
+	cJSON_AddNumberToObject(js, "data_documents", (double)d->ndocs);
+	cJSON_AddBoolToObject(js, "sample_packing", o->packed);
 	cJSON_AddNumberToObject(js, "batch", (double)o->B);
 	cJSON_AddNumberToObject(js, "seq", (double)o->T);
 	cJSON_AddStringToObject(js, "compute", lora_dtype_name(lora_llama_compute_dtype(s->m)));
@@ -90,7 +94,10 @@ static void report_text(FILE *out, const lora_eval_job *j, const lora_session *s
 	for (size_t i = 0; i < s->n; i++)
 		fprintf(out, "%s%s (scale %g)", i ? ", " : "", s->paths[i], s->scales[i]);
 	fprintf(out, "%s\n", s->n ? "" : "none");
-	fprintf(out, "%-12s %s (%s, %zu tokens)\n", "data", j->data, lora_data_format_name(d->format), d->ntokens);
+	fprintf(out, "%-12s %s (%s, %zu tokens", "data", j->data, lora_data_format_name(d->format), d->ntokens);
+	if (d->ndocs)
+		fprintf(out, ", %zu documents", d->ndocs);
+	fprintf(out, ")\n");
 	fprintf(out, "%-12s %zu of %zu x %zu, ", "batches", r->batches, o->B, o->T);
 	if (o->shuffle)
 		fprintf(out, "shuffled (seed %llu)\n", (unsigned long long)o->seed);
@@ -113,7 +120,7 @@ int lora_eval_job_run(const lora_eval_job *j, FILE *out, lora_err *e)
 	const lora_config *cfg = lora_llama_get_config(s.m);
 	if (!o.T)
 		o.T = cfg->max_pos && cfg->max_pos < 1024 ? cfg->max_pos : 1024;
-	if ((rc = lora_data_open(&d, j->data, j->format, cfg->vocab_size, e)) ||
+	if ((rc = lora_tokenize_open_data(&d, j->model, j->data, j->format, cfg->vocab_size, lora_blas_threads(), e)) ||
 	    (rc = lora_llama_plan(s.m, o.B, o.T, 0, e)))
 		goto out;
 	if (j->note) {

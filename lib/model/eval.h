@@ -2,8 +2,9 @@
  * and lora-train's evaluations of held-out data), and lora-eval's report.
  *
  * Batches are cut by lora_data_batches (shuffled windows or llm.c's
- * consecutive spans); the loss is the mean over every predicted token of
- * the batches evaluated. */
+ * consecutive spans; a tok file's rows, packed or a document each); the
+ * loss is the mean over every target with loss of the batches evaluated
+ * (a masked target or padding counts neither in the loss nor the tokens). */
 #ifndef LORA_EVAL_H
 #define LORA_EVAL_H
 
@@ -18,6 +19,7 @@ typedef struct {
 	size_t B, T;          /* rows per batch, tokens per row */
 	size_t max_batches;   /* evaluate the first N batches only; 0: all */
 	int shuffle;          /* windows in an order drawn from seed, else llm.c's */
+	int packed;           /* tok files: rows of whole documents, not one each */
 	uint64_t seed;
 	/* Called after each batch (may be NULL): batches done of total, the
 	 * running mean loss, tokens predicted so far. */
@@ -27,7 +29,7 @@ typedef struct {
 
 typedef struct {
 	size_t batches;       /* evaluated */
-	size_t tokens;        /* predicted */
+	size_t tokens;        /* predicted with loss */
 	double loss;          /* mean over them; NaN when there were none */
 } lora_eval_result;
 

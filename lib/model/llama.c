@@ -80,6 +80,7 @@ struct lora_llama {
 	float *attn_scratch;        /* nthr x lora_kernels_attention_scratch(T, ...) */
 	float *logits;              /* (chunk, V) */
 	size_t chunk;
+	size_t loss_norm;           /* divide the gradient by this, not the batch's target count; 0: that count */
 	double *rowloss;            /* (chunk) */
 	float *lnf_out, *rstdf, *dlnf, *last_logits;
 	float *dres, *dln, *dqkv, *datt, *dgu, *dh, *Dsum;
@@ -307,6 +308,8 @@ void lora_llama_set_dropout(lora_llama *m, float p, uint64_t seed)
 	m->dropout = p > 0 && p < 1 ? p : 0;
 	m->dropout_seed = seed;
 }
+
+void lora_llama_set_loss_norm(lora_llama *m, size_t n) { m->loss_norm = n; }
 
 void lora_llama_zero_grad(lora_llama *m)
 {
@@ -826,7 +829,8 @@ static double head_loss(lora_llama *m, const int32_t *targets, size_t count)
 	size_t N = m->B * m->T, C = m->c.dim, V = m->c.vocab_size;
 	int train = (m->flags & LORA_LLAMA_TRAIN) != 0;
 	lora_kernels_rmsnorm_forward(m->lnf_out, m->rstdf, m->res[m->c.n_layers], m->w.norm, (float)m->c.rms_eps, N, C);
-	float gscale = train && count ? 1.0f / (float)count : 0;
+	size_t norm = m->loss_norm ? m->loss_norm : count;
+	float gscale = train && count ? 1.0f / (float)norm : 0;
 	double sum = 0;
 	for (size_t i0 = 0; i0 < N; i0 += m->chunk) {
 		size_t n = N - i0 < m->chunk ? N - i0 : m->chunk;

@@ -128,6 +128,13 @@ const float *lora_llama_logits(const lora_llama *m);
 int lora_llama_plan_decode(lora_llama *m, size_t B, size_t maxT, lora_err *e);
 int lora_llama_decode(lora_llama *m, const int32_t *tokens, size_t n, size_t pos, lora_err *e);
 
+/* The gradient of the next TRAIN forwards is that of the summed loss over
+ * their targets divided by n, not the mean over each batch's own targets:
+ * with n the target count of every micro-batch of an optimizer step, the
+ * accumulated gradient is that of the mean over all of them, as Hugging
+ * Face's Trainer takes it (num_items_in_batch) when batches hold different
+ * counts of unmasked labels. 0 restores the mean per batch. */
+void lora_llama_set_loss_norm(lora_llama *m, size_t n);
 /* Set the trainable adapter's gradients to zero. */
 void lora_llama_zero_grad(lora_llama *m);
 /* Accumulate (+=) d loss / d factors of the trainable adapter, for the

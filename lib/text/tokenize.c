@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/json.h"
 #include "core/outfile.h"
 #include "core/path.h"
 #include "core/utf8.h"
+#include "text/chat.h"
+#include "text/jsonl.h"
 #include "text/tokenizer.h"
 
 /* A batch of documents is encoded (in parallel) and written once it holds
@@ -23,7 +26,15 @@
 typedef struct {
 	size_t off, len;  /* in the batch's text */
 	const char *name; /* its input, for messages */
+	size_t line, byte; /* where it starts in its input */
+	int jsonl;        /* a JSONL example, not text */
 } doc;
+
+/* Which ids of a document are targets (1) or not (0). */
+typedef struct {
+	unsigned char *b;
+	size_t n, cap;
+} flags;
 
 typedef struct {
 	lora_tokenize_job *j;
@@ -33,12 +44,18 @@ typedef struct {
 	lora_tokenizer **tok; /* one per thread */
 	int ntok;
 	lora_data_format fmt;
+	lora_data_writer w;
+	int64_t bos, eos;    /* tokenizer_config.json's, or -1 */
+	char *config;        /* its path */
+	lora_chat *chat;     /* its chat template, or NULL and why in chat_err */
+	lora_err chat_err;
 	lora_outfile of;
 	const char *outname;
 	char *buf;           /* the batch's text */
 	size_t len, cap;
 	doc *docs;
 	lora_tokenizer_ids *ids; /* by document */
+	flags *tg;               /* by document: targets of a JSONL example */
 	size_t nd, dcap;
 } enc;
 
@@ -125,23 +142,166 @@ static int check_utf8(const char *name, const char *s, size_t n, size_t at, size
 	return lora_err_set(e, LORA_EFORMAT, "%s: invalid UTF-8 at byte %zu (line %zu)", display(name), at + bad, line);
 }
 
-static int add_doc(enc *x, const char *name, size_t off, size_t len, lora_err *e)
+static int add_doc(enc *x, doc d, lora_err *e)
 {
-	if (!len)
+	if (!d.len)
 		return 0;
 	if (x->nd == x->dcap) {
 		size_t c = x->dcap ? 2 * x->dcap : 256;
-		doc *d = realloc(x->docs, c * sizeof *d);
-		if (d)
-			x->docs = d;
-		lora_tokenizer_ids *ids = d ? realloc(x->ids, c * sizeof *ids) : NULL;
-		if (!ids)
+		doc *dd = realloc(x->docs, c * sizeof *dd);
+		if (dd)
+			x->docs = dd;
+		lora_tokenizer_ids *ids = dd ? realloc(x->ids, c * sizeof *ids) : NULL;
+		if (ids)
+			x->ids = ids;
+		flags *tg = ids ? realloc(x->tg, c * sizeof *tg) : NULL;
+		if (!tg)
 			return lora_err_nomem(e);
 		memset(ids + x->dcap, 0, (c - x->dcap) * sizeof *ids);
-		x->ids = ids, x->dcap = c;
+		memset(tg + x->dcap, 0, (c - x->dcap) * sizeof *tg);
+		x->tg = tg, x->dcap = c;
 	}
-	x->docs[x->nd++] = (doc){off, len, name};
+	x->docs[x->nd++] = d;
 	return 0;
+}
+
+static int flags_set(flags *f, size_t from, size_t to, int v)
+{
+	if (to > f->cap) {
+		size_t c = f->cap ? f->cap : 256;
+		while (c < to)
+			c *= 2;
+		unsigned char *b = realloc(f->b, c);
+		if (!b)
+			return LORA_ENOMEM;
+		f->b = b, f->cap = c;
+	}
+	memset(f->b + from, v, to - from);
+	f->n = to;
+	return 0;
+}
+
+/* axolotl's tokenizing of an example's trained part (_tokenize with
+ * add_eos_token): the EOS appended unless the ids end with it or are
+ * empty; with strip_bos, a leading BOS dropped. */
+static void eos_bos(const enc *x, lora_tokenizer_ids *ids, size_t from, int strip_bos)
+{
+	if (x->eos >= 0 && ids->n > from && ids->id[ids->n - 1] != (uint32_t)x->eos)
+		lora_tokenizer_ids_push(ids, (uint32_t)x->eos);
+	if (strip_bos && x->bos >= 0 && ids->n > from && ids->id[from] == (uint32_t)x->bos) {
+		memmove(ids->id + from, ids->id + from + 1, (ids->n - from - 1) * sizeof *ids->id);
+		ids->n--;
+	}
+}
+
+/* The index of the first id where the encoding of text[0..b) parts from
+ * all (the ids of the whole text): the token where byte b falls. */
+static int boundary(lora_tokenizer *t, const char *text, size_t b, const lora_tokenizer_ids *all, size_t *k,
+                    lora_err *e)
+{
+	lora_tokenizer_ids pre = {0};
+	int rc = lora_tokenizer_encode(t, text, b, 0, &pre, e);
+	size_t i = 0;
+	while (!rc && i < pre.n && i < all->n && pre.id[i] == all->id[i])
+		i++;
+	*k = i;
+	lora_tokenizer_ids_free(&pre);
+	return rc;
+}
+
+/* A chat rendered with the model's template and encoded as
+ * apply_chat_template encodes it: the whole text at once, special tokens
+ * matched, no post-processor tokens. A token gets loss when it starts in
+ * a span the template marks as trained (the assistant's content and its
+ * end of turn), found by encoding the text up to each place the marking
+ * changes. With literal content, each run of message content is encoded
+ * on its own with special tokens left as text. */
+static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example *ex, const char *where,
+                       lora_tokenizer_ids *ids, flags *tg, lora_err *e)
+{
+	char *text = NULL;
+	lora_chat_span *sp = NULL;
+	size_t nsp = 0, from = 0, k0 = 0;
+	int rc, all = x->j->train_on_inputs;
+	if (!x->chat) {
+		*e = x->chat_err;
+		return lora_err_prefix(e, "%s", where);
+	}
+	if ((rc = lora_chat_render(x->chat, (const lora_chat_message *)ex->msgs, ex->nmsgs, 0, &text, &sp, &nsp, e))) {
+		lora_err_prefix(e, "%s", where);
+		goto out;
+	}
+	if (!x->j->literal_content && (rc = lora_tokenizer_encode(t, text, strlen(text), 0, ids, e)))
+		goto out;
+	for (size_t i = 0; i < nsp; i = from) {
+		/* a run of spans alike in what matters here */
+		for (from = i + 1; from < nsp && sp[from].train == sp[i].train &&
+		                   (!x->j->literal_content || sp[from].content == sp[i].content);
+		     from++)
+			;
+		size_t b = sp[i].begin, end = sp[from - 1].end, k1;
+		if (x->j->literal_content) {
+			lora_tokenizer_split_special(t, sp[i].content);
+			rc = lora_tokenizer_encode(t, text + b, end - b, 0, ids, e);
+			lora_tokenizer_split_special(t, 0);
+			k1 = ids->n;
+		} else if (from == nsp) {
+			k1 = ids->n;
+		} else {
+			rc = boundary(t, text, end, ids, &k1, e);
+		}
+		if (rc || (rc = flags_set(tg, k0, k1 > k0 ? k1 : k0, all || sp[i].train)))
+			goto out;
+		k0 = k1 > k0 ? k1 : k0;
+	}
+	rc = flags_set(tg, k0, ids->n, all);
+out:
+	if (rc == LORA_ENOMEM)
+		rc = lora_err_nomem(e);
+	free(text);
+	free(sp);
+	return rc;
+}
+
+/* One JSONL example into ids and their target flags (lora_tokenize.h). */
+static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_tokenizer_ids *ids, flags *tg,
+                          lora_err *e)
+{
+	lora_jsonl_example ex;
+	char where[96];
+	int special = !x->j->no_special, rc;
+	snprintf(where, sizeof where, "line %zu (byte %zu)", d->line, d->byte);
+	if ((rc = lora_jsonl_parse(&ex, where, x->buf + d->off, d->len, e)))
+		goto out;
+	switch (ex.kind) {
+	case LORA_JSONL_TEXT:
+		if ((rc = lora_tokenizer_encode(t, ex.text, strlen(ex.text), special, ids, e)))
+			goto out;
+		if (special)
+			eos_bos(x, ids, 0, 0);
+		rc = flags_set(tg, 0, ids->n, 1);
+		break;
+	case LORA_JSONL_PROMPT: {
+		if ((rc = lora_tokenizer_encode(t, ex.prompt, strlen(ex.prompt), special, ids, e)))
+			goto out;
+		size_t np = ids->n;
+		if ((rc = lora_tokenizer_encode(t, ex.completion, strlen(ex.completion), special, ids, e)))
+			goto out;
+		if (special)
+			eos_bos(x, ids, np, 1);
+		if (!(rc = flags_set(tg, 0, np, x->j->train_on_inputs)))
+			rc = flags_set(tg, np, ids->n, 1);
+		break;
+	}
+	case LORA_JSONL_MESSAGES:
+		rc = encode_chat(x, t, &ex, where, ids, tg, e);
+		break;
+	}
+	if (rc == LORA_ENOMEM)
+		rc = lora_err_nomem(e);
+out:
+	lora_jsonl_free(&ex);
+	return rc;
 }
 
 static int batch_full(const enc *x, size_t used) { return used >= BATCH_BYTES || x->nd >= BATCH_DOCS; }
@@ -174,7 +334,9 @@ static int encode_batch(enc *x, lora_err *e)
 				break;
 			const doc *d = &x->docs[i];
 			x->ids[i].n = 0;
-			if (lora_tokenizer_encode(x->tok[k], x->buf + d->off, d->len, special, &x->ids[i], &we)) {
+			x->tg[i].n = 0;
+			if (d->jsonl ? encode_example(x, x->tok[k], d, &x->ids[i], &x->tg[i], &we)
+			             : lora_tokenizer_encode(x->tok[k], x->buf + d->off, d->len, special, &x->ids[i], &we)) {
 #pragma omp critical(tokenize_error)
 				if (i < bad) {
 					bad = i;
@@ -189,7 +351,10 @@ static int encode_batch(enc *x, lora_err *e)
 	if (bad != SIZE_MAX)
 		return lora_err_prefix(e, "%s", display(x->docs[bad].name));
 	for (size_t i = 0; i < nd; i++) {
-		if (lora_data_write(x->of.fp, (const int32_t *)x->ids[i].id, x->ids[i].n, x->fmt))
+		int rc = lora_data_writer_doc(&x->w, x->ids[i].id, x->docs[i].jsonl ? x->tg[i].b : NULL, x->ids[i].n);
+		if (rc == LORA_ENOMEM)
+			return lora_err_nomem(e);
+		if (rc)
 			return lora_err_set(e, LORA_EIO, "%s: %s", x->outname, strerror(errno));
 		x->j->nids += x->ids[i].n;
 	}
@@ -211,7 +376,7 @@ static int encode_file(enc *x, const char *name, FILE *f, lora_err *e)
 	while (got);
 	x->j->nbytes += x->len - start;
 	if ((rc = check_utf8(name, x->buf + start, x->len - start, 0, 1, e)) ||
-	    (rc = add_doc(x, name, start, x->len - start, e)))
+	    (rc = add_doc(x, (doc){start, x->len - start, name, 1, 0, 0}, e)))
 		return rc;
 	if (batch_full(x, x->len)) {
 		if ((rc = encode_batch(x, e)))
@@ -223,7 +388,7 @@ static int encode_file(enc *x, const char *name, FILE *f, lora_err *e)
 
 /* Each line a document: the text read in chunks, lines cut as they are
  * complete, the batch encoded when full and the unfinished line kept. */
-static int encode_lines(enc *x, const char *name, FILE *f, lora_err *e)
+static int encode_lines(enc *x, const char *name, FILE *f, int jsonl, lora_err *e)
 {
 	size_t ls = x->len, scan = x->len, fstart = x->len, foff = 0, line = 1, got;
 	int rc;
@@ -234,13 +399,16 @@ static int encode_lines(enc *x, const char *name, FILE *f, lora_err *e)
 		for (;;) {
 			/* at the end, what is left is the last line */
 			char *nl = memchr(x->buf + scan, '\n', x->len - scan);
+			if (!nl && jsonl && x->len - ls > LORA_JSONL_MAX_LINE)
+				return lora_err_set(e, LORA_EFORMAT, "%s: line %zu (byte %zu): longer than the limit (%zu bytes)",
+				                    display(name), line, foff + ls - fstart, LORA_JSONL_MAX_LINE);
 			if (!nl && (got || ls == x->len))
 				break;
 			size_t end = nl ? (size_t)(nl - x->buf) : x->len, n = end - ls;
 			if (n && x->buf[end - 1] == '\r')
 				n--;
 			if ((rc = check_utf8(name, x->buf + ls, n, foff + ls - fstart, line, e)) ||
-			    (rc = add_doc(x, name, ls, n, e)))
+			    (rc = add_doc(x, (doc){ls, n, name, line, foff + ls - fstart, jsonl}, e)))
 				return rc;
 			ls = scan = nl ? end + 1 : end;
 			line++;
@@ -259,6 +427,52 @@ static int encode_lines(enc *x, const char *name, FILE *f, lora_err *e)
 	}
 }
 
+static int is_jsonl(const lora_tokenize_job *j, const char *name)
+{
+	return j->jsonl || lora_path_has_suffix(name, ".jsonl");
+}
+
+/* The id of tokenizer_config.json's key (a token's text, or an object
+ * with its "content"), or -1 when it has none. */
+static int special_id(const lora_tokenizer *t, const cJSON *cfg, const char *key, const char *path, int64_t *id,
+                      lora_err *e)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+	if (cJSON_IsObject(v))
+		v = cJSON_GetObjectItemCaseSensitive(v, "content");
+	*id = -1;
+	if (!v || cJSON_IsNull(v))
+		return 0;
+	if (!cJSON_IsString(v))
+		return lora_err_set(e, LORA_EFORMAT, "%s: '%s' is not a token", path, key);
+	if ((*id = lora_tokenizer_token_id(t, v->valuestring)) < 0)
+		return lora_err_set(e, LORA_EFORMAT, "%s: %s '%.60s' is not in the tokenizer", path, key, v->valuestring);
+	return 0;
+}
+
+/* BOS and EOS as Hugging Face's tokenizer names them: from the
+ * tokenizer_config.json beside tokenizer.json. JSONL examples end with
+ * EOS, so with need a config without it is an error. */
+static int special_ids(enc *x, int need, lora_err *e)
+{
+	char *dir = lora_path_dir(x->path), *path = dir ? lora_path_join(dir, "tokenizer_config.json") : NULL;
+	cJSON *cfg = NULL;
+	int rc = 0;
+	x->bos = x->eos = -1;
+	if (!path)
+		rc = lora_err_nomem(e);
+	else if (lora_path_is_file(path) &&
+	         !(rc = lora_json_read_file(&cfg, path, 0, e)) && !(rc = special_id(x->tok[0], cfg, "bos_token", path, &x->bos, e)))
+		rc = special_id(x->tok[0], cfg, "eos_token", path, &x->eos, e);
+	if (!rc && need && x->eos < 0)
+		rc = lora_err_set(e, LORA_EUSAGE,
+		                  "%s: no eos_token (JSONL examples end with it; --no-special adds no special tokens)", path);
+	cJSON_Delete(cfg);
+	free(dir);
+	x->config = path;
+	return rc;
+}
+
 static int encode(lora_tokenize_job *j, lora_err *e)
 {
 	enc x = {.j = j, .outname = j->out && strcmp(j->out, "-") ? j->out : "standard output"};
@@ -266,32 +480,61 @@ static int encode(lora_tokenize_job *j, lora_err *e)
 	if (rc)
 		goto out;
 	size_t V = lora_tokenizer_vocab_size(x.tok[0]);
+	int any_jsonl = 0;
+	for (size_t i = 0; i < j->ninputs; i++)
+		any_jsonl |= is_jsonl(j, j->inputs[i]);
+	if ((rc = special_ids(&x, any_jsonl && !j->no_special, e)))
+		goto out;
+	/* chats need the template; other examples do not, so its absence is
+	 * an error only when a chat comes (or a format was asked for) */
+	if (any_jsonl && lora_chat_open(&x.chat, x.config, j->chat_format, &x.chat_err) && j->chat_format) {
+		*e = x.chat_err;
+		rc = x.chat_err.code;
+		goto out;
+	}
 	x.fmt = j->format;
-	if (x.fmt == LORA_DATA_AUTO)
-		x.fmt = j->out && lora_path_has_suffix(j->out, ".u32") ? LORA_DATA_U32 : LORA_DATA_U16;
+	if (x.fmt == LORA_DATA_AUTO) {
+		const char *o = j->out && strcmp(j->out, "-") ? j->out : "";
+		x.fmt = lora_path_has_suffix(o, ".tok")                                          ? LORA_DATA_TOK
+		        : lora_path_has_suffix(o, ".u32")                                        ? LORA_DATA_U32
+		        : lora_path_has_suffix(o, ".bin") || lora_path_has_suffix(o, ".u16") ? LORA_DATA_U16
+		        : any_jsonl                                                              ? LORA_DATA_TOK
+		                                                                                 : LORA_DATA_U16;
+	}
 	if (x.fmt == LORA_DATA_U16 && V > 65536) {
 		rc = lora_err_set(e, LORA_EUSAGE, "%s: %zu token ids do not fit --output-format u16; use u32", x.path, V);
 		goto out;
 	}
 	if ((rc = lora_outfile_open(&x.of, j->out, (j->force ? LORA_OUT_FORCE : 0) | LORA_OUT_BINARY, e)))
 		goto out;
+	if (lora_data_writer_open(&x.w, x.of.fp, x.fmt, V > 65536 ? 4 : 2, any_jsonl))
+		rc = lora_err_set(e, LORA_EIO, "%s: %s", x.outname, strerror(errno));
 	for (size_t i = 0; i < j->ninputs && !rc; i++) {
 		const char *name = j->inputs[i];
+		int jl = is_jsonl(j, name);
 		FILE *f = open_input(name, e);
-		rc = !f ? LORA_EIO : j->lines ? encode_lines(&x, name, f, e) : encode_file(&x, name, f, e);
+		rc = !f ? LORA_EIO : j->lines || jl ? encode_lines(&x, name, f, jl, e) : encode_file(&x, name, f, e);
 		close_input(f);
 	}
 	if (!rc)
 		rc = encode_batch(&x, e);
+	if (!rc && (rc = lora_data_writer_close(&x.w)))
+		rc = rc == LORA_ENOMEM ? lora_err_nomem(e) : lora_err_set(e, LORA_EIO, "%s: %s", x.outname, strerror(errno));
 	if (!rc)
 		rc = lora_outfile_commit(&x.of, e);
 	else
 		lora_outfile_abort(&x.of);
 out:
+	lora_chat_close(x.chat);
+	free(x.config);
+	lora_data_writer_free(&x.w);
 	for (int k = 0; k < x.ntok; k++)
 		lora_tokenizer_free(x.tok[k]);
-	for (size_t i = 0; i < x.dcap; i++)
+	for (size_t i = 0; i < x.dcap; i++) {
 		lora_tokenizer_ids_free(&x.ids[i]);
+		free(x.tg[i].b);
+	}
+	free(x.tg);
 	free(x.tok);
 	free(x.ids);
 	free(x.docs);
@@ -365,6 +608,48 @@ static int decode(lora_tokenize_job *j, lora_err *e)
 	free(x.tok);
 	free(x.json);
 	free(x.path);
+	return rc;
+}
+
+int lora_tokenize_open_data(lora_data **out, const char *model, const char *path, lora_data_format fmt, size_t vocab,
+                            int threads, lora_err *e)
+{
+	const char *tmp = getenv("TMPDIR");
+	char dir[4096], file[4200];
+	char *const inputs[] = {(char *)path};
+	int rc;
+	*out = NULL;
+	if (fmt != LORA_DATA_AUTO || !(lora_path_has_suffix(path, ".jsonl") || lora_path_has_suffix(path, ".txt")))
+		return lora_data_open(out, path, fmt, vocab, e);
+	if (!lora_path_is_file(path))
+		return lora_err_set(e, LORA_EIO, "%s: not a readable file", path);
+	snprintf(dir, sizeof dir, "%s/lora-data.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(dir))
+		return lora_err_set(e, LORA_EIO, "%s: cannot make a directory to tokenize %s in: %s", dir, path,
+		                    strerror(errno));
+	snprintf(file, sizeof file, "%s/data.tok", dir);
+	lora_tokenize_job j = {.model = model, .inputs = inputs, .ninputs = 1, .threads = threads, .out = file,
+	                       .format = lora_path_has_suffix(path, ".jsonl") ? LORA_DATA_TOK : LORA_DATA_U32};
+	rc = lora_tokenize_job_run(&j, e);
+	if (!rc && (rc = lora_data_open(out, file, j.format, vocab, e)) && !strncmp(e->msg, file, strlen(file))) {
+		/* the data is the text's: name it */
+		char msg[sizeof e->msg];
+		snprintf(msg, sizeof msg, "%s%s", path, e->msg + strlen(file));
+		lora_err_set(e, rc, "%s", msg);
+	}
+	if (!rc) {
+		char *name = strdup(path);
+		if (!name) {
+			lora_data_close(*out);
+			*out = NULL;
+			rc = lora_err_nomem(e);
+		} else {
+			free((*out)->path);
+			(*out)->path = name;
+		}
+	}
+	unlink(file);
+	rmdir(dir);
 	return rc;
 }
 

@@ -4,10 +4,15 @@
  * tokenizer.json. An input file is one document, or with lines each line
  * is one (the line break and a '\r' before it left out). Each document is
  * encoded on its own, with the post-processor's special tokens (BOS/EOS)
- * unless no_special; an empty document gives nothing. The ids are written
- * as bare little-endian u16 or u32 (io/data's formats), the documents one
- * after another. Documents are encoded on several threads, in batches,
- * and written in input order: the same bytes at any thread count.
+ * unless no_special; an empty document gives nothing. A JSONL input
+ * (text/jsonl.h) gives a document per example with its targets: prompts,
+ * system and user turns none unless train_on_inputs, as axolotl
+ * tokenizes them (the answer's EOS appended, its BOS dropped), chats
+ * rendered with the model's template (text/chat.h) and encoded whole. The
+ * ids are written as bare little-endian u16 or u32, or as a tok file with
+ * the documents and the loss mask (io/data's formats). Documents are
+ * encoded on several threads, in batches, and written in input order: the
+ * same bytes at any thread count.
  *
  * Decoding: token data (io/data's formats) back to text, each input file
  * decoded whole, special tokens kept unless no_special.
@@ -30,8 +35,13 @@ typedef struct {
 	size_t ninputs;
 	int decode;               /* ids to text, not text to ids */
 	int lines;                /* encoding: each line a document */
+	int jsonl;                /* encoding: every input is JSONL (else those named *.jsonl) */
+	int train_on_inputs;      /* encoding: prompt tokens of JSONL examples are targets too */
+	int literal_content;      /* encoding: chat message content is plain text (no special tokens in it) */
+	const char *chat_format;  /* encoding: the chat family (text/chat.h's names), or NULL: recognised */
 	int no_special;           /* encoding: no BOS/EOS; decoding: special tokens left out */
-	lora_data_format format;  /* encoding: U16, U32, or AUTO (u32 for an output named *.u32, else u16);
+	lora_data_format format;  /* encoding: U16, U32, TOK, or AUTO (by the output's name: *.tok, *.u32,
+	                             *.bin or *.u16; else tok for JSONL inputs, u16 for text);
 	                             decoding: the format of the ids, as lora_data_open takes it */
 	const char *out;          /* NULL or "-": standard output */
 	int force;                /* replace an existing output */
@@ -48,5 +58,16 @@ typedef struct {
  * the errors of reading, the tokenizer and writing (LORA_EIO, LORA_EFORMAT,
  * LORA_EINVAL, LORA_ENOMEM), each one line naming the file. */
 int lora_tokenize_job_run(lora_tokenize_job *j, lora_err *e);
+
+/* lora-train's and lora-eval's -d: token data (lora_data_open with fmt),
+ * or with fmt AUTO a file named *.txt or *.jsonl tokenized with
+ * the model directory's tokenizer.json exactly as `lora-tokenize -m model
+ * path` does by default (JSONL: tok, its examples as documents with their
+ * mask; text: one stream of ids), on threads threads, into a temporary
+ * file in TMPDIR (or /tmp) that is mapped and removed at once, and opened
+ * as lora_data_open would (checked against vocab; named path in messages
+ * and lora_data_id). Errors as lora_tokenize_job_run's. */
+int lora_tokenize_open_data(lora_data **out, const char *model, const char *path, lora_data_format fmt, size_t vocab,
+                            int threads, lora_err *e);
 
 #endif

@@ -115,6 +115,7 @@ struct lora_tokenizer {
 	size_t nadded;
 	addset raw, norm;
 	uint8_t *special; /* by id: the token's text is a special token's */
+	int split_special; /* special added tokens are not matched in the text */
 	int32_t *added_of; /* by id: the added token (decoding looks there first), or -1 */
 	/* pipeline */
 	step norms[MAX_STEPS], pres[MAX_STEPS], decs[MAX_STEPS];
@@ -1670,6 +1671,8 @@ static int64_t find_added(const lora_tokenizer *t, const addset *set, const char
 		unsigned b = (unsigned char)s[i];
 		for (uint32_t k = set->at[b]; k < set->at[b + 1]; k++) {
 			const added *a = &t->added[set->idx[k]];
+			if (a->special && t->split_special)
+				continue;
 			if (a->patn <= n - i && !memcmp(s + i, a->pat, a->patn)) {
 				*at = i;
 				return set->idx[k];
@@ -1731,6 +1734,8 @@ static int gap(lora_tokenizer *t, int stage, const char *s, size_t n, int first,
 	/* stage 2 runs before the next normalize call reuses the buffer */
 	return split_added(t, 2, ns, nn, first, e);
 }
+
+void lora_tokenizer_split_special(lora_tokenizer *t, int on) { t->split_special = on != 0; }
 
 int lora_tokenizer_encode(lora_tokenizer *t, const char *text, size_t n, int add_special, lora_tokenizer_ids *ids,
                           lora_err *e)

@@ -58,6 +58,10 @@ void lora_tokenizer_free(lora_tokenizer *t);
  * words: use one from one thread at a time. */
 int lora_tokenizer_encode(lora_tokenizer *t, const char *text, size_t n, int add_special, lora_tokenizer_ids *ids,
                           lora_err *e);
+/* With on, encoding leaves special added tokens unmatched: text that
+ * spells one is encoded as text (the library's split_special_tokens);
+ * other added tokens are still matched. Off by default. */
+void lora_tokenizer_split_special(lora_tokenizer *t, int on);
 /* The text of ids[0..n) into a new NUL-terminated *out of *len bytes
  * (caller frees); with skip_special, special tokens are left out (the
  * library's skip_special_tokens). An id the tokenizer does not have is

@@ -13,7 +13,9 @@
 #include "core/outfile.h"
 #include "io/load.h"
 #include "io/lorafile.h"
+#include "math/blas.h"
 #include "ops/init.h"
+#include "text/tokenize.h"
 
 static char *provenance(const lora_trainconf *c, const lora_ckpt *ck, const lora_llama *m, const char *data_id,
                         const char *eval_id, const lora_train_result *r)
@@ -167,8 +169,10 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
 	                          LORA_LLAMA_TRAIN | (j->recompute ? LORA_LLAMA_RECOMPUTE : 0), e)))
 		return rc;
 	size_t vocab = lora_llama_get_config(s->m)->vocab_size;
-	if ((rc = lora_data_open(&s->train, j->data, j->format, vocab, e)) ||
-	    (j->eval_data && s->rank == 0 && (rc = lora_data_open(&s->eval, j->eval_data, j->format, vocab, e))))
+	int nt = lora_blas_threads();
+	if ((rc = lora_tokenize_open_data(&s->train, j->model, j->data, j->format, vocab, nt, e)) ||
+	    (j->eval_data && s->rank == 0 &&
+	     (rc = lora_tokenize_open_data(&s->eval, j->model, j->eval_data, j->format, vocab, nt, e))))
 		return rc;
 	if (!(s->data_id = lora_data_id(s->train)) || (s->eval && !(s->eval_id = lora_data_id(s->eval))))
 		return lora_err_nomem(e);

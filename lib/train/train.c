@@ -234,7 +234,10 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	lora_data_batches b = {0};
 	lora_dist *one = NULL, *d = o->dist;
 	long epoch = -1;
-	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
+	/* a step's micro-batches (this rank's), all cut before the first runs */
+	int32_t *in = malloc(accum * B * T * sizeof *in), *tg = malloc(accum * B * T * sizeof *tg);
+	size_t *cnt = malloc(accum * sizeof *cnt);
+	unsigned flags = c->sample_packing ? 0 : LORA_DATA_UNPACKED;
 	float *p = malloc((n ? n : 1) * sizeof *p), *g = malloc((n ? n : 1) * sizeof *g);
 	int rc = 0;
 	lora_optim_schedule sched;
@@ -242,7 +245,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	memset(r, 0, sizeof *r);
 	r->loss = r->eval_loss = NAN;
 	r->step = start;
-	if (!in || !tg || !p || !g) {
+	if (!in || !tg || !cnt || !p || !g) {
 		rc = lora_err_nomem(e);
 		goto out;
 	}
@@ -259,7 +262,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		goto out;
 	s.ranks = (int)ranks;
 	/* The planned length, from the data, fixes the schedule. */
-	if ((rc = lora_data_batches_init(&b, o->train, B, T, 0, 0, e)))
+	if ((rc = lora_data_batches_init(&b, o->train, B, T, flags, 0, e)))
 		goto out;
 	size_t nb = b.nbatches;
 	lora_data_batches_free(&b);
@@ -270,33 +273,41 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	size_t tokens = 0;
 	for (long step = start; step < s.total; step++) {
 		lora_llama_set_dropout(o->model, (float)c->lora_dropout, (uint64_t)c->seed * 0x9e3779b97f4a7c15ull + (uint64_t)step);
-		/* Each micro-batch's gradient on its own, then summed in the order
-		 * one process visits them (dist.h), whatever the rank count. */
+		/* Hugging Face's rule for labels of -100: the loss of a step is the
+		 * mean over every target with loss in it, whichever micro-batch (and
+		 * rank) holds it, and so is its gradient. Each micro-batch's gradient
+		 * is its targets' sum, on its own; the sums are folded in the order
+		 * one process visits them (dist.h), whatever the rank count, and the
+		 * fold divided by the step's count of targets. */
 		for (size_t micro = 0; micro < local && !rc; micro++) {
 			size_t j = (size_t)step * accum + first + micro;
 			long ep = (long)(j / nb);
 			if (ep != epoch) { /* each epoch its own order */
 				lora_data_batches_free(&b);
-				if ((rc = lora_data_batches_init(&b, o->train, B, T, o->shuffle,
+				if ((rc = lora_data_batches_init(&b, o->train, B, T, flags | (o->shuffle ? LORA_DATA_SHUFFLE : 0),
 				                                 (uint64_t)c->seed + (uint64_t)ep * 0x632be59bd9b4e019ull, e)))
 					break;
 				epoch = ep;
 			}
+			cnt[micro] = lora_data_batches_get(&b, j % nb, in + micro * B * T, tg + micro * B * T);
+		}
+		lora_llama_set_loss_norm(o->model, 1);
+		for (size_t micro = 0; micro < local && !rc; micro++) {
 			double l;
-			size_t nt;
-			lora_data_batches_get(&b, j % nb, in, tg);
 			lora_llama_zero_grad(o->model);
-			if ((rc = lora_llama_forward(o->model, in, tg, &l, &nt, e)) ||
+			if ((rc = lora_llama_forward(o->model, in + micro * B * T, tg + micro * B * T, &l, NULL, e)) ||
 			    (rc = lora_llama_backward(o->model, e)))
 				break;
 			gather_grads(lora_dist_slot(d, micro), o->model, o->adapter);
-			lora_dist_add(d, micro, l, nt);
+			lora_dist_add(d, micro, l * (double)cnt[micro], cnt[micro]);
 		}
-		/* Each micro-batch's loss is a mean: average their gradients. */
+		lora_llama_set_loss_norm(o->model, 0);
 		lora_dist_sums sum = {.stop = o->stop ? *o->stop : 0, .failed = rc ? lora_dist_rank(d) : -1};
-		if ((rc = lora_dist_reduce(d, g, 1.0f / (float)accum, &sum, rc, e)))
+		if ((rc = lora_dist_reduce(d, g, 1.0f, &sum, rc, e)))
 			goto out;
-		double loss = sum.loss / (double)accum;
+		double loss = sum.loss / (double)sum.tokens;
+		for (size_t i = 0; i < n; i++)
+			g[i] = (float)(g[i] / (double)sum.tokens);
 		if (!isfinite(loss)) {
 			rc = lora_err_set(e, LORA_EINVAL, "step %ld: the loss is %s; stopping (the last checkpoint is kept)",
 			                  step + 1, isnan(loss) ? "NaN" : "infinite");
@@ -341,7 +352,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 		int last = s.step == s.total;
 		if (o->eval && ((c->eval_steps > 0 && s.step % c->eval_steps == 0) || last)) {
 			lora_llama_set_dropout(o->model, 0, 0);
-			lora_eval_opts eo = {.B = B, .T = T, .max_batches = o->eval_batches};
+			lora_eval_opts eo = {.B = B, .T = T, .max_batches = o->eval_batches, .packed = c->sample_packing};
 			lora_eval_result er;
 			if ((rc = lora_eval_run(o->model, o->eval, &eo, &er, e)))
 				goto out;
@@ -368,6 +379,6 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 out:
 	lora_data_batches_free(&b);
 	lora_dist_close(one);
-	free(in), free(tg), free(p), free(g);
+	free(in), free(tg), free(cnt), free(p), free(g);
 	return rc;
 }

@@ -57,6 +57,10 @@ static const lora_trainconf_key keys[] = {
 	      FLAG('T', "seq", "T")),
 	K_INT(micro_batch_size, 1, MAX_SIZE, 0, "1", "a positive integer", "sequences per forward and backward pass",
 	      FLAG('b', "batch", "B")),
+	K_BOOL(sample_packing, "false",
+	       "token files with documents (tok): fill each row with whole examples; false: one example per row, "
+	       "cut or padded to sequence_len",
+	       FLAG(0, "sample-packing", NULL)),
 	K_INT(gradient_accumulation_steps, 1, MAX_SIZE, 0, "1", "a positive integer",
 	      "micro-batches whose gradients make one optimizer step", FLAG(0, "accum", "N")),
 	K_NUM(num_epochs, 0, 1e6, LORA_TC_LO_OPEN, "1", "a positive number",

@@ -55,6 +55,7 @@ typedef struct {
 	int peft_use_rslora;               /* 1: scale by alpha/sqrt(r) */
 	long long sequence_len;
 	long long micro_batch_size;
+	int sample_packing;                /* tok files: rows of whole documents, not one each */
 	long long gradient_accumulation_steps;
 	double num_epochs;                 /* fractional epochs allowed, as in axolotl */
 	long long max_steps;               /* -1: not set, num_epochs decides */

@@ -1,8 +1,9 @@
 /* Fuzz the token-file reader (lora_data_open) and the batch planner. The
  * first input byte picks the format (and for auto the file name's
  * extension), the second the vocabulary size; the rest is the file. An
- * accepted file holds exactly its tokens, each below the vocabulary, and
- * every batch reads inside it. */
+ * accepted file holds exactly its tokens, each below the vocabulary (a tok
+ * file's documents rising to its end), and every batch, packed or not,
+ * reads inside it, each row with a target that has loss. */
 #include "io/data.h"
 #include "fuzz.h"
 
@@ -31,30 +32,50 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(d->elem == 1 || d->elem == 2 || d->elem == 4);
 	if (d->format == LORA_DATA_LLMC)
 		body -= LORA_LLMC_HEADER_BYTES;
+	if (d->format == LORA_DATA_TOK) {
+		/* documents rise to the token count; the rest is the mask and
+		 * the header and trailer */
+		size_t prev = 0;
+		for (size_t i = 0; i < d->ndocs; i++) {
+			size_t end = lora_data_doc_end(d, i);
+			FUZZ_CHECK(end > prev && end <= d->ntokens);
+			prev = end;
+		}
+		FUZZ_CHECK(prev == d->ntokens && (d->ntokens == 0) == (d->ndocs == 0));
+		body -= LORA_TOK_HEADER_BYTES + LORA_TOK_TRAILER_BYTES + 8 * d->ndocs + (d->mask ? (d->ntokens + 7) / 8 : 0);
+	}
 	FUZZ_CHECK(d->ntokens * d->elem == body);
 	for (size_t i = 0; i < d->ntokens; i++)
 		FUZZ_CHECK(lora_data_token(d, i) < vocab);
 	/* Cut it into batches both ways, with a shape from the input. */
 	size_t B = 1 + data[1] % 3, T = 1 + data[0] % 5;
-	for (int shuffle = 0; shuffle < 2; shuffle++) {
+	for (unsigned flags = 0; flags < 4; flags++) {
 		lora_data_batches b;
-		rc = lora_data_batches_init(&b, d, B, T, shuffle, data[0], &e);
+		rc = lora_data_batches_init(&b, d, B, T, flags, data[0], &e);
 		if (rc) {
 			fuzz_check_error(rc, &e);
-			FUZZ_CHECK(d->ntokens < B * T + 1);
+			FUZZ_CHECK(d->ndocs || d->ntokens < B * T + 1);
 			continue;
 		}
 		FUZZ_CHECK(b.nbatches >= 1);
 		int32_t in[15], tg[15];
 		size_t ks[2] = {0, b.nbatches - 1};
 		for (int k = 0; k < 2; k++) {
-			lora_data_batches_get(&b, ks[k], in, tg);
+			size_t cnt = lora_data_batches_get(&b, ks[k], in, tg), c = 0;
 			for (size_t r = 0; r < B; r++) {
-				size_t off = lora_data_batches_row_offset(&b, ks[k], r);
-				FUZZ_CHECK(off + T < d->ntokens);
-				for (size_t t = 0; t < T; t++)
+				lora_data_row row = lora_data_batches_row(&b, ks[k], r);
+				FUZZ_CHECK(row.len >= 2 && row.len <= T + 1 && row.off + row.len <= d->ntokens);
+				int any = 0;
+				for (size_t t = 0; t < T; t++) {
 					FUZZ_CHECK((size_t)in[r * T + t] < vocab || vocab > INT32_MAX);
+					if (tg[r * T + t] >= 0)
+						c++, any = 1;
+				}
+				/* a row always holds a target with loss (ids past
+				 * INT32_MAX read as negative) */
+				FUZZ_CHECK(any || vocab > INT32_MAX);
 			}
+			FUZZ_CHECK(c == cnt || vocab > INT32_MAX);
 		}
 		lora_data_batches_free(&b);
 	}

@@ -74,7 +74,7 @@ static void check_batches(const lora_data *d, size_t B, size_t T, int shuffle, u
 		for (size_t r = 0; r < B; r++) {
 			/* row r of batch k starts at token s */
 			size_t s = shuffle ? order[k * B + r] * T : (k * B + r) * T;
-			ok &= lora_data_batches_row_offset(&b, k, r) == s;
+			ok &= lora_data_batches_row(&b, k, r).off == s;
 			for (size_t t = 0; t < T; t++)
 				ok &= in[r * T + t] == tok(s + t) && tg[r * T + t] == tok(s + t + 1);
 		}
@@ -214,6 +214,194 @@ static void test_id(const char *dir)
 	lora_data_close(d);
 }
 
+/* ---- tok files (lora-data(5)), built here byte by byte ---- */
+
+static void put(unsigned char **p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		*(*p)++ = (unsigned char)(v >> (8 * i));
+}
+
+/* A tok file of u16 tokens 10+i, documents of the given lengths, mask bit
+ * i = masked[i] (or no mask); fields overridable to make bad files. */
+typedef struct {
+	uint32_t version, elem, flags, reserved;
+	int64_t ntok, ndoc; /* -1: the real counts */
+	int bad_end;        /* a wrong end magic */
+	int pad_bit;        /* a mask bit past the last token */
+	int swap_ends;      /* the first two document ends exchanged */
+} tokopt;
+
+static size_t build(unsigned char *buf, const size_t *lens, size_t nd, const int *mask, tokopt o)
+{
+	unsigned char *p = buf;
+	size_t n = 0;
+	for (size_t i = 0; i < nd; i++)
+		n += lens[i];
+	memcpy(p, "LORATOK\n", 8), p += 8;
+	put(&p, o.version, 4), put(&p, o.elem, 4), put(&p, o.flags, 4), put(&p, o.reserved, 4);
+	for (size_t i = 0; i < n; i++)
+		put(&p, 10 + i, (int)o.elem);
+	uint64_t ends[16], end = 0;
+	for (size_t i = 0; i < nd; i++)
+		ends[i] = end += lens[i];
+	if (o.swap_ends) {
+		uint64_t t = ends[0];
+		ends[0] = ends[1], ends[1] = t;
+	}
+	for (size_t i = 0; i < nd; i++)
+		put(&p, ends[i], 8);
+	if (o.flags & 1) {
+		memset(p, 0, (n + 7) / 8);
+		for (size_t i = 0; i < n; i++)
+			if (mask[i])
+				p[i / 8] |= (unsigned char)(1 << (i % 8));
+		if (o.pad_bit)
+			p[n / 8] |= 0x80;
+		p += (n + 7) / 8;
+	}
+	put(&p, o.ntok < 0 ? n : (uint64_t)o.ntok, 8);
+	put(&p, o.ndoc < 0 ? nd : (uint64_t)o.ndoc, 8);
+	memcpy(p, o.bad_end ? "LORAEND!" : "LORAEND\n", 8), p += 8;
+	return (size_t)(p - buf);
+}
+
+static const tokopt good = {1, 2, 1, 0, -1, -1, 0, 0, 0};
+
+static int open_bytes(lora_data **d, const unsigned char *b, size_t n, lora_err *e)
+{
+	void *copy = malloc(n);
+	memcpy(copy, b, n);
+	return lora_data_from_memory(d, "t.tok", copy, n, LORA_DATA_AUTO, 1000, e);
+}
+
+static void test_tok_reader(void)
+{
+	static const size_t lens[] = {2, 2, 6, 1, 3};
+	static const int mask[14] = {1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1};
+	unsigned char buf[512];
+	lora_data *d;
+	lora_err e;
+	size_t n = build(buf, lens, 5, mask, good);
+	CHECK(n == 24 + 28 + 40 + 2 + 24, "tok size %zu", n);
+	CHECK(open_bytes(&d, buf, n, &e) == 0, "tok open: %s", e.msg);
+	if (!d)
+		return;
+	CHECK(d->format == LORA_DATA_TOK && d->ntokens == 14 && d->ndocs == 5 && d->elem == 2, "tok counts");
+	CHECK(lora_data_token(d, 13) == 23 && lora_data_doc_end(d, 2) == 10, "tok token and end");
+	int ok = 1;
+	for (size_t i = 0; i < 14; i++)
+		ok &= lora_data_target(d, i) == mask[i];
+	CHECK(ok, "tok mask bits");
+	lora_data_close(d);
+	struct {
+		tokopt o;
+		const char *msg;
+	} bad[] = {
+		{{2, 2, 1, 0, -1, -1, 0, 0, 0}, "t.tok: tok file version is not 1"},
+		{{1, 3, 1, 0, -1, -1, 0, 0, 0}, "t.tok: tok file tokens are neither 2 nor 4 bytes"},
+		{{1, 2, 3, 0, -1, -1, 0, 0, 0}, "t.tok: unknown flags or reserved bits set in the tok header"},
+		{{1, 2, 1, 7, -1, -1, 0, 0, 0}, "t.tok: unknown flags or reserved bits set in the tok header"},
+		{{1, 2, 1, 0, 15, -1, 0, 0, 0}, "t.tok: tok trailer's token and document counts do not fit the file's size"},
+		{{1, 2, 1, 0, -1, 6, 0, 0, 0}, "t.tok: tok trailer's token and document counts do not fit the file's size"},
+		{{1, 2, 1, 0, -1, (int64_t)1 << 61, 0, 0, 0},
+		 "t.tok: tok trailer's token and document counts do not fit the file's size"},
+		{{1, 2, 1, 0, -1, -1, 1, 0, 0}, "t.tok: tok trailer is missing or damaged (bad end magic)"},
+		{{1, 2, 1, 0, -1, -1, 0, 1, 0}, "t.tok: loss mask has bits set past the last token"},
+		{{1, 2, 1, 0, -1, -1, 0, 0, 1}, "t.tok: document 1 ends at token 2, not within (4, 14]"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		n = build(buf, lens, 5, mask, bad[i].o);
+		int rc = open_bytes(&d, buf, n, &e);
+		CHECK(rc == LORA_EFORMAT && d == NULL && !strcmp(e.msg, bad[i].msg), "bad tok %zu: %d %s", i, rc, e.msg);
+	}
+	/* the last end short of the token count; a file cut anywhere */
+	static const size_t short_lens[] = {2, 2};
+	n = build(buf, short_lens, 2, mask, (tokopt){1, 2, 0, 0, 5, -1, 0, 0, 0});
+	CHECK(open_bytes(&d, buf, n, &e) == LORA_EFORMAT, "counts and size");
+	n = build(buf, lens, 5, mask, good);
+	for (size_t cut = 0; cut < n; cut++)
+		if (open_bytes(&d, buf, cut, &e) != LORA_EFORMAT) {
+			CHECK(0, "cut at %zu accepted", cut);
+			lora_data_close(d);
+			break;
+		}
+}
+
+/* The writer gives build()'s bytes. */
+static void test_tok_writer(const char *dir)
+{
+	static const size_t lens[] = {2, 2, 6, 1, 3};
+	static const int mask[14] = {1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1};
+	unsigned char want[512], got[512];
+	size_t n = build(want, lens, 5, mask, good), off = 0;
+	char path[600];
+	snprintf(path, sizeof path, "%s/w.tok", dir);
+	FILE *f = fopen(path, "wb");
+	lora_data_writer w;
+	int rc = lora_data_writer_open(&w, f, LORA_DATA_TOK, 2, 1);
+	for (size_t i = 0; i < 5 && !rc; i++) {
+		uint32_t ids[8];
+		unsigned char tg[8];
+		for (size_t k = 0; k < lens[i]; k++)
+			ids[k] = (uint32_t)(10 + off + k), tg[k] = (unsigned char)mask[off + k];
+		rc = lora_data_writer_doc(&w, ids, tg, lens[i]);
+		off += lens[i];
+	}
+	rc |= lora_data_writer_close(&w);
+	fclose(f);
+	f = fopen(path, "rb");
+	size_t m = fread(got, 1, sizeof got, f);
+	fclose(f);
+	CHECK(rc == 0 && m == n && !memcmp(got, want, n), "writer: %zu bytes, want %zu", m, n);
+}
+
+/* Rows of the tok file above, T = 4, packed and not (data.h's rules,
+ * worked by hand), and every input and target against a direct reading of
+ * the rules: a target has loss when its mask bit is set and it is in the
+ * document of the token before it; padding is input 0, no loss. */
+static void test_tok_rows(void)
+{
+	static const size_t lens[] = {2, 2, 6, 1, 3};
+	static const int doc_of[14] = {0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 3, 4, 4, 4};
+	static const int mask[14] = {1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1};
+	unsigned char buf[512];
+	lora_data *d;
+	lora_err e;
+	open_bytes(&d, buf, build(buf, lens, 5, mask, good), &e);
+	/* packed: docs 0+1 (4 tokens), doc 2 as windows of 5 every 4, docs 3+4;
+	 * unpacked: doc 1 has no target with loss, doc 3 no target at all */
+	static const lora_data_row packed[] = {{0, 4}, {4, 5}, {8, 2}, {10, 4}}, unpacked[] = {{0, 2}, {4, 5}, {11, 3}};
+	for (int pk = 0; pk < 2; pk++) {
+		const lora_data_row *want = pk ? packed : unpacked;
+		size_t nw = pk ? 4 : 3, T = 4;
+		lora_data_batches b;
+		int rc = lora_data_batches_init(&b, d, 1, T, pk ? 0 : LORA_DATA_UNPACKED, 0, &e);
+		CHECK(rc == 0 && b.nbatches == nw, "packed %d: %zu rows: %s", pk, b.nbatches, e.msg);
+		for (size_t k = 0; k < b.nbatches && k < nw; k++) {
+			lora_data_row r = lora_data_batches_row(&b, k, 0);
+			CHECK(r.off == want[k].off && r.len == want[k].len, "packed %d row %zu: (%zu, %zu)", pk, k, r.off, r.len);
+			int32_t in[4], tg[4];
+			size_t cnt = lora_data_batches_get(&b, k, in, tg), c = 0;
+			for (size_t t = 0; t < T; t++) {
+				size_t p = r.off + t;
+				int32_t wi = t < r.len ? (int32_t)(10 + p) : 0, wt = -1;
+				if (t + 1 < r.len && doc_of[p] == doc_of[p + 1] && mask[p + 1])
+					wt = (int32_t)(10 + p + 1), c++;
+				CHECK(in[t] == wi && tg[t] == wt, "packed %d row %zu pos %zu: %d %d, want %d %d", pk, k, t, in[t],
+				      tg[t], wi, wt);
+			}
+			CHECK(cnt == c, "packed %d row %zu: count %zu, want %zu", pk, k, cnt, c);
+		}
+		lora_data_batches_free(&b);
+	}
+	lora_data_batches b;
+	CHECK(lora_data_batches_init(&b, d, 4, 4, LORA_DATA_UNPACKED, 0, &e) == LORA_EINVAL &&
+	          !strcmp(e.msg, "t.tok: 5 documents make 3 rows of 5 tokens with loss, fewer than a batch of 4"),
+	      "too few rows: %s", e.msg);
+	lora_data_close(d);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -224,5 +412,8 @@ int main(int argc, char **argv)
 	test_vocab(argv[1]);
 	test_uniform(argv[1]);
 	test_id(argv[1]);
+	test_tok_reader();
+	test_tok_writer(argv[1]);
+	test_tok_rows();
 	DONE();
 }

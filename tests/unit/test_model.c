@@ -173,7 +173,7 @@ static void test_data(const char *dir)
 		ok &= seen[i] == 1;
 	CHECK(ok, "shuffle is a permutation of the windows");
 	lora_data_batches_get(&bt, 1, in, tg);
-	size_t off = lora_data_batches_row_offset(&bt, 1, 2);
+	size_t off = lora_data_batches_row(&bt, 1, 2).off;
 	CHECK(off == bt.order[5] * 10 && in[2 * 10] == u16[off] && tg[2 * 10 + 9] == u16[off + 10], "shuffled row");
 	lora_data_batches b2;
 	lora_data_batches_init(&b2, d, 3, 10, 1, 42, &e);

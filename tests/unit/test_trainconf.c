@@ -67,7 +67,7 @@ static void test_defaults(void)
 	          !strcmp(tl, io.targets) && c.peft_use_rslora == io.rslora, "defaults are lora-init's");
 	free(tl);
 	CHECK(list_is(&c.lora_target_modules, 2, "q_proj", "v_proj"), "default targets");
-	CHECK(!c.lora_target_linear && !c.peft_use_rslora, "bool defaults");
+	CHECK(!c.lora_target_linear && !c.peft_use_rslora && !c.sample_packing, "bool defaults");
 	CHECK(c.sequence_len == 256 && c.micro_batch_size == 1 && c.gradient_accumulation_steps == 1, "batch defaults");
 	CHECK(c.num_epochs == 1 && c.max_steps == -1, "length defaults");
 	CHECK(c.learning_rate == 2e-4 && c.lr_scheduler == LORA_SCHED_COSINE && c.warmup_steps == 0, "lr defaults");
@@ -84,10 +84,10 @@ static void test_table(void)
 {
 	size_t n;
 	const lora_trainconf_key *k = lora_trainconf_keys(&n);
-	CHECK(n == 27, "%zu keys", n);
+	CHECK(n == 28, "%zu keys", n);
 	static const char *const want[] = {
 		"adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_linear",
-		"peft_use_rslora", "sequence_len", "micro_batch_size", "gradient_accumulation_steps", "num_epochs",
+		"peft_use_rslora", "sequence_len", "micro_batch_size", "sample_packing", "gradient_accumulation_steps", "num_epochs",
 		"max_steps", "learning_rate", "lr_scheduler", "warmup_steps", "weight_decay", "max_grad_norm",
 		"optimizer", "adam_beta1", "adam_beta2", "adam_epsilon", "sgd_momentum", "seed", "eval_steps",
 		"save_steps", "compute", "bf16"};
