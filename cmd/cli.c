@@ -536,6 +536,11 @@ void lora_cli_stdin(const lora_tool *t, const char *spec)
 	int in = strcmp(spec, "-") == 0 ||
 	         (strncmp(spec, "-:", 2) == 0 && !lora_load_spec(spec, &path, &k, &e) && strcmp(path, "-") == 0);
 	free(path);
+	/* The second reader would find the first one's leftovers (or nothing)
+	 * and call it a bad file. */
+	static int taken;
+	if (in && taken++)
+		lora_cli_usage_error(t, "'-' given twice: standard input can be read only once");
 	if (in && isatty(STDIN_FILENO)) {
 		lora_cli_error(t, "standard input is a terminal: give a file, or pipe one in");
 		exit(LORA_EXIT_USAGE);

@@ -148,7 +148,8 @@ double lora_cli_progress_elapsed(const lora_cli_progress *p);
 
 /* A tool about to read spec (a path or "PATH[:SCALE]"; "-" is standard
  * input) where standard input is a terminal exits 2 with one line instead
- * of waiting silently for bytes nobody is going to type. */
+ * of waiting silently for bytes nobody is going to type; so does a second
+ * spec naming standard input (call it once per input). */
 void lora_cli_stdin(const lora_tool *t, const char *spec);
 
 #endif

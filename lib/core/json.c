@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/path.h"
 #include "core/utf8.h"
 
 #define MAX_EXACT 9007199254740992.0
@@ -116,12 +117,8 @@ int lora_json_slurp(char **buf, size_t *len, const char *path, size_t max, lora_
 	*buf = NULL;
 	if (!max)
 		max = LORA_JSON_MAX_FILE;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: not a readable regular file", path);
-		goto out;
-	}
+	if ((fd = lora_path_open_file(path, &sb, e)) < 0)
+		return fd;
 	if ((uintmax_t)sb.st_size > max) {
 		rc = lora_err_set(e, LORA_EFORMAT, "%s: %lld bytes is too large for a JSON file (limit %zu)",
 		                  path, (long long)sb.st_size, max);

@@ -40,11 +40,11 @@ int lora_peft_detect(const char *path)
 		return 0;
 	if (S_ISDIR(sb.st_mode)) {
 		cfg = lora_path_join(path, LORA_PEFT_CONFIG);
-	} else if (S_ISREG(sb.st_mode) && lora_path_has_suffix(path, ".safetensors")) {
+	} else if (lora_path_has_suffix(path, ".safetensors")) {
 		dir = lora_path_dir(path);
 		cfg = dir ? lora_path_join(dir, LORA_PEFT_CONFIG) : NULL;
 	}
-	yes = cfg && lora_path_is_file(cfg);
+	yes = cfg && lora_path_exists(cfg);
 	free(dir);
 	free(cfg);
 	return yes;
@@ -65,10 +65,10 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 		bin = lora_path_join(path, "adapter_model.bin");
 		if (!*cfg || !*weights || !bin) {
 			rc = lora_err_nomem(e);
-		} else if (!lora_path_is_file(*cfg)) {
+		} else if (!lora_path_exists(*cfg)) {
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s (not a PEFT adapter directory)", path,
 			                  LORA_PEFT_CONFIG);
-		} else if (!lora_path_is_file(*weights) && lora_path_is_file(bin)) {
+		} else if (!lora_path_exists(*weights) && lora_path_exists(bin)) {
 			rc = lora_err_set(e, LORA_EFORMAT,
 			                  "%s: adapter_model.bin (a Python pickle) is not supported; save the adapter as %s",
 			                  path, LORA_PEFT_WEIGHTS);
@@ -81,7 +81,7 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 		*cfg = dir ? lora_path_join(dir, LORA_PEFT_CONFIG) : NULL;
 		if (!*weights || !*cfg)
 			rc = lora_err_nomem(e);
-		else if (!lora_path_is_file(*cfg))
+		else if (!lora_path_exists(*cfg))
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s beside it (not a PEFT adapter)", path,
 			                  LORA_PEFT_CONFIG);
 	}

@@ -13,6 +13,7 @@
 
 #include "core/json.h"
 #include "core/outfile.h"
+#include "core/path.h"
 #include "core/utf8.h"
 
 /* JSON numbers reach us as doubles; above 2^53 a double no longer names a
@@ -233,21 +234,9 @@ int lora_st_open(lora_st **out, const char *path, lora_err *e)
 	stfile *f = NULL;
 	struct stat sb;
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &sb) != 0) {
-		rc = lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (S_ISDIR(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(EISDIR));
-		goto out;
-	}
 	/* Pipes and devices have no size to validate offsets against. */
-	if (!S_ISREG(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: not a regular file", path);
-		goto out;
-	}
+	if ((fd = lora_path_open_file(path, &sb, e)) < 0)
+		return fd;
 	if ((uintmax_t)sb.st_size > SIZE_MAX) {
 		rc = lora_err_set(e, LORA_EIO, "%s: file too large", path);
 		goto out;

@@ -58,7 +58,7 @@ static int find_tokenizer(enc *x, lora_err *e)
 	free(dir);
 	if (!x->path)
 		return lora_err_nomem(e);
-	if (!lora_path_is_file(x->path))
+	if (!lora_path_exists(x->path))
 		return lora_err_set(e, LORA_EIO, "%s: no tokenizer.json in the model directory (--tokenizer FILE names one)",
 		                    j->model);
 	return 0;
