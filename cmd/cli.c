@@ -319,6 +319,17 @@ long long lora_cli_int(const lora_tool *t, const char *opt, const char *s, long 
 	return v;
 }
 
+void lora_cli_threads(const lora_tool *t, const char *s)
+{
+	lora_err e;
+	int n = (int)lora_cli_int(t, "--threads", s, 1, LORA_BLAS_MAX_THREADS);
+	if (lora_blas_try_threads(n, &e)) {
+		lora_cli_fail(t, &e);
+		exit(LORA_EXIT_FAIL);
+	}
+	lora_blas_set_threads(n);
+}
+
 double lora_cli_double(const lora_tool *t, const char *opt, const char *s)
 {
 	char *end;
