@@ -63,20 +63,6 @@ typedef struct {
 	size_t bad;
 } chunk;
 
-/* Index of the first value that is finite in f32 but not at dtype t after
- * rounding (f16 above 65504, bf16 near FLT_MAX), or n. */
-static size_t find_overflow(const unsigned char *conv, lora_dtype t, size_t n)
-{
-	if (t == LORA_F32)
-		return n;
-	for (size_t i = 0; i < n; i++) {
-		uint16_t h = (uint16_t)(conv[2 * i] | conv[2 * i + 1] << 8);
-		float v = t == LORA_F16 ? lora_dtype_f16_to_f32(h) : lora_dtype_bf16_to_f32(h);
-		if (!isfinite(v))
-			return i;
-	}
-	return n;
-}
 
 static void compress_chunk(chunk *c)
 {
@@ -95,7 +81,7 @@ static void compress_chunk(chunk *c)
 			goto out;
 		}
 		lora_dtype_from_f32(conv, c->x, c->t, c->n);
-		if ((bad = find_overflow(conv, c->t, c->n)) < c->n) {
+		if ((bad = lora_dtype_find_overflow(conv, c->t, c->n)) < c->n) {
 			c->err = 4, c->bad = bad;
 			goto out;
 		}
