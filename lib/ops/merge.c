@@ -104,8 +104,8 @@ static int build_plan(plan *p, const lora_ckpt *m, const lora_merge_input *in, s
 				                    in[i].path, name, t->ndim ? got : "scalar", m->path, want0, want1);
 			}
 			if (!lora_dtype_is_float(t->dtype))
-				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s' is %s, not a float type", m->path, name,
-				                    lora_dtype_st_name(t->dtype));
+				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s' is %s, an unsupported dtype (F32, F16 and BF16 "
+				                    "weights can be merged)", m->path, name, lora_dtype_st_name(t->dtype));
 			if (l->magnitude && o->subtract)
 				return lora_err_set(e, LORA_EINVAL,
 				                    "%s: layer '%s' is DoRA: its merge rescales rows and cannot be subtracted",
