@@ -183,6 +183,7 @@ static void report_fallback(void)
 
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 {
+	lora_blas_guard_exit();
 	if (!fault_name)
 		atexit(report_fallback);
 	memset(c, 0, sizeof *c);

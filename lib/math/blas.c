@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <stdio.h>
+#include <unistd.h>
 
 static int nthreads; /* 0 until set: the first use sets the default */
 
@@ -17,9 +19,18 @@ static int nthreads; /* 0 until set: the first use sets the default */
  * under an address-space limit (ulimit -v) a tool would hang instead of
  * failing. Those threads start as the library loads, before main; an
  * executable's preinit_array runs earlier still: with such a limit,
- * OpenBLAS keeps to the calling thread (it serves only the factorisations;
- * the OpenMP pool is untouched). */
+ * OpenBLAS is asked to keep to the calling thread (it serves only the
+ * factorisations; the OpenMP pool is untouched). Its loader may read the
+ * environment it was started with, so the exit is guarded too: once
+ * everything of ours has run, the process ends without joining them. */
 static int as_limited;
+
+static void end_now(int status, void *arg)
+{
+	(void)arg;
+	fflush(NULL);
+	_exit(status);
+}
 
 static void openblas_guard(int argc, char **argv, char **envp)
 {
@@ -46,6 +57,13 @@ static void *probe_wait(void *arg)
 		pthread_cond_wait(&probe_cv, &probe_mu);
 	pthread_mutex_unlock(&probe_mu);
 	return NULL;
+}
+
+void lora_blas_guard_exit(void)
+{
+	static int done;
+	if (as_limited && !done++)
+		on_exit(end_now, NULL);
 }
 
 int lora_blas_try_threads(int n, lora_err *e)

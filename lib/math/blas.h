@@ -22,6 +22,11 @@
  * OpenMP kernels, oneDNN's products and OpenBLAS's factorisations alike.
  * Returns the count in effect. */
 int lora_blas_set_threads(int n);
+/* Call first thing in main: under an address-space limit, the process
+ * will end without waiting for OpenBLAS's threads (see blas.c); registered
+ * after the C library's exit handlers, it runs before them, and after
+ * those registered later. */
+void lora_blas_guard_exit(void);
 /* Most threads a tool may be asked for (-j). */
 #define LORA_BLAS_MAX_THREADS 1024
 /* Start n - 1 threads beside the caller, as the pool will, and stop them
