@@ -208,10 +208,12 @@ static int parse_header(stfile *f, const char *hdr, size_t n, size_t data_size, 
 		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
-	qsort(st->tensors, nt, sizeof *st->tensors, cmp_offset);
-	for (size_t i = 0; i < nt; i++)
-		f->by_name[i] = &st->tensors[i];
-	qsort(f->by_name, nt, sizeof *f->by_name, cmp_tname);
+	if (nt) { /* tensors is NULL in a header of metadata only */
+		qsort(st->tensors, nt, sizeof *st->tensors, cmp_offset);
+		for (size_t i = 0; i < nt; i++)
+			f->by_name[i] = &st->tensors[i];
+		qsort(f->by_name, nt, sizeof *f->by_name, cmp_tname);
+	}
 	/* A name given twice would leave the data of one unaccounted for;
 	 * the reference reader refuses it too (as a gap in the data). */
 	for (size_t i = 1; i < nt; i++)

@@ -1482,7 +1482,8 @@ static int word(lora_tokenizer *t, const char *s, size_t n, lora_err *e)
 	for (size_t i = 0; i < ns && !rc; i++)
 		if (!t->sy[i].gone)
 			rc = push(t, t->sy[i].c, e);
-	if (!rc && n < CACHE_WORD)
+	/* a word that gave no ids is not cached: the id array may not exist yet */
+	if (!rc && n < CACHE_WORD && t->out->n > first)
 		cache_put(t, s, n, h, t->out->id + first, t->out->n - first);
 	return rc;
 }
