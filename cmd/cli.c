@@ -185,6 +185,7 @@ static void report_fallback(void)
 
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 {
+	lora_blas_guard_exit();
 	if (!fault_name)
 		atexit(report_fallback);
 	memset(c, 0, sizeof *c);
@@ -351,6 +352,17 @@ long long lora_cli_int(const lora_tool *t, const char *opt, const char *s, long 
 	if (errno || end == s || *end || v < lo || v > hi)
 		lora_cli_usage_error(t, "%s: '%s' is not an integer in [%lld, %lld]", opt, s, lo, hi);
 	return v;
+}
+
+void lora_cli_threads(const lora_tool *t, const char *s)
+{
+	lora_err e;
+	int n = (int)lora_cli_int(t, "--threads", s, 1, LORA_BLAS_MAX_THREADS);
+	if (lora_blas_try_threads(n, &e)) {
+		lora_cli_fail(t, &e);
+		exit(LORA_EXIT_FAIL);
+	}
+	lora_blas_set_threads(n);
 }
 
 double lora_cli_double(const lora_tool *t, const char *opt, const char *s)
@@ -570,6 +582,11 @@ void lora_cli_stdin(const lora_tool *t, const char *spec)
 	int in = strcmp(spec, "-") == 0 ||
 	         (strncmp(spec, "-:", 2) == 0 && !lora_load_spec(spec, &path, &k, &e) && strcmp(path, "-") == 0);
 	free(path);
+	/* The second reader would find the first one's leftovers (or nothing)
+	 * and call it a bad file. */
+	static int taken;
+	if (in && taken++)
+		lora_cli_usage_error(t, "'-' given twice: standard input can be read only once");
 	if (in && isatty(STDIN_FILENO)) {
 		lora_cli_error(t, "standard input is a terminal: give a file, or pipe one in");
 		exit(LORA_EXIT_USAGE);

@@ -87,6 +87,10 @@ int lora_cli_flush(const lora_tool *t);
 /* Value parsers for option arguments: exit 2 naming the option on junk. */
 long long lora_cli_int(const lora_tool *t, const char *opt, const char *s, long long lo, long long hi);
 double lora_cli_double(const lora_tool *t, const char *opt, const char *s);
+/* -j/--threads N: 1 to LORA_BLAS_MAX_THREADS (else exit 2), and a count
+ * the system can start (else one line, exit 1: not the OpenMP runtime's
+ * abort later); then the thread count of everything. */
+void lora_cli_threads(const lora_tool *t, const char *s);
 
 /* Install SIGINT/SIGTERM/SIGHUP/SIGPIPE handlers that remove temporary
  * output files and exit 128+signal, and a SIGBUS handler (raised in any
@@ -148,7 +152,8 @@ double lora_cli_progress_elapsed(const lora_cli_progress *p);
 
 /* A tool about to read spec (a path or "PATH[:SCALE]"; "-" is standard
  * input) where standard input is a terminal exits 2 with one line instead
- * of waiting silently for bytes nobody is going to type. */
+ * of waiting silently for bytes nobody is going to type; so does a second
+ * spec naming standard input (call it once per input). */
 void lora_cli_stdin(const lora_tool *t, const char *spec);
 
 #endif

@@ -81,7 +81,7 @@ int main(int argc, char **argv)
 		case O_TUNED: j.tuned = c.arg; break;
 		case 't': j.targets = c.arg; break;
 		case O_REGEX: j.regex = c.arg; break;
-		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
+		case 'j': lora_cli_threads(&tool, c.arg); break;
 		case 'q': quiet = 1; break;
 		case LORA_OPT_OPERAND:
 			if (j.a && j.b)

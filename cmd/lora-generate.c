@@ -133,7 +133,7 @@ int main(int argc, char **argv)
 			break;
 		case 'o': j.out = c.arg; break;
 		case O_COMPUTE: j.compute = lora_cli_compute(&tool, c.arg); break;
-		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
+		case 'j': lora_cli_threads(&tool, c.arg); break;
 		case 'f': j.force = 1; break;
 		case 'q': quiet = 1; break;
 		/* specs stay in argv, each in an earlier slot: nothing to free */

@@ -119,7 +119,7 @@ int main(int argc, char **argv)
 		case O_STATS: stats = 1; break;
 		case O_CHECK: check = 1; break;
 		case O_TOP: o.top = (size_t)lora_cli_int(&tool, "--top", c.arg, 0, 1 << 20); break;
-		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
+		case 'j': lora_cli_threads(&tool, c.arg); break;
 		case LORA_OPT_OPERAND:
 			if (path)
 				lora_cli_usage_error(&tool, "one input at a time (got '%s' and '%s')", path, c.arg);

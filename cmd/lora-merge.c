@@ -107,7 +107,7 @@ int main(int argc, char **argv)
 				mo.dtype = (int)dt;
 			}
 			break;
-		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
+		case 'j': lora_cli_threads(&tool, c.arg); break;
 		/* Operands are kept in argv itself (each took an argv slot at or
 		 * after this one), so a usage error exits with nothing allocated. */
 		case LORA_OPT_OPERAND: argv[n++] = (char *)c.arg; break;

@@ -100,7 +100,7 @@ int main(int argc, char **argv)
 		case O_DTYPE: j.o.dtype = (lora_dtype)lora_cli_dtype(&tool, "--dtype", c.arg, 0), j.keep_dtype = 0; break;
 		case O_JSON: json = 1; break;
 		case 'o': j.out = c.arg; break;
-		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
+		case 'j': lora_cli_threads(&tool, c.arg); break;
 		case 'f': force = 1; break;
 		case 'q': quiet = 1; break;
 		}

@@ -112,7 +112,7 @@ int main(int argc, char **argv)
 			break;
 		case 'o': j.out = c.arg; break;
 		case 'f': j.force = 1; break;
-		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", c.arg, 1, 4096)); break;
+		case 'j': lora_cli_threads(&tool, c.arg); break;
 		case 'q': quiet = 1; break;
 		/* inputs stay in argv, each in an earlier slot */
 		case LORA_OPT_OPERAND: argv[j.ninputs++] = (char *)c.arg; break;

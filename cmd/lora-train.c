@@ -139,7 +139,7 @@ int main(int argc, char **argv)
 		case O_DTYPE: j.dtype = lora_cli_dtype(&tool, "--dtype", cl.arg, 0); break;
 		case O_RECOMPUTE: j.recompute = 1; break;
 		case O_JSON: j.json = stdout; break;
-		case 'j': lora_blas_set_threads((int)lora_cli_int(&tool, "--threads", cl.arg, 1, 4096)); break;
+		case 'j': lora_cli_threads(&tool, cl.arg); break;
 		case 'f': j.force = 1; break;
 		case 'q': quiet = 1; break;
 		case LORA_OPT_OPERAND:

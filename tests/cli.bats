@@ -226,6 +226,6 @@ old_spelling_file() {
 		fail "--stats differs with -j 2"
 	for t in lora-svd lora-diff lora-inspect lora-merge; do
 		run -2 --separate-stderr "$t" -j 0
-		assert_equal "${stderr_lines[0]}" "$t: --threads: '0' is not an integer in [1, 4096]"
+		assert_equal "${stderr_lines[0]}" "$t: --threads: '0' is not an integer in [1, 1024]"
 	done
 }

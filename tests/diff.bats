@@ -45,7 +45,7 @@ calc() { awk "BEGIN { printf \"%.17g\", $1 }"; }
 	check '--top goes with --subspace' --top 2 a.lora b.lora
 	check "--tol: '-1' is negative" --tol -1 a.lora b.lora
 	run -2 --separate-stderr lora-diff - - < a.lora
-	assert_equal "$stderr" "lora-diff: only one of A and B can be standard input"
+	assert_equal "${stderr_lines[0]}" "lora-diff: '-' given twice: standard input can be read only once"
 }
 
 @test "an adapter against itself: exit 0, difference 0, cosine 1" {

@@ -196,7 +196,7 @@ small_memory() {
 	assert_equal "$stderr" "lora-inspect: ix/model.safetensors.index.json: file is not valid JSON (error near byte 1013)"
 	mkst deep.safetensors "{\"a\":$deep"
 	run -1 --separate-stderr lora-inspect deep.safetensors
-	assert_equal "$stderr" "lora-inspect: deep.safetensors: header is not valid JSON (error near byte 1004)"
+	assert_equal "$stderr" "lora-inspect: deep.safetensors: header is not valid JSON (error near byte 1005)"
 	mklora deep.lora "{\"layers\":$deep" ''
 	run -1 --separate-stderr lora-inspect deep.lora
 	assert_equal "$stderr" "lora-inspect: deep.lora: header is not valid JSON (error near byte 1009)"

@@ -142,9 +142,10 @@ refused() {
 	refused 'p/adapter_config.json: file is not valid UTF-8 (byte 50)'
 	printf '{"peft_type": "LORA", "base_model_name_or_path": "\000"}' >p/adapter_config.json
 	refused 'p/adapter_config.json: file contains a control character at byte 50'
-	# Python keeps the last of two equal keys, cJSON the first: refuse, do not guess.
-	printf '{"peft_type": "LORA", "lora_alpha": 16, "r": 8, "lora_alpha": 1600}' >p/adapter_config.json
-	refused "p/adapter_config.json: file has the key 'lora_alpha' twice in one object"
+	# a key given twice: the last one stands, as PEFT (Python's json) reads it
+	printf '{"peft_type": "LORA", "lora_alpha": 16, "r": 4, "lora_alpha": 1600, "target_modules": ["w"]}' >p/adapter_config.json
+	run -0 lora-inspect --json p
+	assert_equal "$(jq -c '[.alphas, .scales]' <<<"$output")" '[[{"alpha":1600,"layers":1}],[{"scale":400,"layers":1}]]'
 	mkpeft --peft-type LOHA p w=16x16x4
 	refused "p/adapter_config.json: peft_type 'LOHA' is not supported (only LORA)"
 }

@@ -4,6 +4,52 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
+
+/* Arrays grow by doubling (capacity: the next power of two of the count),
+ * so appending n entries costs O(n), not O(n^2) copies; returns 0 or -1. */
+static int grow(void *pp, size_t n, size_t size)
+{
+	if (n & (n - 1))
+		return 0;
+	void *p = realloc(*(void **)pp, (n ? 2 * n : 1) * size);
+	if (!p)
+		return -1;
+	*(void **)pp = p;
+	return 0;
+}
+
+static size_t slot_of(const lora_adapter *a, const char *name)
+{
+	return (size_t)lora_rng_fnv1a(LORA_FNV_INIT, name, strlen(name)) & (a->nslots - 1);
+}
+
+/* Linear probing puts a later layer of the same name after the earlier
+ * one, so lookups find the first, as a scan in order would. */
+static void slot_put(lora_adapter *a, size_t i)
+{
+	size_t s = slot_of(a, a->layers[i].name);
+	while (a->slots[s])
+		s = (s + 1) & (a->nslots - 1);
+	a->slots[s] = i + 1;
+}
+
+/* Room for layer n (0-based) in the index: 0, or -1 out of memory. */
+static int index_room(lora_adapter *a, size_t n)
+{
+	if (2 * (n + 1) <= a->nslots)
+		return 0;
+	size_t ns = a->nslots ? 2 * a->nslots : 16;
+	size_t *s = calloc(ns, sizeof *s);
+	if (!s)
+		return -1;
+	free(a->slots);
+	a->slots = s, a->nslots = ns;
+	for (size_t i = 0; i < n; i++)
+		slot_put(a, i);
+	return 0;
+}
+
 lora_adapter *lora_adapter_new(void)
 {
 	lora_adapter *a = calloc(1, sizeof *a);
@@ -32,6 +78,7 @@ void lora_adapter_free(lora_adapter *a)
 	for (size_t i = 0; i < a->ntargets; i++)
 		free(a->targets[i]);
 	free(a->layers);
+	free(a->slots);
 	free(a->targets);
 	free(a->base_name);
 	free(a->base_fingerprint);
@@ -49,11 +96,9 @@ lora_layer *lora_adapter_add(lora_adapter *a, const char *name, size_t out, size
 		             out, in, rank);
 		return NULL;
 	}
-	lora_layer *ls = realloc(a->layers, (a->nlayers + 1) * sizeof *ls);
-	if (!ls)
+	if (grow(&a->layers, a->nlayers, sizeof *a->layers) || index_room(a, a->nlayers))
 		goto nomem;
-	a->layers = ls;
-	lora_layer *l = &ls[a->nlayers];
+	lora_layer *l = &a->layers[a->nlayers];
 	memset(l, 0, sizeof *l);
 	l->out = out, l->in = in, l->rank = rank, l->alpha = alpha;
 	l->name = strdup(name);
@@ -70,7 +115,7 @@ lora_layer *lora_adapter_add(lora_adapter *a, const char *name, size_t out, size
 			goto nomem;
 		}
 	}
-	a->nlayers++;
+	slot_put(a, a->nlayers++);
 	return l;
 nomem:
 	lora_err_set(e, LORA_ENOMEM, "layer '%s': out of memory", name);
@@ -79,13 +124,8 @@ nomem:
 
 int lora_adapter_add_target(lora_adapter *a, const char *target, lora_err *e)
 {
-	char **t = realloc(a->targets, (a->ntargets + 1) * sizeof *t);
-	if (!t || !(t[a->ntargets] = strdup(target))) {
-		if (t)
-			a->targets = t;
+	if (grow(&a->targets, a->ntargets, sizeof *a->targets) || !(a->targets[a->ntargets] = strdup(target)))
 		return lora_err_nomem(e);
-	}
-	a->targets = t;
 	a->ntargets++;
 	return 0;
 }
@@ -110,9 +150,11 @@ uint64_t lora_adapter_raw_bytes(const lora_adapter *a)
 
 lora_layer *lora_adapter_find(const lora_adapter *a, const char *name)
 {
-	for (size_t i = 0; i < a->nlayers; i++)
-		if (strcmp(a->layers[i].name, name) == 0)
-			return &a->layers[i];
+	if (!a->nslots)
+		return NULL;
+	for (size_t s = slot_of(a, name); a->slots[s]; s = (s + 1) & (a->nslots - 1))
+		if (strcmp(a->layers[a->slots[s] - 1].name, name) == 0)
+			return &a->layers[a->slots[s] - 1];
 	return NULL;
 }
 
@@ -125,11 +167,9 @@ lora_extra *lora_adapter_add_extra(lora_adapter *a, const char *name, lora_dtype
 		lora_err_set(e, LORA_EFORMAT, "tensor '%s': shape is too large", name);
 		return NULL;
 	}
-	lora_extra *xs = realloc(a->extras, (a->nextras + 1) * sizeof *xs);
-	if (!xs)
+	if (grow(&a->extras, a->nextras, sizeof *a->extras))
 		goto nomem;
-	a->extras = xs;
-	lora_extra *x = &xs[a->nextras];
+	lora_extra *x = &a->extras[a->nextras];
 	memset(x, 0, sizeof *x);
 	x->dtype = dtype;
 	x->ndim = ndim;
@@ -166,4 +206,43 @@ size_t lora_adapter_bias_layers(const lora_adapter *a)
 	for (size_t i = 0; i < a->nlayers; i++)
 		n += a->layers[i].bias || a->layers[i].has_bias;
 	return n;
+}
+
+static int cmp_name(const void *x, const void *y)
+{
+	return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* n names at a stride of size bytes from the first: the one that appears
+ * twice (NULL if none; *nomem = 1 when memory ran out). Sorting keeps it
+ * O(n log n) for any number of layers. */
+static const char *dup_name(const void *first, size_t n, size_t size, int *nomem)
+{
+	const char *dup = NULL;
+	*nomem = 0;
+	if (n < 2)
+		return NULL;
+	const char **v = malloc(n * sizeof *v);
+	if (!v) {
+		*nomem = 1;
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		v[i] = *(char *const *)((const char *)first + i * size);
+	qsort(v, n, sizeof *v, cmp_name);
+	for (size_t i = 1; i < n && !dup; i++)
+		if (strcmp(v[i - 1], v[i]) == 0)
+			dup = v[i];
+	free(v);
+	return dup;
+}
+
+const char *lora_adapter_dup_layer(const lora_adapter *a, int *nomem)
+{
+	return dup_name(a->nlayers ? &a->layers[0].name : NULL, a->nlayers, sizeof *a->layers, nomem);
+}
+
+const char *lora_adapter_dup_extra(const lora_adapter *a, int *nomem)
+{
+	return dup_name(a->nextras ? &a->extras[0].name : NULL, a->nextras, sizeof *a->extras, nomem);
 }

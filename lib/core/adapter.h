@@ -62,15 +62,26 @@ typedef struct {
 	size_t nextras;
 	int version;           /* .lora format version it was read from (0: not a .lora) */
 	uint64_t file_bytes;   /* bytes read from the .lora, header included (PEFT: both files) */
+	/* Layer names hashed (open addressing; slot holds layer index + 1, 0
+	 * empty), kept by lora_adapter_add, so lora_adapter_find is O(1) and
+	 * comparing or reading adapters of 80k layers stays linear. */
+	size_t *slots;
+	size_t nslots;         /* a power of two, at least twice nlayers; 0: none yet */
 } lora_adapter;
 
 /* New empty adapter (zeroed). NULL on allocation failure. */
 lora_adapter *lora_adapter_new(void);
 void lora_adapter_free(lora_adapter *a);
-/* Append a layer; copies name; allocates zeroed A and B unless header_only.
+/* Append a layer (the only way layers are added: it keeps the name index);
+ * copies name; allocates zeroed A and B unless header_only.
  * Returns the layer or NULL (e filled) on overflow or allocation failure. */
 lora_layer *lora_adapter_add(lora_adapter *a, const char *name, size_t out, size_t in,
                              size_t rank, double alpha, int header_only, lora_err *e);
+/* The name two layers (or two extras) share, or NULL; *nomem is set to 1
+ * when memory ran out, else 0. O(n log n): readers check a whole header
+ * with it instead of a lora_adapter_find per layer. */
+const char *lora_adapter_dup_layer(const lora_adapter *a, int *nomem);
+const char *lora_adapter_dup_extra(const lora_adapter *a, int *nomem);
 /* Add a target pattern (copied). */
 int lora_adapter_add_target(lora_adapter *a, const char *target, lora_err *e);
 /* Scaling s of a layer: alpha/rank or alpha/sqrt(rank). */

@@ -272,3 +272,17 @@ void lora_dtype_from_f32(void *dst, const float *src, lora_dtype t, size_t n)
 }
 
 size_t lora_dtype_find_nonfinite(const float *x, size_t n) { return variants[isa()].nonfinite(x, n); }
+
+size_t lora_dtype_find_overflow(const void *x, lora_dtype t, size_t n)
+{
+	const unsigned char *b = x;
+	if (t == LORA_F32)
+		return lora_dtype_find_nonfinite(x, n);
+	for (size_t i = 0; i < n; i++) {
+		uint16_t h = (uint16_t)(b[2 * i] | b[2 * i + 1] << 8);
+		float v = t == LORA_F16 ? lora_dtype_f16_to_f32(h) : lora_dtype_bf16_to_f32(h);
+		if (!isfinite(v))
+			return i;
+	}
+	return n;
+}

@@ -45,5 +45,10 @@ void lora_dtype_from_f32(void *dst, const float *src, lora_dtype t, size_t n);
 
 /* Return the index of the first non-finite value among n, or n if none. */
 size_t lora_dtype_find_nonfinite(const float *x, size_t n);
+/* The same among n values of dtype t at x (little-endian; f32, f16 or
+ * bf16): after lora_dtype_from_f32 of finite values, the first one the
+ * dtype cannot hold (f16 above 65504, bf16 near FLT_MAX), which became
+ * +-inf. */
+size_t lora_dtype_find_overflow(const void *x, lora_dtype t, size_t n);
 
 #endif

@@ -27,13 +27,37 @@ static void one_line(char *msg, size_t cap)
 	memcpy(msg, out, k + 1);
 }
 
+/* A message longer than the buffer loses its middle, not its end: a long
+ * path comes first and the cause last, and the cause must survive. */
+static void fit(char *dst, size_t cap, const char *src)
+{
+	size_t n = strlen(src), head = cap / 4;
+	if (n < cap) {
+		memcpy(dst, src, n + 1);
+		return;
+	}
+	size_t tail = cap - 1 - head - 3;
+	memcpy(dst, src, head);
+	memcpy(dst + head, "...", 3);
+	memcpy(dst + head + 3, src + n - tail, tail + 1);
+}
+
+const char *lora_err_escape(char *out, size_t cap, const char *s)
+{
+	fit(out, cap, s);
+	one_line(out, cap);
+	return out;
+}
+
 int lora_err_set(lora_err *e, int code, const char *fmt, ...)
 {
 	if (e) {
+		char big[8192];
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+		vsnprintf(big, sizeof big, fmt, ap);
 		va_end(ap);
+		fit(e->msg, sizeof e->msg, big);
 		one_line(e->msg, sizeof e->msg);
 		e->code = code;
 	}
@@ -44,20 +68,14 @@ int lora_err_prefix(lora_err *e, const char *fmt, ...)
 {
 	if (!e)
 		return LORA_EINVAL;
-	char head[512], old[sizeof e->msg];
+	char big[8192 + sizeof e->msg];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(head, sizeof head, fmt, ap);
+	int n = vsnprintf(big, 8192, fmt, ap);
 	va_end(ap);
-	memcpy(old, e->msg, sizeof old);
-	/* Truncation is acceptable: the message is for humans and stays one line. */
-	size_t n = strlen(head);
-	if (n > sizeof e->msg - 3)
-		n = sizeof e->msg - 3;
-	memcpy(e->msg, head, n);
-	memcpy(e->msg + n, ": ", 2);
-	memcpy(e->msg + n + 2, old, sizeof e->msg - n - 3);
-	e->msg[sizeof e->msg - 1] = 0;
+	n = n < 0 ? 0 : n > 8191 ? 8191 : n;
+	snprintf(big + n, sizeof big - (size_t)n, ": %s", e->msg);
+	fit(e->msg, sizeof e->msg, big);
 	one_line(e->msg, sizeof e->msg);
 	return e->code;
 }

@@ -6,6 +6,8 @@
 #ifndef LORA_ERR_H
 #define LORA_ERR_H
 
+#include <stddef.h>
+
 enum {
 	LORA_OK = 0,
 	LORA_EIO = -1,     /* read/write/open failed (errno-level trouble) */
@@ -20,7 +22,8 @@ typedef struct {
 	char msg[1024];
 } lora_err;
 
-/* Fill e (may be NULL) with a printf-formatted message; return code.
+/* Fill e (may be NULL) with a printf-formatted message; return code. One
+ * too long for msg keeps its start and its end (the cause) around "...".
  * Control characters in the result (a newline or an escape quoted from a
  * hostile file) are written as \xHH, so the message stays one line. */
 int lora_err_set(lora_err *e, int code, const char *fmt, ...)
@@ -29,6 +32,11 @@ int lora_err_set(lora_err *e, int code, const char *fmt, ...)
 /* Prefix an existing message: "<prefix>: <old message>"; return e->code. */
 int lora_err_prefix(lora_err *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/* s as messages write it (control characters as \xHH, a middle cut if
+ * it does not fit), into out of cap bytes (at most 1024 used); returns
+ * out. For names from a file printed anywhere on a terminal. */
+const char *lora_err_escape(char *out, size_t cap, const char *s);
 
 /* "out of memory" with LORA_ENOMEM; returns LORA_ENOMEM. */
 int lora_err_nomem(lora_err *e);

@@ -4,10 +4,11 @@
  *
  * Strict means: valid UTF-8; no raw control characters and no "\u0000"
  * escape (cJSON would cut the string short there); one object and nothing
- * after it but whitespace; and no object with the same key twice, anywhere
- * in the tree. Python's json keeps the last of two equal keys and cJSON
- * the first, so {"lora_alpha": 16, "lora_alpha": 1600} would mean one
- * thing here and another in PEFT: it is an error instead. */
+ * after it but whitespace. A key given twice in one object means what it
+ * means to Python's json module, which PEFT and transformers read these
+ * files with: the last one stands ({"lora_alpha": 16, "lora_alpha": 1600}
+ * is 1600), where cJSON alone would keep the first. A failed allocation is
+ * reported as "out of memory" (LORA_ENOMEM), never as invalid JSON. */
 #ifndef LORA_JSON_H
 #define LORA_JSON_H
 
@@ -24,6 +25,16 @@
  * Messages read "<path>: <what> ..." (what: "header", "file"...). */
 int lora_json_parse(cJSON **out, const char *path, const char *what, const char *s, size_t n,
                     lora_err *e);
+/* Walk the members of the JSON object text s one at a time, in order:
+ * each value is parsed on its own and handed to f as a cJSON item with its
+ * key in ->string (freed after f returns; f returns 0 to go on, or an
+ * error code that ends the walk). Memory is that of one member, not of the
+ * whole tree: for headers of 100k tensors. The same checks as above, but
+ * stricter on keys, as serde is for the files Rust reads (safetensors): a
+ * key given twice inside a member is refused; keys of the top level are
+ * the caller's to check. */
+int lora_json_each(const char *path, const char *what, const char *s, size_t n,
+                   int (*f)(void *ctx, cJSON *member, lora_err *e), void *ctx, lora_err *e);
 /* Read a regular file of at most max bytes (0: LORA_JSON_MAX_FILE) and
  * parse it as above with what = "file". */
 int lora_json_read_file(cJSON **out, const char *path, size_t max, lora_err *e);

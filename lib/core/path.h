@@ -2,6 +2,10 @@
 #ifndef LORA_PATH_H
 #define LORA_PATH_H
 
+#include <sys/stat.h>
+
+#include "core/err.h"
+
 /* dir + "/" + name, without doubling a trailing slash of dir; an empty dir
  * gives name. Caller frees; NULL when memory runs out. */
 char *lora_path_join(const char *dir, const char *name);
@@ -22,5 +26,20 @@ char *lora_path_temp(const char *path);
 int lora_path_has_suffix(const char *s, const char *suf);
 /* 1 if p names a regular file (following links). */
 int lora_path_is_file(const char *p);
+/* 1 if p names anything at all (following links): a FIFO or a device
+ * where a file was expected is then refused by name when opened, rather
+ * than reported as missing. */
+int lora_path_exists(const char *p);
+
+/* Open p for reading, only if it is a regular file, and never block doing
+ * so: a FIFO with no writer, or a device, would hang open(2) or read(2)
+ * forever. Returns a blocking close-on-exec descriptor (its stat in *sb if
+ * sb is not NULL), or a negative LORA_E* code with e reading
+ * "P: not a regular file (a FIFO)" (or "P: Is a directory", or the
+ * system's reason). */
+int lora_path_open_file(const char *p, struct stat *sb, lora_err *e);
+/* The same check without keeping the file open: 0 when p is a regular
+ * file, else the error above. */
+int lora_path_check_file(const char *p, lora_err *e);
 
 #endif

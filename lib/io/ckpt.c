@@ -223,11 +223,11 @@ int lora_ckpt_open(lora_ckpt **out, const char *path, lora_err *e)
 			rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 			goto out;
 		}
-		if (lora_path_is_file(idx)) {
+		if (lora_path_exists(idx)) {
 			m->index_path = idx;
 		} else {
 			free(idx);
-			if (!lora_path_is_file(single)) {
+			if (!lora_path_exists(single)) {
 				rc = lora_err_set(e, LORA_EIO, "%s: no model.safetensors or model.safetensors.index.json",
 				                  path);
 				goto out;
@@ -243,7 +243,7 @@ int lora_ckpt_open(lora_ckpt **out, const char *path, lora_err *e)
 		goto out;
 	}
 	char *cfg = lora_path_join(prefix, "config.json");
-	if (cfg && lora_path_is_file(cfg))
+	if (cfg && lora_path_exists(cfg))
 		m->config_path = cfg;
 	else
 		free(cfg);

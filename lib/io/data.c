@@ -222,12 +222,8 @@ int lora_data_open(lora_data **out, const char *path, lora_data_format fmt, size
 	struct stat sb;
 	lora_data *d = NULL;
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: not a regular file", path);
-		goto out;
-	}
+	if ((fd = lora_path_open_file(path, &sb, e)) < 0)
+		return fd;
 	if (!(d = calloc(1, sizeof *d)) || !(d->path = strdup(path))) {
 		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 		goto out;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/outfile.h"
+#include "core/path.h"
 #include "core/utf8.h"
 
 /* Every ggml type of gguf-py's GGML_QUANT_SIZES: values per block and
@@ -441,16 +442,8 @@ int lora_gguf_open(lora_gguf **out, const char *path, lora_err *e)
 	struct stat sb;
 	ggfile *f = NULL;
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &sb) != 0 || S_ISDIR(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(S_ISDIR(sb.st_mode) ? EISDIR : errno));
-		goto out;
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: not a regular file", path);
-		goto out;
-	}
+	if ((fd = lora_path_open_file(path, &sb, e)) < 0)
+		return fd;
 	if ((uintmax_t)sb.st_size > SIZE_MAX / 2) {
 		rc = lora_err_set(e, LORA_EIO, "%s: file too large", path);
 		goto out;

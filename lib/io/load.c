@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/path.h"
 #include "io/gguflora.h"
@@ -25,19 +26,24 @@ int lora_load_kind_of(const char *path, lora_load_kind *kind, lora_err *e)
 		return 0;
 	}
 	/* A pipe or a device is read once, front to back: sniffing it would
-	 * eat the bytes the reader needs. Only .lora streams. */
+	 * eat the bytes the reader needs. Only .lora streams: a name that
+	 * says otherwise is refused rather than waited on. */
 	if (!S_ISREG(sb.st_mode))
-		return 0;
+		return lora_path_has_suffix(path, ".safetensors") || lora_path_has_suffix(path, ".gguf") ||
+		               lora_path_has_suffix(path, ".json")
+		           ? lora_path_check_file(path, e)
+		           : 0;
 	unsigned char magic[8];
-	size_t got = 0;
-	FILE *f = fopen(path, "rb");
-	if (!f)
+	int fd = lora_path_open_file(path, NULL, e);
+	if (fd < 0)
+		return fd;
+	ssize_t got = read(fd, magic, sizeof magic);
+	close(fd);
+	if (got < 0)
 		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	got = fread(magic, 1, sizeof magic, f);
-	fclose(f);
-	if (lora_lorafile_is_lora(magic, got) || lora_path_has_suffix(path, ".lora"))
+	if (lora_lorafile_is_lora(magic, (size_t)got) || lora_path_has_suffix(path, ".lora"))
 		*kind = LORA_LOAD_LORA;
-	else if (lora_gguflora_is_gguf(magic, got) || lora_path_has_suffix(path, ".gguf"))
+	else if (lora_gguflora_is_gguf(magic, (size_t)got) || lora_path_has_suffix(path, ".gguf"))
 		*kind = LORA_LOAD_GGUF;
 	else if (lora_path_has_suffix(path, ".safetensors") && lora_peft_detect(path))
 		*kind = LORA_LOAD_PEFT;

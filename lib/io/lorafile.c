@@ -63,20 +63,6 @@ typedef struct {
 	size_t bad;
 } chunk;
 
-/* Index of the first value that is finite in f32 but not at dtype t after
- * rounding (f16 above 65504, bf16 near FLT_MAX), or n. */
-static size_t find_overflow(const unsigned char *conv, lora_dtype t, size_t n)
-{
-	if (t == LORA_F32)
-		return n;
-	for (size_t i = 0; i < n; i++) {
-		uint16_t h = (uint16_t)(conv[2 * i] | conv[2 * i + 1] << 8);
-		float v = t == LORA_F16 ? lora_dtype_f16_to_f32(h) : lora_dtype_bf16_to_f32(h);
-		if (!isfinite(v))
-			return i;
-	}
-	return n;
-}
 
 static void compress_chunk(chunk *c)
 {
@@ -95,7 +81,7 @@ static void compress_chunk(chunk *c)
 			goto out;
 		}
 		lora_dtype_from_f32(conv, c->x, c->t, c->n);
-		if ((bad = find_overflow(conv, c->t, c->n)) < c->n) {
+		if ((bad = lora_dtype_find_overflow(conv, c->t, c->n)) < c->n) {
 			c->err = 4, c->bad = bad;
 			goto out;
 		}
@@ -178,6 +164,10 @@ static int plan_build(plan *p, const lora_adapter *a, lora_err *e)
 		}
 	}
 	p->first_extra = p->n;
+	int nomem;
+	const char *dup = lora_adapter_dup_extra(a, &nomem);
+	if (dup || nomem)
+		return nomem ? lora_err_nomem(e) : lora_err_set(e, LORA_EINVAL, "extra '%s' appears twice", dup);
 	for (size_t i = 0; i < a->nextras; i++) {
 		const lora_extra *x = &a->extras[i];
 		size_t nb;
@@ -188,9 +178,6 @@ static int plan_build(plan *p, const lora_adapter *a, lora_err *e)
 		if ((unsigned)x->dtype >= LORA_DTYPE_COUNT || x->ndim > LORA_MAX_DIMS ||
 		    lora_shape_bytes(x->shape, x->ndim, lora_dtype_size(x->dtype), &nb) || nb != x->nbytes)
 			return lora_err_set(e, LORA_EINVAL, "extra '%s': shape and byte size disagree", x->name);
-		for (size_t j = 0; j < i; j++)
-			if (strcmp(a->extras[j].name, x->name) == 0)
-				return lora_err_set(e, LORA_EINVAL, "extra '%s' appears twice", x->name);
 		p->ch[p->n++] = (chunk){.raw = x->data, .n = nb / lora_dtype_size(x->dtype), .t = x->dtype};
 	}
 	return 0;
@@ -491,6 +478,20 @@ static int get_sizes(const cJSON *c, uint64_t raw, uint64_t *zs, uint32_t *crc)
 }
 
 /* Extra tensors: raw bytes of any safetensors dtype, carried unchanged. */
+/* Names are checked once the header is read, by sorting: a check per
+ * layer against those before it made 40k layers take seconds. */
+static int no_dups(const lora_adapter *a, const char *name, lora_err *e)
+{
+	int nomem;
+	const char *d = lora_adapter_dup_layer(a, &nomem);
+	if (d || nomem)
+		return nomem ? lora_err_nomem(e) : lora_err_set(e, LORA_EFORMAT, "%s: header: layer '%s' appears twice", name, d);
+	d = lora_adapter_dup_extra(a, &nomem);
+	if (d || nomem)
+		return nomem ? lora_err_nomem(e) : lora_err_set(e, LORA_EFORMAT, "%s: header: extra '%s' appears twice", name, d);
+	return 0;
+}
+
 static int parse_extras(lora_adapter *a, const cJSON *x, const char *name, payloads *ps, lora_err *e)
 {
 	const cJSON *it;
@@ -508,9 +509,6 @@ static int parse_extras(lora_adapter *a, const cJSON *x, const char *name, paylo
 		if (!cJSON_IsString(nm) || !*nm->valuestring)
 			return lora_err_set(e, LORA_EFORMAT, "%s: header: extra %d has no name", name, idx);
 		const char *xn = nm->valuestring;
-		for (size_t j = 0; j < a->nextras; j++)
-			if (strcmp(a->extras[j].name, xn) == 0)
-				return lora_err_set(e, LORA_EFORMAT, "%s: header: extra '%s' appears twice", name, xn);
 		if (!cJSON_IsString(dt) || lora_dtype_from_st(dt->valuestring, &t))
 			return lora_err_set(e, LORA_EFORMAT, "%s: extra '%s': 'dtype' must be a safetensors dtype name",
 			                    name, xn);
@@ -537,7 +535,7 @@ static int parse_extras(lora_adapter *a, const cJSON *x, const char *name, paylo
 			return lora_err_nomem(e);
 		idx++;
 	}
-	return 0;
+	return no_dups(a, name, e);
 }
 
 static int parse_header(lora_adapter *a, const char *text, size_t len, const char *name, payloads *ps,
@@ -607,10 +605,6 @@ static int parse_header(lora_adapter *a, const char *text, size_t len, const cha
 			goto out;
 		}
 		const char *ln = nm->valuestring;
-		if (lora_adapter_find(a, ln)) {
-			rc = lora_err_set(e, LORA_EFORMAT, "%s: header: layer '%s' appears twice", name, ln);
-			goto out;
-		}
 		/* Bound dimensions so products of two never overflow 64 bits. */
 		if (!cJSON_IsArray(sh) || cJSON_GetArraySize(sh) != 2 || !cJSON_IsNumber(sh->child) ||
 		    !cJSON_IsNumber(sh->child->next)) {
@@ -667,6 +661,8 @@ static int parse_header(lora_adapter *a, const char *text, size_t len, const cha
 		}
 		idx++;
 	}
+	if ((rc = no_dups(a, name, e)))
+		goto out;
 	for (size_t k = 0; k < tail.n; k++)
 		if (push(ps, tail.p[k].kind, tail.p[k].idx, tail.p[k].zsize, tail.p[k].crc)) {
 			rc = lora_err_nomem(e);
@@ -847,15 +843,19 @@ int lora_lorafile_readf(lora_adapter **out, FILE *f, const char *name, int mode,
 	}
 	/* The header length is bounded above, but read it in pieces anyway so a
 	 * short hostile file costs little memory. */
-	size_t have = 0;
+	size_t have = 0, cap = 0;
 	while (have < hl) {
 		size_t k = hl - have < CHUNK ? hl - have : CHUNK;
-		char *nt = realloc(text, have + k + 1);
-		if (!nt) {
-			rc = lora_err_nomem(e);
-			goto out;
+		if (have + k + 1 > cap) {
+			cap = have + k + 1 > 2 * cap ? have + k + 1 : 2 * cap;
+			cap = cap > (size_t)hl + 1 ? (size_t)hl + 1 : cap;
+			char *nt = realloc(text, cap);
+			if (!nt) {
+				rc = lora_err_nomem(e);
+				goto out;
+			}
+			text = nt;
 		}
-		text = nt;
 		if ((rc = read_exact(&s, text + have, k, "the header", e)))
 			goto out;
 		have += k;

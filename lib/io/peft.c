@@ -40,11 +40,11 @@ int lora_peft_detect(const char *path)
 		return 0;
 	if (S_ISDIR(sb.st_mode)) {
 		cfg = lora_path_join(path, LORA_PEFT_CONFIG);
-	} else if (S_ISREG(sb.st_mode) && lora_path_has_suffix(path, ".safetensors")) {
+	} else if (lora_path_has_suffix(path, ".safetensors")) {
 		dir = lora_path_dir(path);
 		cfg = dir ? lora_path_join(dir, LORA_PEFT_CONFIG) : NULL;
 	}
-	yes = cfg && lora_path_is_file(cfg);
+	yes = cfg && lora_path_exists(cfg);
 	free(dir);
 	free(cfg);
 	return yes;
@@ -65,10 +65,10 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 		bin = lora_path_join(path, "adapter_model.bin");
 		if (!*cfg || !*weights || !bin) {
 			rc = lora_err_nomem(e);
-		} else if (!lora_path_is_file(*cfg)) {
+		} else if (!lora_path_exists(*cfg)) {
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s (not a PEFT adapter directory)", path,
 			                  LORA_PEFT_CONFIG);
-		} else if (!lora_path_is_file(*weights) && lora_path_is_file(bin)) {
+		} else if (!lora_path_exists(*weights) && lora_path_exists(bin)) {
 			rc = lora_err_set(e, LORA_EFORMAT,
 			                  "%s: adapter_model.bin (a Python pickle) is not supported; save the adapter as %s",
 			                  path, LORA_PEFT_WEIGHTS);
@@ -81,7 +81,7 @@ static int resolve(const char *path, char **cfg, char **weights, lora_err *e)
 		*cfg = dir ? lora_path_join(dir, LORA_PEFT_CONFIG) : NULL;
 		if (!*weights || !*cfg)
 			rc = lora_err_nomem(e);
-		else if (!lora_path_is_file(*cfg))
+		else if (!lora_path_exists(*cfg))
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: no %s beside it (not a PEFT adapter)", path,
 			                  LORA_PEFT_CONFIG);
 	}
@@ -627,16 +627,24 @@ static int cmp_len_desc(const void *a, const void *b)
 }
 
 /* Most frequent value of v[0..n) (ties: the smallest). */
-static double mode_of(const double *v, size_t n)
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* The most frequent value of v (the smallest of equally frequent ones);
+ * sorts v, so that 80k layers cost n log n, not n^2. */
+static double mode_of(double *v, size_t n)
 {
 	double best = n ? v[0] : 0;
 	size_t bestc = 0;
-	for (size_t i = 0; i < n; i++) {
-		size_t cnt = 0;
-		for (size_t j = 0; j < n; j++)
-			cnt += v[j] == v[i];
-		if (cnt > bestc || (cnt == bestc && v[i] < best))
-			best = v[i], bestc = cnt;
+	qsort(v, n, sizeof *v, cmp_double);
+	for (size_t i = 0, j; i < n; i = j) {
+		for (j = i; j < n && v[j] == v[i]; j++)
+			;
+		if (j - i > bestc)
+			best = v[i], bestc = j - i;
 	}
 	return best;
 }

@@ -13,6 +13,7 @@
 
 #include "core/json.h"
 #include "core/outfile_internal.h"
+#include "core/path.h"
 #include "core/utf8.h"
 
 /* JSON numbers reach us as doubles; above 2^53 a double no longer names a
@@ -157,50 +158,70 @@ static int cmp_tname(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+typedef struct {
+	stfile *f;
+	size_t data_size, cap;
+	int meta;
+} header_walk;
+
+/* One member of the header: __metadata__ or a tensor. */
+static int take_member(void *ctx, cJSON *j, lora_err *e)
+{
+	header_walk *h = ctx;
+	lora_st *st = &h->f->st;
+	if (strcmp(j->string, "__metadata__") == 0)
+		return h->meta++ ? lora_err_set(e, LORA_EFORMAT, "%s: header has the key '__metadata__' twice in one object",
+		                                st->path)
+		                 : parse_meta(st, j, e);
+	if (st->ntensors == h->cap) {
+		size_t nc = h->cap ? 2 * h->cap : 64;
+		lora_st_tensor *t = realloc(st->tensors, nc * sizeof *t);
+		if (!t)
+			return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", st->path);
+		st->tensors = t, h->cap = nc;
+	}
+	lora_st_tensor *t = &st->tensors[st->ntensors];
+	memset(t, 0, sizeof *t);
+	if (!(t->name = strdup(j->string)))
+		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", st->path);
+	st->ntensors++;
+	return parse_tensor(t, j, h->data_size, st->path, e);
+}
+
 static int parse_header(stfile *f, const char *hdr, size_t n, size_t data_size, lora_err *e)
 {
 	lora_st *st = &f->st;
 	const char *path = st->path;
 	cJSON *root = NULL;
+	header_walk h = {f, data_size, 0, 0};
 	int rc;
 	/* The reference implementation insists on '{' first (no BOM, no
 	 * leading whitespace); so do we. */
 	if (n == 0 || hdr[0] != '{')
 		return lora_err_set(e, LORA_EFORMAT, "%s: header does not start with '{'", path);
-	if ((rc = lora_json_parse(&root, path, "header", hdr, n, e)))
+	/* A member at a time: the whole tree of a 100 MB header would take
+	 * fifteen times its size. */
+	if ((rc = lora_json_each(path, "header", hdr, n, take_member, &h, e)))
 		return rc;
-	size_t nt = 0;
-	const cJSON *meta = NULL;
-	for (const cJSON *j = root->child; j; j = j->next) {
-		if (strcmp(j->string, "__metadata__") != 0)
-			nt++;
-		else
-			meta = j;
-	}
-	if (meta && (rc = parse_meta(st, meta, e)))
-		goto out;
-	st->tensors = calloc(nt ? nt : 1, sizeof *st->tensors);
-	f->by_name = malloc((nt ? nt : 1) * sizeof *f->by_name);
-	if (!st->tensors || !f->by_name) {
+	size_t nt = st->ntensors;
+	if (!(f->by_name = malloc((nt ? nt : 1) * sizeof *f->by_name))) {
 		rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
-	for (const cJSON *j = root->child; j; j = j->next) {
-		if (j == meta)
-			continue;
-		lora_st_tensor *t = &st->tensors[st->ntensors++];
-		if (!(t->name = strdup(j->string))) {
-			rc = lora_err_set(e, LORA_ENOMEM, "%s: out of memory", path);
+	if (nt) { /* tensors is NULL in a header of metadata only */
+		qsort(st->tensors, nt, sizeof *st->tensors, cmp_offset);
+		for (size_t i = 0; i < nt; i++)
+			f->by_name[i] = &st->tensors[i];
+		qsort(f->by_name, nt, sizeof *f->by_name, cmp_tname);
+	}
+	/* A name given twice would leave the data of one unaccounted for;
+	 * the reference reader refuses it too (as a gap in the data). */
+	for (size_t i = 1; i < nt; i++)
+		if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0) {
+			rc = lora_err_set(e, LORA_EFORMAT, "%s: header has the key '%s' twice in one object", path,
+			                  f->by_name[i]->name);
 			goto out;
 		}
-		if ((rc = parse_tensor(t, j, data_size, path, e)))
-			goto out;
-	}
-	qsort(st->tensors, nt, sizeof *st->tensors, cmp_offset);
-	/* Names are unique: lora_json_parse refuses a key given twice. */
-	for (size_t i = 0; i < nt; i++)
-		f->by_name[i] = &st->tensors[i];
-	qsort(f->by_name, nt, sizeof *f->by_name, cmp_tname);
 	/* The data section must be exactly the tensors, back to back. */
 	size_t pos = 0;
 	for (size_t i = 0; i < nt; i++) {
@@ -233,21 +254,9 @@ int lora_st_open(lora_st **out, const char *path, lora_err *e)
 	stfile *f = NULL;
 	struct stat sb;
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &sb) != 0) {
-		rc = lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (S_ISDIR(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(EISDIR));
-		goto out;
-	}
 	/* Pipes and devices have no size to validate offsets against. */
-	if (!S_ISREG(sb.st_mode)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: not a regular file", path);
-		goto out;
-	}
+	if ((fd = lora_path_open_file(path, &sb, e)) < 0)
+		return fd;
 	if ((uintmax_t)sb.st_size > SIZE_MAX) {
 		rc = lora_err_set(e, LORA_EIO, "%s: file too large", path);
 		goto out;

@@ -7,9 +7,86 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <stdio.h>
+#include <unistd.h>
 
 static int nthreads; /* 0 until set: the first use sets the default */
+
+/* Debian's OpenBLAS (0.3.21) has its worker threads retry a failed buffer
+ * allocation forever (fixed upstream in 0.3.30) and joins them at exit, so
+ * under an address-space limit (ulimit -v) a tool would hang instead of
+ * failing. Those threads start as the library loads, before main; an
+ * executable's preinit_array runs earlier still: with such a limit,
+ * OpenBLAS is asked to keep to the calling thread (it serves only the
+ * factorisations; the OpenMP pool is untouched). Its loader may read the
+ * environment it was started with, so the exit is guarded too: once
+ * everything of ours has run, the process ends without joining them. */
+static int as_limited;
+
+static void end_now(int status, void *arg)
+{
+	(void)arg;
+	fflush(NULL);
+	_exit(status);
+}
+
+static void openblas_guard(int argc, char **argv, char **envp)
+{
+	struct rlimit r;
+	(void)argc, (void)argv, (void)envp;
+	as_limited = getrlimit(RLIMIT_AS, &r) == 0 && r.rlim_cur != RLIM_INFINITY;
+	if (as_limited)
+		setenv("OPENBLAS_NUM_THREADS", "1", 1);
+}
+
+__attribute__((section(".preinit_array"), used)) static void (*const preinit)(int, char **, char **) = openblas_guard;
+
+static void openblas_threads(int n) { openblas_set_num_threads(as_limited || n < 1 ? 1 : n); }
+
+static pthread_mutex_t probe_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t probe_cv = PTHREAD_COND_INITIALIZER;
+static int probe_go;
+
+static void *probe_wait(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&probe_mu);
+	while (!probe_go)
+		pthread_cond_wait(&probe_cv, &probe_mu);
+	pthread_mutex_unlock(&probe_mu);
+	return NULL;
+}
+
+void lora_blas_guard_exit(void)
+{
+	static int done;
+	if (as_limited && !done++)
+		on_exit(end_now, NULL);
+}
+
+int lora_blas_try_threads(int n, lora_err *e)
+{
+	int k = 0, err = 0;
+	pthread_t *t = n > 1 ? malloc((size_t)(n - 1) * sizeof *t) : NULL;
+	if (n > 1 && !t)
+		return lora_err_set(e, LORA_ENOMEM, "cannot start %d threads: out of memory", n);
+	probe_go = 0;
+	/* all alive at once, as in the pool, each with the default stack */
+	while (k < n - 1 && !(err = pthread_create(&t[k], NULL, probe_wait, NULL)))
+		k++;
+	pthread_mutex_lock(&probe_mu);
+	probe_go = 1;
+	pthread_cond_broadcast(&probe_cv);
+	pthread_mutex_unlock(&probe_mu);
+	for (int i = 0; i < k; i++)
+		pthread_join(t[i], NULL);
+	free(t);
+	if (err)
+		return lora_err_set(e, LORA_ENOMEM, "cannot start %d threads (%d started): %s", n, k + 1, strerror(err));
+	return 0;
+}
 
 /* Below this many multiply-adds a product runs on the calling thread. */
 #define SPLIT_MIN_MNK (1u << 18)
@@ -29,7 +106,7 @@ int lora_blas_set_threads(int n)
 	 * OpenBLAS, left with LAPACK and double products, runs in serial code
 	 * only, so it gets the same count. */
 	omp_set_num_threads(n);
-	openblas_set_num_threads(n);
+	openblas_threads(n);
 	return n;
 }
 
@@ -513,10 +590,10 @@ void lora_blas_sgemm_naive(int ta, int tb, size_t M, size_t N, size_t K, float a
 void lora_blas_sgemm_openblas(int n, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                               size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-	openblas_set_num_threads(n < 1 ? 1 : n);
+	openblas_threads(n);
 	if (M && N)
 		openblas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-	openblas_set_num_threads(lora_blas_threads());
+	openblas_threads(lora_blas_threads());
 }
 
 const char *lora_blas_isa(void)

@@ -22,6 +22,18 @@
  * OpenMP kernels, oneDNN's products and OpenBLAS's factorisations alike.
  * Returns the count in effect. */
 int lora_blas_set_threads(int n);
+/* Call first thing in main: under an address-space limit, the process
+ * will end without waiting for OpenBLAS's threads (see blas.c); registered
+ * after the C library's exit handlers, it runs before them, and after
+ * those registered later. */
+void lora_blas_guard_exit(void);
+/* Most threads a tool may be asked for (-j). */
+#define LORA_BLAS_MAX_THREADS 1024
+/* Start n - 1 threads beside the caller, as the pool will, and stop them
+ * again: 0 when all started; otherwise LORA_ENOMEM and "cannot start N
+ * threads (K started): why", so that a memory or process limit gets one
+ * line before the OpenMP runtime, which aborts, meets it. */
+int lora_blas_try_threads(int n, lora_err *e);
 /* Threads in effect; the first call without an earlier
  * lora_blas_set_threads sets the default. */
 int lora_blas_threads(void);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/json.h"
 #include "core/path.h"
@@ -222,7 +223,10 @@ size_t lora_config_window(const lora_config *c, size_t l)
 static char *hub_snapshot(const char *repo_dir)
 {
 	char *ref = lora_path_join(repo_dir, "refs/main"), rev[128] = "", *out = NULL;
-	FILE *f = ref ? fopen(ref, "r") : NULL;
+	int fd = ref ? lora_path_open_file(ref, NULL, NULL) : -1;
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (fd >= 0 && !f)
+		close(fd);
 	if (f && fgets(rev, sizeof rev, f)) {
 		rev[strcspn(rev, "\n")] = 0;
 		if (*rev && strspn(rev, "0123456789abcdef") == strlen(rev)) {
@@ -241,18 +245,18 @@ int lora_config_locate(char **path, const char *name, lora_err *e)
 {
 	char *p = NULL, hub[4096], repo[600];
 	*path = NULL;
-	if (lora_path_is_file(name) && lora_path_has_suffix(name, "config.json"))
+	if (lora_path_has_suffix(name, "config.json") && lora_path_exists(name))
 		p = strdup(name);
 	else if (lora_path_is_file(name)) {
 		/* weights or an index: config.json beside them */
 		char *d = lora_path_dir(name);
 		p = d ? lora_path_join(d, "config.json") : NULL;
 		free(d);
-		if (p && !lora_path_is_file(p)) {
+		if (p && !lora_path_exists(p)) {
 			free(p);
 			p = NULL;
 		}
-	} else if ((p = lora_path_join(name, "config.json")) && !lora_path_is_file(p)) {
+	} else if ((p = lora_path_join(name, "config.json")) && !lora_path_exists(p)) {
 		free(p);
 		p = NULL;
 	}
@@ -269,7 +273,7 @@ int lora_config_locate(char **path, const char *name, lora_err *e)
 		char *dir = lora_path_join(hub, repo);
 		p = dir ? hub_snapshot(dir) : NULL;
 		free(dir);
-		if (p && !lora_path_is_file(p)) {
+		if (p && !lora_path_exists(p)) {
 			free(p);
 			p = NULL;
 		}

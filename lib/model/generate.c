@@ -41,7 +41,7 @@ static int generation_stops(text *x, const char *model, lora_err *e)
 	char *path = lora_path_join(model, "generation_config.json");
 	cJSON *g = NULL, *it;
 	int rc = path ? 0 : lora_err_nomem(e);
-	if (rc || !lora_path_is_file(path) || (rc = lora_json_read_file(&g, path, 0, e)))
+	if (rc || !lora_path_exists(path) || (rc = lora_json_read_file(&g, path, 0, e)))
 		goto out;
 	const cJSON *eos = cJSON_GetObjectItemCaseSensitive(g, "eos_token_id");
 	size_t id;
@@ -103,7 +103,7 @@ static int text_open(text *x, const lora_generate_job *j, lora_err *e)
 		lora_err_prefix(e, "--prompt");
 		goto out;
 	}
-	if (lora_path_is_file(cfg) && ((rc = lora_chat_config_token(&eos, cfg, "eos_token", e)) || (rc = add_stop(x, eos, e))))
+	if (lora_path_exists(cfg) && ((rc = lora_chat_config_token(&eos, cfg, "eos_token", e)) || (rc = add_stop(x, eos, e))))
 		goto out;
 	rc = generation_stops(x, j->model, e);
 out:

@@ -262,7 +262,7 @@ static int special_vocab(lora_ggufmeta *g, const lora_ckpt *m, const cJSON *tj, 
 	uint64_t id[5] = {0};
 	if (!p)
 		return lora_err_nomem(e);
-	if (lora_path_is_file(p) && (rc = lora_json_read_file(&tc, p, 0, e)))
+	if (lora_path_exists(p) && (rc = lora_json_read_file(&tc, p, 0, e)))
 		goto out;
 	if (m->config_path && (rc = lora_json_read_file(&cfg, m->config_path, 0, e)))
 		goto out;
@@ -348,7 +348,7 @@ static int special_vocab(lora_ggufmeta *g, const lora_ckpt *m, const cJSON *tj, 
 		size_t len;
 		if (!jp)
 			rc = lora_err_nomem(e);
-		else if (lora_path_is_file(jp))
+		else if (lora_path_exists(jp))
 			rc = lora_json_slurp(&g->chat, &len, jp, 0, e);
 		free(jp);
 		if (rc)
@@ -370,7 +370,7 @@ static int tokenizer_keys(lora_ggufmeta *g, const lora_config *c, const lora_ckp
 	int rc = 0;
 	if (!p)
 		return lora_err_nomem(e);
-	if (!lora_path_is_file(p)) {
+	if (!lora_path_exists(p)) {
 		rc = lora_err_set(e, LORA_EINVAL, "%s: no tokenizer.json: a GGUF model carries its tokenizer", m->dir);
 		goto out;
 	}

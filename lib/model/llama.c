@@ -3,6 +3,7 @@
  * the weights and the numerical kernels are modules of their own. */
 #include "model/llama.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,7 +191,24 @@ static int cmp_att(const void *a, const void *b)
 }
 
 /* Every check of lora_llama_attach, before anything changes. */
-static int check_adapter(const lora_llama *m, const lora_adapter *a, int trainable, const char *what, lora_err *e)
+/* The first non-finite value of a layer's factors, as "lora_A[i]", or 0. */
+static int factor_nonfinite(const lora_layer *l, char *buf, size_t n)
+{
+	const float *x[3] = {l->A, l->B, l->bias};
+	const size_t len[3] = {l->rank * l->in, l->out * l->rank, l->bias ? l->out : 0};
+	static const char *const name[3] = {"lora_A", "lora_B", "lora_B bias"};
+	for (int k = 0; k < 3; k++) {
+		size_t i = x[k] ? lora_dtype_find_nonfinite(x[k], len[k]) : len[k];
+		if (i < len[k]) {
+			snprintf(buf, n, "%s[%zu] is %s", name[k], i, isnan(x[k][i]) ? "NaN" : "infinite");
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int check_adapter(const lora_llama *m, const lora_adapter *a, double k, int trainable, const char *what,
+                         lora_err *e)
 {
 	const lora_config *c = &m->c;
 	if (trainable && m->gA)
@@ -228,6 +246,15 @@ static int check_adapter(const lora_llama *m, const lora_adapter *a, int trainab
 			                    l->name);
 		if (l->rank == 0 || l->rank > 65536)
 			return lora_err_set(e, LORA_EINVAL, "%s: layer '%s': rank %zu is out of range", what, l->name, l->rank);
+		/* Caught here, a non-finite scale or factor is named; found in the
+		 * loss, it would only be "nan". */
+		double s = k * lora_adapter_layer_scale(a, l);
+		char at[64];
+		if (!isfinite((float)s))
+			return lora_err_set(e, LORA_EINVAL, "%s: layer '%s': scale %g (alpha %g, rank %zu) is not finite in f32",
+			                    what, l->name, s, l->alpha, l->rank);
+		if (factor_nonfinite(l, at, sizeof at))
+			return lora_err_set(e, LORA_EINVAL, "%s: layer '%s': %s", what, l->name, at);
 	}
 	return 0;
 }
@@ -264,7 +291,7 @@ int lora_llama_attach(lora_llama *m, const lora_adapter *a, double k, int traina
                       lora_err *e)
 {
 	int rc;
-	if ((rc = check_adapter(m, a, trainable, what, e)))
+	if ((rc = check_adapter(m, a, k, trainable, what, e)))
 		return rc;
 	attachment *na = realloc(m->atts, (m->natts + a->nlayers + 1) * sizeof *na);
 	if (!na)
@@ -796,18 +823,96 @@ static int check_forward(const lora_llama *m, lora_err *e)
 	return 0;
 }
 
-/* Embedding and every block of a forward plan: the top of the residual
- * stream is left in res[L]. */
-static void blocks_forward(lora_llama *m, const int32_t *inputs)
+/* The first non-finite element of matrix w (n elements), or n. */
+static size_t mat_nonfinite(const lora_weights_mat *w, size_t n)
 {
-	size_t L = m->c.n_layers;
-	int train = (m->flags & LORA_LLAMA_TRAIN) != 0, recompute = (m->flags & LORA_LLAMA_RECOMPUTE) != 0;
+	float buf[1024];
+	size_t es = lora_dtype_size(w->dt);
+	for (size_t i = 0; i < n; i += 1024) {
+		size_t k = n - i < 1024 ? n - i : 1024, b;
+		lora_dtype_to_f32(buf, (const unsigned char *)w->p + i * es, w->dt, k);
+		if ((b = lora_dtype_find_nonfinite(buf, k)) < k)
+			return i + b;
+	}
+	return n;
+}
+
+/* Where a non-finite hidden state first appeared: after the embedding
+ * (blk < 0) or after block blk. Only on that failure are the block's
+ * weights scanned, to name the tensor when one of them is at fault. */
+static int nonfinite_at(const lora_llama *m, long blk, lora_err *e)
+{
+	const lora_config *c = &m->c;
+	char name[96];
+	size_t at;
+	if (blk < 0) {
+		if ((at = mat_nonfinite(&m->w.embed, c->vocab_size * c->dim)) < c->vocab_size * c->dim)
+			return lora_err_set(e, LORA_EFORMAT, "tensor 'model.embed_tokens.weight': element [%zu,%zu] is not finite",
+			                    at / c->dim, at % c->dim);
+		return lora_err_set(e, LORA_EINVAL, "the embedding is not finite");
+	}
+	const lora_weights_block *w = &m->w.blocks[blk];
+	for (int mod = 0; mod < LORA_NMOD; mod++) {
+		size_t out, in;
+		lora_weights_module_shape(c, mod, &out, &in);
+		snprintf(name, sizeof name, "model.layers.%ld.%s.%s", blk, mod < LORA_MOD_GATE ? "self_attn" : "mlp",
+		         lora_weights_module_name(mod));
+		if ((at = mat_nonfinite(&w->w[mod], out * in)) < out * in)
+			return lora_err_set(e, LORA_EFORMAT, "tensor '%s.weight': element [%zu,%zu] is not finite", name, at / in,
+			                    at % in);
+		if (w->b[mod] && (at = lora_dtype_find_nonfinite(w->b[mod], out)) < out)
+			return lora_err_set(e, LORA_EFORMAT, "tensor '%s.bias': element %zu is not finite", name, at);
+	}
+	const float *ln[2] = {w->ln1, w->ln2};
+	for (int k = 0; k < 2; k++)
+		if ((at = lora_dtype_find_nonfinite(ln[k], c->dim)) < c->dim)
+			return lora_err_set(e, LORA_EFORMAT, "tensor 'model.layers.%ld.%s.weight': element %zu is not finite", blk,
+			                    k ? "post_attention_layernorm" : "input_layernorm", at);
+	return lora_err_set(e, LORA_EINVAL,
+	                    "model.layers.%ld: the hidden state is not finite after this block (values overflow; "
+	                    "an adapter's scale too large?)", blk);
+}
+
+/* 0, or the error naming where x (n values) became non-finite. */
+static int check_finite(const lora_llama *m, const float *x, size_t n, long blk, lora_err *e)
+{
+	return lora_dtype_find_nonfinite(x, n) < n ? nonfinite_at(m, blk, e) : 0;
+}
+
+/* Embedding and every block of a forward plan: the top of the residual
+ * stream is left in res[L]. Without training (eval, generation) the
+ * hidden state is checked after each block, a scan as cheap as a norm, so
+ * that a non-finite result is refused naming where it began (training
+ * checks its loss, gradient and parameters itself). */
+static int blocks_forward(lora_llama *m, const int32_t *inputs, lora_err *e)
+{
+	size_t L = m->c.n_layers, N = m->B * m->T * m->c.dim;
+	int train = (m->flags & LORA_LLAMA_TRAIN) != 0, recompute = (m->flags & LORA_LLAMA_RECOMPUTE) != 0, rc;
 	lora_kernels_embedding_forward(m->res[0], inputs, m->w.embed.p, m->w.embed.dt, m->B * m->T, m->c.dim);
+	if (!train && (rc = check_finite(m, m->res[0], N, -1, e)))
+		return rc;
 	for (size_t l = 0; l < L; l++) {
 		slot *s = &m->slots[train && !recompute ? l : 0];
 		float *xout = m->res[l + 1];
 		block_forward(m, l, s, m->res[l], train ? s->xmid : xout, xout, train, 0);
+		if (!train && (rc = check_finite(m, xout, N, (long)l, e)))
+			return rc;
 	}
+	return 0;
+}
+
+/* The final norm and head of finite hidden states gave non-finite logits. */
+static int head_nonfinite(const lora_llama *m, lora_err *e)
+{
+	const lora_config *c = &m->c;
+	size_t at, n = c->vocab_size * c->dim;
+	if ((at = lora_dtype_find_nonfinite(m->w.norm, c->dim)) < c->dim)
+		return lora_err_set(e, LORA_EFORMAT, "tensor 'model.norm.weight': element %zu is not finite", at);
+	if ((at = mat_nonfinite(&m->w.head, n)) < n)
+		return lora_err_set(e, LORA_EFORMAT, "tensor '%s': element [%zu,%zu] is not finite",
+		                    m->w.head.p == m->w.embed.p ? "model.embed_tokens.weight" : "lm_head.weight", at / c->dim,
+		                    at % c->dim);
+	return lora_err_set(e, LORA_EINVAL, "the logits are not finite (they overflow)");
 }
 
 /* The logits (B, V) of the last of the T positions of each row of top
@@ -860,9 +965,12 @@ int lora_llama_forward(lora_llama *m, const int32_t *inputs, const int32_t *targ
 	if ((rc = check_forward(m, e)) ||
 	    (rc = check_tokens(inputs, targets, m->B, m->T, 0, m->c.vocab_size, &count, e)))
 		return rc;
-	blocks_forward(m, inputs);
+	if ((rc = blocks_forward(m, inputs, e)))
+		return rc;
 	if (!targets) {
 		head_last(m, m->res[m->c.n_layers], m->T);
+		if (lora_dtype_find_nonfinite(m->last_logits, m->B * m->c.vocab_size) < m->B * m->c.vocab_size)
+			return head_nonfinite(m, e);
 		if (loss)
 			*loss = 0;
 		if (ntargets)
@@ -870,6 +978,8 @@ int lora_llama_forward(lora_llama *m, const int32_t *inputs, const int32_t *targ
 		return 0;
 	}
 	double sum = head_loss(m, targets, count);
+	if (!isfinite(sum) && !(m->flags & LORA_LLAMA_TRAIN))
+		return head_nonfinite(m, e);
 	if (loss)
 		*loss = count ? sum / (double)count : 0;
 	if (ntargets)
@@ -887,10 +997,13 @@ int lora_llama_forward_logits(lora_llama *m, const int32_t *inputs, float *logit
 	if (m->flags & LORA_LLAMA_TRAIN)
 		return lora_err_set(e, LORA_EINVAL, "logits of every position need a plan without training");
 	m->ready = 0;
-	blocks_forward(m, inputs);
+	if ((rc = blocks_forward(m, inputs, e)))
+		return rc;
 	/* lnf_out holds (B*T, C) in every plan */
 	lora_kernels_rmsnorm_forward(m->lnf_out, NULL, m->res[m->c.n_layers], m->w.norm, (float)m->c.rms_eps, N, C);
 	head_forward(m, m->lnf_out, N, logits);
+	if (lora_dtype_find_nonfinite(logits, N * V) < N * V)
+		return head_nonfinite(m, e);
 	return 0;
 }
 
@@ -959,9 +1072,16 @@ int lora_llama_decode(lora_llama *m, const int32_t *tokens, size_t n, size_t pos
 	m->Tn = n, m->pos = pos;
 	float *x = m->res[0];
 	lora_kernels_embedding_forward(x, tokens, m->w.embed.p, m->w.embed.dt, m->B * n, c->dim);
-	for (size_t l = 0; l < c->n_layers; l++)
+	if ((rc = check_finite(m, x, m->B * n * c->dim, -1, e)))
+		return rc;
+	for (size_t l = 0; l < c->n_layers; l++) {
 		block_forward(m, l, &m->slots[0], x, x, x, 0, 0);
+		if ((rc = check_finite(m, x, m->B * n * c->dim, (long)l, e)))
+			return rc;
+	}
 	head_last(m, x, n);
+	if (lora_dtype_find_nonfinite(m->last_logits, m->B * c->vocab_size) < m->B * c->vocab_size)
+		return head_nonfinite(m, e);
 	return 0;
 }
 

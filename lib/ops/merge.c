@@ -106,8 +106,8 @@ static int build_plan(plan *p, const lora_ckpt *m, const lora_merge_input *in, s
 				                    in[i].path, name, t->ndim ? got : "scalar", m->path, want0, want1);
 			}
 			if (!lora_dtype_is_float(t->dtype))
-				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s' is %s, not a float type", m->path, name,
-				                    lora_dtype_st_name(t->dtype));
+				return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s' is %s, an unsupported dtype (F32, F16 and BF16 "
+				                    "weights can be merged)", m->path, name, lora_dtype_st_name(t->dtype));
 			if (l->magnitude && o->subtract)
 				return lora_err_set(e, LORA_EINVAL,
 				                    "%s: layer '%s' is DoRA: its merge rescales rows and cannot be subtracted",
@@ -360,21 +360,46 @@ static void widen(float *f, const unsigned char *src, lora_dtype t, size_t n)
 		lora_dtype_to_f32(f + c, src + c * isz, t, n - c < SPLIT ? n - c : SPLIT);
 }
 
-/* dst = f[0, n) in type od; returns the index of the first value that is
- * not finite (n if none, or if not check). */
-static size_t narrow(unsigned char *dst, const float *f, int od, size_t n, int check)
+/* The first of n finite values f that dtype od (dst, converted) could not
+ * hold, or n; values not finite before are left to the caller. */
+static size_t overflow_at(const unsigned char *dst, const float *f, lora_dtype od, size_t n)
 {
-	size_t bad = n;
-#pragma omp parallel for schedule(static) if (n > SPLIT) reduction(min : bad)
+	size_t es = lora_dtype_size(od);
+	if (od == LORA_F32)
+		return n;
+	for (size_t i = 0; i < n;) {
+		size_t b = lora_dtype_find_overflow(dst + i * es, od, n - i);
+		if (b == n - i)
+			return n;
+		if (isfinite(f[i + b]))
+			return i + b;
+		i += b + 1;
+	}
+	return n;
+}
+
+/* dst = f[0, n) in type od; returns the index of the first value that is
+ * not finite (n if none, or if not check), and in *over that of the first
+ * finite value od cannot hold (n if none; q8_0 is not checked: its f16
+ * scale, the largest magnitude over 127, overflows only past 8.3e6). */
+static size_t narrow(unsigned char *dst, const float *f, int od, size_t n, int check, size_t *over)
+{
+	size_t bad = n, ov = n;
+#pragma omp parallel for schedule(static) if (n > SPLIT) reduction(min : bad, ov)
 	for (size_t c = 0; c < n; c += SPLIT) {
 		size_t k = n - c < SPLIT ? n - c : SPLIT, b = check ? lora_dtype_find_nonfinite(f + c, k) : k;
 		if (b < k && c + b < bad)
 			bad = c + b;
-		if (od == OUT_Q8_0)
+		if (od == OUT_Q8_0) {
 			lora_gguf_q8_0_quantize(dst + out_bytes(od, c), f + c, k);
-		else
-			lora_dtype_from_f32(dst + out_bytes(od, c), f + c, (lora_dtype)od, k);
+			continue;
+		}
+		lora_dtype_from_f32(dst + out_bytes(od, c), f + c, (lora_dtype)od, k);
+		size_t o = overflow_at(dst + out_bytes(od, c), f + c, (lora_dtype)od, k);
+		if (o < k && c + o < ov)
+			ov = c + o;
 	}
+	*over = ov;
 	return bad;
 }
 
@@ -389,10 +414,15 @@ static int put_f32(stream *s, const lora_st_tensor *t, const float *f, size_t of
 		unsigned char *slot = stream_slot(s);
 		if (!slot)
 			return stream_drain(s, s->w, e);
-		size_t bad = narrow(slot, f + i, od, k, check);
+		size_t over, bad = narrow(slot, f + i, od, k, check, &over);
 		if (bad < k)
 			return lora_err_set(e, LORA_EINVAL, "tensor '%s': merged value at index %zu is not finite",
 			                    t->name, off + i + bad);
+		/* written as +-inf, it would poison every product with it */
+		if (over < k)
+			return lora_err_set(e, LORA_EINVAL, "tensor '%s': value %g at index %zu does not fit %s (largest %g)",
+			                    t->name, (double)f[i + over], off + i + over, lora_dtype_name((lora_dtype)od),
+			                    od == LORA_F16 ? 65504.0 : 3.3895313892515355e38);
 		stream_put(s, out_bytes(od, k));
 	}
 	return 0;

@@ -6,6 +6,10 @@
 
 #include "io/peft.h"
 
+/* Names come from files: on a terminal a control character in one could
+ * rewrite the screen, so text reports print them as messages do. */
+#define ESC(s) lora_err_escape((char[1024]){0}, 1024, (s))
+
 /* One JSON document, indented, and a newline; j is consumed. */
 static int put_json(FILE *f, cJSON *j, lora_err *e)
 {
@@ -198,7 +202,7 @@ static void adapter_layers_text(FILE *f, const lora_adapter *a, const lora_svd_s
 		const lora_layer *l = &a->layers[i];
 		char shp[48];
 		snprintf(shp, sizeof shp, "%zux%zu", l->out, l->in);
-		fprintf(f, "%-48s %13s %5zu %8g %8g", l->name, shp, l->rank, l->alpha, lora_adapter_layer_scale(a, l));
+		fprintf(f, "%-48s %13s %5zu %8g %8g", ESC(l->name), shp, l->rank, l->alpha, lora_adapter_layer_scale(a, l));
 		if (st) {
 			fprintf(f, " %11.5g ", st[i].norm);
 			for (size_t k = 0; k < st[i].nsv && k < top; k++)
@@ -244,7 +248,7 @@ int lora_report_adapter(FILE *f, const char *path, const lora_adapter *a, int pe
 	human_bytes(hr, sizeof hr, (double)s.raw);
 	fprintf(f, "%-12s %llu (%s) on disk, %llu (%s) uncompressed, ratio %.3f\n", "bytes",
 	        (unsigned long long)a->file_bytes, hb, (unsigned long long)s.raw, hr, s.ratio);
-	fprintf(f, "%-12s %s", "base model", a->base_name ? a->base_name : "-");
+	fprintf(f, "%-12s %s", "base model", a->base_name ? ESC(a->base_name) : "-");
 	if (a->base_fingerprint)
 		fprintf(f, " (fingerprint %s)", a->base_fingerprint);
 	fprintf(f, "\n%-12s %s\n", "provenance", a->provenance ? a->provenance : "-");
@@ -252,7 +256,7 @@ int lora_report_adapter(FILE *f, const char *path, const lora_adapter *a, int pe
 	for (size_t i = 0; i < a->nextras; i++) {
 		char shp[128];
 		lora_shape_format(shp, sizeof shp, a->extras[i].shape, a->extras[i].ndim);
-		fprintf(f, "%-12s %s %s %s\n", "extra", a->extras[i].name, lora_dtype_name(a->extras[i].dtype), shp);
+		fprintf(f, "%-12s %s %s %s\n", "extra", ESC(a->extras[i].name), lora_dtype_name(a->extras[i].dtype), shp);
 	}
 	if (o->per_layer || st)
 		adapter_layers_text(f, a, st, o->top);
@@ -323,7 +327,7 @@ int lora_report_ckpt(FILE *f, const char *path, const lora_ckpt *m, const lora_r
 	if (o->json)
 		return ckpt_json(f, path, m, &s, o->per_layer, e);
 	fprintf(f, "%-12s safetensors, %zu shard%s\n", "format", m->nshards, m->nshards == 1 ? "" : "s");
-	fprintf(f, "%-12s %s (fingerprint %s)\n", "model", m->name ? m->name : "-", s.fp);
+	fprintf(f, "%-12s %s (fingerprint %s)\n", "model", m->name ? ESC(m->name) : "-", s.fp);
 	fprintf(f, "%-12s %zu\n", "tensors", m->ntensors);
 	fprintf(f, "%-12s %llu\n", "parameters", (unsigned long long)s.params);
 	for (int k = 0; k < LORA_DTYPE_COUNT; k++)
@@ -337,7 +341,7 @@ int lora_report_ckpt(FILE *f, const char *path, const lora_ckpt *m, const lora_r
 		for (size_t i = 0; i < m->ntensors; i++) {
 			const lora_st_tensor *t = m->tensors[i];
 			lora_shape_format(shp, sizeof shp, t->shape, t->ndim);
-			fprintf(f, "%-56s %-6s %s\n", t->name, lora_dtype_name(t->dtype), shp);
+			fprintf(f, "%-56s %-6s %s\n", ESC(t->name), lora_dtype_name(t->dtype), shp);
 		}
 	}
 	return 0;
@@ -533,7 +537,7 @@ int lora_report_svd(FILE *f, const lora_svd_report *r, const lora_adapter *a, in
 			snprintf(rk, sizeof rk, "%zu", l->rank);
 		else
 			snprintf(rk, sizeof rk, "%zu->%zu", l->old_rank, l->rank);
-		fprintf(f, "%-*s %11s %*s %9.6f %10.3e\n", (int)w, l->name, shp, rw, rk, l->energy, l->rel_error);
+		fprintf(f, "%-*s %11s %*s %9.6f %10.3e\n", (int)w, ESC(l->name), shp, rw, rk, l->energy, l->rel_error);
 	}
 	if (r->nskipped) {
 		fprintf(f, "skipped (no difference):");
@@ -662,7 +666,7 @@ static void diff_layer_text(FILE *f, const lora_diff_layer *d, const lora_report
 	else
 		snprintf(rk, sizeof rk, "%zu/%zu", d->rank_a, d->rank_b);
 	fmt_num(cs, sizeof cs, d->cosine, 0, 6);
-	fprintf(f, "%-*s %11s %9s %11.5g %11.5g %10.3e %9s%s\n", w, d->name, shp, rk, d->norm_a, d->norm_b,
+	fprintf(f, "%-*s %11s %9s %11.5g %11.5g %10.3e %9s%s\n", w, ESC(d->name), shp, rk, d->norm_a, d->norm_b,
 	        d->rel_diff, cs, lora_diff_layer_differs(d, o->tol) ? " *" : "");
 	if (!isnan(d->vec_diff) && !(d->vec_diff <= o->tol))
 		fprintf(f, "  DoRA magnitudes / lora_B biases differ: %.3e\n", d->vec_diff);
@@ -764,7 +768,7 @@ int lora_report_diff_models(FILE *f, const lora_diff_models_result *r, const lor
 		rank_text(r1, sizeof r1, d->rank50);
 		rank_text(r2, sizeof r2, d->rank90);
 		rank_text(r3, sizeof r3, d->rank99);
-		fprintf(f, "%-*s %13s %11s %10s %5s %5s %5s\n", (int)w, d->name, shp, nm, rel, r1, r2, r3);
+		fprintf(f, "%-*s %13s %11s %10s %5s %5s %5s\n", (int)w, ESC(d->name), shp, nm, rel, r1, r2, r3);
 	}
 	for (size_t i = 0; i < r->n_only_base; i++)
 		fprintf(f, "only in %s: %s\n", o->base, r->only_base[i]);

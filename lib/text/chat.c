@@ -506,7 +506,7 @@ int lora_chat_open(lora_chat **out, const char *config_json_path, const char *fo
 		side = dir ? lora_path_join(dir, "chat_template.jinja") : NULL;
 		if (!side)
 			rc = lora_err_nomem(e);
-		else if (lora_path_is_file(side) && !(rc = lora_json_slurp(&tbuf, &tn, side, 0, e)))
+		else if (lora_path_exists(side) && !(rc = lora_json_slurp(&tbuf, &tn, side, 0, e)))
 			tmpl = tbuf;
 		if (!rc && tmpl && lora_utf8_bad(tbuf, tn) != tn)
 			rc = lora_err_set(e, LORA_EFORMAT, "%s: not UTF-8", side);

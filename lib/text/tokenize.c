@@ -461,7 +461,7 @@ static int special_ids(enc *x, int need, lora_err *e)
 	x->bos = x->eos = -1;
 	if (!path)
 		rc = lora_err_nomem(e);
-	else if (lora_path_is_file(path) &&
+	else if (lora_path_exists(path) &&
 	         !(rc = lora_json_read_file(&cfg, path, 0, e)) && !(rc = special_id(x->tok[0], cfg, "bos_token", path, &x->bos, e)))
 		rc = special_id(x->tok[0], cfg, "eos_token", path, &x->eos, e);
 	if (!rc && need && x->eos < 0)
@@ -621,8 +621,10 @@ int lora_tokenize_open_data(lora_data **out, const char *model, const char *path
 	*out = NULL;
 	if (fmt != LORA_DATA_AUTO || !(lora_path_has_suffix(path, ".jsonl") || lora_path_has_suffix(path, ".txt")))
 		return lora_data_open(out, path, fmt, vocab, e);
-	if (!lora_path_is_file(path))
-		return lora_err_set(e, LORA_EIO, "%s: not a readable file", path);
+	int fd = lora_path_open_file(path, NULL, e);
+	if (fd < 0)
+		return fd;
+	close(fd);
 	snprintf(dir, sizeof dir, "%s/lora-data.XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(dir))
 		return lora_err_set(e, LORA_EIO, "%s: cannot make a directory to tokenize %s in: %s", dir, path,

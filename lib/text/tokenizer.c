@@ -1564,7 +1564,8 @@ static int word(lora_tokenizer *t, const char *s, size_t n, lora_err *e)
 	for (size_t i = 0; i < ns && !rc; i++)
 		if (!t->sy[i].gone)
 			rc = push(t, t->sy[i].c, e);
-	if (!rc && n < CACHE_WORD)
+	/* a word that gave no ids is not cached: the id array may not exist yet */
+	if (!rc && n < CACHE_WORD && t->out->n > first)
 		cache_put(t, s, n, h, t->out->id + first, t->out->n - first);
 	return rc;
 }
@@ -2074,7 +2075,7 @@ int lora_tokenizer_find(char **path, const char *model, const char *file, lora_e
 	free(dir);
 	if (!*path)
 		return lora_err_nomem(e);
-	if (!lora_path_is_file(*path)) {
+	if (!lora_path_exists(*path)) {
 		free(*path);
 		*path = NULL;
 		return lora_err_set(e, LORA_EIO, "%s: no tokenizer.json in the model directory (--tokenizer FILE names one)",

@@ -4,8 +4,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/outfile.h"
+#include "core/path.h"
 
 /* Elementwise loops run over blocks of this many elements. The block
  * boundaries, not the threads, decide how a loop is split, so every element
@@ -398,9 +400,14 @@ int lora_optim_load(lora_optim *o, const char *path, lora_err *e)
 {
 	float *nb[2] = {NULL, NULL};
 	uint64_t step;
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return lora_err_set(e, LORA_EIO, "%s: %s", path, strerror(errno));
+	int fd = lora_path_open_file(path, NULL, e);
+	if (fd < 0)
+		return fd;
+	FILE *f = fdopen(fd, "rb");
+	if (!f) {
+		close(fd);
+		return lora_err_nomem(e);
+	}
 	int rc = read_state(o, f, path, nb, &step, e);
 	if (rc)
 		goto out;

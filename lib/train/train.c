@@ -234,9 +234,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	lora_data_batches b = {0};
 	lora_dist *one = NULL, *d = o->dist;
 	long epoch = -1;
-	/* a step's micro-batches (this rank's), all cut before the first runs */
-	int32_t *in = malloc(accum * B * T * sizeof *in), *tg = malloc(accum * B * T * sizeof *tg);
-	size_t *cnt = malloc(accum * sizeof *cnt);
+	int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
 	unsigned flags = c->sample_packing ? 0 : LORA_DATA_UNPACKED;
 	float *p = malloc((n ? n : 1) * sizeof *p), *g = malloc((n ? n : 1) * sizeof *g);
 	int rc = 0;
@@ -245,7 +243,7 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	memset(r, 0, sizeof *r);
 	r->loss = r->eval_loss = NAN;
 	r->step = start;
-	if (!in || !tg || !cnt || !p || !g) {
+	if (!in || !tg || !p || !g) {
 		rc = lora_err_nomem(e);
 		goto out;
 	}
@@ -273,12 +271,11 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 	size_t tokens = 0;
 	for (long step = start; step < s.total; step++) {
 		lora_llama_set_dropout(o->model, (float)c->lora_dropout, (uint64_t)c->seed * 0x9e3779b97f4a7c15ull + (uint64_t)step);
-		/* Hugging Face's rule for labels of -100: the loss of a step is the
-		 * mean over every target with loss in it, whichever micro-batch (and
-		 * rank) holds it, and so is its gradient. Each micro-batch's gradient
-		 * is its targets' sum, on its own; the sums are folded in the order
-		 * one process visits them (dist.h), whatever the rank count, and the
-		 * fold divided by the step's count of targets. */
+		/* Hugging Face's rule for labels of -100: a step's loss and gradient
+		 * are means over every target with loss in any micro-batch of any
+		 * rank. Each micro-batch's gradient sums its targets', the sums fold
+		 * in one process's order (dist.h), then divide by the count. */
+		lora_llama_set_loss_norm(o->model, 1);
 		for (size_t micro = 0; micro < local && !rc; micro++) {
 			size_t j = (size_t)step * accum + first + micro;
 			long ep = (long)(j / nb);
@@ -289,17 +286,13 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 					break;
 				epoch = ep;
 			}
-			cnt[micro] = lora_data_batches_get(&b, j % nb, in + micro * B * T, tg + micro * B * T);
-		}
-		lora_llama_set_loss_norm(o->model, 1);
-		for (size_t micro = 0; micro < local && !rc; micro++) {
 			double l;
+			size_t cnt = lora_data_batches_get(&b, j % nb, in, tg);
 			lora_llama_zero_grad(o->model);
-			if ((rc = lora_llama_forward(o->model, in + micro * B * T, tg + micro * B * T, &l, NULL, e)) ||
-			    (rc = lora_llama_backward(o->model, e)))
+			if ((rc = lora_llama_forward(o->model, in, tg, &l, NULL, e)) || (rc = lora_llama_backward(o->model, e)))
 				break;
 			gather_grads(lora_dist_slot(d, micro), o->model, o->adapter);
-			lora_dist_add(d, micro, l * (double)cnt[micro], cnt[micro]);
+			lora_dist_add(d, micro, l * (double)cnt, cnt);
 		}
 		lora_llama_set_loss_norm(o->model, 0);
 		lora_dist_sums sum = {.stop = o->stop ? *o->stop : 0, .failed = rc ? lora_dist_rank(d) : -1};
@@ -379,6 +372,6 @@ int lora_train_run(const lora_train_opts *o, lora_optim *opt, long start, lora_t
 out:
 	lora_data_batches_free(&b);
 	lora_dist_close(one);
-	free(in), free(tg), free(cnt), free(p), free(g);
+	free(in), free(tg), free(p), free(g);
 	return rc;
 }

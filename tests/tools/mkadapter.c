@@ -8,7 +8,12 @@
  * rows are distinct unit vectors, p(k) = in-1-k), so B A has exactly the
  * singular values |s_k| (times the scale) and ||B A||_F^2 = sum s_k^2.
  * With --gaussian, A ~ N(0, 1/in) and B ~ N(0, 1e-4) instead: the dense
- * factors of a trained adapter, for size and speed benchmarks. */
+ * factors of a trained adapter, for size and speed benchmarks.
+ *
+ *   mkadapter --many N > out.lora
+ *
+ * adds N layers model.layers.K.mlp.up_proj (1x1, rank 1, A = B = 1): a
+ * header as large as you like, for the header-parsing benchmark. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +39,20 @@ int main(int argc, char **argv)
 		if (strcmp(argv[i], "--gaussian") == 0 && i + 1 < argc) {
 			gaussian = 1;
 			lora_rng_seed(&g, strtoull(argv[++i], NULL, 10));
+			continue;
+		}
+		if (strcmp(argv[i], "--many") == 0 && i + 1 < argc) {
+			size_t n = strtoull(argv[++i], NULL, 10);
+			for (size_t k = 0; k < n; k++) {
+				char nm[64];
+				snprintf(nm, sizeof nm, "model.layers.%zu.mlp.up_proj", k);
+				lora_layer *l = lora_adapter_add(a, nm, 1, 1, 1, 1, 0, &e);
+				if (!l) {
+					fprintf(stderr, "mkadapter: %s\n", e.msg);
+					return 1;
+				}
+				l->A[0] = l->B[0] = 1;
+			}
 			continue;
 		}
 		char name[256];

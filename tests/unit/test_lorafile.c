@@ -348,7 +348,8 @@ int main(void)
 	free(buf);
 	const char *bad[][2] = {
 		{"[1,2]", "x.lora: header is not a JSON object"},
-		{"{\"dtype\":\"f32\",\"dtype\":\"bf16\",\"layers\":[]}", "x.lora: header has the key 'dtype' twice in one object"},
+		/* a key twice: the last stands, as in Python */
+		{"{\"dtype\":\"f32\",\"layers\":[],\"dtype\":\"f64\"}", "x.lora: header: 'dtype' must be f32, f16 or bf16"},
 		{"{\"layers\":[]}", "x.lora: header: 'dtype' must be f32, f16 or bf16"},
 		{"{\"dtype\":\"f32\"}", "x.lora: header: 'layers' must be an array"},
 		{"{\"dtype\":\"f32\",\"layers\":[{\"name\":\"w\",\"shape\":[2,-1],\"rank\":1,\"alpha\":1}]}",
@@ -359,7 +360,9 @@ int main(void)
 		 "\"A\":{\"zsize\":99999,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0}}]}",
 		 "x.lora: layer 'w' A: 'zsize' and 'crc32' must be integers in range"},
 		{"{\"dtype\":\"f32\",\"layers\":[{\"name\":\"w\",\"shape\":[2,2],\"rank\":1,\"alpha\":1,"
-		 "\"A\":{\"zsize\":1,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0}},{\"name\":\"w\"}]}",
+		 "\"A\":{\"zsize\":1,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0}},{\"name\":\"v\",\"shape\":[2,2],"
+		 "\"rank\":1,\"alpha\":1,\"A\":{\"zsize\":1,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0}},{\"name\":\"w\","
+		 "\"shape\":[2,2],\"rank\":1,\"alpha\":1,\"A\":{\"zsize\":1,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0}}]}",
 		 "x.lora: header: layer 'w' appears twice"},
 		{"{\"dtype\":\"f32\",\"layers\":[{\"name\":\"w\",\"shape\":[2,2],\"rank\":1,\"alpha\":1,"
 		 "\"A\":{\"zsize\":1,\"crc32\":0},\"B\":{\"zsize\":1,\"crc32\":0},\"magnitude\":{\"zsize\":73,\"crc32\":0}}]}",
@@ -386,7 +389,7 @@ int main(void)
 		 "\"zsize\":68,\"crc32\":0}]}",
 		 "x.lora: extra 'x': 'zsize' and 'crc32' must be integers in range"},
 		{"{\"dtype\":\"f32\",\"layers\":[],\"extras\":[{\"name\":\"x\",\"dtype\":\"U8\",\"shape\":[3],"
-		 "\"zsize\":9,\"crc32\":0},{\"name\":\"x\"}]}",
+		 "\"zsize\":9,\"crc32\":0},{\"name\":\"x\",\"dtype\":\"U8\",\"shape\":[3],\"zsize\":9,\"crc32\":0}]}",
 		 "x.lora: header: extra 'x' appears twice"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

@@ -90,7 +90,8 @@ static void test_config(void)
 		{"{" BASECFG ", \"head_dim\": 200000000}", "m/config.json: attention or MLP width is too large"},
 		{"[1]", "m/config.json: file is not a JSON object"},
 		{"{", "m/config.json: file is not valid JSON (error near byte 0)"},
-		{"{" BASECFG ", \"vocab_size\": 9}", "m/config.json: file has the key 'vocab_size' twice in one object"},
+		/* a key twice: the last stands, as in Python */
+		{"{" BASECFG ", \"vocab_size\": 0}", "m/config.json: 'vocab_size' must be a positive integer"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		const char *got = cfg_err(bad[i].json);

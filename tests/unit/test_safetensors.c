@@ -641,8 +641,9 @@ static void test_model(void)
 		{"{\"weight_map\": {\"a\": \"" N1 "\", \"b\": \"" N1 "\", \"c\": \"../sh/" N2 "\"}}",
 		 "tensor 'c': shard '../sh/model-00002-of-00002.safetensors' is not a plain file name"},
 		{"{\"weight_map\": {\"a\": \"" N1 "\", \"b\": \"" N1 "\", \"c\": \"..\"}}", "shard '..' is not a plain"},
-		{"{\"weight_map\": {\"a\": \"" N1 "\", \"a\": \"" N1 "\", \"b\": \"" N1 "\", \"c\": \"" N2 "\"}}",
-		 "file has the key 'a' twice in one object"},
+		/* a key twice: the last stands, as in Python */
+		{"{\"weight_map\": {\"a\": \"" N1 "\", \"b\": \"" N1 "\", \"c\": \"" N2 "\", \"a\": \"..\"}}",
+		 "shard '..' is not a plain"},
 		{"{\"weight_map\": {\"a\": 1}}", "weight_map value for tensor 'a' is not a string"},
 		{"{\"metadata\": {}}", "missing or empty \"weight_map\" object"},
 		{"[]", "file is not a JSON object"},
