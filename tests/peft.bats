@@ -153,13 +153,15 @@ refused() {
 @test "config: fields of the wrong type are named" {
 	mkpeft p w=16x16x4
 	cp p/adapter_config.json good.json
-	for c in '.r = 0' '.r = 2.5' '.lora_alpha = "8"' '.use_rslora = 1' '.use_dora = "yes"' \
+	for c in '.r = 0' '.r = 2.5' '.r = 1e30' '.rank_pattern = {"w": 3e9}' '.lora_alpha = "8"' '.use_rslora = 1' '.use_dora = "yes"' \
 		'.rank_pattern = [1]' '.rank_pattern = {"w": 0}' '.alpha_pattern = {"w": null}' \
 		'.target_modules = 5' '.target_modules = ["w", 1]' '.base_model_name_or_path = 3'; do
 		jq "$c" good.json >p/adapter_config.json
 		run -1 --separate-stderr lora-inspect p
 		case $c in
 		'.rank_pattern = [1]') want="'rank_pattern' must be an object" ;;
+		'.r = 1e30') want="'r': 1e+30 is too large (at most 2147483648)" ;;
+		'.rank_pattern = {"w": 3e9}') want="rank_pattern 'w': 3e+09 is too large (at most 2147483648)" ;;
 		.rank_pattern*) want="rank_pattern 'w' must map to a positive integer" ;;
 		.r*) want="'r' must be a positive integer" ;;
 		.lora_alpha*) want="'lora_alpha' must be a finite number" ;;

@@ -164,6 +164,12 @@ static int is_count(const cJSON *x)
 	       x->valuedouble == floor(x->valuedouble);
 }
 
+/* A whole number past is_count's range: "too large", not "not a count". */
+static int too_large(const cJSON *x)
+{
+	return cJSON_IsNumber(x) && x->valuedouble > 0x1p31 && x->valuedouble == floor(x->valuedouble);
+}
+
 /* Count a compiled pattern against the config's budget. */
 static int charge(pconfig *c, const lora_pattern *p, const char *name, lora_err *e)
 {
@@ -188,6 +194,9 @@ static int compile_pattern(pconfig *c, const cJSON *o, int ranks, lora_pattern *
 	if (!*res)
 		return lora_err_nomem(e);
 	cJSON_ArrayForEach(it, o) {
+		if (ranks && too_large(it))
+			return lora_err_set(e, LORA_EFORMAT, "%s: %s '%s': %g is too large (at most 2147483648)", name, kind,
+			                    it->string, it->valuedouble);
 		if (ranks ? !is_count(it) : !(cJSON_IsNumber(it) && isfinite(it->valuedouble)))
 			return lora_err_set(e, LORA_EFORMAT, "%s: %s '%s' must map to %s", name, kind, it->string,
 			                    ranks ? "a positive integer" : "a finite number");
@@ -232,6 +241,8 @@ static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *n
 		return lora_err_set(e, LORA_EFORMAT, "%s: peft_type '%s' is not supported (only LORA)", name,
 		                    x->valuestring);
 	x = cJSON_GetObjectItemCaseSensitive(c->root, "r");
+	if (x && too_large(x))
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'r': %g is too large (at most 2147483648)", name, x->valuedouble);
 	if (x && !is_count(x))
 		return lora_err_set(e, LORA_EFORMAT, "%s: 'r' must be a positive integer", name);
 	c->r = x ? (size_t)x->valuedouble : DEFAULT_R;

@@ -26,6 +26,9 @@ static int get_size(const cJSON *j, const char *k, size_t *v, int required, cons
 			return lora_err_set(e, LORA_EFORMAT, "%s: missing key '%s'", path, k);
 		return 1;
 	}
+	if (cJSON_IsNumber(x) && x->valuedouble >= 2147483648.0 && x->valuedouble == floor(x->valuedouble))
+		return lora_err_set(e, LORA_EFORMAT, "%s: '%s': %g is too large (at most 2147483647)", path, k,
+		                    x->valuedouble);
 	if (!cJSON_IsNumber(x) || !(x->valuedouble >= 1 && x->valuedouble < 2147483648.0) ||
 	    x->valuedouble != floor(x->valuedouble))
 		return lora_err_set(e, LORA_EFORMAT, "%s: '%s' must be a positive integer", path, k);

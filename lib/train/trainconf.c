@@ -2,6 +2,7 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -311,7 +312,17 @@ static int apply(lora_trainconf *c, const lora_trainconf_key *k, const char *s, 
 	switch (k->type) {
 	case LORA_TC_INT: {
 		long long v;
-		if (parse_int(s, len, &v) || v < k->ilo || ((k->flags & LORA_TC_NONZERO) && v == 0))
+		double d;
+		size_t i = len && (s[0] == '+' || s[0] == '-');
+		/* YAML 1.1, as PyYAML (and so axolotl) reads it, takes 010 as octal 8 */
+		if (len > i + 1 && s[i] == '0' && !parse_int(s, len, &v))
+			return lora_err_set(e, LORA_EUSAGE,
+			                    "'%s' got '%s': a leading 0 is octal to YAML 1.1 (PyYAML, axolotl); write it without",
+			                    k->key, show(buf, sizeof buf, s, len));
+		/* past long long, or a JSON number written with an exponent */
+		if (parse_int(s, len, &v) && !parse_num(s, len, &d) && d == floor(d) && d > (double)k->ihi)
+			v = LLONG_MAX;
+		else if (parse_int(s, len, &v) || v < k->ilo || ((k->flags & LORA_TC_NONZERO) && v == 0))
 			return bad_value(k, s, len, e);
 		if (v > k->ihi)
 			return lora_err_set(e, LORA_EUSAGE, "'%s' must be at most %lld, got '%s'", k->key, k->ihi,

@@ -78,6 +78,7 @@ static void test_config(void)
 		{"{\"model_type\": \"llama\", \"hidden_size\": 64.5}", "m/config.json: 'hidden_size' must be a positive integer"},
 		{"{\"model_type\": \"llama\", \"hidden_size\": \"64\"}", "m/config.json: 'hidden_size' must be a positive integer"},
 		{"{\"model_type\": \"llama\", \"hidden_size\": 0}", "m/config.json: 'hidden_size' must be a positive integer"},
+		{"{\"model_type\": \"llama\", \"hidden_size\": 1e30}", "m/config.json: 'hidden_size': 1e+30 is too large (at most 2147483647)"},
 		{"{" BASECFG ", \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}}",
 		 "m/config.json: rope_scaling type 'yarn' is not supported (linear, llama3)"},
 		{"{" BASECFG ", \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 4}}",

@@ -252,7 +252,10 @@ static void test_errors(void)
 	BAD("micro_batch_size: 0\n", "run.yaml:1: 'micro_batch_size' must be a positive integer, got '0'");
 	BAD("lora_r: 8.0\n", "run.yaml:1: 'lora_r' must be a positive integer, got '8.0'");
 	BAD("lora_r: 2000000\n", "run.yaml:1: 'lora_r' must be at most 1048576, got '2000000'");
-	BAD("lora_r: 99999999999999999999999\n", "run.yaml:1: 'lora_r' must be a positive integer, got '99999999999999999999999'");
+	BAD("lora_r: 99999999999999999999999\n", "run.yaml:1: 'lora_r' must be at most 1048576, got '99999999999999999999999'");
+	BAD("lora_r: 1e30\n", "run.yaml:1: 'lora_r' must be at most 1048576, got '1e30'");
+	BAD("lora_r: 010\n", "run.yaml:1: 'lora_r' got '010': a leading 0 is octal to YAML 1.1 (PyYAML, axolotl); write it without");
+	BAD("lora_r: -07\n", "run.yaml:1: 'lora_r' got '-07': a leading 0 is octal to YAML 1.1 (PyYAML, axolotl); write it without");
 	BAD("learning_rate: -1e-4\n", "run.yaml:1: 'learning_rate' must be a non-negative number, got '-1e-4'");
 	BAD("learning_rate: .inf\n", "run.yaml:1: 'learning_rate' must be a non-negative number, got '.inf'");
 	BAD("learning_rate: nan\n", "run.yaml:1: 'learning_rate' must be a non-negative number, got 'nan'");
