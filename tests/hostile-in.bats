@@ -83,6 +83,19 @@ Try 'lora-merge --help' for more information." lora-merge -m model - - -o out <a
 	assert_output ''
 }
 
+@test "a config.json claiming 10^9 layers on a 2-layer checkpoint names the missing tensor, in little memory" {
+	jq '.num_hidden_layers = 1000000000' model/config.json >c.json && mv c.json model/config.json
+	line="model: tensor 'model.layers.2.self_attn.q_proj.weight' is missing"
+	# the count sizes nothing before the tensors are found (sanitizers and
+	# valgrind reserve more address space than the limit)
+	lim=4000000
+	[ "${LORA_SANITIZE:-}" = 1 ] || [ "${LORA_VALGRIND:-}" = 1 ] && lim=unlimited
+	refused 1 "lora-eval: $line" bash -c "ulimit -v $lim; exec lora-eval -m model -d data.u16 -T 16"
+	refused 1 "lora-generate: $line" bash -c "ulimit -v $lim; exec lora-generate -m model -n 2"
+	refused 1 "lora-train: $line" bash -c "ulimit -v $lim; exec lora-train -m model -d data.u16 -T 16 --steps 1 -o t.lora"
+	assert_file_not_exists t.lora
+}
+
 @test "non-finite results are refused naming where they begin: eval, generate, merge --dtype" {
 	mkadapter --alpha 1e300 model.layers.1.self_attn.q_proj=16x16x2:0.5,0.25 >huge.lora
 	refused 1 "lora-eval: huge.lora: layer 'model.layers.1.self_attn.q_proj': scale 5e+299 (alpha 1e+300, rank 2) is not finite in f32" \

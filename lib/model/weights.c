@@ -153,6 +153,14 @@ int lora_weights_load(lora_weights *w, const lora_ckpt *ck, const lora_config *c
 	w->QD = c->n_heads * c->head_dim;
 	w->KVD = c->n_kv_heads * c->head_dim;
 	w->QKV = w->QD + 2 * w->KVD;
+	/* Every block has tensors of its own, so more blocks than tensors are not
+	 * all there: name the first missing one before the count sizes anything. */
+	if (L > ck->ntensors) {
+		block_src one;
+		for (size_t l = 0;; l++)
+			if ((rc = find_block(&one, ck, c, l, &small, e)))
+				return rc;
+	}
 	block_src *src = calloc(L ? L : 1, sizeof *src);
 	w->blocks = calloc(L ? L : 1, sizeof *w->blocks);
 	if (!src || !w->blocks) {
