@@ -344,21 +344,29 @@ static step *new_step(const lora_tokenizer *t, step *steps, int *n, const char *
 	return &steps[(*n)++];
 }
 
+/* A Sequence step: member (an array) of j, each item parsed by parse. */
+static int sequence(lora_tokenizer *t, const cJSON *j, const char *what, const char *member,
+                    int (*parse)(lora_tokenizer *, const cJSON *, lora_err *), lora_err *e)
+{
+	const cJSON *seq = get(j, member), *it;
+	char part[64];
+	snprintf(part, sizeof part, "%s Sequence", what);
+	if (!cJSON_IsArray(seq))
+		return bad_member(t, e, part, member, "an array");
+	cJSON_ArrayForEach(it, seq) {
+		int rc = parse(t, it, e);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 static int parse_norm(lora_tokenizer *t, const cJSON *j, lora_err *e)
 {
 	static const char *const names[] = {"NFC", "NFD", "NFKC", "NFKD", "Prepend", "Replace"};
 	const char *ty = type_of(j);
-	if (ty && !strcmp(ty, "Sequence")) {
-		const cJSON *seq = get(j, "normalizers"), *it;
-		if (!cJSON_IsArray(seq))
-			return bad_member(t, e, "normalizer Sequence", "normalizers", "an array");
-		cJSON_ArrayForEach(it, seq) {
-			int rc = parse_norm(t, it, e);
-			if (rc)
-				return rc;
-		}
-		return 0;
-	}
+	if (ty && !strcmp(ty, "Sequence"))
+		return sequence(t, j, "normalizer", "normalizers", parse_norm, e);
 	int k = 0;
 	while (k < 6 && !(ty && !strcmp(ty, names[k])))
 		k++;
@@ -420,17 +428,8 @@ static const char gpt2_re[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\
 static int parse_pre(lora_tokenizer *t, const cJSON *j, lora_err *e)
 {
 	const char *ty = type_of(j);
-	if (ty && !strcmp(ty, "Sequence")) {
-		const cJSON *seq = get(j, "pretokenizers"), *it;
-		if (!cJSON_IsArray(seq))
-			return bad_member(t, e, "pre_tokenizer Sequence", "pretokenizers", "an array");
-		cJSON_ArrayForEach(it, seq) {
-			int rc = parse_pre(t, it, e);
-			if (rc)
-				return rc;
-		}
-		return 0;
-	}
+	if (ty && !strcmp(ty, "Sequence"))
+		return sequence(t, j, "pre_tokenizer", "pretokenizers", parse_pre, e);
 	int k = !ty ? -1 : !strcmp(ty, "ByteLevel") ? P_BYTELEVEL : !strcmp(ty, "Split") ? P_SPLIT
 	        : !strcmp(ty, "Metaspace") ? P_METASPACE : !strcmp(ty, "Digits") ? P_DIGITS : -1;
 	if (k < 0)
@@ -467,17 +466,8 @@ static int parse_dec(lora_tokenizer *t, const cJSON *j, lora_err *e)
 {
 	static const char *const names[] = {"ByteLevel", "Metaspace", "ByteFallback", "Fuse", "Strip", "Replace"};
 	const char *ty = type_of(j);
-	if (ty && !strcmp(ty, "Sequence")) {
-		const cJSON *seq = get(j, "decoders"), *it;
-		if (!cJSON_IsArray(seq))
-			return bad_member(t, e, "decoder Sequence", "decoders", "an array");
-		cJSON_ArrayForEach(it, seq) {
-			int rc = parse_dec(t, it, e);
-			if (rc)
-				return rc;
-		}
-		return 0;
-	}
+	if (ty && !strcmp(ty, "Sequence"))
+		return sequence(t, j, "decoder", "decoders", parse_dec, e);
 	int k = 0;
 	while (k < 6 && !(ty && !strcmp(ty, names[k])))
 		k++;
@@ -561,17 +551,8 @@ static int parse_template(lora_tokenizer *t, const cJSON *j, lora_err *e)
 static int parse_post(lora_tokenizer *t, const cJSON *j, lora_err *e)
 {
 	const char *ty = type_of(j);
-	if (ty && !strcmp(ty, "Sequence")) {
-		const cJSON *seq = get(j, "processors"), *it;
-		if (!cJSON_IsArray(seq))
-			return bad_member(t, e, "post_processor Sequence", "processors", "an array");
-		cJSON_ArrayForEach(it, seq) {
-			int rc = parse_post(t, it, e);
-			if (rc)
-				return rc;
-		}
-		return 0;
-	}
+	if (ty && !strcmp(ty, "Sequence"))
+		return sequence(t, j, "post_processor", "processors", parse_post, e);
 	if (ty && !strcmp(ty, "TemplateProcessing"))
 		return parse_template(t, j, e);
 	/* ByteLevel only trims offsets, which this module does not report. */
