@@ -333,7 +333,11 @@ void lora_kernels_rope_backward(float *dqkv, const float *cosv, const float *sin
  * few dozen rows at half its rate or less, and each call costs some
  * microseconds besides. About QROWS packed rows make a block (more gain
  * nothing and waste more of the causal triangle): S holds QROWS x T scores
- * per thread, never T x T per head. */
+ * per thread, never T x T per head.
+ *
+ * In bf16 the queries, keys and values come in bf16 and the probabilities
+ * and score gradients are rounded to bf16 for the products that take them,
+ * as autocast runs attention; scores, softmax and every sum stay f32. */
 #define QROWS 256
 
 /* The shapes of one attention call. */
@@ -341,9 +345,12 @@ typedef struct {
 	size_t HS, G, QD, KVD, QKV;
 	size_t n;      /* positions per block */
 	size_t R, RT;  /* packed rows per block, floats of one score block */
+	size_t T;      /* positions the scratch holds */
 	size_t stride; /* floats of scratch per thread */
 	size_t window;
 	float scale;
+	lora_dtype dt; /* of q, k, v and the operands of the products */
+	size_t es;     /* its bytes */
 } attn;
 
 /* Positions per block for T positions and G heads per key/value head. */
@@ -353,24 +360,26 @@ static size_t block_positions(size_t T, size_t G)
 	return n < T ? n : T;
 }
 
-size_t lora_kernels_attention_scratch(size_t T, size_t NH, size_t NKV, size_t HS)
+size_t lora_kernels_attention_scratch(size_t T, size_t NH, size_t NKV, size_t HS, lora_dtype dt)
 {
-	/* Scores and their gradient (R, T), packed queries, outputs and
-	 * query gradients (R, HS); a multiple of 16 floats keeps each
-	 * thread's part on its own cache lines. */
-	size_t R = NH / NKV * block_positions(T ? T : 1, NH / NKV);
-	return (2 * R * T + 3 * R * HS + 15) / 16 * 16;
+	/* Scores and their gradient (R, T), packed queries, outputs and query
+	 * gradients (R, HS), packed keys, values and their gradients (T, HS),
+	 * in bf16 one (R, T) block of bf16 operands; a multiple of 16 floats
+	 * keeps each thread's part on its own cache lines. */
+	size_t R = NH / NKV * block_positions(T ? T : 1, NH / NKV), RT = R * T;
+	return (2 * RT + 3 * R * HS + 4 * T * HS + (dt == LORA_BF16 ? (RT + 1) / 2 : 0) + 15) / 16 * 16;
 }
 
 /* T positions of each row; the scratch was sized for maxT. */
-static attn attn_shape(size_t T, size_t NH, size_t NKV, size_t HS, size_t window, size_t maxT)
+static attn attn_shape(size_t T, size_t NH, size_t NKV, size_t HS, size_t window, size_t maxT, lora_dtype dt)
 {
-	attn a = {.HS = HS, .G = NH / NKV, .window = window};
+	attn a = {.HS = HS, .G = NH / NKV, .window = window, .dt = dt, .es = lora_dtype_size(dt)};
 	a.QD = NH * HS, a.KVD = NKV * HS, a.QKV = a.QD + 2 * a.KVD;
 	a.n = block_positions(T, a.G);
 	a.R = a.G * block_positions(maxT, a.G);
 	a.RT = a.R * maxT;
-	a.stride = lora_kernels_attention_scratch(maxT, NH, NKV, HS);
+	a.T = maxT;
+	a.stride = lora_kernels_attention_scratch(maxT, NH, NKV, HS, dt);
 	a.scale = (float)(1.0 / sqrt((double)HS));
 	return a;
 }
@@ -378,137 +387,198 @@ static attn attn_shape(size_t T, size_t NH, size_t NKV, size_t HS, size_t window
 /* Valid keys of query t: [key_lo, t]. */
 static inline size_t key_lo(size_t t, size_t window) { return window && t + 1 > window ? t + 1 - window : 0; }
 
-/* nn rows of w floats: dst (rows ldd apart) = src (rows lds apart). */
-static void copy_rows(float *dst, size_t ldd, const float *src, size_t lds, size_t nn, size_t w)
+/* nn rows of w bytes: dst (rows ldd bytes apart) = src (rows lds apart). */
+static void copy_rows(void *dst, size_t ldd, const void *src, size_t lds, size_t nn, size_t w)
 {
 	for (size_t t = 0; t < nn; t++)
-		memcpy(dst + t * ldd, src + t * lds, w * sizeof(float));
+		memcpy((char *)dst + t * ldd, (const char *)src + t * lds, w);
+}
+
+/* Element i of x (type a->dt). */
+static const void *at(const attn *a, const void *x, size_t i) { return (const char *)x + i * a->es; }
+
+/* A thread's scratch, in the order of lora_kernels_attention_scratch. */
+typedef struct {
+	float *S, *dP, *Qp, *dOp, *dQp, *Kp, *Vp, *dKp, *dVp;
+	void *b; /* bf16 operands */
+} parts;
+
+static parts parts_of(const attn *a, float *scratch)
+{
+	parts p = {.S = scratch};
+	p.dP = p.S + a->RT, p.Qp = p.dP + a->RT, p.dOp = p.Qp + a->R * a->HS, p.dQp = p.dOp + a->R * a->HS;
+	p.Kp = p.dQp + a->R * a->HS, p.Vp = p.Kp + a->T * a->HS, p.dKp = p.Vp + a->T * a->HS;
+	p.dVp = p.dKp + a->T * a->HS, p.b = p.dVp + a->T * a->HS;
+	return p;
+}
+
+/* The rows x n floats of x as the operand of a product: x itself in f32,
+ * else rounded into the scratch's bf16 block. */
+static const void *operand_of(const attn *a, const parts *p, const float *x, size_t rows, size_t n)
+{
+	if (a->dt == LORA_F32)
+		return x;
+	lora_dtype_from_f32(p->b, x, a->dt, rows * n);
+	return p->b;
+}
+
+/* Keys and values of positions k0..k0+kl-1 (rows ld elements apart) into
+ * the scratch, rows HS apart: oneDNN reads bf16 operands whose rows are
+ * QKV apart at a fifth of its rate (f32 too, less so). */
+static void pack_kv(const attn *a, const parts *p, const void *K, const void *V, size_t ld, size_t k0, size_t kl)
+{
+	size_t w = a->HS * a->es;
+	copy_rows(p->Kp, w, at(a, K, k0 * ld), ld * a->es, kl, w);
+	copy_rows(p->Vp, w, at(a, V, k0 * ld), ld * a->es, kl, w);
+}
+
+/* C (M, N; ldc) = beta C + alpha op(A) op(B), A and B of type a->dt. */
+static void gemm(const attn *a, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const void *A, size_t lda,
+                 const void *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+	lora_blas_gemm(ta, tb, M, N, K, alpha, A, a->dt, lda, B, a->dt, ldb, beta, C, ldc);
 }
 
 /* One block: queries at positions p0..p0+nn-1 of the G heads of one key/
- * value head, over keys K and values V (rows ldkv apart, from position 0).
- * Q (nn, G*HS) rows QKV apart; O (nn, G*HS) rows QD apart; L (G, ldl):
- * the log-sum-exp of head h' at position p0 + i is L[h' * ldl + i]; L may
- * be NULL. */
-static void attend(const attn *a, float *scratch, float *O, float *L, size_t ldl, const float *Q, const float *K,
-                   const float *V, size_t ldkv, size_t p0, size_t nn)
+ * value head, over keys K and values V (rows ldkv elements apart, from
+ * position 0). Q (nn, G*HS) rows QKV apart; O (nn, G*HS) rows QD apart; L
+ * (G, ldl): the log-sum-exp of head h' at position p0 + i is
+ * L[h' * ldl + i]; L may be NULL. */
+static void attend(const attn *a, float *scratch, float *O, float *L, size_t ldl, const void *Q, const void *K,
+                   const void *V, size_t ldkv, size_t p0, size_t nn)
 {
-	size_t G = a->G, HS = a->HS, rows = nn * G, k0 = key_lo(p0, a->window), kl = p0 + nn - k0;
-	float *S = scratch, *Qp = S + 2 * a->RT, *Op = Qp + a->R * HS;
-	copy_rows(Qp, G * HS, Q, a->QKV, nn, G * HS);
-	lora_blas_sgemm(0, 1, rows, kl, HS, a->scale, Qp, HS, K + k0 * ldkv, ldkv, 0, S, kl);
+	size_t G = a->G, HS = a->HS, es = a->es, rows = nn * G, k0 = key_lo(p0, a->window), kl = p0 + nn - k0;
+	parts p = parts_of(a, scratch);
+	float *S = p.S, *Op = p.dOp;
+	copy_rows(p.Qp, G * HS * es, Q, a->QKV * es, nn, G * HS * es);
+	pack_kv(a, &p, K, V, ldkv, k0, kl);
+	gemm(a, 0, 1, rows, kl, HS, a->scale, p.Qp, HS, p.Kp, HS, 0, S, kl);
 	for (size_t r = 0; r < rows; r++) {
 		size_t t = p0 + r / G;
 		float l = softmax_row(S + r * kl, key_lo(t, a->window) - k0, t - k0 + 1, kl);
 		if (L)
 			L[r % G * ldl + r / G] = l;
 	}
-	lora_blas_sgemm(0, 0, rows, HS, kl, 1, S, kl, V + k0 * ldkv, ldkv, 0, Op, HS);
-	copy_rows(O, a->QD, Op, G * HS, nn, G * HS);
+	gemm(a, 0, 0, rows, HS, kl, 1, operand_of(a, &p, S, rows, kl), kl, p.Vp, HS, 0, Op, HS);
+	copy_rows(O, a->QD * 4, Op, G * HS * 4, nn, G * HS * 4);
 }
 
 /* One task per (row, kv head, block), the blocks with the most keys
  * first. */
-void lora_kernels_attention_forward(float *att, float *lse, float *scratch, const float *qkv, size_t B, size_t T,
-                                    size_t NH, size_t NKV, size_t HS, size_t window, int nthr)
+void lora_kernels_attention_forward(float *att, float *lse, float *scratch, const void *qkv, lora_dtype dt, size_t B,
+                                    size_t T, size_t NH, size_t NKV, size_t HS, size_t window, int nthr)
 {
 	double t0 = tick();
-	attn a = attn_shape(T, NH, NKV, HS, window, T);
+	attn a = attn_shape(T, NH, NKV, HS, window, T, dt);
 	size_t nb = (T + a.n - 1) / a.n;
 	long ntask = (long)(B * NKV * nb);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
 	for (long task = 0; task < ntask; task++) {
 		size_t blk = nb - 1 - (size_t)task % nb, b = (size_t)task / nb / NKV, g = (size_t)task / nb % NKV;
 		size_t i0 = blk * a.n, nn = T - i0 < a.n ? T - i0 : a.n, h0 = g * a.G;
-		const float *base = qkv + b * T * a.QKV;
+		const void *base = at(&a, qkv, b * T * a.QKV);
 		attend(&a, scratch + (size_t)omp_get_thread_num() * a.stride, att + (b * T + i0) * a.QD + h0 * HS,
-		       lse + (b * NH + h0) * T + i0, T, base + i0 * a.QKV + h0 * HS, base + a.QD + g * HS,
-		       base + a.QD + a.KVD + g * HS, a.QKV, i0, nn);
+		       lse + (b * NH + h0) * T + i0, T, at(&a, base, i0 * a.QKV + h0 * HS), at(&a, base, a.QD + g * HS),
+		       at(&a, base, a.QD + a.KVD + g * HS), a.QKV, i0, nn);
 	}
 	tock(LORA_KCLOCK_ATTENTION_FORWARD, t0);
 }
 
-/* The backward of one block (as attend's): dK, dV (rows QKV apart, from
- * position 0) += the block's part; dQ (nn, G*HS) rows QKV apart +=. D (G,
- * ldl) work space like L. */
-static void attend_backward(const attn *a, float *scratch, float *dQ, float *dK, float *dV, float *D, const float *L,
-                            size_t ldl, const float *dO, const float *O, const float *Q, const float *K,
-                            const float *V, size_t p0, size_t nn)
+/* The backward of one block (as attend's), over the keys and values the
+ * scratch holds (pack_kv of every position): the scratch's dK, dV += the
+ * block's part; dQ (nn, G*HS) rows QKV apart +=. D (G, ldl) work space
+ * like L. dO and O are f32, Q of type a->dt. */
+static void attend_backward(const attn *a, const parts *p, float *dQ, float *D, const float *L, size_t ldl,
+                            const float *dO, const float *O, const void *Q, size_t p0, size_t nn)
 {
-	size_t G = a->G, HS = a->HS, QKV = a->QKV, rows = nn * G, k0 = key_lo(p0, a->window), kl = p0 + nn - k0;
-	float *S = scratch, *dP = S + a->RT, *Qp = dP + a->RT, *dOp = Qp + a->R * HS, *dQp = dOp + a->R * HS;
-	copy_rows(Qp, G * HS, Q, QKV, nn, G * HS);
-	copy_rows(dOp, G * HS, dO, a->QD, nn, G * HS);
+	size_t G = a->G, HS = a->HS, es = a->es, rows = nn * G, k0 = key_lo(p0, a->window), kl = p0 + nn - k0;
+	float *S = p->S, *dP = p->dP;
+	const void *Kp = at(a, p->Kp, k0 * HS), *Vp = at(a, p->Vp, k0 * HS);
+	copy_rows(p->Qp, G * HS * es, Q, a->QKV * es, nn, G * HS * es);
 	for (size_t r = 0; r < rows; r++) {
-		const float *o = O + r / G * a->QD + r % G * HS, *d = dOp + r * HS;
+		const float *o = O + r / G * a->QD + r % G * HS, *d = dO + r / G * a->QD + r % G * HS;
 		float s = 0;
 #pragma omp simd reduction(+ : s)
 		for (size_t j = 0; j < HS; j++)
 			s += o[j] * d[j];
 		D[r % G * ldl + r / G] = s;
+		lora_dtype_from_f32((char *)p->dOp + r * HS * es, d, a->dt, HS);
 	}
-	lora_blas_sgemm(0, 1, rows, kl, HS, a->scale, Qp, HS, K + k0 * QKV, QKV, 0, S, kl);
+	gemm(a, 0, 1, rows, kl, HS, a->scale, p->Qp, HS, Kp, HS, 0, S, kl);
 	for (size_t r = 0; r < rows; r++) {
 		size_t t = p0 + r / G;
 		softmax_recompute_row(S + r * kl, key_lo(t, a->window) - k0, t - k0 + 1, kl, L[r % G * ldl + r / G]);
 	}
 	// dV += P^T dO; dP = dO V^T
-	lora_blas_sgemm(1, 0, kl, HS, rows, 1, S, kl, dOp, HS, 1, dV + k0 * QKV, QKV);
-	lora_blas_sgemm(0, 1, rows, kl, HS, 1, dOp, HS, V + k0 * QKV, QKV, 0, dP, kl);
+	gemm(a, 1, 0, kl, HS, rows, 1, operand_of(a, p, S, rows, kl), kl, p->dOp, HS, 1, p->dVp + k0 * HS, HS);
+	gemm(a, 0, 1, rows, kl, HS, 1, p->dOp, HS, Vp, HS, 0, dP, kl);
 	for (size_t r = 0; r < rows; r++) {
-		float *p = S + r * kl, *dp = dP + r * kl, Dr = D[r % G * ldl + r / G];
+		float *pr = S + r * kl, *dp = dP + r * kl, Dr = D[r % G * ldl + r / G];
 #pragma omp simd
 		for (size_t j = 0; j < kl; j++)
-			dp[j] = p[j] * (dp[j] - Dr);
+			dp[j] = pr[j] * (dp[j] - Dr);
 	}
 	// dQ += scale dS K; dK += scale dS^T Q
-	lora_blas_sgemm(0, 0, rows, HS, kl, a->scale, dP, kl, K + k0 * QKV, QKV, 0, dQp, HS);
+	const void *dS = operand_of(a, p, dP, rows, kl);
+	gemm(a, 0, 0, rows, HS, kl, a->scale, dS, kl, Kp, HS, 0, p->dQp, HS);
 	for (size_t t = 0; t < nn; t++) {
-		float *dq = dQ + t * QKV;
-		const float *src = dQp + t * G * HS;
+		float *dq = dQ + t * a->QKV;
+		const float *src = p->dQp + t * G * HS;
 #pragma omp simd
 		for (size_t j = 0; j < G * HS; j++)
 			dq[j] += src[j];
 	}
-	lora_blas_sgemm(1, 0, kl, HS, rows, a->scale, dP, kl, Qp, HS, 1, dK + k0 * QKV, QKV);
+	gemm(a, 1, 0, kl, HS, rows, a->scale, dS, kl, p->Qp, HS, 1, p->dKp + k0 * HS, HS);
 }
 
 /* One task per (row, kv head), so that no two threads write the same dK,
  * dV. */
 void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, const float *datt, const float *att,
-                                     const float *lse, const float *qkv, size_t B, size_t T, size_t NH, size_t NKV,
-                                     size_t HS, size_t window, int nthr)
+                                     const float *lse, const void *qkv, lora_dtype dt, size_t B, size_t T, size_t NH,
+                                     size_t NKV, size_t HS, size_t window, int nthr)
 {
 	double t0 = tick();
-	attn a = attn_shape(T, NH, NKV, HS, window, T);
+	attn a = attn_shape(T, NH, NKV, HS, window, T, dt);
 	long ntask = (long)(B * NKV);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
 	for (long task = 0; task < ntask; task++) {
 		size_t b = (size_t)task / NKV, g = (size_t)task % NKV, h0 = g * a.G, QKV = a.QKV, QD = a.QD;
-		float *sc = scratch + (size_t)omp_get_thread_num() * a.stride;
-		const float *base = qkv + b * T * QKV, *K = base + QD + g * HS, *V = K + a.KVD;
+		parts p = parts_of(&a, scratch + (size_t)omp_get_thread_num() * a.stride);
+		const void *base = at(&a, qkv, b * T * QKV), *K = at(&a, base, QD + g * HS);
 		float *dbase = dqkv + b * T * QKV, *dK = dbase + QD + g * HS, *dV = dK + a.KVD;
+		pack_kv(&a, &p, K, at(&a, K, a.KVD), QKV, 0, T);
+		memset(p.dKp, 0, 2 * T * HS * sizeof(float));
 		for (size_t i0 = 0; i0 < T; i0 += a.n) {
 			size_t nn = T - i0 < a.n ? T - i0 : a.n, row = b * T + i0;
-			attend_backward(&a, sc, dbase + i0 * QKV + h0 * HS, dK, dV, Dsum + (b * NH + h0) * T + i0,
+			attend_backward(&a, &p, dbase + i0 * QKV + h0 * HS, Dsum + (b * NH + h0) * T + i0,
 			                lse + (b * NH + h0) * T + i0, T, datt + row * QD + h0 * HS, att + row * QD + h0 * HS,
-			                base + i0 * QKV + h0 * HS, K, V, i0, nn);
+			                at(&a, base, i0 * QKV + h0 * HS), i0, nn);
+		}
+		for (size_t t = 0; t < T; t++) {
+			float *dk = dK + t * QKV, *dv = dV + t * QKV;
+			const float *sk = p.dKp + t * HS, *sv = p.dVp + t * HS;
+#pragma omp simd
+			for (size_t j = 0; j < HS; j++) {
+				dk[j] += sk[j];
+				dv[j] += sv[j];
+			}
 		}
 	}
 	tock(LORA_KCLOCK_ATTENTION_BACKWARD, t0);
 }
 
-void lora_kernels_attention_decode(float *att, float *kc, float *vc, float *scratch, const float *qkv, size_t pos,
-                                   size_t maxT, size_t B, size_t T, size_t NH, size_t NKV, size_t HS, size_t window,
-                                   int nthr)
+void lora_kernels_attention_decode(float *att, void *kc, void *vc, float *scratch, const void *qkv, lora_dtype dt,
+                                   size_t pos, size_t maxT, size_t B, size_t T, size_t NH, size_t NKV, size_t HS,
+                                   size_t window, int nthr)
 {
 	double t0 = tick();
-	attn a = attn_shape(T, NH, NKV, HS, window, maxT);
-	size_t QD = a.QD, KVD = a.KVD, QKV = a.QKV, nb = (T + a.n - 1) / a.n;
+	attn a = attn_shape(T, NH, NKV, HS, window, maxT, dt);
+	size_t QD = a.QD, KVD = a.KVD, QKV = a.QKV, es = a.es, nb = (T + a.n - 1) / a.n;
 	for (size_t b = 0; b < B; b++)
 		for (size_t t = 0; t < T; t++) {
-			memcpy(kc + (b * maxT + pos + t) * KVD, qkv + (b * T + t) * QKV + QD, KVD * sizeof(float));
-			memcpy(vc + (b * maxT + pos + t) * KVD, qkv + (b * T + t) * QKV + QD + KVD, KVD * sizeof(float));
+			const void *row = at(&a, qkv, (b * T + t) * QKV + QD);
+			memcpy((char *)kc + (b * maxT + pos + t) * KVD * es, row, KVD * es);
+			memcpy((char *)vc + (b * maxT + pos + t) * KVD * es, at(&a, row, KVD), KVD * es);
 		}
 	long ntask = (long)(B * NKV * nb);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
@@ -516,29 +586,61 @@ void lora_kernels_attention_decode(float *att, float *kc, float *vc, float *scra
 		size_t blk = nb - 1 - (size_t)task % nb, b = (size_t)task / nb / NKV, g = (size_t)task / nb % NKV;
 		size_t i0 = blk * a.n, nn = T - i0 < a.n ? T - i0 : a.n, h0 = g * a.G;
 		attend(&a, scratch + (size_t)omp_get_thread_num() * a.stride, att + (b * T + i0) * QD + h0 * HS, NULL, 0,
-		       qkv + (b * T + i0) * QKV + h0 * HS, kc + b * maxT * KVD + g * HS, vc + b * maxT * KVD + g * HS, KVD,
-		       pos + i0, nn);
+		       at(&a, qkv, (b * T + i0) * QKV + h0 * HS), at(&a, kc, b * maxT * KVD + g * HS),
+		       at(&a, vc, b * maxT * KVD + g * HS), KVD, pos + i0, nn);
 	}
 	tock(LORA_KCLOCK_ATTENTION_DECODE, t0);
 }
 
 /* ---- SwiGLU, cross-entropy, bias ---- */
 
-void lora_kernels_swiglu_forward(float *h, const float *gu, size_t N, size_t F)
+/* SwiGLU reads gate and up in f32 or bf16 (the copy bf16 training keeps)
+ * and writes f32 and/or bf16 (the operand of the product after it), a
+ * piece of a row at a time through buffers that stay in L1: no pass over
+ * memory only converts. */
+#define SW_CHUNK 512
+
+/* x[i, i+n) (type dt) as f32: in place, or widened into buf. */
+static const float *widen(float *buf, const void *x, lora_dtype dt, size_t i, size_t n)
+{
+	if (dt == LORA_F32)
+		return (const float *)x + i;
+	lora_dtype_to_f32(buf, (const uint16_t *)x + i, dt, n);
+	return buf;
+}
+
+void lora_kernels_swiglu_forward(float *h, uint16_t *h16, const void *gu, lora_dtype dt, size_t N, size_t F)
 {
 	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * F)
 	for (size_t i = 0; i < N; i++)
-		swiglu_row(h + i * F, gu + i * 2 * F, gu + i * 2 * F + F, F);
+		for (size_t j = 0; j < F; j += SW_CHUNK) {
+			size_t n = F - j < SW_CHUNK ? F - j : SW_CHUNK, row = i * 2 * F;
+			float gb[SW_CHUNK], ub[SW_CHUNK], hb[SW_CHUNK], *hp = h ? h + i * F + j : hb;
+			swiglu_row(hp, widen(gb, gu, dt, row + j, n), widen(ub, gu, dt, row + F + j, n), n);
+			if (h16)
+				lora_dtype_from_f32(h16 + i * F + j, hp, LORA_BF16, n);
+		}
 	tock(LORA_KCLOCK_SWIGLU_FORWARD, t0);
 }
 
-void lora_kernels_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N, size_t F)
+void lora_kernels_swiglu_backward(float *dgu, uint16_t *dgu16, const float *dh, const void *gu, lora_dtype dt,
+                                  size_t N, size_t F)
 {
 	double t0 = tick();
 #pragma omp parallel for PAR_IF(N * F)
 	for (size_t i = 0; i < N; i++)
-		swiglu_backward_row(dgu + i * 2 * F, dgu + i * 2 * F + F, dh + i * F, gu + i * 2 * F, gu + i * 2 * F + F, F);
+		for (size_t j = 0; j < F; j += SW_CHUNK) {
+			size_t n = F - j < SW_CHUNK ? F - j : SW_CHUNK, row = i * 2 * F;
+			float gb[SW_CHUNK], ub[SW_CHUNK], dgb[SW_CHUNK], dub[SW_CHUNK];
+			float *dg = dgu ? dgu + row + j : dgb, *du = dgu ? dgu + row + F + j : dub;
+			swiglu_backward_row(dg, du, dh + i * F + j, widen(gb, gu, dt, row + j, n),
+			                    widen(ub, gu, dt, row + F + j, n), n);
+			if (dgu16) {
+				lora_dtype_from_f32(dgu16 + row + j, dg, LORA_BF16, n);
+				lora_dtype_from_f32(dgu16 + row + F + j, du, LORA_BF16, n);
+			}
+		}
 	tock(LORA_KCLOCK_SWIGLU_BACKWARD, t0);
 }
 

@@ -63,37 +63,44 @@ void lora_kernels_rope_backward(float *dqkv, const float *cosv, const float *sin
 
 // Floats of scratch per thread that the attention kernels need for T
 // positions (for decode: maxT) of NH query heads over NKV key/value heads
-// of size HS.
-size_t lora_kernels_attention_scratch(size_t T, size_t NH, size_t NKV, size_t HS);
+// of size HS, with q, k and v of type dt.
+size_t lora_kernels_attention_scratch(size_t T, size_t NH, size_t NKV, size_t HS, lora_dtype dt);
 // Causal grouped-query attention with scale 1/sqrt(HS), over a sliding
 // window of the last `window` keys (0: all): att (B*T, QD) = softmax(q k^T)
 // v per head; lse (B, NH, T) the log-sum-exp of each row of scores, all
-// that backward keeps of the probabilities; qkv (B*T, QKV) after RoPE
-// (query head h uses key/value head h / (NH/NKV)); scratch (nthr,
-// lora_kernels_attention_scratch(T, NH, NKV, HS)); nthr threads
-void lora_kernels_attention_forward(float *att, float *lse, float *scratch, const float *qkv, size_t B, size_t T,
-                                    size_t NH, size_t NKV, size_t HS, size_t window, int nthr);
+// that backward keeps of the probabilities; qkv (B*T, QKV) after RoPE, of
+// type dt (f32, or bf16: the products take bf16 operands, the
+// probabilities rounded to bf16, and accumulate in f32) (query head h uses
+// key/value head h / (NH/NKV)); scratch (nthr,
+// lora_kernels_attention_scratch(T, NH, NKV, HS, dt)); nthr threads
+void lora_kernels_attention_forward(float *att, float *lse, float *scratch, const void *qkv, lora_dtype dt, size_t B,
+                                    size_t T, size_t NH, size_t NKV, size_t HS, size_t window, int nthr);
 // dqkv (B*T, QKV) += d/dqkv, the probabilities recomputed from lse; Dsum
 // (B, NH, T) and scratch (as in forward) are work space; datt (B*T, QD) the
-// gradient at att; att (B*T, QD), lse (B, NH, T), qkv (B*T, QKV) as the
-// forward left them
+// gradient at att; att (B*T, QD), lse (B, NH, T), qkv (B*T, QKV) of type
+// dt as the forward left them; in bf16 the gradients at the outputs and at
+// the scores are rounded to bf16 for the products
 void lora_kernels_attention_backward(float *dqkv, float *Dsum, float *scratch, const float *datt, const float *att,
-                                     const float *lse, const float *qkv, size_t B, size_t T, size_t NH, size_t NKV,
-                                     size_t HS, size_t window, int nthr);
+                                     const float *lse, const void *qkv, lora_dtype dt, size_t B, size_t T, size_t NH,
+                                     size_t NKV, size_t HS, size_t window, int nthr);
 // Attention of T new positions pos..pos+T-1 of each row over every cached
 // position up to each: their keys and values are first stored into the
-// caches. att (B*T, QD); kc, vc (B, maxT, KVD); scratch (nthr,
-// lora_kernels_attention_scratch(maxT, NH, NKV, HS)); qkv (B*T, QKV)
-// after RoPE
-void lora_kernels_attention_decode(float *att, float *kc, float *vc, float *scratch, const float *qkv, size_t pos,
-                                   size_t maxT, size_t B, size_t T, size_t NH, size_t NKV, size_t HS, size_t window,
-                                   int nthr);
+// caches. att (B*T, QD); kc, vc (B, maxT, KVD) of type dt; scratch (nthr,
+// lora_kernels_attention_scratch(maxT, NH, NKV, HS, dt)); qkv (B*T, QKV)
+// of type dt after RoPE
+void lora_kernels_attention_decode(float *att, void *kc, void *vc, float *scratch, const void *qkv, lora_dtype dt,
+                                   size_t pos, size_t maxT, size_t B, size_t T, size_t NH, size_t NKV, size_t HS,
+                                   size_t window, int nthr);
 
-// h (N, F) = silu(gate) * up; gu (N, 2F) holds gate then up in each row
-void lora_kernels_swiglu_forward(float *h, const float *gu, size_t N, size_t F);
+// h (N, F) = silu(gate) * up; gu (N, 2F) of type dt (f32 or bf16) holds
+// gate then up in each row; the result goes to h (f32) and/or h16 (bf16),
+// either may be NULL
+void lora_kernels_swiglu_forward(float *h, uint16_t *h16, const void *gu, lora_dtype dt, size_t N, size_t F);
 // dgu (N, 2F) written, not accumulated: it is the only path to gate and up,
-// and skipping a memset of (N, 2F) per block pays. dh (N, F), gu (N, 2F)
-void lora_kernels_swiglu_backward(float *dgu, const float *dh, const float *gu, size_t N, size_t F);
+// and skipping a memset of (N, 2F) per block pays; in f32 to dgu and/or in
+// bf16 to dgu16, either may be NULL. dh (N, F), gu (N, 2F) of type dt
+void lora_kernels_swiglu_backward(float *dgu, uint16_t *dgu16, const float *dh, const void *gu, lora_dtype dt,
+                                  size_t N, size_t F);
 
 // rowloss (N) = cross-entropy of each row of logits (N, V) against targets
 // (N) (a negative target: loss 0). With gscale != 0 the backward is fused

@@ -44,7 +44,8 @@ typedef struct {
 	float *gu;    /* (BT, 2F) gate and up before the activation */
 	/* bf16 training without recomputation: qkv and gu kept in bf16 here
 	 * (a per-block copy, as autocast keeps a product's output), worked on
-	 * in the shared f32 qkv32 and gu32; NULL otherwise */
+	 * in the shared f32 qkv32 and gu32 and read from here by the kernels
+	 * after the products (attention, SwiGLU); NULL otherwise */
 	uint16_t *qkvb, *gub;
 } slot;
 
@@ -69,7 +70,7 @@ struct lora_llama {
 	size_t B, T;
 	size_t Tn, pos;   /* tokens per row in the current pass, and their first position */
 	int flags, nthr;
-	float **kc, **vc; /* decode plans: per block keys and values (B, T, KVD) */
+	void **kc, **vc; /* decode plans: per block keys and values (B, T, KVD), in the compute type */
 	float *cache;     /* their storage */
 	float *acts;
 	size_t nacts;
@@ -86,7 +87,7 @@ struct lora_llama {
 	float *lnf_out, *rstdf, *dlnf, *last_logits;
 	float *dres, *dln, *dqkv, *datt, *dgu, *dh, *Dsum;
 	uint16_t *xb;               /* bf16 compute: a product's activations in bf16 */
-	float *qkv32, *gu32;        /* the slots' bf16 qkv and gu widened (see slot) */
+	float *qkv32, *gu32;        /* the slots' qkv and gu in f32 (see slot) */
 	int ready;                  /* a TRAIN forward with targets has run */
 };
 
@@ -375,7 +376,9 @@ static void sizes(const lora_llama *m, size_t B, size_t T, int flags, plan_sizes
 	wmax = F > wmax ? F : wmax;
 	*z = (plan_sizes){BT, chunk, train ? L + 1 : 1, train && !recompute ? (L ? L : 1) : 1, wmax,
 	                  m->rmax ? m->rmax : 1, c->head_dim / 2,
-	                  (size_t)lora_blas_threads() * lora_kernels_attention_scratch(T, NH, c->n_kv_heads, c->head_dim), 0, 0, 0};
+	                  (size_t)lora_blas_threads() *
+	                      lora_kernels_attention_scratch(T, NH, c->n_kv_heads, c->head_dim, m->compute),
+	                  0, 0, 0};
 	z->stash = z->nslots > 1 && m->compute == LORA_BF16;
 	/* in carving order */
 	double need = (double)z->nres * up16(BT * C);
@@ -546,25 +549,41 @@ static operand act(lora_llama *m, const float *x, size_t N, size_t n)
 
 #define KEEP_CHUNK ((size_t)1 << 14)
 
-/* x (n values) rounded to bf16 into b and back, so that forward uses the
- * values backward will read (see slot). */
-static void keep(uint16_t *b, float *x, size_t n)
-{
-#pragma omp parallel for if (n > KEEP_CHUNK)
-	for (size_t i = 0; i < n; i += KEEP_CHUNK) {
-		size_t k = n - i < KEEP_CHUNK ? n - i : KEEP_CHUNK;
-		lora_dtype_from_f32(b + i, x + i, LORA_BF16, k);
-		lora_dtype_to_f32(x + i, b + i, LORA_BF16, k);
-	}
-}
-
-/* b (n bf16 values) widened into x; x. */
-static const float *kept(float *x, const uint16_t *b, size_t n)
+/* x (n values) rounded to bf16 into b: the kernels after a product read
+ * the copy backward will read (see slot). */
+static void keep(uint16_t *b, const float *x, size_t n)
 {
 #pragma omp parallel for if (n > KEEP_CHUNK)
 	for (size_t i = 0; i < n; i += KEEP_CHUNK)
-		lora_dtype_to_f32(x + i, b + i, LORA_BF16, n - i < KEEP_CHUNK ? n - i : KEEP_CHUNK);
-	return x;
+		lora_dtype_from_f32(b + i, x + i, LORA_BF16, n - i < KEEP_CHUNK ? n - i : KEEP_CHUNK);
+}
+
+/* q, k and v (N, QKV) as attention takes them: f32, or in bf16 compute
+ * rounded into b (the slot's stash or the activation buffer, free
+ * between the products around attention). */
+static const void *attention_input(lora_llama *m, float *qkv, uint16_t *b, size_t N)
+{
+	if (m->compute == LORA_F32)
+		return qkv;
+	keep(b ? b : m->xb, qkv, N * m->w.QKV);
+	return b ? b : m->xb;
+}
+
+/* The operand a kernel wrote for the next product: bf16 into xb in bf16
+ * compute, else x (N, n) in f32. */
+static operand written(const lora_llama *m, const float *x, size_t n)
+{
+	if (m->compute == LORA_BF16)
+		return (operand){m->xb, LORA_BF16, n};
+	return (operand){x, LORA_F32, n};
+}
+
+/* Gate and up of slot s as SwiGLU reads them: the bf16 copy training
+ * keeps, else f32. */
+static const void *gate_up(const slot *s, lora_dtype *dt)
+{
+	*dt = s->gub ? LORA_BF16 : LORA_F32;
+	return s->gub ? (const void *)s->gub : s->gu;
 }
 
 /* Columns j.. of an operand. */
@@ -661,6 +680,13 @@ static void adapters_backward(lora_llama *m, size_t blk, int mod, const float *x
 
 /* ---- blocks ---- */
 
+/* Whether module mod of block l has adapters attached. */
+static int attached(const lora_llama *m, size_t l, int mod)
+{
+	return m->first[l * LORA_NMOD + mod] < m->first[l * LORA_NMOD + mod + 1];
+}
+
+
 /* Block l: xin -> xout through slot s. xmid may equal xin and xout may
  * equal xmid (in place, eval). skip_down: stop after the MLP activation
  * (recomputation for backward needs nothing later). */
@@ -683,14 +709,13 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 	adapters_forward(m, l, LORA_MOD_K, m->ln, qkv + QD, QKV, train);
 	adapters_forward(m, l, LORA_MOD_V, m->ln, qkv + QD + m->w.KVD, QKV, train);
 	lora_kernels_rope_forward(qkv, m->rope_cos, m->rope_sin, m->pos, m->B, m->Tn, NH + NKV, HS, QKV);
-	if (s->qkvb)
-		keep(s->qkvb, qkv, N * QKV);
+	const void *q = attention_input(m, qkv, s->qkvb, N);
 	if (m->kc)
-		lora_kernels_attention_decode(s->att, m->kc[l], m->vc[l], m->attn_scratch, qkv, m->pos, m->T, m->B, m->Tn,
-		                              NH, NKV, HS, window, m->nthr);
+		lora_kernels_attention_decode(s->att, m->kc[l], m->vc[l], m->attn_scratch, q, m->compute, m->pos, m->T,
+		                              m->B, m->Tn, NH, NKV, HS, window, m->nthr);
 	else
-		lora_kernels_attention_forward(s->att, s->lse, m->attn_scratch, qkv, m->B, m->Tn, NH, NKV, HS, window,
-		                               m->nthr);
+		lora_kernels_attention_forward(s->att, s->lse, m->attn_scratch, q, m->compute, m->B, m->Tn, NH, NKV, HS,
+		                               window, m->nthr);
 	if (xmid != xin)
 		memcpy(xmid, xin, N * C * sizeof(float));
 	module_forward(m, l, LORA_MOD_O, act(m, s->att, N, QD), N, 1, xmid, C);
@@ -706,10 +731,15 @@ static void block_forward(lora_llama *m, size_t l, slot *s, const float *xin, fl
 		keep(s->gub, gu, N * 2 * F);
 	if (skip_down)
 		return;
-	lora_kernels_swiglu_forward(m->h, gu, N, F);
+	lora_dtype gdt;
+	const void *g = gate_up(s, &gdt);
+	/* h in f32 only for f32 compute and down's adapters */
+	int bf16 = m->compute == LORA_BF16;
+	lora_kernels_swiglu_forward(!bf16 || attached(m, l, LORA_MOD_DOWN) ? m->h : NULL, bf16 ? m->xb : NULL, g, gdt, N,
+	                            F);
 	if (xout != xmid)
 		memcpy(xout, xmid, N * C * sizeof(float));
-	module_forward(m, l, LORA_MOD_DOWN, act(m, m->h, N, F), N, 1, xout, C);
+	module_forward(m, l, LORA_MOD_DOWN, written(m, m->h, F), N, 1, xout, C);
 	adapters_forward(m, l, LORA_MOD_DOWN, m->h, xout, C, train);
 }
 
@@ -747,19 +777,23 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	const lora_weights_block *w = &m->w.blocks[l];
 	size_t N = m->B * m->T, C = c->dim, F = c->hidden_dim, QKV = m->w.QKV, QD = m->w.QD;
 	size_t NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_dim;
-	const float *gu = s->gub ? kept(m->gu32, s->gub, N * 2 * F) : s->gu;
+	lora_dtype gdt;
+	const void *gu = gate_up(s, &gdt);
+	int bf16 = m->compute == LORA_BF16;
 	// MLP: xout = xmid + down(h); h is only needed for down's own factors
 	if (trainable_in(m, l, LORA_MOD_DOWN))
-		lora_kernels_swiglu_forward(m->h, gu, N, F);
+		lora_kernels_swiglu_forward(m->h, NULL, gu, gdt, N, F);
 	if (depth >= 2)
 		module_backward(m, l, LORA_MOD_DOWN, act(m, dres, N, C), N, 0, m->dh, F);
 	adapters_backward(m, l, LORA_MOD_DOWN, m->h, dres, C, depth >= 2 ? m->dh : NULL);
 	if (depth < 2)
 		return;
-	lora_kernels_swiglu_backward(m->dgu, m->dh, gu, N, F);
+	/* dgu in f32 only for f32 compute and the adapters of gate and up */
+	lora_kernels_swiglu_backward(!bf16 || attached(m, l, LORA_MOD_GATE) || attached(m, l, LORA_MOD_UP) ? m->dgu : NULL,
+	                             bf16 && depth >= 3 ? m->xb : NULL, m->dh, gu, gdt, N, F);
 	lora_kernels_rmsnorm_recompute(m->ln, s->xmid, w->ln2, s->rstd2, N, C);
 	if (depth >= 3) {
-		operand g = act(m, m->dgu, N, 2 * F);
+		operand g = written(m, m->dgu, 2 * F);
 		module_backward(m, l, LORA_MOD_GATE, g, N, 0, m->dln, C);
 		module_backward(m, l, LORA_MOD_UP, cols(g, F), N, 1, m->dln, C);
 	}
@@ -775,9 +809,9 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	if (depth < 4)
 		return;
 	memset(m->dqkv, 0, N * QKV * sizeof(float));
-	const float *qkv = s->qkvb ? kept(m->qkv32, s->qkvb, N * QKV) : s->qkv;
-	lora_kernels_attention_backward(m->dqkv, m->Dsum, m->attn_scratch, m->datt, s->att, s->lse, qkv, m->B, m->T,
-	                                NH, NKV, HS, lora_config_window(c, l), m->nthr);
+	const void *q = s->qkvb ? s->qkvb : attention_input(m, s->qkv, NULL, N);
+	lora_kernels_attention_backward(m->dqkv, m->Dsum, m->attn_scratch, m->datt, s->att, s->lse, q, m->compute, m->B,
+	                                m->T, NH, NKV, HS, lora_config_window(c, l), m->nthr);
 	lora_kernels_rope_backward(m->dqkv, m->rope_cos, m->rope_sin, 0, m->B, m->T, NH + NKV, HS, QKV);
 	lora_kernels_rmsnorm_recompute(m->ln, xin, w->ln1, s->rstd1, N, C);
 	float *dln = depth >= 5 ? m->dln : NULL;
@@ -1044,14 +1078,15 @@ int lora_llama_plan_decode(lora_llama *m, size_t B, size_t maxT, lora_err *e)
 	}
 	m->vc = m->kc + L;
 	/* One allocation beside the activation arena, carved per block. */
-	float *cache = aligned_alloc(64, (2 * L * up16(n) + ALIGN_FLOATS) * sizeof(float));
+	size_t per = up16((n * lora_dtype_size(m->compute) + 3) / 4);
+	float *cache = aligned_alloc(64, (2 * L * per + ALIGN_FLOATS) * sizeof(float));
 	if (!cache) {
 		free_plan(m);
-		return lora_err_set(e, LORA_ENOMEM, "out of memory for the key/value cache (%zu floats)", 2 * L * n);
+		return lora_err_set(e, LORA_ENOMEM, "out of memory for the key/value cache (%zu values)", 2 * L * n);
 	}
 	for (size_t l = 0; l < L; l++) {
-		m->kc[l] = cache + 2 * l * up16(n);
-		m->vc[l] = cache + (2 * l + 1) * up16(n);
+		m->kc[l] = cache + 2 * l * per;
+		m->vc[l] = cache + (2 * l + 1) * per;
 	}
 	m->cache = cache;
 	m->Tn = 0;

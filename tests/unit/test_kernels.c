@@ -398,8 +398,8 @@ static double attention_decode_check(const char *what, const attn_ctx *c, const 
 		size_t pos = cuts[k], n = cuts[k + 1] - pos;
 		for (size_t b = 0; b < c->B; b++)
 			memcpy(piece + b * n * QKV, qkv + (b * T + pos) * QKV, n * QKV * sizeof(float));
-		lora_kernels_attention_decode(att, kc, vc, scratch, piece, pos, T, c->B, n, c->NH, c->NKV, c->HS, c->window,
-		                              nthr);
+		lora_kernels_attention_decode(att, kc, vc, scratch, piece, LORA_F32, pos, T, c->B, n, c->NH, c->NKV, c->HS,
+		                              c->window, nthr);
 		for (size_t b = 0; b < c->B; b++)
 			memcpy(out + (b * T + pos) * QD, att + b * n * QD, n * QD * sizeof(float));
 	}
@@ -415,10 +415,10 @@ static void test_attention(size_t B, size_t T, size_t NH, size_t NKV, size_t HS,
 	const int nthr = 2;
 	size_t QD = NH * HS, QKV = QD + 2 * NKV * HS, n = B * T * QKV;
 	float *qkv = falloc(n), *att = falloc(B * T * QD), *lse = falloc(B * NH * T), *g = falloc(B * T * QD);
-	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(T, NH, NKV, HS));
+	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(T, NH, NKV, HS, LORA_F32));
 	fill(qkv, n, -1.5f, 1.5f);
 	fill(g, B * T * QD, -1, 1);
-	lora_kernels_attention_forward(att, lse, scratch, qkv, B, T, NH, NKV, HS, window, nthr);
+	lora_kernels_attention_forward(att, lse, scratch, qkv, LORA_F32, B, T, NH, NKV, HS, window, nthr);
 	attn_ctx c = {B, T, NH, NKV, HS, window, widen(qkv, n), dalloc(B * T * QD), dalloc(B * NH * T), dalloc(T), g};
 	attention_naive(&c);
 	char what[96];
@@ -430,12 +430,52 @@ static void test_attention(size_t B, size_t T, size_t NH, size_t NKV, size_t HS,
 	double *grad = dalloc(n);
 	fill(pre, n, -1, 1);
 	memcpy(dqkv, pre, n * sizeof(float));
-	lora_kernels_attention_backward(dqkv, Dsum, scratch, g, att, lse, qkv, B, T, NH, NKV, HS, window, nthr);
+	lora_kernels_attention_backward(dqkv, Dsum, scratch, g, att, lse, qkv, LORA_F32, B, T, NH, NKV, HS, window, nthr);
 	added(grad, dqkv, pre, n);
 	double fw = fd_check(what, c.qkv, n, every, grad, attn_loss, &c);
 	report("attention", tw, fw);
 	free(qkv), free(att), free(lse), free(g), free(scratch), free(c.qkv), free(c.att), free(c.lse), free(c.p),
 		free(dqkv), free(pre), free(Dsum), free(grad);
+}
+
+/* bf16 attention: q, k, v in bf16, products in bf16 with f32 sums. Against
+ * the naive attention of the same (rounded) values: the log-sum-exp to f32
+ * accuracy, the output within the rounding of the probabilities to bf16;
+ * decoding into a bf16 cache gives forward's rows; backward within the
+ * rounding of its operands of f32 backward on the same values. */
+static void test_attention_bf16(size_t B, size_t T, size_t NH, size_t NKV, size_t HS, size_t window)
+{
+	const int nthr = 2;
+	size_t QD = NH * HS, KVD = NKV * HS, QKV = QD + 2 * KVD, n = B * T * QKV;
+	float *qkv = falloc(n), *att = falloc(B * T * QD), *lse = falloc(B * NH * T), *g = falloc(B * T * QD);
+	float *att32 = falloc(B * T * QD), *lse32 = falloc(B * NH * T), *Dsum = falloc(B * NH * T);
+	float *d16 = falloc(n), *d32 = falloc(n), *dec = falloc(B * T * QD);
+	uint16_t *qb = calloc(n, 2), *kc = calloc(B * T * KVD, 2), *vc = calloc(B * T * KVD, 2);
+	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(T, NH, NKV, HS, LORA_BF16));
+	float *scr32 = falloc((size_t)nthr * lora_kernels_attention_scratch(T, NH, NKV, HS, LORA_F32));
+	fill(qkv, n, -1.5f, 1.5f);
+	fill(g, B * T * QD, -1, 1);
+	lora_dtype_from_f32(qb, qkv, LORA_BF16, n);
+	lora_dtype_to_f32(qkv, qb, LORA_BF16, n);
+	lora_kernels_attention_forward(att, lse, scratch, qb, LORA_BF16, B, T, NH, NKV, HS, window, nthr);
+	attn_ctx c = {B, T, NH, NKV, HS, window, widen(qkv, n), dalloc(B * T * QD), dalloc(B * NH * T), dalloc(T), g};
+	attention_naive(&c);
+	char what[96];
+	snprintf(what, sizeof what, "bf16 attention B%zu T%zu NH%zu NKV%zu HS%zu window %zu", B, T, NH, NKV, HS, window);
+	double tw = twin(what, lse, c.lse, B * NH * T, 1e-5, 1e-6);
+	tw = fmax(tw, twin(what, att, c.att, B * T * QD, 1e-2, 4e-3));
+	lora_kernels_attention_decode(dec, kc, vc, scratch, qb, LORA_BF16, 0, T, B, T, NH, NKV, HS, window, nthr);
+	double *want = widen(att, B * T * QD);
+	tw = fmax(tw, twin(what, dec, want, B * T * QD, 1e-5, 1e-6));
+	lora_kernels_attention_forward(att32, lse32, scr32, qkv, LORA_F32, B, T, NH, NKV, HS, window, nthr);
+	lora_kernels_attention_backward(d32, Dsum, scr32, g, att32, lse32, qkv, LORA_F32, B, T, NH, NKV, HS, window, nthr);
+	lora_kernels_attention_backward(d16, Dsum, scratch, g, att, lse, qb, LORA_BF16, B, T, NH, NKV, HS, window, nthr);
+	double *grad = widen(d32, n);
+	double bw = twin(what, d16, grad, n, 3e-2, 1e-2);
+	report("attn bf16", tw, bw);
+	free(qkv), free(att), free(lse), free(g), free(att32), free(lse32), free(Dsum), free(d16), free(d32), free(dec),
+		free(qb), free(kc), free(vc), free(scratch), free(scr32), free(c.qkv), free(c.att), free(c.lse), free(c.p),
+		free(want), free(grad);
 }
 
 /* ---- SwiGLU ---- */
@@ -467,17 +507,59 @@ static void test_swiglu(size_t N, size_t F)
 	float *gu = falloc(N * 2 * F), *h = falloc(N * F), *g = falloc(N * F), *dgu = falloc(N * 2 * F);
 	fill(gu, N * 2 * F, -4, 4);
 	fill(g, N * F, -1, 1);
-	lora_kernels_swiglu_forward(h, gu, N, F);
+	lora_kernels_swiglu_forward(h, NULL, gu, LORA_F32, N, F);
 	swiglu_ctx c = {widen(gu, N * 2 * F), dalloc(N * F), g, N, F};
 	swiglu_naive(&c);
 	double tw = twin("swiglu forward", h, c.h, N * F, 1e-6, 1e-7);
 	/* backward writes dgu: start it from garbage */
 	fill(dgu, N * 2 * F, -100, 100);
-	lora_kernels_swiglu_backward(dgu, g, gu, N, F);
+	lora_kernels_swiglu_backward(dgu, NULL, g, gu, LORA_F32, N, F);
 	double *grad = widen(dgu, N * 2 * F);
 	double fw = fd_check("swiglu backward", c.gu, N * 2 * F, 1, grad, swiglu_loss, &c);
 	report("swiglu", tw, fw);
 	free(gu), free(h), free(g), free(dgu), free(c.gu), free(c.h), free(grad);
+}
+
+/* n bf16 values equal to x rounded, bit for bit. */
+static void same_bf16(const char *what, const uint16_t *b, const float *x, size_t n)
+{
+	uint16_t *r = calloc(n, 2);
+	lora_dtype_from_f32(r, x, LORA_BF16, n);
+	size_t i = 0;
+	while (i < n && r[i] == b[i])
+		i++;
+	CHECK(i == n, "%s: bf16 %#x at %zu, the f32 result rounds to %#x", what, i < n ? b[i] : 0, i, i < n ? r[i] : 0);
+	free(r);
+}
+
+/* SwiGLU from gate and up in bf16 is SwiGLU of the widened values, and its
+ * bf16 outputs are its f32 outputs rounded, across the pieces a row is
+ * worked in (F past one). */
+static void test_swiglu_bf16(size_t N, size_t F)
+{
+	size_t n = N * 2 * F;
+	float *gu = falloc(n), *h = falloc(N * F), *h2 = falloc(N * F), *dh = falloc(N * F), *d = falloc(n);
+	float *d2 = falloc(n);
+	uint16_t *gub = calloc(n, 2), *h16 = calloc(N * F, 2), *d16 = calloc(n, 2);
+	fill(gu, n, -4, 4);
+	fill(dh, N * F, -1, 1);
+	lora_dtype_from_f32(gub, gu, LORA_BF16, n);
+	lora_dtype_to_f32(gu, gub, LORA_BF16, n);
+	lora_kernels_swiglu_forward(h, NULL, gu, LORA_F32, N, F);
+	lora_kernels_swiglu_forward(h2, h16, gub, LORA_BF16, N, F);
+	CHECK(!memcmp(h, h2, N * F * sizeof *h), "swiglu from bf16 (N %zu F %zu) differs from f32", N, F);
+	same_bf16("swiglu forward, bf16 out", h16, h, N * F);
+	memset(h16, 0, N * F * 2);
+	lora_kernels_swiglu_forward(NULL, h16, gu, LORA_F32, N, F);
+	same_bf16("swiglu forward, bf16 out only", h16, h, N * F);
+	lora_kernels_swiglu_backward(d, NULL, dh, gu, LORA_F32, N, F);
+	lora_kernels_swiglu_backward(d2, d16, dh, gub, LORA_BF16, N, F);
+	CHECK(!memcmp(d, d2, n * sizeof *d), "swiglu backward from bf16 (N %zu F %zu) differs from f32", N, F);
+	same_bf16("swiglu backward, bf16 out", d16, d, n);
+	memset(d16, 0, n * 2);
+	lora_kernels_swiglu_backward(NULL, d16, dh, gub, LORA_BF16, N, F);
+	same_bf16("swiglu backward, bf16 out only", d16, d, n);
+	free(gu), free(h), free(h2), free(dh), free(d), free(d2), free(gub), free(h16), free(d16);
 }
 
 /* ---- cross-entropy ---- */
@@ -729,7 +811,8 @@ typedef struct {
 static void kernels_at(int nthr, const thr_in *in, thr_out *o)
 {
 	float *kc = falloc(TBT * TNKV * THS), *vc = falloc(TBT * TNKV * THS), *Dsum = falloc(TB * TNH * TT);
-	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(TT, TNH, TNKV, THS)), *u = falloc(TN * TR);
+	float *scratch = falloc((size_t)nthr * lora_kernels_attention_scratch(TT, TNH, TNKV, THS, LORA_F32));
+	float *u = falloc(TN * TR);
 	double rowloss[TN];
 	lora_blas_set_threads(nthr);
 	lora_kernels_embedding_forward(o->emb, in->tok, in->x, LORA_F32, TN, TC);
@@ -740,12 +823,12 @@ static void kernels_at(int nthr, const thr_in *in, thr_out *o)
 	lora_kernels_rope_forward(o->rope, in->cosv, in->sinv, 0, TB, TT, TNH + TNKV, THS, TQKV);
 	memcpy(o->ropeb, in->qkv, TBT * TQKV * sizeof(float));
 	lora_kernels_rope_backward(o->ropeb, in->cosv, in->sinv, 0, TB, TT, TNH + TNKV, THS, TQKV);
-	lora_kernels_attention_forward(o->att, o->lse, scratch, in->qkv, TB, TT, TNH, TNKV, THS, 0, nthr);
-	lora_kernels_attention_backward(o->dqkv, Dsum, scratch, in->datt, o->att, o->lse, in->qkv, TB, TT, TNH, TNKV, THS,
-	                                0, nthr);
-	lora_kernels_attention_decode(o->dec, kc, vc, scratch, in->qkv, 0, TT, TB, TT, TNH, TNKV, THS, 0, nthr);
-	lora_kernels_swiglu_forward(o->h, in->gu, TN, TF);
-	lora_kernels_swiglu_backward(o->dgu, in->dh, in->gu, TN, TF);
+	lora_kernels_attention_forward(o->att, o->lse, scratch, in->qkv, LORA_F32, TB, TT, TNH, TNKV, THS, 0, nthr);
+	lora_kernels_attention_backward(o->dqkv, Dsum, scratch, in->datt, o->att, o->lse, in->qkv, LORA_F32, TB, TT, TNH,
+	                                TNKV, THS, 0, nthr);
+	lora_kernels_attention_decode(o->dec, kc, vc, scratch, in->qkv, LORA_F32, 0, TT, TB, TT, TNH, TNKV, THS, 0, nthr);
+	lora_kernels_swiglu_forward(o->h, NULL, in->gu, LORA_F32, TN, TF);
+	lora_kernels_swiglu_backward(o->dgu, NULL, in->dh, in->gu, LORA_F32, TN, TF);
 	memcpy(o->ce, in->logits, TN * TV * sizeof(float));
 	lora_kernels_crossentropy_forward(rowloss, o->ce, in->tgt, 0.5f, TN, TV);
 	for (size_t i = 0; i < TN; i++)
@@ -871,6 +954,16 @@ int main(void)
 	test_crossentropy(43, 0);
 	test_dropout(50, 91);
 	test_lora();
+	/* bf16 kernels (drawing their inputs last, so the others' stay as
+	 * they were): attention where oneDNN multiplies bf16, with several
+	 * blocks, GQA and a window across blocks; SwiGLU over one piece of a
+	 * row and several */
+	if (lora_blas_bf16() != LORA_BLAS_BF16_NONE) {
+		test_attention_bf16(1, 70, 8, 1, 4, 0);
+		test_attention_bf16(2, 70, 16, 4, 6, 20);
+	}
+	test_swiglu_bf16(3, 9);
+	test_swiglu_bf16(2, 1100);
 	test_threads();
 	test_clock();
 	DONE();
