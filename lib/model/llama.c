@@ -791,7 +791,9 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	/* dgu in f32 only for f32 compute and the adapters of gate and up */
 	lora_kernels_swiglu_backward(!bf16 || attached(m, l, LORA_MOD_GATE) || attached(m, l, LORA_MOD_UP) ? m->dgu : NULL,
 	                             bf16 && depth >= 3 ? m->xb : NULL, m->dh, gu, gdt, N, F);
-	lora_kernels_rmsnorm_recompute(m->ln, s->xmid, w->ln2, s->rstd2, N, C);
+	/* the normed input only for the adapters of gate and up */
+	if (attached(m, l, LORA_MOD_GATE) || attached(m, l, LORA_MOD_UP))
+		lora_kernels_rmsnorm_recompute(m->ln, s->xmid, w->ln2, s->rstd2, N, C);
 	if (depth >= 3) {
 		operand g = written(m, m->dgu, 2 * F);
 		module_backward(m, l, LORA_MOD_GATE, g, N, 0, m->dln, C);
@@ -813,7 +815,8 @@ static void block_backward(lora_llama *m, size_t l, const slot *s, const float *
 	lora_kernels_attention_backward(m->dqkv, m->Dsum, m->attn_scratch, m->datt, s->att, s->lse, q, m->compute, m->B,
 	                                m->T, NH, NKV, HS, lora_config_window(c, l), m->nthr);
 	lora_kernels_rope_backward(m->dqkv, m->rope_cos, m->rope_sin, 0, m->B, m->T, NH + NKV, HS, QKV);
-	lora_kernels_rmsnorm_recompute(m->ln, xin, w->ln1, s->rstd1, N, C);
+	if (attached(m, l, LORA_MOD_Q) || attached(m, l, LORA_MOD_K) || attached(m, l, LORA_MOD_V))
+		lora_kernels_rmsnorm_recompute(m->ln, xin, w->ln1, s->rstd1, N, C);
 	float *dln = depth >= 5 ? m->dln : NULL;
 	if (dln) {
 		operand g = act(m, m->dqkv, N, QKV);
