@@ -211,17 +211,21 @@ static int boundary(lora_tokenizer *t, const char *text, size_t b, const lora_to
 
 /* A chat rendered with the model's template and encoded as
  * apply_chat_template encodes it: the whole text at once, special tokens
- * matched, no post-processor tokens. A token gets loss when it starts in
- * a span the template marks as trained (the assistant's content and its
- * end of turn), found by encoding the text up to each place the marking
- * changes. With literal content, each run of message content is encoded
- * on its own with special tokens left as text. */
+ * matched, no post-processor tokens. The marking of the ids follows the
+ * spans: a run of ids changes it where the ids of the text cut at the
+ * span's first byte part from the whole text's, so a token holding bytes
+ * of both sides (template "\n" and an answer's leading "\n" as one "\n\n")
+ * is marked as the later span, as transformers' assistant mask marks it
+ * (the token holding the answer's first character); trained spans end with
+ * the end-of-turn special token, which no token straddles. With literal
+ * content, special tokens are not matched where they meet a message's
+ * bytes (the tokenizer's literal ranges): the same encoding otherwise. */
 static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example *ex, const char *where,
                        lora_tokenizer_ids *ids, flags *tg, lora_err *e)
 {
 	char *text = NULL;
 	lora_chat_span *sp = NULL;
-	size_t nsp = 0, from = 0, k0 = 0;
+	size_t nsp = 0, from = 0, k0 = 0, *lit = NULL, nlit = 0;
 	int rc, all = x->j->train_on_inputs;
 	if (!x->chat) {
 		*e = x->chat_err;
@@ -231,33 +235,35 @@ static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example
 		lora_err_prefix(e, "%s", where);
 		goto out;
 	}
-	if (!x->j->literal_content && (rc = lora_tokenizer_encode(t, text, strlen(text), 0, ids, e)))
+	if (x->j->literal_content) {
+		if (!(lit = malloc(2 * nsp * sizeof *lit))) {
+			rc = LORA_ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < nsp; i++)
+			if (sp[i].content)
+				lit[2 * nlit] = sp[i].begin, lit[2 * nlit + 1] = sp[i].end, nlit++;
+		lora_tokenizer_literal(t, lit, nlit);
+	}
+	if ((rc = lora_tokenizer_encode(t, text, strlen(text), 0, ids, e)))
 		goto out;
 	for (size_t i = 0; i < nsp; i = from) {
 		/* a run of spans alike in what matters here */
-		for (from = i + 1; from < nsp && sp[from].train == sp[i].train &&
-		                   (!x->j->literal_content || sp[from].content == sp[i].content);
-		     from++)
+		for (from = i + 1; from < nsp && sp[from].train == sp[i].train; from++)
 			;
-		size_t b = sp[i].begin, end = sp[from - 1].end, k1;
-		if (x->j->literal_content) {
-			lora_tokenizer_split_special(t, sp[i].content);
-			rc = lora_tokenizer_encode(t, text + b, end - b, 0, ids, e);
-			lora_tokenizer_split_special(t, 0);
-			k1 = ids->n;
-		} else if (from == nsp) {
-			k1 = ids->n;
-		} else {
-			rc = boundary(t, text, end, ids, &k1, e);
-		}
-		if (rc || (rc = flags_set(tg, k0, k1 > k0 ? k1 : k0, all || sp[i].train)))
+		size_t k1 = ids->n;
+		if (from < nsp && (rc = boundary(t, text, sp[from].begin, ids, &k1, e)))
+			goto out;
+		if ((rc = flags_set(tg, k0, k1 > k0 ? k1 : k0, all || sp[i].train)))
 			goto out;
 		k0 = k1 > k0 ? k1 : k0;
 	}
 	rc = flags_set(tg, k0, ids->n, all);
 out:
+	lora_tokenizer_literal(t, NULL, 0);
 	if (rc == LORA_ENOMEM)
 		rc = lora_err_nomem(e);
+	free(lit);
 	free(text);
 	free(sp);
 	return rc;
