@@ -617,8 +617,8 @@ static int decode(lora_tokenize_job *j, lora_err *e)
 	return rc;
 }
 
-int lora_tokenize_open_data(lora_data **out, const char *model, const char *path, lora_data_format fmt, size_t vocab,
-                            int threads, lora_err *e)
+int lora_tokenize_open_data(lora_data **out, const char *model, const char *tokenizer, const char *path,
+                            lora_data_format fmt, size_t vocab, int threads, lora_err *e)
 {
 	const char *tmp = getenv("TMPDIR");
 	char dir[4096], file[4200];
@@ -636,7 +636,7 @@ int lora_tokenize_open_data(lora_data **out, const char *model, const char *path
 		return lora_err_set(e, LORA_EIO, "%s: cannot make a directory to tokenize %s in: %s", dir, path,
 		                    strerror(errno));
 	snprintf(file, sizeof file, "%s/data.tok", dir);
-	lora_tokenize_job j = {.model = model, .inputs = inputs, .ninputs = 1, .threads = threads, .out = file,
+	lora_tokenize_job j = {.model = tokenizer ? NULL : model, .tokenizer = tokenizer, .inputs = inputs, .ninputs = 1, .threads = threads, .out = file,
 	                       .format = lora_path_has_suffix(path, ".jsonl") ? LORA_DATA_TOK : LORA_DATA_U32};
 	rc = lora_tokenize_job_run(&j, e);
 	if (!rc && (rc = lora_data_open(out, file, j.format, vocab, e)) && !strncmp(e->msg, file, strlen(file))) {
