@@ -365,6 +365,8 @@ tokcount() { tail -c 24 "$1" | od -An -v -tu8 -N16 | tr -s ' ' | sed 's/^ //'; }
 	model mi llama2 "$FIX/chat/mistral.json"
 	golden llama3.examples.tok -m l3 "$J/examples.jsonl"
 	golden llama3.examples.inputs.tok -m l3 --train-on-inputs "$J/examples.jsonl"
+	# --no-special: no BOS, no EOS appended
+	golden llama3.examples.plain.tok -m l3 --no-special "$J/examples.jsonl"
 	golden llama3.chats.tok -m l3 --chat-format llama3 "$J/chats.jsonl"
 	golden llama3.chats.inputs.tok -m l3 --chat-format llama3 --train-on-inputs "$J/chats.jsonl"
 	golden llama2.turns.tok -m mi "$J/turns.jsonl"
@@ -427,9 +429,10 @@ tokcount() { tail -c 24 "$1" | od -An -v -tu8 -N16 | tr -s ' ' | sed 's/^ //'; }
 	check '{"instruction": "i", "input": "x"}' "line 2 (byte 17): an instruction example without 'output'"
 	check '{"title": "t"}' "line 2 (byte 17): none of the keys text, prompt/completion, instruction/output, messages"
 	check '{"messages": [{"role": "robot", "content": "x"}]}' \
-		"line 2 (byte 17): message 0: unknown role 'robot' (system, user, assistant)"
-	check '{"messages": [{"role": "user"}]}' "line 2 (byte 17): message 0 needs string 'role' and 'content'"
+		"line 2 (byte 17): message 1: unknown role 'robot' (system, user or assistant)"
+	check '{"messages": [{"role": "user"}]}' "line 2 (byte 17): message 1 needs string 'role' and 'content'"
 	check '{"messages": []}' "line 2 (byte 17): 'messages' is empty"
+	check '{"messages": [{"role": "user", "content": "a"}, 7]}' "line 2 (byte 17): message 2 is not an object"
 	check $'{"text": "caf\xe9"}' "invalid UTF-8 at byte 30 (line 2)"
 	# a line past 16 MiB, the bound, is refused before it is all read
 	{ printf '%s\n{"text": "' "$good"; head -c $((16 << 20)) /dev/zero | tr '\0' a; printf '"}\n'; } >long.jsonl
@@ -439,6 +442,9 @@ tokcount() { tail -c 24 "$1" | od -An -v -tu8 -N16 | tr -s ' ' | sed 's/^ //'; }
 	run -2 --separate-stderr lora-tokenize --tokenizer "$TOK/qwen.json" <<<"$good" --jsonl -o out.tok
 	assert_equal "$stderr" "lora-tokenize: $TOK/tokenizer_config.json: no eos_token (JSONL examples end with it; --no-special adds no special tokens)"
 	assert_file_not_exists out.tok
+	lora-tokenize --tokenizer "$TOK/qwen.json" --no-special --jsonl <<<"$good" -o plain.tok
+	n=$(printf 'fine' | lora-tokenize --tokenizer "$TOK/qwen.json" --no-special | wc -c)
+	assert_equal "$(tokcount plain.tok)" "$((n / 2)) 1"
 	# a chat without a template in tokenizer_config.json
 	model t qwen "$FIX/jsonl/llama2.config.json"
 	jq -c '.bos_token = null | .eos_token = "<|im_end|>"' "$FIX/jsonl/llama2.config.json" >t/tokenizer_config.json

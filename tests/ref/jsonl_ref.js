@@ -60,12 +60,13 @@ function tok(docs, elem) {
 
 const lines = (f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.length);
 
-async function examples(t, cfg, trainInputs) {
-	const bos = cfg.bos_token ? t.tokenToId(cfg.bos_token) : null, eos = t.tokenToId(cfg.eos_token);
-	const enc = async (s) => (await t.encode(s, null, { addSpecialTokens: true })).getIds();
+// plain: lora-tokenize --no-special, add_special_tokens=False and no EOS
+async function examples(t, cfg, trainInputs, plain = false) {
+	const bos = cfg.bos_token && !plain ? t.tokenToId(cfg.bos_token) : null, eos = plain ? null : t.tokenToId(cfg.eos_token);
+	const enc = async (s) => (await t.encode(s, null, { addSpecialTokens: !plain })).getIds();
 	const answer = async (s) => {
 		let ids = await enc(s);
-		if (ids.length && ids[ids.length - 1] !== eos) ids.push(eos);
+		if (ids.length && eos !== null && ids[ids.length - 1] !== eos) ids.push(eos);
 		if (ids.length && ids[0] === bos) ids = ids.slice(1);
 		return ids;
 	};
@@ -79,7 +80,7 @@ async function examples(t, cfg, trainInputs) {
 			            : `${ALPACA}### Instruction:\n${o.instruction}\n\n### Response:\n`, c = o.output;
 		if (p === null) {
 			const ids = await enc(o.text);
-			if (ids.length && ids[ids.length - 1] !== eos) ids.push(eos);
+			if (ids.length && eos !== null && ids[ids.length - 1] !== eos) ids.push(eos);
 			docs.push({ ids, mask: ids.map(() => 1) });
 			continue;
 		}
@@ -231,6 +232,7 @@ function withoutSpecial(f) {
 	out('qwen.chats.inputs.tok', await chats(qwen, 'chats.jsonl', tplQwen25, true));
 	out('llama3.examples.tok', await examples(llama3, c3, false));
 	out('llama3.examples.inputs.tok', await examples(llama3, c3, true));
+	out('llama3.examples.plain.tok', await examples(llama3, c3, false, true));
 	out('llama3.chats.tok', await chats(llama3, 'chats.jsonl', tplLlama3, false));
 	out('llama3.chats.inputs.tok', await chats(llama3, 'chats.jsonl', tplLlama3, true));
 	out('llama2.turns.tok', await chats(llama2, 'turns.jsonl', tplMistral, false));
