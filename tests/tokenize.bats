@@ -438,6 +438,17 @@ tokcount() { tail -c 24 "$1" | od -An -v -tu8 -N16 | tr -s ' ' | sed 's/^ //'; }
 	{ printf '%s\n{"text": "' "$good"; head -c $((16 << 20)) /dev/zero | tr '\0' a; printf '"}\n'; } >long.jsonl
 	run -1 --separate-stderr lora-tokenize -m q long.jsonl -o out.tok
 	assert_equal "$stderr" "lora-tokenize: long.jsonl: line 2 (byte 17): longer than the limit (16777216 bytes)"
+	# a regular expression's step bound (Llama 3's pattern on a million
+	# spaces) names the line, in JSONL and with --lines
+	model l3 llama3 "$FIX/chat/llama-tokens.json"
+	{ printf '%s\n{"text": "' "$good"; head -c 1000000 /dev/zero | tr '\0' ' '; printf 'x"}\n'; } >spaces.jsonl
+	run -1 --separate-stderr lora-tokenize -m l3 spaces.jsonl -o out.tok
+	assert_regex "$stderr" "^lora-tokenize: spaces\.jsonl: line 2 \(byte 17\): l3/tokenizer\.json: pre_tokenizer Split pattern '.*' gave up on ' +\.\.\.': over 1000000 backtracking steps\$"
+	{ printf 'fine\n'; head -c 1000000 /dev/zero | tr '\0' ' '; printf 'x\n'; } >spaces.txt
+	run -1 --separate-stderr lora-tokenize -m l3 --lines spaces.txt -o out.u16
+	assert_regex "$stderr" "^lora-tokenize: spaces\.txt: line 2 \(byte 5\): l3/tokenizer\.json: pre_tokenizer Split pattern"
+	assert_file_not_exists out.tok
+	assert_file_not_exists out.u16
 	# examples end with EOS: a model without tokenizer_config.json cannot say it
 	run -2 --separate-stderr lora-tokenize --tokenizer "$TOK/qwen.json" <<<"$good" --jsonl -o out.tok
 	assert_equal "$stderr" "lora-tokenize: $TOK/tokenizer_config.json: no eos_token (JSONL examples end with it; --no-special adds no special tokens)"

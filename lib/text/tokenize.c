@@ -220,8 +220,8 @@ static int boundary(lora_tokenizer *t, const char *text, size_t b, const lora_to
  * the end-of-turn special token, which no token straddles. With literal
  * content, special tokens are not matched where they meet a message's
  * bytes (the tokenizer's literal ranges): the same encoding otherwise. */
-static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example *ex, const char *where,
-                       lora_tokenizer_ids *ids, flags *tg, lora_err *e)
+static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example *ex, lora_tokenizer_ids *ids,
+                       flags *tg, lora_err *e)
 {
 	char *text = NULL;
 	lora_chat_span *sp = NULL;
@@ -229,12 +229,10 @@ static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example
 	int rc, all = x->j->train_on_inputs;
 	if (!x->chat) {
 		*e = x->chat_err;
-		return lora_err_prefix(e, "%s", where);
+		return e->code;
 	}
-	if ((rc = lora_chat_render(x->chat, (const lora_chat_message *)ex->msgs, ex->nmsgs, 0, &text, &sp, &nsp, e))) {
-		lora_err_prefix(e, "%s", where);
+	if ((rc = lora_chat_render(x->chat, (const lora_chat_message *)ex->msgs, ex->nmsgs, 0, &text, &sp, &nsp, e)))
 		goto out;
-	}
 	if (x->j->literal_content) {
 		if (!(lit = malloc(2 * nsp * sizeof *lit))) {
 			rc = LORA_ENOMEM;
@@ -269,7 +267,8 @@ out:
 	return rc;
 }
 
-/* One JSONL example into ids and their target flags (lora_tokenize.h). */
+/* One JSONL example into ids and their target flags (lora_tokenize.h);
+ * errors name the line and where it starts. */
 static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_tokenizer_ids *ids, flags *tg,
                           lora_err *e)
 {
@@ -282,17 +281,16 @@ static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_to
 	switch (ex.kind) {
 	case LORA_JSONL_TEXT:
 		if ((rc = lora_tokenizer_encode(t, ex.text, strlen(ex.text), special, ids, e)))
-			goto out;
+			break;
 		if (special)
 			eos_bos(x, ids, 0, 0);
 		rc = flags_set(tg, 0, ids->n, 1);
 		break;
 	case LORA_JSONL_PROMPT: {
-		if ((rc = lora_tokenizer_encode(t, ex.prompt, strlen(ex.prompt), special, ids, e)))
-			goto out;
-		size_t np = ids->n;
-		if ((rc = lora_tokenizer_encode(t, ex.completion, strlen(ex.completion), special, ids, e)))
-			goto out;
+		size_t np = 0;
+		if ((rc = lora_tokenizer_encode(t, ex.prompt, strlen(ex.prompt), special, ids, e)) ||
+		    (np = ids->n, rc = lora_tokenizer_encode(t, ex.completion, strlen(ex.completion), special, ids, e)))
+			break;
 		if (special)
 			eos_bos(x, ids, np, 1);
 		if (!(rc = flags_set(tg, 0, np, x->j->train_on_inputs)))
@@ -300,11 +298,13 @@ static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_to
 		break;
 	}
 	case LORA_JSONL_MESSAGES:
-		rc = encode_chat(x, t, &ex, where, ids, tg, e);
+		rc = encode_chat(x, t, &ex, ids, tg, e);
 		break;
 	}
 	if (rc == LORA_ENOMEM)
 		rc = lora_err_nomem(e);
+	else if (rc)
+		lora_err_prefix(e, "%s", where);
 out:
 	lora_jsonl_free(&ex);
 	return rc;
@@ -354,6 +354,9 @@ static int encode_batch(enc *x, lora_err *e)
 			}
 		}
 	}
+	/* a line of --lines is named as a JSONL example names itself */
+	if (bad != SIZE_MAX && x->j->lines && !x->docs[bad].jsonl)
+		lora_err_prefix(e, "line %zu (byte %zu)", x->docs[bad].line, x->docs[bad].byte);
 	if (bad != SIZE_MAX)
 		return lora_err_prefix(e, "%s", display(x->docs[bad].name));
 	for (size_t i = 0; i < nd; i++) {
