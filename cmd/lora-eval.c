@@ -7,12 +7,14 @@
 #include "math/blas.h"
 #include "model/eval.h"
 
-enum { O_FORMAT = 256, O_NOSHUFFLE, O_SEED, O_JSON, O_BATCHES, O_COMPUTE, O_PACK };
+enum { O_FORMAT = 256, O_NOSHUFFLE, O_SEED, O_JSON, O_BATCHES, O_COMPUTE, O_PACK, O_TOKENIZER };
 
 static const lora_opt opts[] = {
 	{'m', 'm', "model", "MODEL", "base model: directory with config.json, its safetensors file or index", "@file"},
 	{'d', 'd', "data", "FILE",
 	 "token file (.bin/.u16, .u32, llm.c's, .tok), or .jsonl/.txt tokenized with the model's tokenizer.json",
+	 "@file"},
+	{O_TOKENIZER, 0, "tokenizer", "FILE", "a tokenizer.json for .jsonl/.txt data (default: the model directory's)",
 	 "@file"},
 	{O_FORMAT, 0, "data-format", "FMT", "auto (default), u16, u32, llmc, tok or bytes (every byte a token)",
 	 "auto u16 u32 llmc tok bytes"},
@@ -82,6 +84,7 @@ int main(int argc, char **argv)
 		case O_BATCHES: j.o.max_batches = (size_t)lora_cli_int(&tool, "--batches", c.arg, 1, INT64_MAX); break;
 		case O_NOSHUFFLE: j.o.shuffle = 0; break;
 		case O_PACK: j.o.packed = 1; break;
+		case O_TOKENIZER: j.tokenizer = c.arg; break;
 		case O_SEED: j.o.seed = (uint64_t)lora_cli_int(&tool, "--seed", c.arg, 0, INT64_MAX); break;
 		case O_COMPUTE: j.compute = lora_cli_compute(&tool, c.arg); break;
 		case 'j': lora_cli_threads(&tool, c.arg); break;

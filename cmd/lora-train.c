@@ -10,7 +10,7 @@
 
 enum {
 	O_SET = 256, O_EVAL_DATA, O_EVAL_BATCHES, O_FORMAT, O_NO_SHUFFLE, O_CKPT, O_RESUME, O_LOG, O_DTYPE,
-	O_RECOMPUTE, O_JSON, O_KEY = 1000, /* O_KEY + i: the flag of configuration key i */
+	O_RECOMPUTE, O_JSON, O_TOKENIZER, O_KEY = 1000, /* O_KEY + i: the flag of configuration key i */
 };
 
 /* The options that are not configuration keys; those come from the key
@@ -25,6 +25,8 @@ static const lora_opt fixed[] = {
 	{'o', 'o', "output", "FILE", "trained adapter (default: standard output)", "@file"},
 	{O_SET, 0, "set", "KEY=VALUE", "set any configuration key (see lora-train(1)); repeatable", NULL},
 	{O_EVAL_DATA, 0, "eval-data", "FILE", "held-out tokens: eval loss every eval_steps and at the end", "@file"},
+	{O_TOKENIZER, 0, "tokenizer", "FILE", "a tokenizer.json for .jsonl/.txt data (default: the model directory's)",
+	 "@file"},
 	{O_EVAL_BATCHES, 0, "eval-batches", "N", "evaluate on the first N batches only (default: all)", NULL},
 	{O_CKPT, 0, "checkpoint-dir", "DIR", "where checkpoints go (default OUT.ckpt, or lora-train.ckpt)", "@file"},
 	{O_RESUME, 0, "resume", "CKPT", "continue from a checkpoint directory, bit for bit", "@file"},
@@ -130,6 +132,7 @@ int main(int argc, char **argv)
 		case 'c': config = cl.arg; break;
 		case 'o': j.out = cl.arg; break;
 		case O_EVAL_DATA: j.eval_data = cl.arg; break;
+		case O_TOKENIZER: j.tokenizer = cl.arg; break;
 		case O_EVAL_BATCHES: j.eval_batches = (size_t)lora_cli_int(&tool, "--eval-batches", cl.arg, 1, 1LL << 40); break;
 		case O_FORMAT: j.format = lora_cli_data_format(&tool, "--data-format", cl.arg); break;
 		case O_NO_SHUFFLE: j.shuffle = 0; break;

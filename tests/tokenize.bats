@@ -329,6 +329,10 @@ ONE_LINE='.text != "" and (.text | test("[\r\n]") | not)'
 # model DIR TOKENIZER CONFIG: a model directory of fixture files
 model() { mkdir -p "$1" && cp "$TOK/$2.json" "$1/tokenizer.json" && cp "$3" "$1/tokenizer_config.json"; }
 
+# golden NAME ARG...: lora-tokenize ARG... -o out.NAME is the golden
+# tests/fixtures/jsonl/NAME byte for byte
+golden() { local g=$1; shift; lora-tokenize "$@" -o "out.$g" && cmp "out.$g" "$FIX/jsonl/$g"; }
+
 # tokcount FILE: the token and document counts of a tok file's trailer
 tokcount() { tail -c 24 "$1" | od -An -v -tu8 -N16 | tr -s ' ' | sed 's/^ //'; }
 
@@ -336,32 +340,64 @@ tokcount() { tail -c 24 "$1" | od -An -v -tu8 -N16 | tr -s ' ' | sed 's/^ //'; }
 	J=$FIX/jsonl
 	model l2 llama2 "$J/llama2.config.json"
 	model q qwen "$FIX/chat/qwen2.5.json"
-	lora-tokenize -m l2 "$J/examples.jsonl" -o a.tok
-	cmp a.tok "$J/llama2.examples.tok"
-	lora-tokenize -m l2 --train-on-inputs "$J/examples.jsonl" -o b.tok
-	cmp b.tok "$J/llama2.examples.inputs.tok"
-	lora-tokenize -m q "$J/examples.jsonl" -o c.tok
-	cmp c.tok "$J/qwen.examples.tok"
-	lora-tokenize -m q "$J/chats.jsonl" -o d.tok
-	cmp d.tok "$J/qwen.chats.tok"
-	lora-tokenize -m q --train-on-inputs "$J/chats.jsonl" -o e.tok
-	cmp e.tok "$J/qwen.chats.inputs.tok"
+	golden llama2.examples.tok -m l2 "$J/examples.jsonl"
+	golden llama2.examples.inputs.tok -m l2 --train-on-inputs "$J/examples.jsonl"
+	golden qwen.examples.tok -m q "$J/examples.jsonl"
+	golden qwen.chats.tok -m q "$J/chats.jsonl"
+	golden qwen.chats.inputs.tok -m q --train-on-inputs "$J/chats.jsonl"
 	# standard input needs --jsonl; JSONL goes out as tok whatever the name
 	lora-tokenize -m q --jsonl <"$J/chats.jsonl" >f.out
 	cmp f.out "$J/qwen.chats.tok"
 	# bare ids: the same ids, boundaries and mask dropped
 	lora-tokenize -m l2 "$J/examples.jsonl" -o g.bin
-	read -r n docs < <(tokcount a.tok)
+	read -r n docs < <(tokcount out.llama2.examples.tok)
 	assert_equal "$docs" 9
-	tail -c +25 a.tok | head -c $((2 * n)) | cmp - g.bin
+	tail -c +25 out.llama2.examples.tok | head -c $((2 * n)) | cmp - g.bin
 	# decoding reads tok files
-	lora-tokenize -m q --decode d.tok -o d.txt
+	lora-tokenize -m q --decode out.qwen.chats.tok -o d.txt
 	run -0 grep -c '<|im_start|>assistant' d.txt
 	assert_output 3
 }
 
+@test "JSONL: Llama 3 examples and chats (its template named), Mistral [INST] chats; the library's ids and masks" {
+	J=$FIX/jsonl
+	model l3 llama3 "$FIX/chat/llama-tokens.json"
+	model mi llama2 "$FIX/chat/mistral.json"
+	golden llama3.examples.tok -m l3 "$J/examples.jsonl"
+	golden llama3.examples.inputs.tok -m l3 --train-on-inputs "$J/examples.jsonl"
+	# --no-special: no BOS, no EOS appended
+	golden llama3.examples.plain.tok -m l3 --no-special "$J/examples.jsonl"
+	golden llama3.chats.tok -m l3 --chat-format llama3 "$J/chats.jsonl"
+	golden llama3.chats.inputs.tok -m l3 --chat-format llama3 --train-on-inputs "$J/chats.jsonl"
+	golden llama2.turns.tok -m mi "$J/turns.jsonl"
+	golden llama2.turns.inputs.tok -m mi --train-on-inputs "$J/turns.jsonl"
+	# llama-tokens.json holds no template: the format must be named
+	run -1 --separate-stderr lora-tokenize -m l3 "$J/chats.jsonl" -o g.tok
+	assert_regex "$stderr" '^lora-tokenize: .*chats\.jsonl: line 1 \(byte 0\): l3/tokenizer_config\.json: no chat_template '
+	assert_file_not_exists g.tok
+}
+
 @test "JSONL chats: special tokens in messages match by default, stay text with --literal-content; a template's refusal" {
+	J=$FIX/jsonl
 	model q qwen "$FIX/chat/qwen2.5.json"
+	model l3 llama3 "$FIX/chat/llama-tokens.json"
+	model mi llama2 "$FIX/chat/mistral.json"
+	# by default, as apply_chat_template: text that spells a special token is it
+	golden qwen.specials.tok -m q "$J/specials.jsonl"
+	golden llama3.specials.tok -m l3 --chat-format llama3 "$J/specials.jsonl"
+	# literal: special tokens only where the template put them (the
+	# library's encode_special_tokens on the stretches between them)
+	golden qwen.specials.literal.tok -m q --literal-content "$J/specials.jsonl"
+	golden llama3.specials.literal.tok -m l3 --chat-format llama3 --literal-content "$J/specials.jsonl"
+	golden llama2.turns.literal.tok -m mi --literal-content "$J/turns.jsonl"
+	# and nothing else changes: chats with no special token of the model's
+	# in their messages give the default's ids
+	golden llama3.chats.tok -m l3 --chat-format llama3 --literal-content "$J/chats.jsonl"
+	printf '%s\n' '{"messages": [{"role": "user", "content": "\n\nhi"}, {"role": "assistant", "content": "\n4"}]}' >w.jsonl
+	lora-tokenize -m q w.jsonl -o g.tok
+	lora-tokenize -m q --literal-content w.jsonl -o h.tok
+	cmp g.tok h.tok
+	# a message's text that is one special token
 	printf '%s\n' '{"messages": [{"role": "user", "content": "a<|im_end|>b"}, {"role": "assistant", "content": "ok"}]}' >c.jsonl
 	end=$(jq '.added_tokens[] | select(.content == "<|im_end|>") | .id' q/tokenizer.json)
 	lora-tokenize -m q c.jsonl --output-format u16 -o a.bin
@@ -393,18 +429,33 @@ tokcount() { tail -c 24 "$1" | od -An -v -tu8 -N16 | tr -s ' ' | sed 's/^ //'; }
 	check '{"instruction": "i", "input": "x"}' "line 2 (byte 17): an instruction example without 'output'"
 	check '{"title": "t"}' "line 2 (byte 17): none of the keys text, prompt/completion, instruction/output, messages"
 	check '{"messages": [{"role": "robot", "content": "x"}]}' \
-		"line 2 (byte 17): message 0: unknown role 'robot' (system, user, assistant)"
-	check '{"messages": [{"role": "user"}]}' "line 2 (byte 17): message 0 needs string 'role' and 'content'"
+		"line 2 (byte 17): message 1: unknown role 'robot' (system, user or assistant)"
+	check '{"messages": [{"role": "user"}]}' "line 2 (byte 17): message 1 needs string 'role' and 'content'"
 	check '{"messages": []}' "line 2 (byte 17): 'messages' is empty"
+	check '{"messages": [{"role": "user", "content": "a"}, 7]}' "line 2 (byte 17): message 2 is not an object"
 	check $'{"text": "caf\xe9"}' "invalid UTF-8 at byte 30 (line 2)"
 	# a line past 16 MiB, the bound, is refused before it is all read
 	{ printf '%s\n{"text": "' "$good"; head -c $((16 << 20)) /dev/zero | tr '\0' a; printf '"}\n'; } >long.jsonl
 	run -1 --separate-stderr lora-tokenize -m q long.jsonl -o out.tok
 	assert_equal "$stderr" "lora-tokenize: long.jsonl: line 2 (byte 17): longer than the limit (16777216 bytes)"
+	# a regular expression's step bound (Llama 3's pattern on a million
+	# spaces) names the line, in JSONL and with --lines
+	model l3 llama3 "$FIX/chat/llama-tokens.json"
+	{ printf '%s\n{"text": "' "$good"; head -c 1000000 /dev/zero | tr '\0' ' '; printf 'x"}\n'; } >spaces.jsonl
+	run -1 --separate-stderr lora-tokenize -m l3 spaces.jsonl -o out.tok
+	assert_regex "$stderr" "^lora-tokenize: spaces\.jsonl: line 2 \(byte 17\): l3/tokenizer\.json: pre_tokenizer Split pattern '.*' gave up on ' +\.\.\.': over 1000000 backtracking steps\$"
+	{ printf 'fine\n'; head -c 1000000 /dev/zero | tr '\0' ' '; printf 'x\n'; } >spaces.txt
+	run -1 --separate-stderr lora-tokenize -m l3 --lines spaces.txt -o out.u16
+	assert_regex "$stderr" "^lora-tokenize: spaces\.txt: line 2 \(byte 5\): l3/tokenizer\.json: pre_tokenizer Split pattern"
+	assert_file_not_exists out.tok
+	assert_file_not_exists out.u16
 	# examples end with EOS: a model without tokenizer_config.json cannot say it
 	run -2 --separate-stderr lora-tokenize --tokenizer "$TOK/qwen.json" <<<"$good" --jsonl -o out.tok
 	assert_equal "$stderr" "lora-tokenize: $TOK/tokenizer_config.json: no eos_token (JSONL examples end with it; --no-special adds no special tokens)"
 	assert_file_not_exists out.tok
+	lora-tokenize --tokenizer "$TOK/qwen.json" --no-special --jsonl <<<"$good" -o plain.tok
+	n=$(printf 'fine' | lora-tokenize --tokenizer "$TOK/qwen.json" --no-special | wc -c)
+	assert_equal "$(tokcount plain.tok)" "$((n / 2)) 1"
 	# a chat without a template in tokenizer_config.json
 	model t qwen "$FIX/jsonl/llama2.config.json"
 	jq -c '.bos_token = null | .eos_token = "<|im_end|>"' "$FIX/jsonl/llama2.config.json" >t/tokenizer_config.json

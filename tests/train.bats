@@ -350,6 +350,18 @@ lr_check() {
 	assert_equal "$(find "$TMPDIR" -name 'lora-data.*' | wc -l)" 0
 	run -1 --separate-stderr lora-train -m model -d ex.jsonl -o c.lora
 	assert_equal "$stderr" "lora-train: model: no tokenizer.json in the model directory (--tokenizer FILE names one)"
+	run -1 --separate-stderr lora-eval -m model -d book.txt
+	assert_equal "$stderr" "lora-eval: model: no tokenizer.json in the model directory (--tokenizer FILE names one)"
+	# --tokenizer names one elsewhere (its tokenizer_config.json beside it)
+	cp -r tm bare
+	mkdir tk
+	mv bare/tokenizer.json bare/tokenizer_config.json tk/
+	lora-train -m bare --tokenizer tk/tokenizer.json -d ex.jsonl --seq 16 --batch 2 --steps 3 --lr 1e-2 -o d.lora
+	run -0 lora-diff --tol 0 a.lora d.lora
+	run -0 lora-eval -m bare --tokenizer tk/tokenizer.json -d book.txt -b 2 -T 16 --json
+	assert_equal "$(jq -c '[.loss, .tokens, .data_tokens]' <<<"$a")" "$(jq -c '[.loss, .tokens, .data_tokens]' <<<"$output")"
+	run -1 --separate-stderr lora-eval -m bare --tokenizer tk/missing.json -d book.txt
+	assert_equal "$stderr" "lora-eval: tk/missing.json: No such file or directory"
 	printf '{"text": 1}\n' >bad.jsonl
 	run -1 --separate-stderr lora-eval -m tm -d bad.jsonl
 	assert_equal "$stderr" "lora-eval: bad.jsonl: line 1 (byte 0): 'text' is not a string"

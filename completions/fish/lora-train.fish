@@ -27,6 +27,7 @@ complete -c lora-train -l eval-steps -r -d 'evaluate on held-out data every N op
 complete -c lora-train -l save-steps -r -d 'write a checkpoint every N optimizer steps; 0: off (save_steps; default 0)'
 complete -c lora-train -l compute -r -f -a 'auto f32 bf16' -d 'type of the big matrix products: bf16 on a bf16 checkpoint where the CPU has AVX512-BF16 or AMX (auto), or f32 (compute; default auto)'
 complete -c lora-train -l eval-data -r -F -d 'held-out tokens: eval loss every eval_steps and at the end'
+complete -c lora-train -l tokenizer -r -F -d 'a tokenizer.json for .jsonl/.txt data (default: the model directory\'s)'
 complete -c lora-train -l eval-batches -r -d 'evaluate on the first N batches only (default: all)'
 complete -c lora-train -l checkpoint-dir -r -F -d 'where checkpoints go (default OUT.ckpt, or lora-train.ckpt)'
 complete -c lora-train -l resume -r -F -d 'continue from a checkpoint directory, bit for bit'

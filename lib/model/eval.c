@@ -120,7 +120,7 @@ int lora_eval_job_run(const lora_eval_job *j, FILE *out, lora_err *e)
 	const lora_config *cfg = lora_llama_get_config(s.m);
 	if (!o.T)
 		o.T = cfg->max_pos && cfg->max_pos < 1024 ? cfg->max_pos : 1024;
-	if ((rc = lora_tokenize_open_data(&d, j->model, j->data, j->format, cfg->vocab_size, lora_blas_threads(), e)) ||
+	if ((rc = lora_tokenize_open_data(&d, j->model, j->tokenizer, j->data, j->format, cfg->vocab_size, lora_blas_threads(), e)) ||
 	    (rc = lora_llama_plan(s.m, o.B, o.T, 0, e)))
 		goto out;
 	if (j->note) {

@@ -42,6 +42,7 @@ int lora_eval_run(lora_llama *m, const lora_data *d, const lora_eval_opts *o, lo
  * max_position_embeddings when that is smaller. */
 typedef struct {
 	const char *model, *data;
+	const char *tokenizer; /* tokenizer.json for text data, or NULL: the model directory's */
 	char *const *adapters;
 	size_t nadapters;
 	lora_data_format format;

@@ -42,18 +42,19 @@ static int messages(lora_jsonl_example *x, const cJSON *arr, const char *where, 
 		return lora_err_set(e, LORA_EFORMAT, "%s: 'messages' is empty", where);
 	if (!(x->msgs = calloc(n, sizeof *x->msgs)))
 		return lora_err_nomem(e);
+	/* messages are counted from 1, as lora_chat_render counts them */
 	for (const cJSON *m = arr->child; m; m = m->next, i++) {
 		int bad = 0, known = 0;
 		if (!cJSON_IsObject(m))
-			return lora_err_set(e, LORA_EFORMAT, "%s: message %zu is not an object", where, i);
+			return lora_err_set(e, LORA_EFORMAT, "%s: message %zu is not an object", where, i + 1);
 		const char *role = str(m, "role", &bad), *content = str(m, "content", &bad);
 		if (bad || !role || !content)
-			return lora_err_set(e, LORA_EFORMAT, "%s: message %zu needs string 'role' and 'content'", where, i);
+			return lora_err_set(e, LORA_EFORMAT, "%s: message %zu needs string 'role' and 'content'", where, i + 1);
 		for (size_t r = 0; r < sizeof roles / sizeof *roles; r++)
 			known |= !strcmp(role, roles[r]);
 		if (!known)
-			return lora_err_set(e, LORA_EFORMAT, "%s: message %zu: unknown role '%.40s' (system, user, assistant)",
-			                    where, i, role);
+			return lora_err_set(e, LORA_EFORMAT, "%s: message %zu: unknown role '%.40s' (system, user or assistant)",
+			                    where, i + 1, role);
 		x->msgs[i] = (lora_jsonl_message){role, content};
 	}
 	x->nmsgs = n;

@@ -211,59 +211,64 @@ static int boundary(lora_tokenizer *t, const char *text, size_t b, const lora_to
 
 /* A chat rendered with the model's template and encoded as
  * apply_chat_template encodes it: the whole text at once, special tokens
- * matched, no post-processor tokens. A token gets loss when it starts in
- * a span the template marks as trained (the assistant's content and its
- * end of turn), found by encoding the text up to each place the marking
- * changes. With literal content, each run of message content is encoded
- * on its own with special tokens left as text. */
-static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example *ex, const char *where,
-                       lora_tokenizer_ids *ids, flags *tg, lora_err *e)
+ * matched, no post-processor tokens. The marking of the ids follows the
+ * spans: a run of ids changes it where the ids of the text cut at the
+ * span's first byte part from the whole text's, so a token holding bytes
+ * of both sides (template "\n" and an answer's leading "\n" as one "\n\n")
+ * is marked as the later span, as transformers' assistant mask marks it
+ * (the token holding the answer's first character); trained spans end with
+ * the end-of-turn special token, which no token straddles. With literal
+ * content, special tokens are not matched where they meet a message's
+ * bytes (the tokenizer's literal ranges): the same encoding otherwise. */
+static int encode_chat(const enc *x, lora_tokenizer *t, const lora_jsonl_example *ex, lora_tokenizer_ids *ids,
+                       flags *tg, lora_err *e)
 {
 	char *text = NULL;
 	lora_chat_span *sp = NULL;
-	size_t nsp = 0, from = 0, k0 = 0;
+	size_t nsp = 0, from = 0, k0 = 0, *lit = NULL, nlit = 0;
 	int rc, all = x->j->train_on_inputs;
 	if (!x->chat) {
 		*e = x->chat_err;
-		return lora_err_prefix(e, "%s", where);
+		return e->code;
 	}
-	if ((rc = lora_chat_render(x->chat, (const lora_chat_message *)ex->msgs, ex->nmsgs, 0, &text, &sp, &nsp, e))) {
-		lora_err_prefix(e, "%s", where);
+	if ((rc = lora_chat_render(x->chat, (const lora_chat_message *)ex->msgs, ex->nmsgs, 0, &text, &sp, &nsp, e)))
 		goto out;
+	if (x->j->literal_content) {
+		if (!(lit = malloc(2 * nsp * sizeof *lit))) {
+			rc = LORA_ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < nsp; i++)
+			if (sp[i].content)
+				lit[2 * nlit] = sp[i].begin, lit[2 * nlit + 1] = sp[i].end, nlit++;
+		lora_tokenizer_literal(t, lit, nlit);
 	}
-	if (!x->j->literal_content && (rc = lora_tokenizer_encode(t, text, strlen(text), 0, ids, e)))
+	if ((rc = lora_tokenizer_encode(t, text, strlen(text), 0, ids, e)))
 		goto out;
 	for (size_t i = 0; i < nsp; i = from) {
 		/* a run of spans alike in what matters here */
-		for (from = i + 1; from < nsp && sp[from].train == sp[i].train &&
-		                   (!x->j->literal_content || sp[from].content == sp[i].content);
-		     from++)
+		for (from = i + 1; from < nsp && sp[from].train == sp[i].train; from++)
 			;
-		size_t b = sp[i].begin, end = sp[from - 1].end, k1;
-		if (x->j->literal_content) {
-			lora_tokenizer_split_special(t, sp[i].content);
-			rc = lora_tokenizer_encode(t, text + b, end - b, 0, ids, e);
-			lora_tokenizer_split_special(t, 0);
-			k1 = ids->n;
-		} else if (from == nsp) {
-			k1 = ids->n;
-		} else {
-			rc = boundary(t, text, end, ids, &k1, e);
-		}
-		if (rc || (rc = flags_set(tg, k0, k1 > k0 ? k1 : k0, all || sp[i].train)))
+		size_t k1 = ids->n;
+		if (from < nsp && (rc = boundary(t, text, sp[from].begin, ids, &k1, e)))
+			goto out;
+		if ((rc = flags_set(tg, k0, k1 > k0 ? k1 : k0, all || sp[i].train)))
 			goto out;
 		k0 = k1 > k0 ? k1 : k0;
 	}
 	rc = flags_set(tg, k0, ids->n, all);
 out:
+	lora_tokenizer_literal(t, NULL, 0);
 	if (rc == LORA_ENOMEM)
 		rc = lora_err_nomem(e);
+	free(lit);
 	free(text);
 	free(sp);
 	return rc;
 }
 
-/* One JSONL example into ids and their target flags (lora_tokenize.h). */
+/* One JSONL example into ids and their target flags (lora_tokenize.h);
+ * errors name the line and where it starts. */
 static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_tokenizer_ids *ids, flags *tg,
                           lora_err *e)
 {
@@ -276,17 +281,16 @@ static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_to
 	switch (ex.kind) {
 	case LORA_JSONL_TEXT:
 		if ((rc = lora_tokenizer_encode(t, ex.text, strlen(ex.text), special, ids, e)))
-			goto out;
+			break;
 		if (special)
 			eos_bos(x, ids, 0, 0);
 		rc = flags_set(tg, 0, ids->n, 1);
 		break;
 	case LORA_JSONL_PROMPT: {
-		if ((rc = lora_tokenizer_encode(t, ex.prompt, strlen(ex.prompt), special, ids, e)))
-			goto out;
-		size_t np = ids->n;
-		if ((rc = lora_tokenizer_encode(t, ex.completion, strlen(ex.completion), special, ids, e)))
-			goto out;
+		size_t np = 0;
+		if ((rc = lora_tokenizer_encode(t, ex.prompt, strlen(ex.prompt), special, ids, e)) ||
+		    (np = ids->n, rc = lora_tokenizer_encode(t, ex.completion, strlen(ex.completion), special, ids, e)))
+			break;
 		if (special)
 			eos_bos(x, ids, np, 1);
 		if (!(rc = flags_set(tg, 0, np, x->j->train_on_inputs)))
@@ -294,11 +298,13 @@ static int encode_example(const enc *x, lora_tokenizer *t, const doc *d, lora_to
 		break;
 	}
 	case LORA_JSONL_MESSAGES:
-		rc = encode_chat(x, t, &ex, where, ids, tg, e);
+		rc = encode_chat(x, t, &ex, ids, tg, e);
 		break;
 	}
 	if (rc == LORA_ENOMEM)
 		rc = lora_err_nomem(e);
+	else if (rc)
+		lora_err_prefix(e, "%s", where);
 out:
 	lora_jsonl_free(&ex);
 	return rc;
@@ -348,6 +354,9 @@ static int encode_batch(enc *x, lora_err *e)
 			}
 		}
 	}
+	/* a line of --lines is named as a JSONL example names itself */
+	if (bad != SIZE_MAX && x->j->lines && !x->docs[bad].jsonl)
+		lora_err_prefix(e, "line %zu (byte %zu)", x->docs[bad].line, x->docs[bad].byte);
 	if (bad != SIZE_MAX)
 		return lora_err_prefix(e, "%s", display(x->docs[bad].name));
 	for (size_t i = 0; i < nd; i++) {
@@ -611,8 +620,8 @@ static int decode(lora_tokenize_job *j, lora_err *e)
 	return rc;
 }
 
-int lora_tokenize_open_data(lora_data **out, const char *model, const char *path, lora_data_format fmt, size_t vocab,
-                            int threads, lora_err *e)
+int lora_tokenize_open_data(lora_data **out, const char *model, const char *tokenizer, const char *path,
+                            lora_data_format fmt, size_t vocab, int threads, lora_err *e)
 {
 	const char *tmp = getenv("TMPDIR");
 	char dir[4096], file[4200];
@@ -630,7 +639,7 @@ int lora_tokenize_open_data(lora_data **out, const char *model, const char *path
 		return lora_err_set(e, LORA_EIO, "%s: cannot make a directory to tokenize %s in: %s", dir, path,
 		                    strerror(errno));
 	snprintf(file, sizeof file, "%s/data.tok", dir);
-	lora_tokenize_job j = {.model = model, .inputs = inputs, .ninputs = 1, .threads = threads, .out = file,
+	lora_tokenize_job j = {.model = tokenizer ? NULL : model, .tokenizer = tokenizer, .inputs = inputs, .ninputs = 1, .threads = threads, .out = file,
 	                       .format = lora_path_has_suffix(path, ".jsonl") ? LORA_DATA_TOK : LORA_DATA_U32};
 	rc = lora_tokenize_job_run(&j, e);
 	if (!rc && (rc = lora_data_open(out, file, j.format, vocab, e)) && !strncmp(e->msg, file, strlen(file))) {

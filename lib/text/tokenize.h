@@ -60,14 +60,14 @@ typedef struct {
 int lora_tokenize_job_run(lora_tokenize_job *j, lora_err *e);
 
 /* lora-train's and lora-eval's -d: token data (lora_data_open with fmt),
- * or with fmt AUTO a file named *.txt or *.jsonl tokenized with
- * the model directory's tokenizer.json exactly as `lora-tokenize -m model
- * path` does by default (JSONL: tok, its examples as documents with their
+ * or with fmt AUTO a file named *.txt or *.jsonl tokenized with the
+ * tokenizer.json file (NULL: the model directory's) exactly as
+ * `lora-tokenize -m model path` (or `--tokenizer file path`) does by default (JSONL: tok, its examples as documents with their
  * mask; text: one stream of ids), on threads threads, into a temporary
  * file in TMPDIR (or /tmp) that is mapped and removed at once, and opened
  * as lora_data_open would (checked against vocab; named path in messages
  * and lora_data_id). Errors as lora_tokenize_job_run's. */
-int lora_tokenize_open_data(lora_data **out, const char *model, const char *path, lora_data_format fmt, size_t vocab,
-                            int threads, lora_err *e);
+int lora_tokenize_open_data(lora_data **out, const char *model, const char *tokenizer, const char *path,
+                            lora_data_format fmt, size_t vocab, int threads, lora_err *e);
 
 #endif

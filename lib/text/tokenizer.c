@@ -115,7 +115,12 @@ struct lora_tokenizer {
 	size_t nadded;
 	addset raw, norm;
 	uint8_t *special; /* by id: the token's text is a special token's */
-	int split_special; /* special added tokens are not matched in the text */
+	/* literal ranges: byte ranges (begin, end pairs, in order) of the text
+	 * being encoded where special added tokens are not matched */
+	const size_t *lit;
+	size_t nlit;
+	const char *text;  /* the text being encoded: offsets of the first stage */
+	size_t gap_b, gap_e; /* the text's range the second stage works on */
 	int32_t *added_of; /* by id: the added token (decoding looks there first), or -1 */
 	/* pipeline */
 	step norms[MAX_STEPS], pres[MAX_STEPS], decs[MAX_STEPS];
@@ -1643,17 +1648,32 @@ static int starts_with_word(const char *s, size_t n)
 	return n && (lora_utf8_decode(s, &cp), lora_unicode_is_word(cp));
 }
 
-/* The leftmost, then longest, added token of set in s[from..n), or -1. */
+/* Whether the text's bytes [b, e) meet a literal range. */
+static int literal(const lora_tokenizer *t, size_t b, size_t e)
+{
+	for (size_t k = 0; k < t->nlit; k++)
+		if (b < t->lit[2 * k + 1] && e > t->lit[2 * k])
+			return 1;
+	return 0;
+}
+
+/* The leftmost, then longest, added token of set in s[from..n), or -1; a
+ * special one is passed over where it meets a literal range: in the first
+ * stage by its own bytes, in the second (the normalized text of a gap,
+ * whose bytes no longer map back) by the whole gap's. */
 static int64_t find_added(const lora_tokenizer *t, const addset *set, const char *s, size_t n, size_t from,
                           size_t *at)
 {
 	if (!set->at[256])
 		return -1;
+	int raw = set == &t->raw;
 	for (size_t i = from; i < n; i++) {
 		unsigned b = (unsigned char)s[i];
 		for (uint32_t k = set->at[b]; k < set->at[b + 1]; k++) {
 			const added *a = &t->added[set->idx[k]];
-			if (a->special && t->split_special)
+			if (a->special && t->nlit &&
+			    (raw ? literal(t, (size_t)(s - t->text) + i, (size_t)(s - t->text) + i + a->patn)
+			         : literal(t, t->gap_b, t->gap_e)))
 				continue;
 			if (a->patn <= n - i && !memcmp(s + i, a->pat, a->patn)) {
 				*at = i;
@@ -1710,6 +1730,7 @@ static int gap(lora_tokenizer *t, int stage, const char *s, size_t n, int first,
 		return pretok(t, 0, s, n, first, e);
 	const char *ns;
 	size_t nn;
+	t->gap_b = (size_t)(s - t->text), t->gap_e = t->gap_b + n;
 	int rc = normalize(t, s, n, &ns, &nn, e);
 	if (rc || !nn)
 		return rc;
@@ -1717,7 +1738,7 @@ static int gap(lora_tokenizer *t, int stage, const char *s, size_t n, int first,
 	return split_added(t, 2, ns, nn, first, e);
 }
 
-void lora_tokenizer_split_special(lora_tokenizer *t, int on) { t->split_special = on != 0; }
+void lora_tokenizer_literal(lora_tokenizer *t, const size_t *ranges, size_t n) { t->lit = ranges, t->nlit = n; }
 
 int lora_tokenizer_encode(lora_tokenizer *t, const char *text, size_t n, int add_special, lora_tokenizer_ids *ids,
                           lora_err *e)
@@ -1727,6 +1748,7 @@ int lora_tokenizer_encode(lora_tokenizer *t, const char *text, size_t n, int add
 		return lora_err_set(e, LORA_EINVAL, "text is not valid UTF-8 at byte %zu", bad);
 	int rc = 0;
 	t->out = ids;
+	t->text = text;
 	for (size_t i = 0; add_special && i < t->nprefix && !rc; i++)
 		rc = push(t, t->prefix[i], e);
 	if (!rc)

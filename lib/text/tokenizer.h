@@ -58,10 +58,17 @@ void lora_tokenizer_free(lora_tokenizer *t);
  * words: use one from one thread at a time. */
 int lora_tokenizer_encode(lora_tokenizer *t, const char *text, size_t n, int add_special, lora_tokenizer_ids *ids,
                           lora_err *e);
-/* With on, encoding leaves special added tokens unmatched: text that
- * spells one is encoded as text (the library's split_special_tokens);
- * other added tokens are still matched. Off by default. */
-void lora_tokenizer_split_special(lora_tokenizer *t, int on);
+/* Literal ranges for the encodings that follow: n (begin, end) byte
+ * ranges, ranges[2k] and ranges[2k + 1], in order, of the text the next
+ * lora_tokenizer_encode calls take (held, not copied). A special added
+ * token is not matched where it meets one: its text is encoded as text,
+ * as the library's encode_special_tokens (transformers'
+ * split_special_tokens) does everywhere; other added tokens are still
+ * matched. (A special token the normalizer sees, normalized: true, which
+ * no model of text/chat.h has, is left unmatched in the whole stretch
+ * between non-normalized added tokens that meets a range.) n 0: none,
+ * the default. */
+void lora_tokenizer_literal(lora_tokenizer *t, const size_t *ranges, size_t n);
 /* The text of ids[0..n) into a new NUL-terminated *out of *len bytes
  * (caller frees); with skip_special, special tokens are left out (the
  * library's skip_special_tokens). An id the tokenizer does not have is

@@ -170,9 +170,9 @@ static int open_all(const lora_job *j, lora_trainconf *conf, state *s, lora_err 
 		return rc;
 	size_t vocab = lora_llama_get_config(s->m)->vocab_size;
 	int nt = lora_blas_threads();
-	if ((rc = lora_tokenize_open_data(&s->train, j->model, j->data, j->format, vocab, nt, e)) ||
+	if ((rc = lora_tokenize_open_data(&s->train, j->model, j->tokenizer, j->data, j->format, vocab, nt, e)) ||
 	    (j->eval_data && s->rank == 0 &&
-	     (rc = lora_tokenize_open_data(&s->eval, j->model, j->eval_data, j->format, vocab, nt, e))))
+	     (rc = lora_tokenize_open_data(&s->eval, j->model, j->tokenizer, j->eval_data, j->format, vocab, nt, e))))
 		return rc;
 	if (!(s->data_id = lora_data_id(s->train)) || (s->eval && !(s->eval_id = lora_data_id(s->eval))))
 		return lora_err_nomem(e);

@@ -21,6 +21,7 @@
 typedef struct {
 	const char *model, *data;
 	const char *eval_data;   /* held-out tokens, or NULL */
+	const char *tokenizer;   /* tokenizer.json for text data, or NULL: the model directory's */
 	const char *adapter;     /* the adapter to train ("-": standard input), or NULL: a new one */
 	const char *resume;      /* a checkpoint directory to continue from, or NULL */
 	const char *ckpt_dir;    /* NULL: OUT.ckpt, or lora-train.ckpt when OUT is standard output */

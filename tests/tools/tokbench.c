@@ -2,6 +2,9 @@
  *     tokbench text MB FILE         write MB megabytes of mixed text (prose,
  *                                   code, digits, CJK, emoji, runs of blanks)
  *     tokbench encode TOKENIZER FILE   load time, MB/s, ids (one thread)
+ *     tokbench lines TOKENIZER FILE    the same, each line encoded on its
+ *                                      own with the BOS/EOS, as
+ *                                      lora-tokenize --lines cuts them
  * bench/tokenizer.sh runs it and, where the tokenizers library's Node
  * binding is at hand, the library on the same text for a ratio. */
 #include <stdio.h>
@@ -40,7 +43,9 @@ static int text(double mb, const char *path)
 	return fclose(f) != 0;
 }
 
-static int encode(const char *tok, const char *path)
+/* Encode the whole text as one, or each line (lines: '\n' and a '\r'
+ * before it left out, empty lines skipped) with the special tokens. */
+static int encode(const char *tok, const char *path, int lines)
 {
 	lora_err e = {0};
 	lora_tokenizer *t;
@@ -53,7 +58,16 @@ static int encode(const char *tok, const char *path)
 	}
 	double t1 = now();
 	lora_tokenizer_ids ids = {0};
-	int rc = lora_tokenizer_encode(t, buf, n, 0, &ids, &e);
+	int rc = 0;
+	if (!lines)
+		rc = lora_tokenizer_encode(t, buf, n, 0, &ids, &e);
+	for (size_t a = 0, b; lines && a < n && !rc; a = b + 1) {
+		const char *nl = memchr(buf + a, '\n', n - a);
+		b = nl ? (size_t)(nl - buf) : n;
+		size_t len = b - a - (b > a && buf[b - 1] == '\r');
+		if (len)
+			rc = lora_tokenizer_encode(t, buf + a, len, 1, &ids, &e);
+	}
 	double t2 = now();
 	if (rc)
 		fprintf(stderr, "tokbench: %s\n", e.msg);
@@ -69,8 +83,8 @@ int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "text"))
 		return text(atof(argv[2]), argv[3]);
-	if (argc == 4 && !strcmp(argv[1], "encode"))
-		return encode(argv[2], argv[3]);
-	fprintf(stderr, "usage: tokbench text MB FILE | tokbench encode TOKENIZER FILE\n");
+	if (argc == 4 && (!strcmp(argv[1], "encode") || !strcmp(argv[1], "lines")))
+		return encode(argv[2], argv[3], !strcmp(argv[1], "lines"));
+	fprintf(stderr, "usage: tokbench text MB FILE | tokbench encode|lines TOKENIZER FILE\n");
 	return 2;
 }
