@@ -29,8 +29,9 @@ report() { # NAME LABEL
 	# the same step with its products at OpenBLAS's f32 rate instead of oneDNN's
 	before=$(awk -v s="$step" -v fl="$(val gemm_flops_per_step "$f")" -v pm="$(val products_ms "$f")" \
 		-v o="$(val sgemm_openblas_gflops "$f")" 'BEGIN { printf "%.1f", s - pm + fl / (o * 1e9) * 1e3 }')
-	printf '%-22s %5.1f tokens/s (%6.0f ms/step), %5.1f%% of the %s ceiling (%.0f GFLOP/s); %.2fx the step with products at OpenBLAS f32 rate (%.0f ms); peak RSS %.0f MiB = checkpoint + %.0f MiB (target <= + 1024)\n' \
-		"$2" "$(val tokens_per_s "$f")" "$step" "$(awk -v m="$(val mfu "$f")" 'BEGIN { print m * 100 }')" \
+	printf '%-22s %5.1f tokens/s (%6.0f ms/step, %.0f%% outside the products: target <= 20%%), %5.1f%% of the %s ceiling (%.0f GFLOP/s); %.2fx the step with products at OpenBLAS f32 rate (%.0f ms); peak RSS %.0f MiB = checkpoint + %.0f MiB (target <= + 1024)\n' \
+		"$2" "$(val tokens_per_s "$f")" "$step" "$(awk -v o="$(val other_share "$f")" 'BEGIN { print o * 100 }')" \
+		"$(awk -v m="$(val mfu "$f")" 'BEGIN { print m * 100 }')" \
 		"$(val compute "$f")" "$(val ceiling_gflops "$f")" "$(awk -v a="$before" -v b="$step" 'BEGIN { print a / b }')" \
 		"$before" "$(val peak_rss_mib "$f")" "$(awk -v r="$(val peak_rss_mib "$f")" -v b="$bytes" 'BEGIN { print r - b / 1048576 }')"
 }
