@@ -16,6 +16,7 @@
 #include "math/blas.h"
 #include "core/outfile.h"
 #include "io/load.h"
+#include "io/lorafile.h"
 
 enum { OPT_HELP = -10, OPT_VERSION = -11, OPT_LIST = -12 };
 
@@ -183,6 +184,36 @@ static void report_fallback(void)
 		fprintf(stderr, "%s: warning: %s; computed with OpenBLAS instead (slower)\n", fault_name, e.msg);
 }
 
+/* LORA_MAX_PAYLOAD: bytes, or a whole number with K, M, G or T (powers of
+ * 1024), at least 1 byte; anything else is a usage error. */
+static void max_payload(const lora_tool *t)
+{
+	const char *s = getenv(LORA_FILE_MAX_PAYLOAD_ENV), *p;
+	uint64_t v = 0;
+	int shift = 0;
+	if (!s)
+		return;
+	for (p = s; *p >= '0' && *p <= '9'; p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			goto bad;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p && p[1] == 0 && strchr("KkMmGgTt", *p))
+		shift = 10 * (1 + (int)(strchr("KMGT", *p & ~0x20) - "KMGT")), p++;
+	if (p == s || *p || v > (UINT64_MAX >> shift))
+		goto bad;
+	if (v == 0) {
+		lora_cli_error(t, "%s: '%s': the limit must be at least 1 byte", LORA_FILE_MAX_PAYLOAD_ENV, s);
+		exit(LORA_EXIT_USAGE);
+	}
+	lora_lorafile_set_max_payload(v << shift);
+	return;
+bad:
+	lora_cli_error(t, "%s: '%s' is not a size (bytes, or a whole number with K, M, G or T: 16G, 512M)",
+	               LORA_FILE_MAX_PAYLOAD_ENV, s);
+	exit(LORA_EXIT_USAGE);
+}
+
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 {
 	lora_blas_guard_exit();
@@ -198,6 +229,7 @@ void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 	 * exit warnings use. */
 	fault_name = t->name;
 	install_fault_handler();
+	max_payload(t);
 }
 
 static const lora_opt *find_long(const lora_tool *t, const char *name, size_t len)

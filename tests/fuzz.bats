@@ -140,9 +140,14 @@ small_memory() {
 	assert_equal "$stderr" "lora-inspect: h2.lora: header length 4294967295 out of range [1, 67108864]"
 }
 
-@test "a .lora claiming a 2^60-element tensor fails on its data, never allocating it" {
+@test "a .lora claiming a 2^60-element tensor is refused by the payload limit, or fails on its data, never allocating it" {
 	x=$(printf x | crc32) y=$(printf y | crc32)
 	mklora huge.lora '{"dtype":"f32","layers":[{"name":"w","shape":[2147483648,2147483648],"rank":536870912,"alpha":1,"A":{"zsize":1,"crc32":'"$x"'},"B":{"zsize":1,"crc32":'"$y"'}}]}' xy
+	# the default payload limit refuses the claim from the header alone
+	run -1 --separate-stderr small_memory lora-inspect --check huge.lora
+	assert_equal "$stderr" "lora-inspect: huge.lora: layer 'w' A: the payloads up to here decompress to 4611686018427387904 bytes, past the limit of 17179869184; raise it with LORA_MAX_PAYLOAD=SIZE (e.g. 32G)"
+	# and without that limit, the data that arrives decides
+	export LORA_MAX_PAYLOAD=16777215T
 	run -1 --separate-stderr small_memory lora-inspect --check huge.lora
 	assert_equal "$stderr" "lora-inspect: huge.lora: layer 'w' A: invalid compressed data"
 	run -1 --separate-stderr small_memory lora-svd -r 1 huge.lora -o s.lora
