@@ -214,6 +214,16 @@ bad:
 	exit(LORA_EXIT_USAGE);
 }
 
+static const lora_tool *warn_tool;
+static int warn_quiet; /* -q was given */
+
+/* lib/'s warnings (lora_err_warn): "tool: warning: LINE", unless -q. */
+static void warn(const char *line)
+{
+	if (!warn_quiet)
+		lora_cli_error(warn_tool, "warning: %s", line);
+}
+
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 {
 	lora_blas_guard_exit();
@@ -230,6 +240,8 @@ void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 	fault_name = t->name;
 	install_fault_handler();
 	max_payload(t);
+	warn_tool = t;
+	lora_err_warn_sink(warn);
 }
 
 static const lora_opt *find_long(const lora_tool *t, const char *name, size_t len)
@@ -283,6 +295,8 @@ static int is_output(const lora_opt *o)
 
 static int dispatch(lora_cli *c, const lora_opt *o, int as_short)
 {
+	if (o->longopt && strcmp(o->longopt, "quiet") == 0)
+		warn_quiet = 1;
 	if (o->values && strcmp(o->values, "@file") == 0 && c->arg && !is_output(o))
 		note_input(c->arg);
 	if (!o->help) {
