@@ -240,11 +240,16 @@ BOUND='is past the regular expression bounds: its compiled form is over 65536 by
 	mkpeft --rank-pattern '(a+)+$=2' p "$aaa=4x4x2" >/dev/null
 	run -1 --separate-stderr timeout 60 lora-inspect p
 	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
-	# a target_modules string is only matched where its answer is needed
+	# a target_modules string is matched on every module with factors, as PEFT does on loading
 	jq '.rank_pattern = {} | .target_modules = "(a+)+$"' p/adapter_config.json >c.json && mv c.json p/adapter_config.json
-	run -0 timeout 60 lora-inspect p
-	run -1 --separate-stderr timeout 60 lora-convert --to peft p -o q
-	assert_equal "$stderr" "lora-convert: the adapter's PEFT config: target_modules '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
+	for t in "lora-inspect p" "lora-convert p -o q"; do
+		run -1 --separate-stderr timeout 60 $t
+		assert_equal "$stderr" "${t%% *}: p/adapter_config.json: target_modules '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
+	done
+	# and so is an exclude_modules string
+	jq '.target_modules = ["a"] | .exclude_modules = "(a+)+$"' p/adapter_config.json >c.json && mv c.json p/adapter_config.json
+	run -1 --separate-stderr timeout 60 lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: exclude_modules '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
 	# the same shape on the model's own names, from the command line
 	run -1 --separate-stderr timeout 60 lora-init -m "$FIX/model/llama_gqa" --target-regex '(\w+\.?)+[!?]' -o i.lora
 	assert_regex "$stderr" "^lora-init: --target-regex '\(\\\\w\+\\\\\.\?\)\+\[!\?\]' gave up on 'model\.[a-z0-9_.]+': over 1000000 backtracking steps\$"
