@@ -16,6 +16,7 @@
 #include "math/blas.h"
 #include "core/outfile.h"
 #include "io/load.h"
+#include "io/lorafile.h"
 
 enum { OPT_HELP = -10, OPT_VERSION = -11, OPT_LIST = -12 };
 
@@ -183,6 +184,46 @@ static void report_fallback(void)
 		fprintf(stderr, "%s: warning: %s; computed with OpenBLAS instead (slower)\n", fault_name, e.msg);
 }
 
+/* LORA_MAX_PAYLOAD: bytes, or a whole number with K, M, G or T (powers of
+ * 1024), at least 1 byte; anything else is a usage error. */
+static void max_payload(const lora_tool *t)
+{
+	const char *s = getenv(LORA_FILE_MAX_PAYLOAD_ENV), *p;
+	uint64_t v = 0;
+	int shift = 0;
+	if (!s)
+		return;
+	for (p = s; *p >= '0' && *p <= '9'; p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			goto bad;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p && p[1] == 0 && strchr("KkMmGgTt", *p))
+		shift = 10 * (1 + (int)(strchr("KMGT", *p & ~0x20) - "KMGT")), p++;
+	if (p == s || *p || v > (UINT64_MAX >> shift))
+		goto bad;
+	if (v == 0) {
+		lora_cli_error(t, "%s: '%s': the limit must be at least 1 byte", LORA_FILE_MAX_PAYLOAD_ENV, s);
+		exit(LORA_EXIT_USAGE);
+	}
+	lora_lorafile_set_max_payload(v << shift);
+	return;
+bad:
+	lora_cli_error(t, "%s: '%s' is not a size (bytes, or a whole number with K, M, G or T: 16G, 512M)",
+	               LORA_FILE_MAX_PAYLOAD_ENV, s);
+	exit(LORA_EXIT_USAGE);
+}
+
+static const lora_tool *warn_tool;
+static int warn_quiet; /* -q was given */
+
+/* lib/'s warnings (lora_err_warn): "tool: warning: LINE", unless -q. */
+static void warn(const char *line)
+{
+	if (!warn_quiet)
+		lora_cli_error(warn_tool, "warning: %s", line);
+}
+
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 {
 	lora_blas_guard_exit();
@@ -198,6 +239,9 @@ void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 	 * exit warnings use. */
 	fault_name = t->name;
 	install_fault_handler();
+	max_payload(t);
+	warn_tool = t;
+	lora_err_warn_sink(warn);
 }
 
 static const lora_opt *find_long(const lora_tool *t, const char *name, size_t len)
@@ -251,6 +295,8 @@ static int is_output(const lora_opt *o)
 
 static int dispatch(lora_cli *c, const lora_opt *o, int as_short)
 {
+	if (o->longopt && strcmp(o->longopt, "quiet") == 0)
+		warn_quiet = 1;
 	if (o->values && strcmp(o->values, "@file") == 0 && c->arg && !is_output(o))
 		note_input(c->arg);
 	if (!o->help) {

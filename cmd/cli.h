@@ -63,7 +63,10 @@ enum { LORA_OPT_OPERAND = -1, LORA_OPT_END = -2 };
  * --list-options prints the table tab-separated (short, long, metavar,
  * values, help; "-" when empty) for the completion generator and the tests,
  * and exits 0. And installs the SIGBUS handler of lora_cli_signals, so
- * every tool reading a memory-mapped input has it. */
+ * every tool reading a memory-mapped input has it; sets the .lora payload
+ * limit from LORA_MAX_PAYLOAD (an invalid value: one line, exit 2); and
+ * prints lib/'s warnings as "name: warning: ..." unless the tool's -q/--quiet
+ * is given. */
 void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv);
 /* Next option id (its value in c->arg), LORA_OPT_OPERAND (the operand in
  * c->arg; "-" is an operand), or LORA_OPT_END. Unknown options, missing

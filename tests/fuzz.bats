@@ -140,9 +140,14 @@ small_memory() {
 	assert_equal "$stderr" "lora-inspect: h2.lora: header length 4294967295 out of range [1, 67108864]"
 }
 
-@test "a .lora claiming a 2^60-element tensor fails on its data, never allocating it" {
+@test "a .lora claiming a 2^60-element tensor is refused by the payload limit, or fails on its data, never allocating it" {
 	x=$(printf x | crc32) y=$(printf y | crc32)
 	mklora huge.lora '{"dtype":"f32","layers":[{"name":"w","shape":[2147483648,2147483648],"rank":536870912,"alpha":1,"A":{"zsize":1,"crc32":'"$x"'},"B":{"zsize":1,"crc32":'"$y"'}}]}' xy
+	# the default payload limit refuses the claim from the header alone
+	run -1 --separate-stderr small_memory lora-inspect --check huge.lora
+	assert_equal "$stderr" "lora-inspect: huge.lora: layer 'w' A: the payloads up to here decompress to 4611686018427387904 bytes, past the limit of 17179869184; raise it with LORA_MAX_PAYLOAD=SIZE (e.g. 32G)"
+	# and without that limit, the data that arrives decides
+	export LORA_MAX_PAYLOAD=16777215T
 	run -1 --separate-stderr small_memory lora-inspect --check huge.lora
 	assert_equal "$stderr" "lora-inspect: huge.lora: layer 'w' A: invalid compressed data"
 	run -1 --separate-stderr small_memory lora-svd -r 1 huge.lora -o s.lora
@@ -235,11 +240,16 @@ BOUND='is past the regular expression bounds: its compiled form is over 65536 by
 	mkpeft --rank-pattern '(a+)+$=2' p "$aaa=4x4x2" >/dev/null
 	run -1 --separate-stderr timeout 60 lora-inspect p
 	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: rank_pattern key '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
-	# a target_modules string is only matched where its answer is needed
+	# a target_modules string is matched on every module with factors, as PEFT does on loading
 	jq '.rank_pattern = {} | .target_modules = "(a+)+$"' p/adapter_config.json >c.json && mv c.json p/adapter_config.json
-	run -0 timeout 60 lora-inspect p
-	run -1 --separate-stderr timeout 60 lora-convert --to peft p -o q
-	assert_equal "$stderr" "lora-convert: the adapter's PEFT config: target_modules '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
+	for t in "lora-inspect p" "lora-convert p -o q"; do
+		run -1 --separate-stderr timeout 60 $t
+		assert_equal "$stderr" "${t%% *}: p/adapter_config.json: target_modules '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
+	done
+	# and so is an exclude_modules string
+	jq '.target_modules = ["a"] | .exclude_modules = "(a+)+$"' p/adapter_config.json >c.json && mv c.json p/adapter_config.json
+	run -1 --separate-stderr timeout 60 lora-inspect p
+	assert_equal "$stderr" "lora-inspect: p/adapter_config.json: exclude_modules '(a+)+\$' gave up on '$aaa': over 1000000 backtracking steps"
 	# the same shape on the model's own names, from the command line
 	run -1 --separate-stderr timeout 60 lora-init -m "$FIX/model/llama_gqa" --target-regex '(\w+\.?)+[!?]' -o i.lora
 	assert_regex "$stderr" "^lora-init: --target-regex '\(\\\\w\+\\\\\.\?\)\+\[!\?\]' gave up on 'model\.[a-z0-9_.]+': over 1000000 backtracking steps\$"

@@ -140,3 +140,33 @@ Try 'lora-inspect --help' for more information." lora-inspect -j 1025 a.lora
 	assert_regex "$stderr" '^lora-inspect: cannot start 1000 threads \([0-9]+ started\): '
 	assert_output ''
 }
+
+@test "decompressed .lora payloads have a total limit: LORA_MAX_PAYLOAD, checked before inflating" {
+	# Honest shapes, 16384 bytes of payloads in all; no tensor is over 1024.
+	lora-init -m model -r 8 -t all-linear -o big.lora
+	line="big.lora: layer 'model.layers.1.mlp.down_proj' A: the payloads up to here decompress to 9216 bytes, past the limit of 8192; raise it with LORA_MAX_PAYLOAD=SIZE (e.g. 32G)"
+	export LORA_MAX_PAYLOAD=8K
+	refused 1 "lora-inspect: $line" lora-inspect --check big.lora
+	refused 1 "lora-inspect: $line" lora-inspect --stats big.lora
+	refused 1 "lora-merge: $line" lora-merge -m model big.lora -o out
+	assert_file_not_exists out
+	refused 1 "lora-eval: $line" lora-eval -m model -d data.u16 big.lora
+	refused 1 "lora-convert: standard input: ${line#big.lora: }" lora-convert - -o p <big.lora
+	assert_file_not_exists p
+	# the header alone is no payload
+	run -0 lora-inspect big.lora
+	# at the limit, and in any spelling of it
+	for v in 16K 16k 16384; do
+		LORA_MAX_PAYLOAD=$v run -0 lora-merge -m model big.lora -o "out$v"
+		assert_file_exists "out$v/model.safetensors"
+	done
+	LORA_MAX_PAYLOAD=16383 refused 1 "lora-inspect: big.lora: layer 'model.layers.1.self_attn.v_proj' B: the payloads up to here decompress to 16384 bytes, past the limit of 16383; raise it with LORA_MAX_PAYLOAD=SIZE (e.g. 32G)" lora-inspect --check big.lora
+	# a bad setting is a usage error in every tool, before anything is read
+	for v in 1.5G 16GB -1 '' x 18446744073709551616 16777216T; do
+		LORA_MAX_PAYLOAD=$v refused 2 "lora-merge: LORA_MAX_PAYLOAD: '$v' is not a size (bytes, or a whole number with K, M, G or T: 16G, 512M)" lora-merge -m model big.lora -o out
+	done
+	LORA_MAX_PAYLOAD=0 refused 2 "lora-inspect: LORA_MAX_PAYLOAD: '0': the limit must be at least 1 byte" lora-inspect big.lora
+	LORA_MAX_PAYLOAD=0G refused 2 "lora-init: LORA_MAX_PAYLOAD: '0G': the limit must be at least 1 byte" lora-init --shape w=2x2 -o n.lora
+	assert_file_not_exists out
+	assert_file_not_exists n.lora
+}

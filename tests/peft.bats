@@ -264,3 +264,121 @@ refused() {
 	assert_equal "$stderr" "lora-merge: e: 2 tensors are not linear LoRA factors and cannot be merged (--ignore-unknown skips them): 'base_model.model.model.embed_tokens.lora_embedding_A', 'base_model.model.model.embed_tokens.lora_embedding_B'"
 	assert_not_exist m5
 }
+
+@test "tensors of a module outside target_modules are skipped with a warning by every tool, as PEFT skips them" {
+	mkmodel --hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --vocab 256 model >/dev/null
+	mktokens --vocab 256 300 >data.u16
+	K=model.layers.1.self_attn.k_proj U=model.layers.1.mlp.up_proj
+	mkpeft --targets q_proj,k_proj p $Q=64x64x8 $K=32x64x8 $U=128x64x8
+	mkpeft --targets q_proj,k_proj --drop base_model.model.$U.lora_A.weight --drop base_model.model.$U.lora_B.weight \
+		p0 $Q=64x64x8 $K=32x64x8 $U=128x64x8
+	w="warning: p/adapter_model.safetensors: 1 module that adapter_config.json does not target is skipped, as PEFT skips it: '$U'"
+	run -0 --separate-stderr lora-merge -m model p -o m1
+	assert_equal "$stderr" "lora-merge: $w"
+	lora-merge -m model p0 -o m0
+	cmp m0/model.safetensors m1/model.safetensors
+	# up_proj is in the model: merged, it would have changed the output
+	lora-merge -m model p0 $(mkpeft --targets up_proj u $U=128x64x8; echo u) -o mu
+	run -1 cmp -s m0/model.safetensors mu/model.safetensors
+	run -0 --separate-stderr lora-convert p -o p.lora
+	assert_equal "$stderr" "lora-convert: $w"
+	# the same name, so that the provenance (source "p") is the same
+	mkdir o && cp -r p0 o/p && (cd o && lora-convert p -o ../p0.lora)
+	cmp p.lora p0.lora
+	run -0 --separate-stderr lora-convert --to peft p -o back
+	assert_equal "$stderr" "lora-convert: $w"
+	cmp back/adapter_model.safetensors p0/adapter_model.safetensors
+	# every tool that reads the adapter says it, once per reading
+	run -0 --separate-stderr lora-inspect p
+	assert_equal "$stderr" "lora-inspect: $w"
+	assert_line 'layers       2'
+	run -0 --separate-stderr lora-diff p p0.lora
+	assert_equal "$stderr" "lora-diff: $w"
+	run -0 --separate-stderr lora-eval -m model -d data.u16 -T 32 -b 2 p
+	assert_equal "$stderr" "lora-eval: $w"
+	assert_equal "$(grep -v adapters <<<"$output")" "$(lora-eval -m model -d data.u16 -T 32 -b 2 p0 | grep -v adapters)"
+	run -0 --separate-stderr lora-generate -m model -n 4 p -o g.u16
+	assert_equal "$stderr" "lora-generate: $w"
+	run -0 --separate-stderr lora-svd -q -r 2 p -o s.lora
+	assert_equal "$stderr" ""
+	run -0 --separate-stderr lora-svd -r 2 p -o s2.lora
+	assert_regex "$stderr" "^lora-svd: $(printf '%s' "$w" | sed 's/[][\.*^$]/\\&/g')"
+	cmp s.lora s2.lora
+	run -0 --separate-stderr lora-merge --combine cat p p0 -o c.lora
+	assert_equal "$stderr" "lora-merge: $w"
+	run -0 --separate-stderr lora-train -m model -d data.u16 --steps 1 -T 8 p -o t.lora
+	assert_equal "$stderr" "lora-train: $w"
+	# -q silences it where a tool has -q
+	for t in "lora-merge -q -m model p -o mq" "lora-convert -q p -o q.lora" "lora-diff -q p p0" \
+		"lora-eval -q -m model -d data.u16 -T 32 -b 2 p"; do
+		run -0 --separate-stderr $t
+		assert_equal "$stderr" ""
+	done
+}
+
+@test "which modules PEFT adapts: exclude_modules, modules_to_save, layers_to_transform and layers_pattern as PEFT 0.20 reads them" {
+	L0=model.layers.0 L1=model.layers.1
+	mkpeft --targets q_proj,k_proj,up_proj p $L0.self_attn.q_proj=8x8x2 $L0.self_attn.k_proj=8x8x2 $L0.mlp.up_proj=8x8x2 \
+		$L1.self_attn.q_proj=8x8x2 $L1.self_attn.k_proj=8x8x2 $L1.mlp.up_proj=8x8x2
+	cp p/adapter_config.json c.json
+	# layers(JQ): the layers lora-convert keeps with the config changed by JQ
+	layers() {
+		jq "$1" c.json >p/adapter_config.json
+		lora-convert -q -f p -o a.lora
+		lora-inspect --json a.lora | jq -r '[.layers[].name | sub("model.layers."; "") | sub("self_attn.|mlp."; "")] | sort | join(" ")'
+	}
+	assert_equal "$(layers .)" "0.k_proj 0.q_proj 0.up_proj 1.k_proj 1.q_proj 1.up_proj"
+	# exclude_modules: names or suffixes at a dot, or a string matched whole
+	assert_equal "$(layers '.exclude_modules = ["model.layers.0.self_attn.q_proj", "k_proj", "up"]')" "0.up_proj 1.q_proj 1.up_proj"
+	assert_equal "$(layers '.exclude_modules = "model\\.layers\\.1\\..*"')" "0.k_proj 0.q_proj 0.up_proj"
+	assert_equal "$(layers '.exclude_modules = "layers\\.1\\..*"')" "0.k_proj 0.q_proj 0.up_proj 1.k_proj 1.q_proj 1.up_proj"
+	# modules_to_save: never adapted, nor what lies inside them
+	assert_equal "$(layers '.modules_to_save = ["up_proj", "layers.1.self_attn"]')" "0.k_proj 0.q_proj"
+	# layers_to_transform: an index or a list, the first number after a name part
+	assert_equal "$(layers '.layers_to_transform = 1')" "1.k_proj 1.q_proj 1.up_proj"
+	assert_equal "$(layers '.layers_to_transform = [0, 5]')" "0.k_proj 0.q_proj 0.up_proj"
+	assert_equal "$(layers '.layers_to_transform = []')" "0.k_proj 0.q_proj 0.up_proj 1.k_proj 1.q_proj 1.up_proj"
+	# a module named whole in target_modules takes no layer filter
+	assert_equal "$(layers '.layers_to_transform = [1] | .target_modules += ["model.layers.0.mlp.up_proj"]')" \
+		"0.up_proj 1.k_proj 1.q_proj 1.up_proj"
+	# layers_pattern: the name part before the index, a Python regex
+	assert_equal "$(layers '.layers_to_transform = [0] | .layers_pattern = "layers"')" "0.k_proj 0.q_proj 0.up_proj"
+	assert_equal "$(layers '.layers_to_transform = [0] | .layers_pattern = ["blocks", "lay.rs"]')" "0.k_proj 0.q_proj 0.up_proj"
+	assert_equal "$(layers '.layers_to_transform = [0] | .layers_pattern = "blocks"')" ""
+	# a string target_modules takes no layer filter either
+	assert_equal "$(layers '.layers_to_transform = [0] | .target_modules = ".*q_proj"')" "0.q_proj 1.q_proj"
+	# the warning names the first three and counts the rest
+	jq '.layers_to_transform = [7]' c.json >p/adapter_config.json
+	run -0 --separate-stderr lora-convert -f p -o a.lora
+	assert_equal "$stderr" "lora-convert: warning: p/adapter_model.safetensors: 6 modules that adapter_config.json does not target are skipped, as PEFT skips them: 'model.layers.0.mlp.up_proj', 'model.layers.0.self_attn.k_proj', 'model.layers.0.self_attn.q_proj' and 3 more"
+	# keys of the wrong type are named; a group in layers_pattern that PEFT's int() would refuse is refused
+	# refused JQ LINE: lora-convert of p with the config changed by JQ fails with LINE
+	refused() {
+		jq "$1" c.json >p/adapter_config.json
+		run -1 --separate-stderr lora-convert -f p -o a.lora
+		assert_equal "$stderr" "lora-convert: p/adapter_config.json: $2"
+	}
+	refused '.exclude_modules = 3' "'exclude_modules' must be a list of strings or a string"
+	refused '.layers_pattern = [3]' "'layers_pattern' must be a list of strings or a string"
+	refused '.modules_to_save = "lm_head"' "'modules_to_save' must be a list of strings"
+	refused '.layers_to_transform = [0.5]' "'layers_to_transform' must be an integer or a list of integers"
+	refused '.layers_to_transform = [0] | .layers_pattern = "(lay)ers"' \
+		"module 'model.layers.0.mlp.up_proj': the layer index that layers_pattern finds is not a number of ASCII digits"
+	jq '.layers_pattern = "(" | .layers_to_transform = 0' c.json >p/adapter_config.json
+	run -1 --separate-stderr lora-convert -f p -o a.lora
+	assert_regex "$stderr" "^lora-convert: p/adapter_config.json: layers_pattern '\\(' "
+}
+
+@test "written back to PEFT, layers a kept config would not adapt get target_modules that name them and no filters" {
+	mkpeft --targets q_proj pa model.layers.0.self_attn.q_proj=8x8x2
+	jq '.exclude_modules = ["up_proj"] | .layers_to_transform = [0] | .layers_pattern = "layers"' pa/adapter_config.json >c.json
+	mv c.json pa/adapter_config.json
+	mkpeft --targets up_proj pb model.layers.1.mlp.up_proj=8x8x2
+	lora-merge --combine cat pa pb -o ab.lora
+	lora-convert ab.lora -o back
+	assert_equal "$(jq -c '[.target_modules, .exclude_modules, .layers_to_transform, .layers_pattern]' back/adapter_config.json)" \
+		'[["q_proj","up_proj"],null,null,null]'
+	run -0 --separate-stderr lora-inspect back
+	assert_line 'layers       2'
+	assert_equal "$stderr" ''
+}

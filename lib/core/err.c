@@ -64,6 +64,27 @@ int lora_err_set(lora_err *e, int code, const char *fmt, ...)
 	return code;
 }
 
+static void (*warn_sink)(const char *line);
+
+void lora_err_warn_sink(void (*fn)(const char *line))
+{
+	warn_sink = fn;
+}
+
+void lora_err_warn(const char *fmt, ...)
+{
+	char big[8192];
+	lora_err w;
+	va_list ap;
+	if (!warn_sink)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(big, sizeof big, fmt, ap);
+	va_end(ap);
+	lora_err_set(&w, 0, "%s", big);
+	warn_sink(w.msg);
+}
+
 int lora_err_prefix(lora_err *e, const char *fmt, ...)
 {
 	if (!e)

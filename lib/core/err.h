@@ -38,6 +38,14 @@ int lora_err_prefix(lora_err *e, const char *fmt, ...)
  * out. For names from a file printed anywhere on a terminal. */
 const char *lora_err_escape(char *out, size_t cap, const char *s);
 
+/* Warnings: what lib/ leaves out on purpose that a user must hear about
+ * (tensors PEFT would not load). lib/ hands one line, escaped and cut as
+ * messages are, to the sink the program set (cmd/cli prints it as
+ * "tool: warning: LINE" unless -q); without a sink it goes nowhere. The
+ * sink is the process's: set it once, before any reading starts. */
+void lora_err_warn_sink(void (*fn)(const char *line));
+void lora_err_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* "out of memory" with LORA_ENOMEM; returns LORA_ENOMEM. */
 int lora_err_nomem(lora_err *e);
 

@@ -318,14 +318,20 @@ static void match_error(int rc, char *why, size_t cap)
 	}
 }
 
-int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e)
+int lora_pattern_group(const lora_pattern *p, const char *subject, int g, size_t *start, size_t *len, lora_err *e)
 {
 	/* Match data per call keeps a pattern usable from several threads; it
 	 * holds PCRE2's backtracking frames, so it is freed right away. */
-	pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+	pcre2_match_data *md = pcre2_match_data_create((uint32_t)g + 1, NULL);
 	if (!md)
 		return lora_err_nomem(e);
 	int rc = pcre2_match(p->code, (PCRE2_SPTR)subject, PCRE2_ZERO_TERMINATED, 0, 0, md, p->mctx);
+	if (rc >= 0 && g > 0) {
+		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+		int set = rc == 0 || g < rc; /* rc 0: the vector was too small, which it is not */
+		*start = set && ov[2 * g] != PCRE2_UNSET ? ov[2 * g] : SIZE_MAX;
+		*len = *start == SIZE_MAX ? 0 : ov[2 * g + 1] - ov[2 * g];
+	}
 	pcre2_match_data_free(md);
 	if (rc >= 0)
 		return 1;
@@ -339,6 +345,11 @@ int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e)
 	match_error(rc, why, sizeof why);
 	return lora_err_set(e, LORA_EINVAL, "%s gave up on '%.*s%s': %s", p->label, (int)show, subject,
 	                    show < n ? "..." : "", why);
+}
+
+int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e)
+{
+	return lora_pattern_group(p, subject, 0, NULL, NULL, e);
 }
 
 /* ---- Oniguruma spelling to PCRE2 spelling ---- */

@@ -78,6 +78,11 @@ int lora_pattern_compile(lora_pattern **out, const char *before, const char *re,
  * LORA_ENOMEM. Safe to call from several threads on one pattern. */
 int lora_pattern_match(const lora_pattern *p, const char *subject, lora_err *e);
 
+/* As lora_pattern_match, and on a match the span of capturing group g
+ * (1 or more) in subject: *start and *len in bytes, *start SIZE_MAX when
+ * the group took no part in the match (Python's None). */
+int lora_pattern_group(const lora_pattern *p, const char *subject, int g, size_t *start, size_t *len, lora_err *e);
+
 /* Bytes of memory p holds (its compiled code and text), for callers that
  * budget many patterns together. */
 size_t lora_pattern_size(const lora_pattern *p);

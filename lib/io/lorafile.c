@@ -765,20 +765,63 @@ out:
 	return rc;
 }
 
+/* Payload p for messages: "layer 'w' A", "extra 'name'". */
+static void payload_name(char *buf, size_t n, const lora_adapter *a, const payload *p)
+{
+	static const char *const which[] = {"A", "B", "magnitude", "bias"};
+	if (p->kind == P_EXTRA)
+		snprintf(buf, n, "extra '%s'", a->extras[p->idx].name);
+	else
+		snprintf(buf, n, "layer '%s' %s", a->layers[p->idx].name, which[p->kind]);
+}
+
+static uint64_t max_payload = LORA_FILE_MAX_PAYLOAD;
+
+void lora_lorafile_set_max_payload(uint64_t bytes)
+{
+	max_payload = bytes ? bytes : 1;
+}
+
+uint64_t lora_lorafile_max_payload(void)
+{
+	return max_payload;
+}
+
+/* Deflate expands up to 1032 times, so a small file with honest shapes can
+ * still ask for terabytes. The header says exactly how much every payload
+ * inflates to (a stream that inflates further is refused), so the total is
+ * known before the first byte is inflated: refuse it there. */
+static int check_total(const lora_adapter *a, const payloads *ps, const char *name, lora_err *e)
+{
+	uint64_t sum = 0;
+	for (size_t k = 0; k < ps->n; k++) {
+		uint64_t raw = payload_raw(a, &ps->p[k]);
+		if (raw <= max_payload - sum) {
+			sum += raw;
+			continue;
+		}
+		char what[600];
+		payload_name(what, sizeof what, a, &ps->p[k]);
+		return lora_err_set(e, LORA_EINVAL,
+		                    "%s: %s: the payloads up to here decompress to %llu bytes, past the limit of %llu; "
+		                    "raise it with %s=SIZE (e.g. 32G)",
+		                    name, what, (unsigned long long)(raw > UINT64_MAX - sum ? UINT64_MAX : sum + raw),
+		                    (unsigned long long)max_payload,
+		                    LORA_FILE_MAX_PAYLOAD_ENV);
+	}
+	return 0;
+}
+
 /* Read payload p into the adapter (or only verify it). */
 static int read_one(src *s, lora_adapter *a, const payload *p, int keep, lora_err *e)
 {
-	static const char *const which[] = {"A", "B", "magnitude", "bias"};
 	char what[600];
 	size_t raw = payload_raw(a, p);
 	lora_extra *x = p->kind == P_EXTRA ? &a->extras[p->idx] : NULL;
 	lora_layer *l = x ? NULL : &a->layers[p->idx];
 	size_t es = x ? lora_dtype_size(x->dtype) : lora_dtype_size(a->dtype);
 	unsigned char *plain = NULL;
-	if (x)
-		snprintf(what, sizeof what, "extra '%s'", x->name);
-	else
-		snprintf(what, sizeof what, "layer '%s' %s", l->name, which[p->kind]);
+	payload_name(what, sizeof what, a, p);
 	int rc = read_payload(s, keep ? &plain : NULL, what, p->zsize, p->crc, raw, es, e);
 	if (rc || !keep)
 		return rc;
@@ -892,6 +935,8 @@ int lora_lorafile_readf(lora_adapter **out, FILE *f, const char *name, int mode,
 		a = NULL;
 		goto out;
 	}
+	if ((rc = check_total(a, &ps, name, e)))
+		goto out;
 	for (size_t k = 0; k < ps.n; k++)
 		if ((rc = read_one(&s, a, &ps.p[k], mode == LORA_READ_ALL, e)))
 			goto out;

@@ -14,6 +14,7 @@
 #ifndef LORA_LORAFILE_H
 #define LORA_LORAFILE_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/adapter.h"
@@ -22,6 +23,10 @@
 #define LORA_FILE_MAGIC "\x89LORA\r\n\x1a"
 #define LORA_FILE_VERSION 1
 #define LORA_FILE_MAX_HEADER (64u << 20)
+/* The payloads of one file may decompress to this many bytes in all
+ * (lora(5), "Limits"); the tools take another from this variable. */
+#define LORA_FILE_MAX_PAYLOAD ((uint64_t)16 << 30)
+#define LORA_FILE_MAX_PAYLOAD_ENV "LORA_MAX_PAYLOAD"
 
 enum {
 	LORA_READ_ALL = 0,    /* header and every tensor, verified */
@@ -33,9 +38,17 @@ enum {
 /* 1 if the first bytes of buf (n >= 8) are the .lora magic. */
 int lora_lorafile_is_lora(const void *buf, size_t n);
 
+/* The total of decompressed payload bytes a read of one file may reach
+ * (default LORA_FILE_MAX_PAYLOAD, at least 1), for the whole process. A
+ * reader that would pass it fails before inflating anything, naming the
+ * layer (or extra) whose payload passes it. */
+void lora_lorafile_set_max_payload(uint64_t bytes);
+uint64_t lora_lorafile_max_payload(void);
+
 /* Read an adapter from path ("-" for standard input). In LORA_READ_HEADER
  * mode a regular file's size is still checked against the header, so
- * truncation is caught without touching payloads. Caller frees *out. */
+ * truncation is caught without touching payloads (and the payload limit
+ * does not apply). Caller frees *out. */
 int lora_lorafile_read(lora_adapter **out, const char *path, int mode, lora_err *e);
 /* Same from an open stream; name is used in messages. */
 int lora_lorafile_readf(lora_adapter **out, FILE *f, const char *name, int mode, lora_err *e);

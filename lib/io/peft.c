@@ -132,19 +132,36 @@ typedef struct {
 	int rslora, fan_in_fan_out, dora, lora_bias;
 	const cJSON *targets;     /* array of strings, string, or NULL */
 	lora_pattern *target_re;  /* a string target_modules (not all-linear) */
+	/* What else decides which modules PEFT gives a LoRA layer
+	 * (check_target_module_exists): exclude_modules (array or string,
+	 * compiled), modules_to_save (one pattern each), layers_to_transform
+	 * (number or non-empty array, else NULL) with the layer index patterns
+	 * (layers_pattern's, or PEFT's default). */
+	const cJSON *exclude;
+	lora_pattern *exclude_re;
+	lora_pattern **save_re, **layer_re;
+	size_t nsave, nlayer_re;
+	const cJSON *layers;
 	size_t pattern_bytes;     /* held by the compiled patterns */
 	const char *base;     /* base_model_name_or_path, or NULL */
+	const char *name;     /* of the config, for messages */
 } pconfig;
+
+static void free_patterns(lora_pattern **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		lora_pattern_free(v[i]);
+	free(v);
+}
 
 static void pconfig_free(pconfig *c)
 {
-	for (size_t i = 0; i < c->nrank; i++)
-		lora_pattern_free(c->rank_re[i]);
-	for (size_t i = 0; i < c->nalpha; i++)
-		lora_pattern_free(c->alpha_re[i]);
-	free(c->rank_re);
-	free(c->alpha_re);
+	free_patterns(c->rank_re, c->nrank);
+	free_patterns(c->alpha_re, c->nalpha);
+	free_patterns(c->save_re, c->nsave);
+	free_patterns(c->layer_re, c->nlayer_re);
 	lora_pattern_free(c->target_re);
+	lora_pattern_free(c->exclude_re);
 	cJSON_Delete(c->root);
 	memset(c, 0, sizeof *c);
 }
@@ -223,6 +240,91 @@ static int compile_targets(pconfig *c, const char *name, lora_err *e)
 	return charge(c, c->target_re, name, e);
 }
 
+/* A list of strings, a string (when str_ok), or absent/null: 0; else -1. */
+static int strings(const cJSON *x, int str_ok)
+{
+	const cJSON *it;
+	if (!x || cJSON_IsNull(x) || (str_ok && cJSON_IsString(x)))
+		return 0;
+	if (!cJSON_IsArray(x))
+		return -1;
+	cJSON_ArrayForEach(it, x)
+		if (!cJSON_IsString(it))
+			return -1;
+	return 0;
+}
+
+/* Compile before + each string of x (a string or a list of them) + after
+ * into a fresh array *res of *n patterns, anchored as re.match. */
+static int compile_each(pconfig *c, const cJSON *x, const char *before, const char *after, lora_pattern ***res,
+                        size_t *n, const char *what, const char *name, lora_err *e)
+{
+	const cJSON *it;
+	int rc, one = cJSON_IsString(x);
+	*res = calloc(one ? 1 : (size_t)cJSON_GetArraySize(x) + 1, sizeof **res);
+	if (!*res)
+		return lora_err_nomem(e);
+	for (it = one ? x : x->child; it; it = one ? NULL : it->next) {
+		if ((rc = lora_pattern_compile(&(*res)[*n], before, it->valuestring, after, LORA_PATTERN_MATCH, what, e)))
+			return rc;
+		if ((rc = charge(c, (*res)[(*n)++], name, e)))
+			return rc;
+	}
+	return 0;
+}
+
+/* The keys besides target_modules that decide which modules PEFT adapts. */
+static int compile_selection(pconfig *c, const char *name, lora_err *e)
+{
+	const cJSON *x;
+	char what[600];
+	int rc;
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "exclude_modules");
+	if (strings(x, 1))
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'exclude_modules' must be a list of strings or a string", name);
+	c->exclude = x && !cJSON_IsNull(x) ? x : NULL;
+	if (cJSON_IsString(x)) {
+		snprintf(what, sizeof what, "%s: exclude_modules", name);
+		if ((rc = lora_pattern_compile(&c->exclude_re, NULL, x->valuestring, NULL, LORA_PATTERN_FULL, what, e)) ||
+		    (rc = charge(c, c->exclude_re, name, e)))
+			return rc;
+	}
+	/* PEFT never puts an adapter on a module it saves whole: a name in
+	 * modules_to_save, spliced into re.match(rf"(^|.*\.){m}($|\..*)"). */
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "modules_to_save");
+	if (strings(x, 0))
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'modules_to_save' must be a list of strings", name);
+	snprintf(what, sizeof what, "%s: modules_to_save", name);
+	if (cJSON_IsArray(x) && (rc = compile_each(c, x, "(^|.*\\.)", "($|\\..*)", &c->save_re, &c->nsave, what, name, e)))
+		return rc;
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "layers_to_transform");
+	int bad = x && !cJSON_IsNull(x) && !cJSON_IsNumber(x) && !cJSON_IsArray(x);
+	for (const cJSON *it = cJSON_IsArray(x) ? x->child : cJSON_IsNumber(x) ? x : NULL; it && !bad;
+	     it = cJSON_IsArray(x) ? it->next : NULL)
+		bad = !cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || fabs(it->valuedouble) > 0x1p53;
+	if (bad)
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'layers_to_transform' must be an integer or a list of integers",
+		                    name);
+	c->layers = cJSON_IsNumber(x) || (cJSON_IsArray(x) && x->child) ? x : NULL;
+	x = cJSON_GetObjectItemCaseSensitive(c->root, "layers_pattern");
+	if (strings(x, 1))
+		return lora_err_set(e, LORA_EFORMAT, "%s: 'layers_pattern' must be a list of strings or a string", name);
+	if (!c->layers)
+		return 0;
+	/* The layer index is the first number PEFT's pattern finds (lazy .*?,
+	 * as PEFT 0.20 matches, so an expert index never passes for it); an
+	 * empty layers_pattern means any name before the number. */
+	snprintf(what, sizeof what, "%s: layers_pattern", name);
+	if ((cJSON_IsString(x) && *x->valuestring) || (cJSON_IsArray(x) && x->child))
+		return compile_each(c, x, ".*?\\.", "\\.(\\d+)\\.", &c->layer_re, &c->nlayer_re, what, name, e);
+	cJSON *def = cJSON_CreateString(".*?\\.[^.]*\\.(\\d+)\\.");
+	if (!def)
+		return lora_err_nomem(e);
+	rc = compile_each(c, def, NULL, NULL, &c->layer_re, &c->nlayer_re, what, name, e);
+	cJSON_Delete(def);
+	return rc;
+}
+
 /* Parse and check a LoRA config from text; name is used in messages. */
 static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *name, const char *what,
                          lora_err *e)
@@ -230,6 +332,7 @@ static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *n
 	const cJSON *x;
 	int rc;
 	memset(c, 0, sizeof *c);
+	c->name = name;
 	if ((rc = lora_json_parse(&c->root, name, what, text, len, e)))
 		return rc;
 	x = cJSON_GetObjectItemCaseSensitive(c->root, "peft_type");
@@ -290,7 +393,91 @@ static int pconfig_parse(pconfig *c, const char *text, size_t len, const char *n
 	if (x && !cJSON_IsNull(x) && !cJSON_IsString(x))
 		return lora_err_set(e, LORA_EFORMAT, "%s: 'base_model_name_or_path' must be a string", name);
 	c->base = cJSON_IsString(x) ? x->valuestring : NULL;
-	return compile_targets(c, name, e);
+	if ((rc = compile_targets(c, name, e)))
+		return rc;
+	return compile_selection(c, name, e);
+}
+
+/* The layer index of module under c's layer patterns: 1 with *idx, 0 when
+ * none applies, or an error where PEFT's int() of the group would raise. */
+static int layer_index(const pconfig *c, const char *module, uint64_t *idx, lora_err *e)
+{
+	for (size_t i = 0; i < c->nlayer_re; i++) {
+		size_t at, n;
+		int rc = lora_pattern_group(c->layer_re[i], module, 1, &at, &n, e);
+		if (rc <= 0) {
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		uint64_t v = 0;
+		for (size_t k = 0; at != SIZE_MAX && k < n; k++) {
+			char d = module[at + k];
+			if (d < '0' || d > '9') {
+				at = SIZE_MAX;
+				break;
+			}
+			v = v > (UINT64_MAX - 9) / 10 ? UINT64_MAX : v * 10 + (uint64_t)(d - '0');
+		}
+		/* \d also takes other Unicode digits, and a group of the pattern
+		 * itself can come first: refused rather than read another way. */
+		if (at == SIZE_MAX || n == 0)
+			return lora_err_set(e, LORA_EFORMAT,
+			                    "%s: module '%s': the layer index that layers_pattern finds is not a number of "
+			                    "ASCII digits",
+			                    c->name, module);
+		*idx = v;
+		return 1;
+	}
+	return 0;
+}
+
+/* Does PEFT give module a LoRA layer under c (check_target_module_exists)?
+ * 1, 0, or an error from matching. A null target_modules (PEFT then picks
+ * targets by model type, which the adapter does not record) and
+ * "all-linear" take every module with factors as targeted. */
+static int targeted(const pconfig *c, const char *module, lora_err *e)
+{
+	const cJSON *it, *t = c->targets;
+	size_t m = strlen(module);
+	int rc, found = 0;
+	if (c->exclude_re && (rc = lora_pattern_match(c->exclude_re, module, e)))
+		return rc < 0 ? rc : 0;
+	if (cJSON_IsArray(c->exclude))
+		cJSON_ArrayForEach(it, c->exclude) {
+			size_t k = strlen(it->valuestring);
+			if (!strcmp(module, it->valuestring) ||
+			    (m > k && module[m - k - 1] == '.' && !strcmp(module + m - k, it->valuestring)))
+				return 0;
+		}
+	for (size_t i = 0; i < c->nsave; i++)
+		if ((rc = lora_pattern_match(c->save_re[i], module, e)))
+			return rc < 0 ? rc : 0;
+	if (!t)
+		return 1;
+	if (c->target_re)
+		return lora_pattern_match(c->target_re, module, e);
+	if (cJSON_IsString(t)) {
+		found = 1; /* all-linear */
+	} else {
+		cJSON_ArrayForEach(it, t) {
+			size_t k = strlen(it->valuestring);
+			if (!strcmp(module, it->valuestring))
+				return 1; /* named whole: no layer filter */
+			if (m > k && module[m - k - 1] == '.' && !strcmp(module + m - k, it->valuestring))
+				found = 1;
+		}
+	}
+	if (!found || !c->layers)
+		return found;
+	uint64_t idx = 0;
+	if ((rc = layer_index(c, module, &idx, e)) <= 0)
+		return rc;
+	for (it = cJSON_IsArray(c->layers) ? c->layers->child : c->layers; it;
+	     it = cJSON_IsArray(c->layers) ? it->next : NULL)
+		if (it->valuedouble >= 0 && (uint64_t)it->valuedouble == idx)
+			return 1;
+	return 0;
 }
 
 /* PEFT's lookup in a rank_pattern / alpha_pattern object o (keys compiled
@@ -515,14 +702,38 @@ int lora_peft_read(lora_adapter **out, const char *path, lora_err *e)
 		if (ent[i].t->dtype != a->dtype || !lora_dtype_is_float(a->dtype))
 			a->dtype = LORA_F32;
 	const char *cfgname = LORA_PEFT_CONFIG;
+	/* PEFT loads the state dict with strict=False: the tensors of a module
+	 * it gave no LoRA layer are dropped without a word. They are skipped
+	 * here too, but said: a count and the first names. */
+	const char *skipped[3];
+	size_t nskipped = 0;
 	for (size_t i = 0; i < nent;) {
 		const lora_st_tensor *tk[T_KINDS] = {0};
 		size_t j = i;
 		for (; j < nent && strcmp(ent[j].module, ent[i].module) == 0; j++)
 			tk[ent[j].kind] = ent[j].t;
-		if ((rc = add_layer(a, ent[i].module, tk, &c, weights, cfgname, e)))
+		int on = targeted(&c, ent[i].module, e);
+		if (on < 0) {
+			rc = on;
+			goto out;
+		}
+		if (!on && nskipped < 3)
+			skipped[nskipped] = ent[i].module;
+		nskipped += !on;
+		if (on && (rc = add_layer(a, ent[i].module, tk, &c, weights, cfgname, e)))
 			goto out;
 		i = j;
+	}
+	if (nskipped) {
+		char names[3 * 1040] = "";
+		size_t k = 0;
+		for (size_t n = 0; n < nskipped && n < 3; n++)
+			k += (size_t)snprintf(names + k, sizeof names - k, "%s'%.1024s'", n ? ", " : "", skipped[n]);
+		if (nskipped > 3)
+			snprintf(names + k, sizeof names - k, " and %zu more", nskipped - 3);
+		lora_err_warn("%s: %zu module%s that %s does not target %s skipped, as PEFT skips %s: %s", weights,
+		              nskipped, nskipped > 1 ? "s" : "", cfgname, nskipped > 1 ? "are" : "is",
+		              nskipped > 1 ? "them" : "it", names);
 	}
 	qsort(extra, nextra, sizeof *extra, cmp_tensor_name);
 	for (size_t i = 0; i < nextra; i++) {
@@ -686,6 +897,12 @@ static int put(cJSON *obj, const char *key, cJSON *v)
 	return 0;
 }
 
+/* Set key of obj to null where it is present. */
+static int unset(cJSON *obj, const char *key)
+{
+	return cJSON_GetObjectItemCaseSensitive(obj, key) ? put(obj, key, cJSON_CreateNull()) : 0;
+}
+
 /* Set r, lora_alpha, rank_pattern and alpha_pattern of root to express the
  * ranks and alphas of a: the most common rank and alpha, and one pattern
  * entry per layer that differs, keyed by its module name. When a plain name
@@ -789,35 +1006,16 @@ static cJSON *target_list(const lora_adapter *a)
 	return arr;
 }
 
-/* Do PEFT's target_modules in c select every layer of a? 1, 0, or an
- * error. A string is a regex that must match the whole name (all-linear is
- * taken to cover them); a list holds names matched as suffixes at a dot. */
+/* Does PEFT give every layer of a a LoRA layer under c (targeted)? 1, 0,
+ * or an error. A config without target_modules covers no layer. */
 static int targets_cover(const pconfig *c, const lora_adapter *a, lora_err *e)
 {
-	const cJSON *t = c->targets;
-	if (!t)
+	if (!c->targets)
 		return a->nlayers == 0;
-	if (cJSON_IsString(t)) {
-		int ok = 1;
-		for (size_t i = 0; i < a->nlayers && ok == 1 && c->target_re; i++)
-			ok = lora_pattern_match(c->target_re, a->layers[i].name, e);
-		return ok;
-	}
 	for (size_t i = 0; i < a->nlayers; i++) {
-		const char *module = a->layers[i].name;
-		size_t m = strlen(module);
-		const cJSON *it;
-		int found = 0;
-		cJSON_ArrayForEach(it, t) {
-			size_t k = strlen(it->valuestring);
-			if (strcmp(module, it->valuestring) == 0 ||
-			    (m > k && module[m - k - 1] == '.' && strcmp(module + m - k, it->valuestring) == 0)) {
-				found = 1;
-				break;
-			}
-		}
-		if (!found)
-			return 0;
+		int rc = targeted(c, a->layers[i].name, e);
+		if (rc <= 0)
+			return rc;
 	}
 	return 1;
 }
@@ -918,7 +1116,11 @@ int lora_peft_config(const lora_adapter *a, char **text, lora_err *e)
 	}
 	root = c.root;
 	c.root = NULL;
-	if ((!same_ranks && (rc = set_ranks(root, a, e))) || (!cover && put(root, "target_modules", target_list(a))) ||
+	/* Layers the config would not adapt get a target list that names them
+	 * all, and no exclusion or layer filter left to undo it. */
+	if ((!same_ranks && (rc = set_ranks(root, a, e))) ||
+	    (!cover && (put(root, "target_modules", target_list(a)) || unset(root, "exclude_modules") ||
+	                unset(root, "layers_to_transform") || unset(root, "layers_pattern"))) ||
 	    (!same_base && put(root, "base_model_name_or_path", cJSON_CreateString(a->base_name))) ||
 	    set_flag(root, "use_rslora", a->rslora, 0) || set_flag(root, "fan_in_fan_out", a->fan_in_fan_out, 0) ||
 	    set_flag(root, "use_dora", dora, 1) || set_flag(root, "lora_bias", bias, 1)) {

@@ -10,7 +10,13 @@
  * Every other tensor is kept as an extra, byte for byte, under its full
  * key. A string target_modules is a regex PEFT matches with re.fullmatch;
  * it is compiled (and so checked) on reading. All of these go through
- * core/pattern with its bounds. */
+ * core/pattern with its bounds.
+ *
+ * Only modules PEFT would give a LoRA layer are read, as PEFT 0.20's
+ * check_target_module_exists decides from target_modules, exclude_modules,
+ * modules_to_save, layers_to_transform and layers_pattern (lora-convert(1)
+ * spells it out); the tensors of any other module, which PEFT drops on
+ * loading, are skipped, and one lora_err_warn line counts and names them. */
 #ifndef LORA_PEFT_H
 #define LORA_PEFT_H
 

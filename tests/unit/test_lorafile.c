@@ -343,8 +343,10 @@ int main(void)
 	const char *big = "{\"dtype\":\"f32\",\"layers\":[{\"name\":\"w\",\"shape\":[2147483648,2147483648],"
 	                  "\"rank\":1048576,\"alpha\":1,\"A\":{\"zsize\":10,\"crc32\":0},\"B\":{\"zsize\":10,\"crc32\":0}}]}";
 	buf = craft(big, 1, "0123456789", 10, &n);
+	lora_lorafile_set_max_payload(UINT64_MAX);
 	CHECK(decode(&b, buf, n, LORA_READ_ALL, &e) == LORA_EFORMAT &&
 	      strcmp(e.msg, "x.lora: layer 'w' A: CRC mismatch (corrupt data)") == 0, "huge claim: %s", e.msg);
+	lora_lorafile_set_max_payload(LORA_FILE_MAX_PAYLOAD);
 	free(buf);
 	const char *bad[][2] = {
 		{"[1,2]", "x.lora: header is not a JSON object"},
@@ -398,5 +400,32 @@ int main(void)
 		      "bad header %zu: %s", i, e.msg);
 		free(buf);
 	}
+
+	/* The payload limit counts the file's total: every tensor of sample()
+	 * at f32 is at most 600 bytes, 1212 in all (192 + 256 + 64 + 64 + 600 +
+	 * 36), and the header alone is read whatever the limit. */
+	a = sample(LORA_F32, 3);
+	buf = encode(a, &n);
+	lora_adapter_free(a);
+	CHECK(lora_lorafile_max_payload() == ((uint64_t)16 << 30), "default limit");
+	lora_lorafile_set_max_payload(1212);
+	CHECK(decode(&b, buf, n, LORA_READ_ALL, &e) == 0, "total at the limit: %s", e.msg);
+	lora_adapter_free(b);
+	lora_lorafile_set_max_payload(600);
+	for (int mode = LORA_READ_ALL; mode <= LORA_READ_VERIFY; mode += LORA_READ_VERIFY) {
+		CHECK(decode(&b, buf, n, mode, &e) == LORA_EINVAL &&
+		          strcmp(e.msg, "x.lora: layer 'w' A: the payloads up to here decompress to 1176 bytes, past the "
+		                        "limit of 600; raise it with LORA_MAX_PAYLOAD=SIZE (e.g. 32G)") == 0 && !b,
+		      "sum past the limit, mode %d: %s", mode, e.msg);
+	}
+	lora_lorafile_set_max_payload(1211);
+	CHECK(decode(&b, buf, n, LORA_READ_VERIFY, &e) == LORA_EINVAL && strstr(e.msg, "layer 'w' B: ") &&
+	          strstr(e.msg, "to 1212 bytes, past the limit of 1211;"),
+	      "one byte over: %s", e.msg);
+	lora_lorafile_set_max_payload(1);
+	CHECK(decode(&b, buf, n, LORA_READ_HEADER, &e) == 0 && b->nlayers == 3, "header only: %s", e.msg);
+	lora_adapter_free(b);
+	lora_lorafile_set_max_payload(LORA_FILE_MAX_PAYLOAD);
+	free(buf);
 	DONE();
 }

@@ -2,6 +2,7 @@
  * of core/pattern.h, error lines, and the compile and match bounds. The
  * expected answers are those of Python 3.11's re.search / re.match /
  * re.fullmatch on the same pattern and subject. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,5 +195,20 @@ int main(void)
 	/* a subject that is not UTF-8 is an error, not a silent miss */
 	CHECK(run(S, "a", "\xff", &e) == LORA_EINVAL &&
 	      strcmp(e.msg, "pattern 'a' gave up on '\xff': not valid UTF-8") == 0, "utf-8: %s", e.msg);
+
+	/* a group's span, as PEFT's layer index: the lazy .*? takes the first
+	 * number, and a group that took no part is Python's None */
+	size_t at = 0, len = 0;
+	CHECK(lora_pattern_compile(&p, NULL, ".*?\\.[^.]*\\.(\\d+)\\.", NULL, LORA_PATTERN_MATCH, "t", &e) == 0, "%s",
+	      e.msg);
+	CHECK(lora_pattern_group(p, "model.layers.12.experts.3.up", 1, &at, &len, &e) == 1 && at == 13 && len == 2,
+	      "first number: %zu %zu", at, len);
+	CHECK(lora_pattern_group(p, "layers.0.up", 1, &at, &len, &e) == 0, "no name part before the number");
+	lora_pattern_free(p);
+	CHECK(lora_pattern_compile(&p, NULL, "(x)?y|(z)", NULL, LORA_PATTERN_FULL, "t", &e) == 0, "%s", e.msg);
+	CHECK(lora_pattern_group(p, "y", 1, &at, &len, &e) == 1 && at == SIZE_MAX && len == 0, "unset group");
+	CHECK(lora_pattern_group(p, "z", 2, &at, &len, &e) == 1 && at == 0 && len == 1, "second group");
+	CHECK(lora_pattern_group(p, "z", 1, &at, &len, &e) == 1 && at == SIZE_MAX, "first group unset");
+	lora_pattern_free(p);
 	DONE();
 }
