@@ -239,7 +239,6 @@ void lora_cli_init(lora_cli *c, const lora_tool *t, int argc, char **argv)
 	 * exit warnings use. */
 	fault_name = t->name;
 	install_fault_handler();
-	max_payload(t);
 	warn_tool = t;
 	lora_err_warn_sink(warn);
 }
@@ -343,8 +342,12 @@ int lora_cli_next(lora_cli *c)
 		return dispatch(c, o, 1);
 	}
 	c->bundle = NULL;
-	if (c->i >= c->argc)
+	if (c->i >= c->argc) {
+		/* read once the options are: --help and --version work whatever
+		 * the environment holds */
+		max_payload(t);
 		return LORA_OPT_END;
+	}
 	char *a = c->argv[c->i++];
 	if (c->dashdash || a[0] != '-' || a[1] == 0) {
 		c->arg = a;

@@ -169,4 +169,7 @@ Try 'lora-inspect --help' for more information." lora-inspect -j 1025 a.lora
 	LORA_MAX_PAYLOAD=0G refused 2 "lora-init: LORA_MAX_PAYLOAD: '0G': the limit must be at least 1 byte" lora-init --shape w=2x2 -o n.lora
 	assert_file_not_exists out
 	assert_file_not_exists n.lora
+	# --help and --version do not read it
+	LORA_MAX_PAYLOAD=x run -0 lora-merge --help
+	LORA_MAX_PAYLOAD=x run -0 lora-inspect --version
 }
