@@ -695,18 +695,13 @@ int lora_peft_read(lora_adapter **out, const char *path, lora_err *e)
 			ent[nent++] = (entry){module, k, &st->tensors[i]};
 	}
 	qsort(ent, nent, sizeof *ent, cmp_entry);
-	/* Factors, magnitudes and biases share one storage dtype; a mix is
-	 * stored as f32, which holds every f16 and bf16 value exactly. */
-	a->dtype = nent ? ent[0].t->dtype : LORA_F32;
-	for (size_t i = 0; i < nent; i++)
-		if (ent[i].t->dtype != a->dtype || !lora_dtype_is_float(a->dtype))
-			a->dtype = LORA_F32;
 	const char *cfgname = LORA_PEFT_CONFIG;
 	/* PEFT loads the state dict with strict=False: the tensors of a module
 	 * it gave no LoRA layer are dropped without a word. They are skipped
 	 * here too, but said: a count and the first names. */
 	const char *skipped[3];
-	size_t nskipped = 0;
+	size_t nskipped = 0, nkept = 0;
+	a->dtype = LORA_F32;
 	for (size_t i = 0; i < nent;) {
 		const lora_st_tensor *tk[T_KINDS] = {0};
 		size_t j = i;
@@ -722,6 +717,11 @@ int lora_peft_read(lora_adapter **out, const char *path, lora_err *e)
 		nskipped += !on;
 		if (on && (rc = add_layer(a, ent[i].module, tk, &c, weights, cfgname, e)))
 			goto out;
+		/* The kept factors, magnitudes and biases share one storage
+		 * dtype; a mix is stored as f32, which holds every f16 and bf16
+		 * value exactly. */
+		for (size_t k = i; on && k < j; k++)
+			a->dtype = nkept++ == 0 || ent[k].t->dtype == a->dtype ? ent[k].t->dtype : LORA_F32;
 		i = j;
 	}
 	if (nskipped) {
