@@ -79,7 +79,7 @@ setup() {
 	mkmodel --hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --init-scale 0.2 --dtype bf16 mb >/dev/null
 	mktokens --vocab 300 --seed 4 5 > p.u16
 	types=f32
-	grep -qw avx512f /proc/cpuinfo && types="f32 bf16"
+	avx512 && types="f32 bf16"
 	for c in $types; do
 		lora-generate -m mb --rows 2 -d p.u16 -n 40 --temperature 0 --compute $c -o g.$c
 		ARGMAX_COMPUTE=$c run -0 argmax-full mb g.$c 2

@@ -2,7 +2,8 @@
 # Hostile inputs: FIFOs where files belong, standard input twice, huge
 # headers, memory limits, non-finite numbers, names that are terminal
 # escapes, thread counts the system cannot start. Every run is under
-# timeout, so that a regression fails instead of hanging the suite.
+# timeout, so that a regression fails instead of hanging the suite: $T
+# seconds, ten times more under valgrind, whose runs take that much longer.
 
 setup() {
 	load test_helper/common-setup
@@ -12,13 +13,15 @@ setup() {
 	mktokens --vocab 64 200 >data.u16
 	mkadapter model.layers.0.self_attn.q_proj=16x16x2:0.5,0.25 >a.lora
 	mkfifo fifo
+	T=20
+	if [ "${LORA_VALGRIND:-}" = 1 ]; then T=200; fi
 }
 
-# refused CODE LINE CMD...: exits CODE within 20 s, stderr exactly LINE, stdout empty.
+# refused CODE LINE CMD...: exits CODE within $T seconds, stderr exactly LINE, stdout empty.
 refused() {
 	local code=$1 line=$2
 	shift 2
-	run -"$code" --separate-stderr timeout 20 "$@"
+	run -"$code" --separate-stderr timeout $T "$@"
 	assert_equal "$stderr" "$line"
 	assert_output ''
 }
@@ -53,7 +56,7 @@ refused() {
 	assert_file_not_exists out
 	assert_file_not_exists c.lora
 	# a .lora stream from a pipe is still welcome
-	run -0 timeout 20 lora-inspect --json <(cat a.lora)
+	run -0 timeout $T lora-inspect --json <(cat a.lora)
 }
 
 @test "standard input named twice is a usage error, not a bad file" {
@@ -61,23 +64,24 @@ refused() {
 Usage: lora-merge -m MODEL ADAPTER[:SCALE]... -o OUT [options]
    or: lora-merge --combine cat|svd ADAPTER[:SCALE]... [-o OUT] [options]
 Try 'lora-merge --help' for more information." lora-merge -m model - - -o out <a.lora
-	run -2 --separate-stderr timeout 20 lora-eval -m model - - -d data.u16 <a.lora
+	run -2 --separate-stderr timeout $T lora-eval -m model - - -d data.u16 <a.lora
 	assert_equal "${stderr_lines[0]}" "lora-eval: '-' given twice: standard input can be read only once"
 	assert_file_not_exists out
 }
 
 @test "a header of 50k layers reads in linear memory and time, and under a memory limit says out of memory" {
 	mkadapter --many 50000 >many.lora
-	run -0 timeout 60 lora-inspect --json many.lora
+	run -0 timeout $((3 * T)) lora-inspect --json many.lora
 	assert_equal "$(jq .num_layers <<<"$output")" 50000
 	# two adapters of 50k layers compared name by name
-	run -0 timeout 60 lora-diff -q many.lora many.lora
+	run -0 timeout $((3 * T)) lora-diff -q many.lora many.lora
 	# a layer named twice in 50k is found
 	mkadapter --many 3 model.layers.1.mlp.up_proj=1x1x1:1 >dup.lora
 	refused 1 "lora-inspect: dup.lora: header: layer 'model.layers.1.mlp.up_proj' appears twice" lora-inspect dup.lora
 	# the same header under a limit too small for it: one line, exit 1, no hang
-	# (sanitizers and valgrind reserve more address space than any limit)
-	[ "${LORA_SANITIZE:-}" = 1 ] || [ "${LORA_VALGRIND:-}" = 1 ] && return
+	if [ "${LORA_SANITIZE:-}" = 1 ] || [ "${LORA_VALGRIND:-}" = 1 ]; then
+		skip "the memory limit: sanitizers and valgrind reserve more address space than any limit"
+	fi
 	run -1 --separate-stderr bash -c 'ulimit -v 150000; exec timeout 60 lora-inspect many.lora'
 	assert_regex "${stderr_lines[-1]}" '^lora-inspect: (many\.lora: )?out of memory'
 	assert_output ''
@@ -126,16 +130,18 @@ Try 'lora-merge --help' for more information." lora-merge -m model - - -o out <a
 
 @test "names from a file reach the terminal escaped; a long path keeps the cause; -j is bounded and probed" {
 	mkadapter "$(printf 'evil\033[2Jname')=4x4x1:1" >esc.lora
-	run -0 timeout 20 lora-inspect --per-layer esc.lora
+	run -0 timeout $T lora-inspect --per-layer esc.lora
 	assert_line --partial 'evil\x1b[2Jname'
 	refute_output --partial $'\033'
 	long=$(printf 'd%.0s' $(seq 2000))
-	run -1 --separate-stderr timeout 20 lora-inspect "$long/x.lora"
+	run -1 --separate-stderr timeout $T lora-inspect "$long/x.lora"
 	assert_regex "$stderr" '^lora-inspect: d+\.\.\.d+/x\.lora: File name too long$'
 	refused 2 "lora-inspect: --threads: '1025' is not an integer in [1, 1024]
 Usage: lora-inspect [options] [FILE|DIR|-]
 Try 'lora-inspect --help' for more information." lora-inspect -j 1025 a.lora
-	[ "${LORA_SANITIZE:-}" = 1 ] || [ "${LORA_VALGRIND:-}" = 1 ] && return
+	if [ "${LORA_SANITIZE:-}" = 1 ] || [ "${LORA_VALGRIND:-}" = 1 ]; then
+		skip "-j 1000 under a memory limit: sanitizers and valgrind reserve more address space than any limit"
+	fi
 	run -1 --separate-stderr bash -c 'ulimit -v 1000000; exec timeout 20 lora-inspect -j 1000 a.lora'
 	assert_regex "$stderr" '^lora-inspect: cannot start 1000 threads \([0-9]+ started\): '
 	assert_output ''

@@ -40,7 +40,7 @@ setup() {
 	assert_line --regexp '^ok [0-9]+ checks$'
 	local cases=$(wc -l < "$FIX/model/cases")
 	assert_equal "$(grep -c '^# .* base loss rel' <<<"$output")" "$cases"
-	if [ "$(lscpu | grep -c 'avx512f')" -gt 0 ]; then
+	if avx512; then
 		assert_equal "$(grep -c '^# .* bf16: loss rel' <<<"$output")" "$cases"
 	fi
 }

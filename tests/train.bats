@@ -286,7 +286,7 @@ lr_check() {
 	lora-train $P --compute f32 --log f32.jsonl -o f32.lora
 	first=$(jq -s '.[1].loss' f32.jsonl) last=$(jq -s '.[-1].loss' f32.jsonl)
 	jq -e -n "$last < 0.85 * $first" >/dev/null || fail "f32: loss $first -> $last did not fall"
-	if grep -qw avx512f /proc/cpuinfo; then
+	if avx512; then
 		lora-train $P --log bf16.jsonl -o bf16.lora
 		assert_equal "$(jq -r -s '.[0].compute' bf16.jsonl)" bf16
 		assert_equal "$(lora-inspect --json bf16.lora | jq -r .provenance.compute)" bf16

@@ -16,6 +16,12 @@ _common_setup() {
 	cd "$BATS_TEST_TMPDIR" || return 1
 }
 
+# avx512: whether the programs under test run on a CPU with AVX-512F, which
+# is not the host's under valgrind: it presents a CPU without AVX-512.
+avx512() {
+	[ "${LORA_VALGRIND:-}" != 1 ] && grep -qw avx512f /proc/cpuinfo
+}
+
 # mkst FILE JSON [DATA-BYTES]: write a safetensors file with the given header
 # text (no padding) followed by DATA-BYTES zero bytes.
 mkst() {
