@@ -487,6 +487,25 @@ static int put_tensor(job *j, const lora_st_tensor *t, int od, size_t heads, lor
 	return put_f32(s, t, j->f, 0, t->nelem, od, nops > 0, e);
 }
 
+/* One tensor written: the progress counted. */
+static void wrote(job *j, const lora_st_tensor *t)
+{
+	j->bytes += t->nbytes;
+	if (j->o->progress)
+		j->o->progress(j->o->ctx, ++j->done, j->total, j->bytes, j->total_bytes);
+}
+
+/* rc, or the writer thread's error once it has stopped: it is done with
+ * the output before the output is committed or removed. */
+static int drained(job *j, int rc, lora_err *e)
+{
+	lora_err we;
+	int wrc = stream_drain(&j->s, NULL, &we);
+	if (!rc && wrc)
+		rc = wrc, *e = we;
+	return rc;
+}
+
 /* Write one shard to path. */
 static int merge_shard(job *j, const lora_st *st, const char *path, lora_err *e)
 {
@@ -511,15 +530,9 @@ static int merge_shard(job *j, const lora_st *st, const char *path, lora_err *e)
 	for (size_t i = 0; i < st->ntensors && !rc; i++) {
 		if ((rc = put_tensor(j, &st->tensors[i], (int)specs[i].dtype, 0, e)))
 			break;
-		j->bytes += st->tensors[i].nbytes;
-		if (j->o->progress)
-			j->o->progress(j->o->ctx, ++j->done, j->total, j->bytes, j->total_bytes);
+		wrote(j, &st->tensors[i]);
 	}
-	/* The writer is done with w before w is committed or removed. */
-	int wrc = stream_drain(&j->s, NULL, &we);
-	if (!rc && wrc)
-		rc = wrc, *e = we;
-	if (rc)
+	if ((rc = drained(j, rc, e)))
 		lora_st_writer_abort(w);
 	else
 		rc = lora_st_writer_commit(w, e);
@@ -605,14 +618,9 @@ static int merge_gguf(job *j, const lora_ckpt *m, const char *path, lora_err *e)
 		int od = specs[i].type == LORA_GGML_Q8_0 ? OUT_Q8_0 : (lora_gguf_dtype_of(specs[i].type, &dt), (int)dt);
 		if ((rc = put_tensor(j, ts[i], od, heads[i], e)))
 			break;
-		j->bytes += ts[i]->nbytes;
-		if (j->o->progress)
-			j->o->progress(j->o->ctx, ++j->done, j->total, j->bytes, j->total_bytes);
+		wrote(j, ts[i]);
 	}
-	int wrc = stream_drain(&j->s, NULL, &we);
-	if (!rc && wrc)
-		rc = wrc, *e = we;
-	if (rc)
+	if ((rc = drained(j, rc, e)))
 		lora_gguf_writer_abort(w);
 	else
 		rc = lora_gguf_writer_commit(w, e);
