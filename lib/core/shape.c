@@ -30,6 +30,22 @@ void *lora_shape_alloc(size_t n, size_t size)
 	return malloc(b ? b : 1);
 }
 
+int lora_shape_grow(void *pp, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return 0;
+	size_t c = *cap ? *cap : 16, bytes;
+	while (c < need)
+		if (lora_shape_mul(c, 2, &c))
+			return -1;
+	void *p;
+	if (lora_shape_mul(c, size, &bytes) || !(p = realloc(*(void **)pp, bytes)))
+		return -1;
+	*(void **)pp = p;
+	*cap = c;
+	return 0;
+}
+
 char *lora_shape_format(char *buf, size_t cap, const size_t *shape, size_t ndim)
 {
 	size_t at = 0;

@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "core/dtype.h"
 #include "core/path.h"
+#include "core/shape.h"
 
 static const char *const names[] = {"auto", "u16", "u32", "llmc", "bytes", "tok"};
 
@@ -297,13 +298,8 @@ static int add_row(lora_data_batches *b, size_t *cap, size_t off, size_t len)
 	}
 	if (!any)
 		return 0;
-	if (b->nrows == *cap) {
-		size_t c = *cap ? 2 * *cap : 64;
-		lora_data_row *r = realloc(b->rows, c * sizeof *r);
-		if (!r)
-			return -1;
-		b->rows = r, *cap = c;
-	}
+	if (lora_shape_grow(&b->rows, cap, b->nrows + 1, sizeof *b->rows))
+		return -1;
 	b->rows[b->nrows++] = (lora_data_row){off, len};
 	return 0;
 }
@@ -503,25 +499,13 @@ int lora_data_writer_doc(lora_data_writer *w, const uint32_t *ids, const unsigne
 		w->n += n;
 		return 0;
 	}
-	if (w->nd == w->dcap) {
-		size_t c = w->dcap ? 2 * w->dcap : 256;
-		uint64_t *p = realloc(w->ends, c * sizeof *p);
-		if (!p)
-			return LORA_ENOMEM;
-		w->ends = p, w->dcap = c;
-	}
+	if (lora_shape_grow(&w->ends, &w->dcap, w->nd + 1, sizeof *w->ends))
+		return LORA_ENOMEM;
 	if (w->masked) {
-		size_t need = (size_t)((w->n + n + 7) / 8);
-		if (need > w->mcap) {
-			size_t c = w->mcap ? w->mcap : 4096;
-			while (c < need)
-				c *= 2;
-			unsigned char *m = realloc(w->mask, c);
-			if (!m)
-				return LORA_ENOMEM;
-			memset(m + w->mcap, 0, c - w->mcap);
-			w->mask = m, w->mcap = c;
-		}
+		size_t had = w->mcap;
+		if (lora_shape_grow(&w->mask, &w->mcap, (size_t)((w->n + n + 7) / 8), 1))
+			return LORA_ENOMEM;
+		memset(w->mask + had, 0, w->mcap - had);
 		for (size_t i = 0; i < n; i++)
 			if (!target || target[i]) {
 				uint64_t k = w->n + i;

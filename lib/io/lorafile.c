@@ -10,6 +10,7 @@
 
 #include "core/json.h"
 #include "core/outfile.h"
+#include "core/shape.h"
 
 #define CHUNK (1u << 16)
 
@@ -440,13 +441,8 @@ typedef struct {
 
 static int push(payloads *ps, int kind, size_t idx, uint64_t zsize, uint32_t crc)
 {
-	if (ps->n == ps->cap) {
-		size_t nc = ps->cap ? 2 * ps->cap : 16;
-		payload *np = realloc(ps->p, nc * sizeof *np);
-		if (!np)
-			return -1;
-		ps->p = np, ps->cap = nc;
-	}
+	if (lora_shape_grow(&ps->p, &ps->cap, ps->n + 1, sizeof *ps->p))
+		return -1;
 	ps->p[ps->n++] = (payload){kind, idx, zsize, crc};
 	return 0;
 }

@@ -14,6 +14,7 @@
 #include "core/json.h"
 #include "core/outfile_internal.h"
 #include "core/path.h"
+#include "core/shape.h"
 #include "core/utf8.h"
 
 /* JSON numbers reach us as doubles; above 2^53 a double no longer names a
@@ -173,13 +174,8 @@ static int take_member(void *ctx, cJSON *j, lora_err *e)
 		return h->meta++ ? lora_err_set(e, LORA_EFORMAT, "%s: header has the key '__metadata__' twice in one object",
 		                                st->path)
 		                 : parse_meta(st, j, e);
-	if (st->ntensors == h->cap) {
-		size_t nc = h->cap ? 2 * h->cap : 64;
-		lora_st_tensor *t = realloc(st->tensors, nc * sizeof *t);
-		if (!t)
-			return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", st->path);
-		st->tensors = t, h->cap = nc;
-	}
+	if (lora_shape_grow(&st->tensors, &h->cap, st->ntensors + 1, sizeof *st->tensors))
+		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", st->path);
 	lora_st_tensor *t = &st->tensors[st->ntensors];
 	memset(t, 0, sizeof *t);
 	if (!(t->name = strdup(j->string)))

@@ -8,6 +8,7 @@
 #include "core/outfile.h"
 #include "core/path.h"
 #include "core/rng.h"
+#include "core/shape.h"
 #include "model/session.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
@@ -124,15 +125,8 @@ static int text_write(text *x, const char *s, size_t n, lora_err *e)
  * one, held back. */
 static int text_put(text *x, const char *s, size_t n, int final, lora_err *e)
 {
-	if (x->nheld + n + 1 > x->cap) {
-		size_t cap = x->cap ? x->cap : 256;
-		while (cap < x->nheld + n + 1)
-			cap *= 2;
-		char *p = realloc(x->held, cap);
-		if (!p)
-			return lora_err_nomem(e);
-		x->held = p, x->cap = cap;
-	}
+	if (lora_shape_grow(&x->held, &x->cap, x->nheld + n + 1, 1))
+		return lora_err_nomem(e);
 	memcpy(x->held + x->nheld, s, n);
 	x->nheld += n;
 	size_t cut = x->nheld, keep = 0;

@@ -9,6 +9,7 @@
 #include "core/json.h"
 #include "core/path.h"
 #include "core/rng.h"
+#include "core/shape.h"
 #include "core/utf8.h"
 
 enum { LLAMA3, LLAMA31, LLAMA32, CHATML, QWEN25, QWEN3, MISTRAL, NFAMILY };
@@ -79,30 +80,18 @@ static void put(rendering *o, const char *s, size_t n, int train, int content)
 {
 	if (!n || o->oom)
 		return;
-	if (o->n + n + 1 > o->cap) {
-		size_t cap = o->cap ? o->cap : 256;
-		while (cap < o->n + n + 1)
-			cap *= 2;
-		char *p = realloc(o->s, cap);
-		if (!p) {
-			o->oom = 1;
-			return;
-		}
-		o->s = p, o->cap = cap;
+	if (lora_shape_grow(&o->s, &o->cap, o->n + n + 1, 1)) {
+		o->oom = 1;
+		return;
 	}
 	memcpy(o->s + o->n, s, n);
 	lora_chat_span *last = o->ns ? &o->sp[o->ns - 1] : NULL;
 	if (last && last->train == train && last->content == content) {
 		last->end += n;
 	} else {
-		if (o->ns == o->spcap) {
-			size_t cap = o->spcap ? 2 * o->spcap : 16;
-			lora_chat_span *p = realloc(o->sp, cap * sizeof *p);
-			if (!p) {
-				o->oom = 1;
-				return;
-			}
-			o->sp = p, o->spcap = cap;
+		if (lora_shape_grow(&o->sp, &o->spcap, o->ns + 1, sizeof *o->sp)) {
+			o->oom = 1;
+			return;
 		}
 		o->sp[o->ns++] = (lora_chat_span){o->n, o->n + n, train, content};
 	}

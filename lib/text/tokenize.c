@@ -11,6 +11,7 @@
 #include "core/json.h"
 #include "core/outfile.h"
 #include "core/path.h"
+#include "core/shape.h"
 #include "core/utf8.h"
 #include "text/chat.h"
 #include "text/jsonl.h"
@@ -101,15 +102,8 @@ static void more_tokenizers(enc *x, int want)
 static int read_more(FILE *f, const char *name, char **buf, size_t *len, size_t *cap, size_t want, size_t *got,
                      lora_err *e)
 {
-	if (*cap - *len < want + 1) {
-		size_t c = *cap ? *cap : want + 1;
-		while (c - *len < want + 1)
-			c *= 2;
-		char *b = realloc(*buf, c);
-		if (!b)
-			return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", display(name));
-		*buf = b, *cap = c;
-	}
+	if (lora_shape_grow(buf, cap, *len + want + 1, 1))
+		return lora_err_set(e, LORA_ENOMEM, "%s: out of memory", display(name));
 	*got = fread(*buf + *len, 1, want, f);
 	if (*got < want && ferror(f))
 		return lora_err_set(e, LORA_EIO, "%s: %s", display(name), strerror(errno));
@@ -167,15 +161,8 @@ static int add_doc(enc *x, doc d, lora_err *e)
 
 static int flags_set(flags *f, size_t from, size_t to, int v)
 {
-	if (to > f->cap) {
-		size_t c = f->cap ? f->cap : 256;
-		while (c < to)
-			c *= 2;
-		unsigned char *b = realloc(f->b, c);
-		if (!b)
-			return LORA_ENOMEM;
-		f->b = b, f->cap = c;
-	}
+	if (lora_shape_grow(&f->b, &f->cap, to, 1))
+		return LORA_ENOMEM;
 	memset(f->b + from, v, to - from);
 	f->n = to;
 	return 0;

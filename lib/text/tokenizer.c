@@ -10,6 +10,7 @@
 #include "core/json.h"
 #include "core/path.h"
 #include "core/pattern.h"
+#include "core/shape.h"
 #include "core/unicode.h"
 #include "core/utf8.h"
 
@@ -173,24 +174,9 @@ static size_t pow2_above(size_t n)
 	return c;
 }
 
-static int grow(void *pp, size_t *cap, size_t need, size_t size)
-{
-	if (need <= *cap)
-		return 0;
-	size_t c = *cap ? *cap : 64;
-	while (c < need)
-		c *= 2;
-	void *p = realloc(*(void **)pp, c * size);
-	if (!p)
-		return -1;
-	*(void **)pp = p;
-	*cap = c;
-	return 0;
-}
-
 int lora_tokenizer_ids_push(lora_tokenizer_ids *ids, uint32_t id)
 {
-	if (grow(&ids->id, &ids->cap, ids->n + 1, sizeof *ids->id))
+	if (lora_shape_grow(&ids->id, &ids->cap, ids->n + 1, sizeof *ids->id))
 		return LORA_ENOMEM;
 	ids->id[ids->n++] = id;
 	return 0;
@@ -618,7 +604,7 @@ static int add_merge(lora_tokenizer *t, const char *a, size_t an, const char *b,
 	if (ia < 0 || ib < 0)
 		return fail(t, e, "model merges: merge %u: token '%.*s' is not in the vocabulary", rank + 1,
 		            (int)(ia < 0 ? an : bn), ia < 0 ? a : b);
-	if (grow(buf, cap, an + bn, 1))
+	if (lora_shape_grow(buf, cap, an + bn, 1))
 		return lora_err_nomem(e);
 	memcpy(*buf, a, an);
 	memcpy(*buf + an, b, bn);
@@ -1224,7 +1210,7 @@ static int piece(splitter *sp, size_t a, size_t b, lora_err *e)
 	if (!sp->map)
 		return pretok(t, sp->L + 1, sp->s + a, b - a, sp->first && a == 0, e);
 	level *lv = &t->lv[sp->L];
-	if (grow(&lv->b, &lv->bcap, 2 * (b - a), 1))
+	if (lora_shape_grow(&lv->b, &lv->bcap, 2 * (b - a), 1))
 		return lora_err_nomem(e);
 	size_t m = 0;
 	for (size_t i = a; i < b; i++)
@@ -1282,7 +1268,7 @@ static int pre_bytelevel(lora_tokenizer *t, int L, const char *s, size_t n, int 
 	level *lv = &t->lv[L];
 	splitter sp = {t, L, first, B_ISOLATED, 0, 1, s, 0, 0, 0, 0};
 	if (st->flag && s[0] != ' ') {
-		if (grow(&lv->a, &lv->acap, n + 1, 1))
+		if (lora_shape_grow(&lv->a, &lv->acap, n + 1, 1))
 			return lora_err_nomem(e);
 		lv->a[0] = ' ';
 		memcpy(lv->a + 1, s, n);
@@ -1301,7 +1287,7 @@ static int pre_metaspace(lora_tokenizer *t, int L, const char *s, size_t n, int 
 	size_t r = st->strn, m = 0, spaces = 0;
 	for (size_t i = 0; i < n; i++)
 		spaces += s[i] == ' ';
-	if (grow(&lv->a, &lv->acap, n + (spaces + 1) * r, 1))
+	if (lora_shape_grow(&lv->a, &lv->acap, n + (spaces + 1) * r, 1))
 		return lora_err_nomem(e);
 	int starts = n >= r && !memcmp(s, st->str, r);
 	if (!(s[0] == ' ' || starts) && (st->scheme == S_ALWAYS || (st->scheme == S_FIRST && first))) {
@@ -1357,7 +1343,7 @@ static int push(lora_tokenizer *t, uint32_t id, lora_err *e)
 
 static int add_sym(lora_tokenizer *t, size_t *ns, uint32_t c, lora_err *e)
 {
-	if (grow(&t->sy, &t->symcap, *ns + 1, sizeof *t->sy))
+	if (lora_shape_grow(&t->sy, &t->symcap, *ns + 1, sizeof *t->sy))
 		return lora_err_nomem(e);
 	t->sy[*ns] = (sym){c, (int32_t)*ns - 1, (int32_t)*ns + 1, 0};
 	++*ns;
@@ -1511,7 +1497,7 @@ static void cache_put(lora_tokenizer *t, const char *s, size_t n, uint64_t h, co
 		memset(t->cslot, 0, (t->cmask + 1) * sizeof *t->cslot);
 		t->ccount = t->cused = 0;
 	}
-	if (grow(&t->carena, &t->ccap, t->cused + need, 1))
+	if (lora_shape_grow(&t->carena, &t->ccap, t->cused + need, 1))
 		return; /* a cache that cannot grow only costs time */
 	uint32_t *ent = (uint32_t *)(t->carena + t->cused);
 	ent[0] = (uint32_t)n;
@@ -1537,7 +1523,7 @@ static int word(lora_tokenizer *t, const char *s, size_t n, lora_err *e)
 	uint32_t nc;
 	const uint32_t *hit = cache_get(t, s, n, h, &nc);
 	if (hit) {
-		if (grow(&t->out->id, &t->out->cap, t->out->n + nc, sizeof *t->out->id))
+		if (lora_shape_grow(&t->out->id, &t->out->cap, t->out->n + nc, sizeof *t->out->id))
 			return lora_err_nomem(e);
 		memcpy(t->out->id + t->out->n, hit, nc * sizeof *hit);
 		t->out->n += nc;
@@ -1571,7 +1557,7 @@ static int replace_seg(void *ctx, size_t a, size_t b, int match, lora_err *e)
 	replacing *r = ctx;
 	const char *src = match ? r->with : r->s + a;
 	size_t len = match ? r->withn : b - a;
-	if (grow(&r->out, &r->cap, r->n + len + 1, 1))
+	if (lora_shape_grow(&r->out, &r->cap, r->n + len + 1, 1))
 		return lora_err_nomem(e);
 	if (len)
 		memcpy(r->out + r->n, src, len);
@@ -1782,7 +1768,7 @@ static void strs_free(strs *l)
 /* The next string of a list being built: out->v[out->n - 1], empty. */
 static str *strs_new(strs *l)
 {
-	if (grow(&l->v, &l->cap, l->n + 1, sizeof *l->v))
+	if (lora_shape_grow(&l->v, &l->cap, l->n + 1, sizeof *l->v))
 		return NULL;
 	str *s = &l->v[l->n];
 	if (!(s->s = malloc(16)))
@@ -1855,7 +1841,7 @@ static int dec_bytelevel(const lora_tokenizer *t, strs *in, strs *out)
 	for (size_t k = 0; k < in->n && !rc; k++) {
 		const str *s = &in->v[k];
 		size_t m = n;
-		if (grow(&buf, &cap, n + s->n + 1, 1)) {
+		if (lora_shape_grow(&buf, &cap, n + s->n + 1, 1)) {
 			rc = -1;
 			break;
 		}
@@ -1908,7 +1894,7 @@ static int dec_bytefallback(strs *in, strs *out)
 			byte = h >= 0 && l >= 0 ? h * 16 + l : -1;
 		}
 		if (byte >= 0) {
-			if (grow(&bytes, &cap, nb + 1, 1))
+			if (lora_shape_grow(&bytes, &cap, nb + 1, 1))
 				rc = -1;
 			else
 				bytes[nb++] = (unsigned char)byte;

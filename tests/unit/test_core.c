@@ -116,6 +116,22 @@ static void test_shape(void)
 	CHECK(p != NULL, "alloc 0");
 	free(p);
 	CHECK(lora_shape_min(3, 2) == 2 && lora_shape_min(2, 3) == 2, "min");
+	/* growth doubles: the capacity stays under twice what was asked for,
+	 * and what was there survives each move */
+	int *v = NULL;
+	size_t cap = 0, grows = 0;
+	for (size_t i = 0; i < 1000; i++) {
+		size_t was = cap;
+		CHECK(lora_shape_grow(&v, &cap, i + 1, sizeof *v) == 0 && cap >= i + 1, "grow %zu", i);
+		grows += cap != was;
+		v[i] = (int)i;
+	}
+	CHECK(cap == 1024 && grows == 7, "cap %zu after %zu moves", cap, grows);
+	CHECK(v[0] == 0 && v[511] == 511 && v[999] == 999, "contents");
+	int *was = v;
+	CHECK(lora_shape_grow(&v, &cap, SIZE_MAX / 4 + 1, 8) == -1 && v == was && cap == 1024, "grow overflow");
+	CHECK(lora_shape_grow(&v, &cap, SIZE_MAX, 1) == -1 && v == was && cap == 1024, "doubling overflow");
+	free(v);
 }
 
 /* The fast paths: a bad byte after ASCII runs of every length (read
