@@ -501,6 +501,31 @@ int lora_outfile_put(lora_outfile_direct *d, lora_outfile *o, const void *p, siz
 	return 0;
 }
 
+int lora_outfile_put_data(lora_outfile_direct *d, lora_outfile *o, const void *p, size_t n, const char *name,
+                          lora_err *e)
+{
+	if (!lora_outfile_put(d, o, p, n))
+		return 0;
+	/* Through the cache, large writes go from the caller's buffer straight
+	 * to write(2), which fails with EFAULT, where a load would raise
+	 * SIGBUS, when the buffer is a mapped input that has shrunk since it
+	 * was mapped. */
+	if (errno == EFAULT)
+		return lora_err_set(e, LORA_EIO, "an input file changed or shrank while being read");
+	return lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
+}
+
+int lora_outfile_finish(lora_outfile_direct *d, lora_outfile *o, lora_err *e)
+{
+	if (lora_outfile_direct_flush(d)) {
+		int rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", o->path ? o->path : "standard output",
+		                      strerror(errno));
+		lora_outfile_abort(o);
+		return rc;
+	}
+	return lora_outfile_commit(o, e);
+}
+
 void lora_outfile_direct_free(lora_outfile_direct *d)
 {
 	free(d->buf);

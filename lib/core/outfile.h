@@ -89,8 +89,15 @@ typedef struct {
 void lora_outfile_direct_start(lora_outfile_direct *d, lora_outfile *o, uint64_t bytes);
 /* Append n bytes: 0, or -1 with errno set. */
 int lora_outfile_put(lora_outfile_direct *d, lora_outfile *o, const void *p, size_t n);
+/* lora_outfile_put of a tensor's bytes: 0, or an error on e naming the
+ * file (name), or saying that the input the bytes come from shrank. */
+int lora_outfile_put_data(lora_outfile_direct *d, lora_outfile *o, const void *p, size_t n, const char *name,
+                          lora_err *e);
 /* Write what is gathered, before lora_outfile_commit: 0, or -1 with errno. */
 int lora_outfile_direct_flush(lora_outfile_direct *d);
+/* The end of a file written through d: flushed and committed, or on a
+ * failure aborted with the error on e. */
+int lora_outfile_finish(lora_outfile_direct *d, lora_outfile *o, lora_err *e);
 void lora_outfile_direct_free(lora_outfile_direct *d);
 
 /* Register an input (a file or a directory, followed if a link): from now

@@ -858,12 +858,8 @@ int lora_gguf_writer_write(lora_gguf_writer *w, const void *data, size_t nbytes,
 	if (nbytes > left)
 		return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': write of %zu bytes exceeds the %zu bytes left of its %zu",
 		                    name, w->names[w->cur], nbytes, left, w->sizes[w->cur]);
-	if (lora_outfile_put(&w->d, &w->out, data, nbytes)) {
-		/* see lora_st_writer_write */
-		if (errno == EFAULT)
-			return lora_err_set(e, LORA_EIO, "an input file changed or shrank while being read");
-		return lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
-	}
+	if (lora_outfile_put_data(&w->d, &w->out, data, nbytes, name, e))
+		return LORA_EIO;
 	w->done += nbytes;
 	if (gw_advance(w))
 		return lora_err_set(e, LORA_EIO, "%s: write error: %s", name, strerror(errno));
@@ -878,11 +874,8 @@ int lora_gguf_writer_commit(lora_gguf_writer *w, lora_err *e)
 		                  w->out.path ? w->out.path : "standard output", w->names[w->cur], w->done,
 		                  w->sizes[w->cur]);
 		lora_outfile_abort(&w->out);
-	} else if (lora_outfile_direct_flush(&w->d)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", w->out.path, strerror(errno));
-		lora_outfile_abort(&w->out);
 	} else {
-		rc = lora_outfile_commit(&w->out, e);
+		rc = lora_outfile_finish(&w->d, &w->out, e);
 	}
 	gw_free(w);
 	return rc;

@@ -558,15 +558,8 @@ int lora_st_writer_write(lora_st_writer *w, const void *data, size_t nbytes, lor
 	if (nbytes > left)
 		return lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': write of %zu bytes exceeds the %zu bytes left of its %zu",
 		                    w->out.path, w->names[i], nbytes, left, w->sizes[i]);
-	if (lora_outfile_put(&w->d, &w->out, data, nbytes)) {
-		/* Through the cache, large writes go from the caller's buffer
-		 * straight to write(2), which fails with EFAULT, where a load would
-		 * raise SIGBUS, when the buffer is a mapped input that has shrunk
-		 * since it was mapped. */
-		if (errno == EFAULT)
-			return lora_err_set(e, LORA_EIO, "an input file changed or shrank while being read");
-		return lora_err_set(e, LORA_EIO, "%s: write error: %s", w->out.path, strerror(errno));
-	}
+	if (lora_outfile_put_data(&w->d, &w->out, data, nbytes, w->out.path, e))
+		return LORA_EIO;
 	w->done += nbytes;
 	stw_advance(w);
 	return 0;
@@ -579,11 +572,8 @@ int lora_st_writer_commit(lora_st_writer *w, lora_err *e)
 		rc = lora_err_set(e, LORA_EINVAL, "%s: tensor '%s': only %zu of %zu bytes written", w->out.path,
 		                  w->names[w->cur], w->done, w->sizes[w->cur]);
 		lora_outfile_abort(&w->out);
-	} else if (lora_outfile_direct_flush(&w->d)) {
-		rc = lora_err_set(e, LORA_EIO, "%s: write error: %s", w->out.path, strerror(errno));
-		lora_outfile_abort(&w->out);
 	} else {
-		rc = lora_outfile_commit(&w->out, e);
+		rc = lora_outfile_finish(&w->d, &w->out, e);
 	}
 	stw_free(w);
 	return rc;
