@@ -4,7 +4,6 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,48 +331,13 @@ static void release(entry *en)
 	pthread_mutex_unlock(&lock);
 }
 
-/* Buffers kept from call to call: a fresh one of megabytes is mapped and
- * faulted in anew on every call, which cost a third of an f32 step from a
- * bf16 checkpoint (AMD EPYC under KVM). A thread that finds one taken gets
- * a buffer of its own (*own set), which give() frees. 64-byte aligned. */
-typedef struct {
-	void *p;
-	size_t cap;
-	atomic_flag busy;
-} keep;
-
-static keep scratchpad = {NULL, 0, ATOMIC_FLAG_INIT}, panel = {NULL, 0, ATOMIC_FLAG_INIT};
-
-static void *take(keep *k, size_t bytes, int *own)
-{
-	bytes = (bytes + 63) / 64 * 64;
-	if ((*own = atomic_flag_test_and_set(&k->busy)))
-		return aligned_alloc(64, bytes);
-	if (bytes > k->cap) {
-		free(k->p);
-		k->cap = (k->p = aligned_alloc(64, bytes)) ? bytes : 0;
-		if (!k->p)
-			atomic_flag_clear(&k->busy);
-	}
-	return k->p;
-}
-
-static void give(keep *k, void *p, int own)
-{
-	if (own)
-		free(p);
-	else if (p)
-		atomic_flag_clear(&k->busy);
-}
-
 static dnnl_status_t run(entry *en, const void *A, const void *B, float *C)
 {
 	dnnl_memory_t m[4] = {NULL, NULL, NULL, NULL};
 	dnnl_stream_t stream = NULL;
 	void *scratch = NULL;
-	int own = 1;
 	dnnl_status_t st = dnnl_out_of_memory;
-	if (en->scratch_bytes && !(scratch = take(&scratchpad, en->scratch_bytes, &own)))
+	if (en->scratch_bytes && !(scratch = aligned_alloc(64, (en->scratch_bytes + 63) / 64 * 64)))
 		goto out;
 	if ((st = dnnl_memory_create(&m[0], &en->a, engine, (void *)A)) ||
 	    (st = dnnl_memory_create(&m[1], &en->b, engine, (void *)B)) ||
@@ -389,7 +353,7 @@ out:
 	dnnl_stream_destroy(stream);
 	for (int i = 0; i < 4; i++)
 		dnnl_memory_destroy(m[i]);
-	give(&scratchpad, scratch, own);
+	free(scratch);
 	return st;
 }
 
@@ -549,15 +513,14 @@ static void panels(lora_dtype to, int ta, int tb, size_t M, size_t N, size_t K, 
 	 * sgemm multiplies an untransposed B that is 32-byte aligned at 60% of
 	 * its rate (256x1024 by 1024x2048: 89 against 148 GFLOP/s; AVX-512 runs
 	 * both alike), and the panels are that B in every input gradient. */
-	int own;
-	void *mem = take(&panel, P * cols * 4 + 64, &own), *buf = mem ? (char *)mem + 16 : NULL;
+	char *mem = malloc(P * cols * 4 + 64);
+	void *buf = mem ? mem + (48 - (uintptr_t)mem % 32) % 32 : NULL;
 	float *wide = NULL; /* A in f32, made when a bf16 product fails */
 	if (!buf) {
 		fail(LORA_ENOMEM, "panel allocation", dnnl_out_of_memory, M, N, K);
 		/* row by row needs no more than one row of B */
 		P = 1;
 		buf = mem = malloc(cols * 4 + 64);
-		own = 1;
 	}
 	for (size_t r0 = 0; r0 < rows && buf; r0 += P) {
 		size_t n = rows - r0 < P ? rows - r0 : P;
@@ -588,7 +551,7 @@ static void panels(lora_dtype to, int ta, int tb, size_t M, size_t N, size_t K, 
 		}
 		free(fb);
 	}
-	give(&panel, mem, own);
+	free(mem);
 	free(wide);
 }
 
